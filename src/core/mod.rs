@@ -1,0 +1,9 @@
+//! Pure core: no I/O, no threads, exhaustively tested. Geometry, rasterising, colour, filters.
+pub mod types;
+pub mod landmarks;
+pub mod raster;
+pub mod colour;
+pub mod one_euro;
+pub mod geometry;
+pub mod retarget;
+pub mod pasteback;

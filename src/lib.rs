@@ -1,0 +1,13 @@
+//! puppetcam library: the pipeline stages, their pure core and the hardware traits.
+pub mod core;
+pub mod error;
+pub mod source;
+pub mod sink;
+pub mod face;
+pub mod ep;
+pub mod generator;
+pub mod pipeline;
+pub mod config;
+pub mod service;
+
+pub use error::{Error, Result};

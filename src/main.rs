@@ -1,0 +1,2 @@
+//! puppetcam binary entry point: a thin shell that maps errors to exit codes.
+fn main() {}
