@@ -9,5 +9,7 @@ pub mod generator;
 pub mod pipeline;
 pub mod config;
 pub mod service;
+pub mod stats;
+pub mod calibrate;
 
 pub use error::{Error, Result};

@@ -1,1 +1,2 @@
-//! (in progress)
+//! Face landmarks through ONNX Runtime: MediaPipe face detector, 468-point mesh, irises, tracking.
+pub mod extract;

@@ -1,0 +1,181 @@
+//! Live pipeline statistics shared by the stages (writers), `bench`, status and /metrics (readers).
+//! Lock-free counters and fixed-bucket latency histograms so the hot path never blocks.
+use parking_lot::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Upper bounds (microseconds) of the latency histogram buckets; the last bucket is +Inf.
+pub const BUCKETS_US: [u64; 16] =
+    [250, 500, 1_000, 2_000, 4_000, 6_000, 8_000, 12_000, 16_000, 25_000, 33_000, 50_000, 100_000, 250_000, 1_000_000, u64::MAX];
+
+/// Per-stage counters: processed frames, dropped frames, a latency histogram and a sample ring
+/// for exact percentiles in `bench`.
+pub struct StageStats {
+    pub name: &'static str,
+    pub frames: AtomicU64,
+    pub drops: AtomicU64,
+    pub errors: AtomicU64,
+    buckets: [AtomicU64; BUCKETS_US.len()],
+    sum_us: AtomicU64,
+    /// Recent latencies (microseconds), bounded, for median/p99.
+    recent: Mutex<std::collections::VecDeque<u32>>,
+}
+
+const RECENT_CAP: usize = 4096;
+
+impl StageStats {
+    pub fn new(name: &'static str) -> Self {
+        StageStats {
+            name,
+            frames: AtomicU64::new(0),
+            drops: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            buckets: Default::default(),
+            sum_us: AtomicU64::new(0),
+            recent: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_CAP)),
+        }
+    }
+
+    /// Records one processed frame that took `d`.
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        let i = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len() - 1);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let mut r = self.recent.lock();
+        if r.len() == RECENT_CAP {
+            r.pop_front();
+        }
+        r.push_back(us.min(u32::MAX as u64) as u32);
+    }
+
+    pub fn drop_one(&self) {
+        self.drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn error_one(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cumulative bucket counts (Prometheus style: each count includes the smaller buckets).
+    pub fn cumulative_buckets(&self) -> Vec<(u64, u64)> {
+        let mut acc = 0;
+        BUCKETS_US
+            .iter()
+            .zip(self.buckets.iter())
+            .map(|(&b, c)| {
+                acc += c.load(Ordering::Relaxed);
+                (b, acc)
+            })
+            .collect()
+    }
+
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
+    }
+
+    /// Percentile (0..=100) of the recent latencies in microseconds, `None` before any sample.
+    pub fn percentile_us(&self, p: f64) -> Option<f64> {
+        let r = self.recent.lock();
+        percentile(r.iter().map(|&v| v as f64).collect(), p)
+    }
+
+    /// Forgets the recent samples (bench drops its warm-up this way).
+    pub fn reset_recent(&self) {
+        self.recent.lock().clear();
+    }
+}
+
+/// Nearest-rank-with-interpolation percentile of `v` (sorted inside), `None` when empty.
+pub fn percentile(mut v: Vec<f64>, p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = (p.clamp(0.0, 100.0) / 100.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (rank - lo as f64))
+}
+
+/// Which execution provider the generator actually runs on, and why if it is not the first choice.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EpStatus {
+    /// e.g. "TensorRT", "CUDA", "CPU"; empty before the generator loaded.
+    pub active: String,
+    /// Set when a preferred provider failed and a later one was used: the loud fallback reason.
+    pub fallback_reason: Option<String>,
+}
+
+/// All statistics of one running pipeline.
+pub struct PipelineStats {
+    pub started: Instant,
+    pub capture: StageStats,
+    pub face: StageStats,
+    pub generator: StageStats,
+    pub output: StageStats,
+    /// Time from capture to sink write, per frame.
+    pub end_to_end: StageStats,
+    pub face_lost: AtomicU64,
+    pub source_reconnects: AtomicU64,
+    pub ep: RwLock<EpStatus>,
+    /// Short human-readable states for status pages ("streaming", "camera lost: ...").
+    pub source_state: RwLock<String>,
+    pub sink_state: RwLock<String>,
+    pub avatar_name: RwLock<String>,
+    /// The latest output frame, for the MJPEG preview.
+    pub preview: Mutex<Option<std::sync::Arc<crate::core::types::Frame>>>,
+}
+
+impl Default for PipelineStats {
+    fn default() -> Self {
+        PipelineStats {
+            started: Instant::now(),
+            capture: StageStats::new("capture"),
+            face: StageStats::new("face"),
+            generator: StageStats::new("generator"),
+            output: StageStats::new("output"),
+            end_to_end: StageStats::new("end_to_end"),
+            face_lost: AtomicU64::new(0),
+            source_reconnects: AtomicU64::new(0),
+            ep: RwLock::new(EpStatus::default()),
+            source_state: RwLock::new(String::new()),
+            sink_state: RwLock::new(String::new()),
+            avatar_name: RwLock::new(String::new()),
+            preview: Mutex::new(None),
+        }
+    }
+}
+
+impl PipelineStats {
+    pub fn stages(&self) -> [&StageStats; 5] {
+        [&self.capture, &self.face, &self.generator, &self.output, &self.end_to_end]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_interpolates_and_handles_empty() {
+        assert_eq!(percentile(vec![], 50.0), None);
+        assert_eq!(percentile(vec![3.0, 1.0, 2.0], 50.0), Some(2.0));
+        assert_eq!(percentile(vec![0.0, 10.0], 25.0), Some(2.5));
+        assert_eq!(percentile(vec![5.0], 99.0), Some(5.0));
+    }
+
+    #[test]
+    fn histogram_is_cumulative_and_counts_everything() {
+        let s = StageStats::new("t");
+        s.record(Duration::from_micros(100));
+        s.record(Duration::from_micros(700));
+        s.record(Duration::from_secs(5));
+        let b = s.cumulative_buckets();
+        assert_eq!(b[0], (250, 1));
+        assert_eq!(b[2], (1_000, 2));
+        assert_eq!(b.last().unwrap().1, 3);
+        assert_eq!(s.frames.load(Ordering::Relaxed), 3);
+        assert_eq!(s.percentile_us(0.0), Some(100.0));
+    }
+}
