@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one command that runs every test of puppetcam on a fresh machine: set-up (idempotent),
+# Rust unit + integration tests, Python tests, the v4l2loopback round trip in a VM, a short soak.
+# Each suite runs even when an earlier one failed; the exit code is non-zero if any failed.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/setup.sh
+source scripts/setup.sh || { echo "test: set-up failed"; exit 1; }
+export PUPPETCAM_BIN="$ROOT/target/debug/puppetcam"
+export RUST_LOG="${RUST_LOG:-warn}"
+
+failed=()
+suite() {
+  local name="$1"; shift
+  echo "=== $name: $*"
+  local t0=$SECONDS
+  if "$@"; then echo "=== $name: ok ($((SECONDS - t0)) s)"; else echo "=== $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
+}
+
+suite cargo-build cargo build --all-targets
+suite cargo-test cargo test --no-fail-fast
+suite pytest "$PUPPETCAM_PY" -m pytest -q scripts/tests
+if [ -x scripts/vm/run-v4l2-test.sh ] && [ "${PUPPETCAM_SKIP_VM:-0}" != 1 ]; then
+  suite v4l2-vm scripts/vm/run-v4l2-test.sh
+fi
+if [ -x scripts/soak.sh ] && [ "${PUPPETCAM_SKIP_SOAK:-0}" != 1 ]; then
+  suite soak-short scripts/soak.sh --seconds 20
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then echo "test: FAILED suites: ${failed[*]}"; exit 1; fi
+echo "test: all suites passed"
