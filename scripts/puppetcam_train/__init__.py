@@ -1,0 +1,1 @@
+"""puppetcam training, export and data preparation (see docs/ARCHITECTURE.md)."""
