@@ -1,0 +1,1 @@
+//! The running daemon: capture -> face -> generator -> output threads (being written).
