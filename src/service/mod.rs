@@ -1,1 +1,154 @@
-//! (in progress)
+//! Running puppetcam as a background service: systemd readiness/watchdog notifications, signal
+//! handling, the local HTTP health/metrics/preview server, an avatar-file watcher and the
+//! `install-service` helper. `Service` bundles them so that `puppetcam run` needs only a few lines.
+pub mod http;
+pub mod install;
+pub mod liveness;
+pub mod notify;
+pub mod signals;
+pub mod watch;
+
+use crate::error::Result;
+use crate::stats::PipelineStats;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use http::{HttpOptions, HttpServer};
+pub use liveness::Liveness;
+pub use notify::{Notifier, Watchdog};
+pub use signals::{ServiceEvent, SignalListener};
+pub use watch::ModelWatcher;
+
+/// What `Service::start` turns on. `Default` is what a daemon under systemd wants, minus HTTP and
+/// the watcher, which need addresses/paths from the config.
+#[derive(Clone, Debug)]
+pub struct ServiceOptions {
+    /// HTTP server settings; `None` disables it (`[service] enabled = false`).
+    pub http: Option<HttpOptions>,
+    /// Install SIGHUP/SIGTERM/SIGINT handlers (off in tests that share a process).
+    pub handle_signals: bool,
+    /// Talk sd_notify when `NOTIFY_SOCKET` is set (a no-op otherwise).
+    pub notify: bool,
+    /// Avatar file to watch for replacement; `None` disables the watcher.
+    pub watch_avatar: Option<PathBuf>,
+    /// How often the watcher looks at the file.
+    pub watch_interval: Duration,
+    /// No new frame for this long counts as "stalled" for /health (and the status line).
+    pub stall_after: Duration,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            http: None,
+            handle_signals: true,
+            notify: true,
+            watch_avatar: None,
+            watch_interval: Duration::from_secs(2),
+            stall_after: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The running service side of the daemon. Dropping it stops everything it started.
+pub struct Service {
+    events_tx: Sender<ServiceEvent>,
+    events_rx: Receiver<ServiceEvent>,
+    liveness: Arc<Liveness>,
+    notifier: Notifier,
+    watchdog: Option<Watchdog>,
+    http: Option<HttpServer>,
+    signals: Option<SignalListener>,
+    watcher: Option<ModelWatcher>,
+}
+
+impl Service {
+    /// Starts the service helpers around a pipeline that writes into `stats`.
+    pub fn start(opts: &ServiceOptions, stats: Arc<PipelineStats>) -> Result<Service> {
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let liveness = Liveness::start(stats.clone(), opts.stall_after);
+        let notifier = if opts.notify { Notifier::from_env() } else { Notifier::disabled() };
+        let watchdog = Some(Watchdog::start(notifier.clone(), liveness.clone(), stats.clone()));
+        let http = match &opts.http {
+            Some(h) => Some(HttpServer::start(h, stats.clone(), liveness.clone())?),
+            None => None,
+        };
+        let signals = if opts.handle_signals { Some(SignalListener::install(events_tx.clone())?) } else { None };
+        let watcher = opts
+            .watch_avatar
+            .as_ref()
+            .map(|p| ModelWatcher::start(p.clone(), opts.watch_interval, watch::basic_validate, events_tx.clone()));
+        Ok(Service { events_tx, events_rx, liveness, notifier, watchdog, http, signals, watcher })
+    }
+
+    /// Waits up to `timeout` for the next signal/watcher event; `None` on timeout so the run loop
+    /// can also check whether the pipeline ended on its own.
+    pub fn next_event(&self, timeout: Duration) -> Option<ServiceEvent> {
+        match self.events_rx.recv_timeout(timeout) {
+            Ok(e) => Some(e),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// A sender for injecting events (tests, or a future control endpoint).
+    pub fn event_sender(&self) -> Sender<ServiceEvent> {
+        self.events_tx.clone()
+    }
+
+    /// Call before reloading config/avatar: tells systemd (RELOADING=1 + MONOTONIC_USEC).
+    pub fn reloading(&self) {
+        self.notifier.reloading();
+    }
+
+    /// Call after a reload finished (successfully or not): READY=1 again plus a status line.
+    pub fn reloaded(&self, outcome: &str) {
+        self.notifier.ready_after_reload(outcome);
+    }
+
+    /// The address the HTTP server listens on, when enabled.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(|h| h.local_addr())
+    }
+
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.liveness
+    }
+
+    /// Sends STOPPING=1; call before draining the pipeline. The watchdog keeps pinging while the
+    /// pipeline drains (bounded by TimeoutStopSec) so a slow drain is not mistaken for a hang.
+    pub fn stopping(&self) {
+        self.notifier.stopping();
+        if let Some(w) = &self.watchdog {
+            w.set_draining();
+        }
+    }
+
+    /// Stops every helper thread (HTTP, watcher, watchdog, signal listener).
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        if let Some(w) = self.watchdog.take() {
+            w.stop();
+        }
+        if let Some(w) = self.watcher.take() {
+            w.stop();
+        }
+        if let Some(h) = self.http.take() {
+            h.shutdown();
+        }
+        if let Some(s) = self.signals.take() {
+            s.stop();
+        }
+        self.liveness.stop();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
