@@ -1,0 +1,132 @@
+//! `FaceTracker`: MediaPipe's face-mesh pipeline for one face. Detect only when not tracking;
+//! otherwise crop around the previous frame's landmarks. A presence score below the threshold
+//! drops the track (that frame reports no face, the next one detects again), and resets the
+//! One Euro filters so a re-found face does not glide in from its old position.
+use super::detector::Detector;
+use super::iris::IrisModel;
+use super::landmarker::{roi_from_mesh, Landmarker};
+use super::roi::{frame_mat, RotRect};
+use super::{FaceModels, TrackerConfig};
+use crate::core::landmarks::to68;
+use crate::core::one_euro::OneEuroBank;
+use crate::core::types::{FaceLandmarks, Frame};
+use crate::error::Result;
+
+pub struct FaceTracker {
+    cfg: TrackerConfig,
+    detector: Detector,
+    landmarker: Landmarker,
+    iris: Option<IrisModel>,
+    /// ROI for the next frame when tracking.
+    track: Option<RotRect>,
+    mesh_filter: Option<OneEuroBank>,
+    iris_filter: Option<OneEuroBank>,
+    /// Whether the last `process` call ran the detector (for stats and tests).
+    last_detected: bool,
+}
+
+impl FaceTracker {
+    /// Loads the models (CPU, one thread each). The iris model is optional: without it (file
+    /// absent or `cfg.iris` false) landmarks come without irises.
+    pub fn new(models: &FaceModels, cfg: TrackerConfig) -> Result<Self> {
+        cfg.validate()?;
+        let detector = Detector::load(&models.detector)?;
+        let landmarker = Landmarker::load(&models.landmarks)?;
+        let iris = match (&models.iris, cfg.iris) {
+            (Some(p), true) => Some(IrisModel::load(p)?),
+            _ => None,
+        };
+        let mesh_filter = cfg.filter.map(OneEuroBank::new);
+        let iris_filter = cfg.filter.map(OneEuroBank::new);
+        Ok(FaceTracker { cfg, detector, landmarker, iris, track: None, mesh_filter, iris_filter, last_detected: false })
+    }
+
+    /// Forgets the current face (e.g. after a seek or a source change).
+    pub fn reset(&mut self) {
+        self.track = None;
+        if let Some(f) = &mut self.mesh_filter {
+            f.reset();
+        }
+        if let Some(f) = &mut self.iris_filter {
+            f.reset();
+        }
+    }
+
+    pub fn is_tracking(&self) -> bool {
+        self.track.is_some()
+    }
+
+    /// Whether the last `process` call ran the face detector.
+    pub fn last_detected(&self) -> bool {
+        self.last_detected
+    }
+
+    pub fn has_iris(&self) -> bool {
+        self.iris.is_some()
+    }
+
+    /// Landmarks of the face in `frame`, or `None` when there is none (or it was just lost).
+    pub fn process(&mut self, frame: &Frame) -> Result<Option<FaceLandmarks>> {
+        let img = frame_mat(frame)?;
+        self.last_detected = false;
+        let roi = match self.track.filter(|_| self.cfg.track) {
+            Some(r) => r,
+            None => {
+                self.last_detected = true;
+                let dets = self.detector.detect(frame, self.cfg.min_detection_score)?;
+                match dets.first() {
+                    Some(d) => {
+                        let r = d.roi();
+                        if !r.is_valid() {
+                            self.reset();
+                            return Ok(None);
+                        }
+                        r
+                    }
+                    None => {
+                        self.reset();
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        let res = self.landmarker.run(&img, &roi)?;
+        if !(res.score >= self.cfg.min_presence_score) || res.mesh.iter().any(|p| !p.iter().all(|v| v.is_finite())) {
+            self.reset();
+            return Ok(None);
+        }
+        // The next ROI comes from the raw (unfiltered) mesh, as in MediaPipe: filtering is for
+        // display, the crop must follow the face without lag.
+        self.track = roi_from_mesh(&res.mesh, self.cfg.roi_scale);
+        let iris = match &mut self.iris {
+            Some(m) => m.run(&img, &res.mesh)?,
+            None => None,
+        };
+        let t = frame.pts.as_secs_f64();
+        let mut mesh = res.mesh;
+        if let Some(f) = &mut self.mesh_filter {
+            let flat: &mut [f32] = mesh.as_flattened_mut();
+            f.filter(flat, t);
+        }
+        let iris = iris.map(|mut ir| {
+            if let Some(f) = &mut self.iris_filter {
+                let mut v = [ir[0].cx, ir[0].cy, ir[0].r, ir[1].cx, ir[1].cy, ir[1].r];
+                f.filter(&mut v, t);
+                ir[0].cx = v[0];
+                ir[0].cy = v[1];
+                ir[0].r = v[2];
+                ir[1].cx = v[3];
+                ir[1].cy = v[4];
+                ir[1].r = v[5];
+            }
+            ir
+        });
+        if iris.is_none() {
+            if let Some(f) = &mut self.iris_filter {
+                f.reset();
+            }
+        }
+        let pts68 = to68(&mesh)?;
+        Ok(Some(FaceLandmarks { mesh, pts68, iris, score: res.score }))
+    }
+}
