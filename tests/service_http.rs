@@ -1,0 +1,404 @@
+//! Service side over real sockets: HTTP endpoints on an ephemeral 127.0.0.1 port (health,
+//! Prometheus text validity, JPEG/MJPEG preview, client cap, loopback-only bind) and sd_notify
+//! messages received on a real unix datagram socket.
+use puppetcam::core::types::Frame;
+use puppetcam::service::notify::WatchdogConfig;
+use puppetcam::service::{HttpOptions, HttpServer, Liveness, Notifier, Watchdog};
+use puppetcam::stats::PipelineStats;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn opts() -> HttpOptions {
+    HttpOptions { bind: "127.0.0.1:0".parse().unwrap(), ..HttpOptions::default() }
+}
+
+struct Resp {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+fn get(addr: SocketAddr, path: &str) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("no header end");
+    let headers = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status = headers.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Resp { status, headers, body: buf[split + 4..].to_vec() }
+}
+
+fn frame(w: u32, h: u32, seed: u8) -> Arc<Frame> {
+    let mut f = Frame::black(w, h);
+    for (i, b) in f.data.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(7).wrapping_add(seed);
+    }
+    Arc::new(f)
+}
+
+/// Keeps "frames" flowing into the stats until dropped.
+struct Feeder {
+    stop: Arc<AtomicBool>,
+    t: Option<std::thread::JoinHandle<()>>,
+}
+impl Feeder {
+    fn start(stats: Arc<PipelineStats>) -> Feeder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let t = std::thread::spawn(move || {
+            let mut i = 0u8;
+            while !s2.load(Ordering::Relaxed) {
+                for st in stats.stages() {
+                    st.record(Duration::from_micros(1500 + i as u64 * 100));
+                }
+                *stats.preview.lock() = Some(frame(64, 48, i));
+                i = i.wrapping_add(1);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Feeder { stop, t: Some(t) }
+    }
+}
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.t.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start(stats: &Arc<PipelineStats>, o: HttpOptions) -> (HttpServer, Arc<Liveness>) {
+    let live = Liveness::start(stats.clone(), Duration::from_secs(2));
+    (HttpServer::start(&o, stats.clone(), live.clone()).unwrap(), live)
+}
+
+#[test]
+fn health_is_503_until_frames_flow_then_200() {
+    let stats = Arc::new(PipelineStats::default());
+    *stats.source_state.write() = "opening /dev/video0".into();
+    let (srv, _l) = start(&stats, opts());
+    let r = get(srv.local_addr(), "/health");
+    assert_eq!(r.status, 503);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["status"], "unhealthy");
+    assert!(v["reason"].as_str().unwrap().contains("opening /dev/video0"), "{v}");
+
+    let feeder = Feeder::start(stats.clone());
+    wait_until("healthy", || get(srv.local_addr(), "/health").status == 200);
+    let v: serde_json::Value = serde_json::from_slice(&get(srv.local_addr(), "/health").body).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert!(v["fps"].as_f64().unwrap() > 0.0);
+    drop(feeder);
+    // Frames stop: after the 2 s window the endpoint reports the stall.
+    wait_until("stall detected", || get(srv.local_addr(), "/health").status == 503);
+    let v: serde_json::Value = serde_json::from_slice(&get(srv.local_addr(), "/health").body).unwrap();
+    assert!(v["reason"].as_str().unwrap().starts_with("no frame for"), "{v}");
+    srv.shutdown();
+}
+
+/// Parses the text exposition strictly enough to catch format slips.
+fn parse_prometheus(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {
+    let mut samples = Vec::new();
+    let mut typed = HashMap::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut p = rest.splitn(3, ' ');
+            let kw = p.next().unwrap();
+            assert!(kw == "HELP" || kw == "TYPE", "bad comment line {line:?}");
+            let name = p.next().expect("metric name").to_string();
+            let arg = p.next().expect("HELP/TYPE argument");
+            if kw == "TYPE" {
+                assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&arg), "{line}");
+                assert!(typed.insert(name, arg.to_string()).is_none(), "duplicate TYPE in {line}");
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match series.find('{') {
+            Some(i) => {
+                assert!(series.ends_with('}'), "{line}");
+                let mut m = HashMap::new();
+                for kv in series[i + 1..series.len() - 1].split(',') {
+                    let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("bad label in {line:?}"));
+                    assert!(v.starts_with('"') && v.ends_with('"') && v.len() >= 2, "{line}");
+                    m.insert(k.to_string(), v[1..v.len() - 1].to_string());
+                }
+                (&series[..i], m)
+            }
+            None => (series, HashMap::new()),
+        };
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "bad metric name {name:?}"
+        );
+        let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|f| typed.get(*f).map(String::as_str) == Some("histogram"));
+        let family = family.unwrap_or(name);
+        assert!(typed.contains_key(family), "sample {name} before its # TYPE");
+        samples.push((name.to_string(), labels, value));
+    }
+    samples
+}
+
+#[test]
+fn metrics_are_valid_prometheus_text() {
+    let stats = Arc::new(PipelineStats::default());
+    stats.ep.write().active = "CPU".into();
+    stats.ep.write().fallback_reason = Some("CUDA: \"libcudart.so\" missing".into());
+    stats.face_lost.fetch_add(3, Ordering::Relaxed);
+    stats.generator.drop_one();
+    stats.capture.error_one();
+    for us in [100u64, 900, 3_000, 20_000, 2_000_000] {
+        stats.generator.record(Duration::from_micros(us));
+    }
+    let (srv, _l) = start(&stats, opts());
+    let r = get(srv.local_addr(), "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r.headers.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{}", r.headers);
+    let text = String::from_utf8(r.body).unwrap();
+    let samples = parse_prometheus(&text);
+    let one = |name: &str, key: &str, val: &str| {
+        samples.iter().find(|(n, l, _)| n == name && (key.is_empty() || l.get(key).map(String::as_str) == Some(val))).map(|s| s.2)
+    };
+    assert_eq!(one("puppetcam_execution_provider", "provider", "CPU"), Some(1.0));
+    assert_eq!(one("puppetcam_ep_fallback", "", ""), Some(1.0));
+    assert_eq!(one("puppetcam_face_lost_total", "", ""), Some(3.0));
+    assert_eq!(one("puppetcam_dropped_frames_total", "stage", "generator"), Some(1.0));
+    assert_eq!(one("puppetcam_errors_total", "stage", "capture"), Some(1.0));
+    assert!(one("puppetcam_frames_total", "", "").is_some());
+    assert!(one("puppetcam_fps", "", "").is_some());
+    assert!(one("puppetcam_source_reconnects_total", "", "").is_some());
+    assert!(one("puppetcam_uptime_seconds", "", "").is_some());
+
+    for stage in ["capture", "face", "generator", "output", "end_to_end"] {
+        let buckets: Vec<_> = samples
+            .iter()
+            .filter(|(n, l, _)| n == "puppetcam_stage_latency_seconds_bucket" && l["stage"] == stage)
+            .map(|(_, l, v)| (l["le"].clone(), *v))
+            .collect();
+        assert_eq!(buckets.len(), puppetcam::stats::BUCKETS_US.len(), "{stage}");
+        let mut prev_le = f64::NEG_INFINITY;
+        let mut prev = 0.0;
+        for (le, v) in &buckets {
+            let le: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
+            assert!(le > prev_le, "le not increasing for {stage}");
+            assert!(*v >= prev, "bucket counts not monotonic for {stage}");
+            prev_le = le;
+            prev = *v;
+        }
+        assert_eq!(buckets.last().unwrap().0, "+Inf");
+        let count = one("puppetcam_stage_latency_seconds_count", "stage", stage).unwrap();
+        assert_eq!(buckets.last().unwrap().1, count, "+Inf bucket != count for {stage}");
+        assert!(one("puppetcam_stage_latency_seconds_sum", "stage", stage).is_some());
+    }
+    assert_eq!(one("puppetcam_stage_latency_seconds_count", "stage", "generator"), Some(5.0));
+    // 900 us falls in the le=0.001 bucket together with 100 us.
+    assert_eq!(
+        samples.iter().find(|(n, l, _)| n == "puppetcam_stage_latency_seconds_bucket" && l["stage"] == "generator" && l["le"] == "0.001").map(|s| s.2),
+        Some(2.0)
+    );
+    srv.shutdown();
+}
+
+#[test]
+fn the_parser_rejects_broken_exposition() {
+    // The validity test is only worth something if its parser can fail.
+    for bad in ["# TYPE x foo\n", "x 1\n", "# TYPE x gauge\nx{a=b} 1\n", "# TYPE x gauge\nx one\n"] {
+        assert!(std::panic::catch_unwind(|| parse_prometheus(bad)).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn preview_jpeg_and_mjpeg_stream_with_client_cap() {
+    let stats = Arc::new(PipelineStats::default());
+    let (srv, _l) = start(&stats, HttpOptions { max_preview_clients: 1, preview_fps: 20.0, ..opts() });
+    assert_eq!(get(srv.local_addr(), "/preview.jpg").status, 503, "no frame yet");
+    let feeder = Feeder::start(stats.clone());
+    wait_until("a preview frame", || stats.preview.lock().is_some());
+    let r = get(srv.local_addr(), "/preview.jpg");
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..2], &[0xFF, 0xD8], "not a JPEG");
+    assert_eq!(&r.body[r.body.len() - 2..], &[0xFF, 0xD9], "JPEG not terminated");
+
+    let mut s = TcpStream::connect(srv.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /preview HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    // Read until three parts arrived: the stream keeps going on its own.
+    while buf.windows(16).filter(|w| w == b"--puppetcamframe").count() < 3 {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "stream ended early");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf[..200.min(buf.len())]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("multipart/x-mixed-replace; boundary=puppetcamframe"), "{head}");
+    assert!(buf.windows(25).any(|w| w == b"Content-Type: image/jpeg\r"));
+
+    // The cap is 1 and a stream is open: the next client is turned away.
+    let r = get(srv.local_addr(), "/preview");
+    assert_eq!(r.status, 503);
+    drop(s);
+    wait_until("preview slot freed", || {
+        let v: serde_json::Value = serde_json::from_slice(&get(srv.local_addr(), "/status.json").body).unwrap();
+        v["preview_clients"] == 0
+    });
+    drop(feeder);
+    srv.shutdown();
+}
+
+#[test]
+fn shutdown_ends_open_preview_streams() {
+    let stats = Arc::new(PipelineStats::default());
+    *stats.preview.lock() = Some(frame(32, 32, 1));
+    let (srv, _l) = start(&stats, opts());
+    let mut s = TcpStream::connect(srv.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /preview HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut b = [0u8; 64];
+    assert!(s.read(&mut b).unwrap() > 0);
+    srv.shutdown(); // must return although a client is still connected
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest); // EOF (or reset) once the server thread ended
+}
+
+#[test]
+fn status_page_and_json_and_errors() {
+    let stats = Arc::new(PipelineStats::default());
+    *stats.avatar_name.write() = "<b>mona</b>".into();
+    stats.ep.write().active = "CUDA".into();
+    let (srv, _l) = start(&stats, opts());
+    let r = get(srv.local_addr(), "/");
+    assert_eq!(r.status, 200);
+    let page = String::from_utf8(r.body).unwrap();
+    assert!(page.contains("/status.json") && page.contains("/preview"));
+    let v: serde_json::Value = serde_json::from_slice(&get(srv.local_addr(), "/status.json").body).unwrap();
+    assert_eq!(v["avatar"], "<b>mona</b>");
+    assert_eq!(v["ep"]["active"], "CUDA");
+    assert_eq!(v["stages"].as_array().unwrap().len(), 5);
+    assert_eq!(get(srv.local_addr(), "/nope").status, 404);
+    srv.shutdown();
+}
+
+#[test]
+fn non_loopback_bind_is_refused_unless_allowed() {
+    let stats = Arc::new(PipelineStats::default());
+    let live = Liveness::start(stats.clone(), Duration::from_secs(2));
+    let o = HttpOptions { bind: "0.0.0.0:0".parse().unwrap(), ..HttpOptions::default() };
+    let e = HttpServer::start(&o, stats.clone(), live.clone()).err().expect("0.0.0.0 must be refused");
+    assert!(e.to_string().contains("service.http_bind"), "{e}");
+    let o = HttpOptions { allow_remote: true, ..o };
+    let srv = HttpServer::start(&o, stats, live).expect("allowed explicitly");
+    srv.shutdown();
+}
+
+/// Receives sd_notify datagrams on a real socket.
+struct NotifySock {
+    sock: std::os::unix::net::UnixDatagram,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+impl NotifySock {
+    fn new() -> NotifySock {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        NotifySock { sock, _dir: dir, path }
+    }
+    /// All messages received within `d`.
+    fn drain_for(&self, d: Duration) -> Vec<String> {
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let mut b = [0u8; 4096];
+        while t0.elapsed() < d {
+            if let Ok(n) = self.sock.recv(&mut b) {
+                out.push(String::from_utf8_lossy(&b[..n]).to_string());
+            }
+        }
+        out
+    }
+    fn wait_for(&self, needle: &str) -> Vec<String> {
+        let t0 = Instant::now();
+        let mut seen = Vec::new();
+        let mut b = [0u8; 4096];
+        loop {
+            assert!(t0.elapsed() < Duration::from_secs(20), "no {needle:?} in {seen:?}");
+            if let Ok(n) = self.sock.recv(&mut b) {
+                let m = String::from_utf8_lossy(&b[..n]).to_string();
+                let hit = m.lines().any(|l| l == needle || l.starts_with(needle));
+                seen.push(m);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sd_notify_ready_status_and_progress_gated_watchdog() {
+    let ns = NotifySock::new();
+    let stats = Arc::new(PipelineStats::default());
+    stats.ep.write().active = "CPU".into();
+    let live = Liveness::start(stats.clone(), Duration::from_secs(2));
+    let cfg = WatchdogConfig { ping_every: Some(Duration::from_millis(100)), status_every: Duration::from_millis(300), tick: Duration::from_millis(20) };
+    let notifier = Notifier::with_socket(ns.path.as_os_str());
+    let wd = Watchdog::start_with(notifier.clone(), live.clone(), stats.clone(), cfg);
+
+    // Starting up (no frame yet): watchdog pings keep systemd patient, but no READY.
+    let before = ns.wait_for("WATCHDOG=1");
+    assert!(!before.iter().any(|m| m.contains("READY=1")), "{before:?}");
+
+    // First frame -> READY=1 with a status line naming the EP.
+    let feeder = Feeder::start(stats.clone());
+    let msgs = ns.wait_for("READY=1");
+    let ready = msgs.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(ready.contains("STATUS=") && ready.contains("EP CPU"), "{ready}");
+    ns.wait_for("WATCHDOG=1");
+
+    // Stalled pipeline: pings stop (systemd would restart us); status lines continue.
+    drop(feeder);
+    std::thread::sleep(Duration::from_millis(300)); // let the last in-flight progress be seen
+    let _ = ns.drain_for(Duration::from_millis(300));
+    let stalled = ns.drain_for(Duration::from_millis(800));
+    assert!(!stalled.iter().any(|m| m.contains("WATCHDOG=1")), "pinged while stalled: {stalled:?}");
+    assert!(stalled.iter().any(|m| m.starts_with("STATUS=")), "{stalled:?}");
+
+    // Progress again -> pings again.
+    let feeder = Feeder::start(stats.clone());
+    ns.wait_for("WATCHDOG=1");
+    drop(feeder);
+
+    // Reload and stop messages.
+    notifier.reloading();
+    let m = ns.wait_for("RELOADING=1");
+    assert!(m.last().unwrap().contains("MONOTONIC_USEC="), "{m:?}");
+    notifier.stopping();
+    ns.wait_for("STOPPING=1");
+    wd.stop();
+    live.stop();
+}
