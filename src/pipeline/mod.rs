@@ -1,1 +1,803 @@
-//! The running daemon: capture -> face -> generator -> output threads (being written).
+//! The running daemon: capture -> face -> generator -> output threads joined by bounded channels
+//! of closed enums (docs/ARCHITECTURE.md). Live mode keeps the latest frame (a full channel drops
+//! its oldest message and counts it); offline mode (a file rendered to a file) blocks instead so
+//! every input frame becomes exactly one output frame.
+pub mod compose;
+pub mod synthetic;
+
+use crate::core::raster::{rasterise_into, RASTER_BYTES};
+use crate::core::types::{FaceLandmarks, Frame};
+use crate::ep::RuntimeOptions;
+use crate::error::{Error, Result};
+use crate::generator::{AvatarMeta, Generator};
+use crate::sink::FrameSink;
+use crate::source::FrameSource;
+use crate::stats::{PipelineStats, StageStats};
+use compose::{CropPose, Paster};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Anything that turns a frame into landmarks (the face tracker; tests use closures).
+pub trait FaceStage: Send {
+    fn process(&mut self, frame: &Frame) -> Result<Option<FaceLandmarks>>;
+}
+
+impl FaceStage for crate::face::FaceTracker {
+    fn process(&mut self, frame: &Frame) -> Result<Option<FaceLandmarks>> {
+        crate::face::FaceTracker::process(self, frame)
+    }
+}
+
+impl<F: FnMut(&Frame) -> Result<Option<FaceLandmarks>> + Send> FaceStage for F {
+    fn process(&mut self, frame: &Frame) -> Result<Option<FaceLandmarks>> {
+        self(frame)
+    }
+}
+
+/// Opens the source; called again to reconnect after a disconnect.
+pub type SourceFactory = Arc<dyn Fn() -> Result<Box<dyn FrameSource>> + Send + Sync>;
+/// Builds the face stage inside the face thread (it owns its ORT sessions).
+pub type FaceFactory = Box<dyn FnOnce() -> Result<Box<dyn FaceStage>> + Send>;
+/// Opens the sink for `(width, height, fps)` inside the output thread.
+pub type SinkFactory = Box<dyn FnOnce(u32, u32, f64) -> Result<Box<dyn FrameSink>> + Send>;
+
+/// Where the driving landmarks come from.
+pub enum Driver {
+    /// Frames from a source, landmarks from the face stage. `live` sources (cameras) are reopened
+    /// with backoff when they fail; a failing file ends the pipeline with its error.
+    Video { source: SourceFactory, face: FaceFactory, live: bool },
+    /// The embedded animated face ([`synthetic`]); `frames: None` runs until shutdown.
+    Synthetic { frames: Option<u64> },
+}
+
+/// How the output is clocked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pacing {
+    /// Write at the output fps, repeating the last frame when the generator is late; channels keep
+    /// only the latest frame (virtual camera).
+    Realtime,
+    /// Write every generated frame, never drop (rendering a file to a file, bench).
+    EveryFrame,
+}
+
+/// Everything `Pipeline::start_spec` needs; `Pipeline::start` builds it from the config.
+pub struct PipelineSpec {
+    pub driver: Driver,
+    pub avatar: PathBuf,
+    pub runtime: RuntimeOptions,
+    pub sink: SinkFactory,
+    pub out_width: u32,
+    pub out_height: u32,
+    pub fps: f64,
+    pub pacing: Pacing,
+    /// Longest wait between two reconnection attempts of a live source.
+    pub reconnect_max_backoff: Duration,
+    /// Time constant of the ease back to the neutral pose when the face is lost.
+    pub neutral_ease: Duration,
+}
+
+impl PipelineSpec {
+    fn validate(&self) -> Result<()> {
+        if !(self.fps.is_finite() && self.fps > 0.0 && self.fps <= 240.0) {
+            return Err(Error::Config { key: "output.fps".into(), msg: format!("must be in (0, 240], got {}", self.fps) });
+        }
+        if self.out_width == 0 || self.out_height == 0 || self.out_width > 7680 || self.out_height > 4320 {
+            return Err(Error::Config {
+                key: "output.width".into(),
+                msg: format!("output size {}x{} is not usable", self.out_width, self.out_height),
+            });
+        }
+        if self.out_width % 2 != 0 || self.out_height % 2 != 0 {
+            // YUYV/I420 sinks subsample chroma by two.
+            return Err(Error::Config {
+                key: "output.width".into(),
+                msg: format!("output size {}x{} must be even", self.out_width, self.out_height),
+            });
+        }
+        Ok(())
+    }
+}
+
+enum CaptureMsg {
+    Frame { frame: Frame, captured: Instant },
+    SourceLost(String),
+}
+
+enum FaceMsg {
+    Face { lm: Option<FaceLandmarks>, captured: Instant },
+    SourceLost,
+}
+
+struct OutMsg {
+    frame: Arc<Frame>,
+    /// Capture time of the frame this output came from; `None` for idle frames.
+    captured: Option<Instant>,
+}
+
+enum Control {
+    Reload(PathBuf, Sender<Result<()>>),
+}
+
+/// Sender that, in live mode, drops the oldest queued message instead of blocking.
+struct LatestSender<T> {
+    tx: Sender<T>,
+    /// A receiver clone used only to evict the oldest message; `None` in offline mode, where a
+    /// clone would keep the channel open and turn a dead consumer into a deadlock.
+    evict: Option<Receiver<T>>,
+    stats: Arc<PipelineStats>,
+    stage: fn(&PipelineStats) -> &StageStats,
+}
+
+impl<T> LatestSender<T> {
+    fn new(tx: Sender<T>, rx: &Receiver<T>, pacing: Pacing, stats: &Arc<PipelineStats>, stage: fn(&PipelineStats) -> &StageStats) -> Self {
+        let evict = (pacing == Pacing::Realtime).then(|| rx.clone());
+        LatestSender { tx, evict, stats: stats.clone(), stage }
+    }
+
+    /// False when the consumer is gone.
+    fn send(&self, mut msg: T) -> bool {
+        let Some(evict) = &self.evict else { return self.tx.send(msg).is_ok() };
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(m)) => {
+                    if evict.try_recv().is_ok() {
+                        (self.stage)(&self.stats).drop_one();
+                    }
+                    msg = m;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+    }
+}
+
+/// Entry point: see [`Pipeline::start`] and [`Pipeline::start_spec`].
+pub struct Pipeline;
+
+/// A running pipeline. Dropping it without `shutdown`/`wait` detaches the threads after asking
+/// them to stop.
+pub struct PipelineHandle {
+    stop: Arc<AtomicBool>,
+    control: Sender<Control>,
+    threads: Vec<(&'static str, JoinHandle<Result<()>>)>,
+    stats: Arc<PipelineStats>,
+}
+
+impl Pipeline {
+    /// Starts the pipeline described by `spec`. Returns once every stage has built its resources
+    /// (source opened, face models and generator loaded, sink opened) so that a bad file or device
+    /// is reported here rather than from a thread later.
+    pub fn start_spec(spec: PipelineSpec, stats: Arc<PipelineStats>) -> Result<PipelineHandle> {
+        spec.validate()?;
+        let PipelineSpec { driver, avatar, runtime, sink, out_width, out_height, fps, pacing, reconnect_max_backoff, neutral_ease } =
+            spec;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = bounded::<(&'static str, Result<()>)>(8);
+        let (face_tx, face_rx) = bounded::<FaceMsg>(1);
+        let (out_tx, out_rx) = bounded::<OutMsg>(2);
+        let (control_tx, control_rx) = bounded::<Control>(4);
+        let mut threads = Vec::new();
+        let mut expected = 0;
+
+        // Capture (+ face) threads, or the synthetic driver.
+        match driver {
+            Driver::Video { source, face, live } => {
+                let (cap_tx, cap_rx) = bounded::<CaptureMsg>(1);
+                let cap_tx = LatestSender::new(cap_tx, &cap_rx, pacing, &stats, |s| &s.face);
+                let ctx = CaptureCtx { stop: stop.clone(), stats: stats.clone(), live, max_backoff: reconnect_max_backoff };
+                let ready = ready_tx.clone();
+                threads.push(("capture", spawn("capture", move || capture_thread(source, cap_tx, ctx, ready))?));
+                let face_tx = LatestSender::new(face_tx, &face_rx, pacing, &stats, |s| &s.generator);
+                let (st, ready, stop2) = (stats.clone(), ready_tx.clone(), stop.clone());
+                threads.push(("face", spawn("face", move || face_thread(face, cap_rx, face_tx, st, ready, stop2))?));
+                expected += 2;
+            }
+            Driver::Synthetic { frames } => {
+                let face_tx = LatestSender::new(face_tx, &face_rx, pacing, &stats, |s| &s.generator);
+                let (st, stop2, ready) = (stats.clone(), stop.clone(), ready_tx.clone());
+                let paced = pacing == Pacing::Realtime;
+                threads.push(("capture", spawn("capture", move || synthetic_thread(frames, fps, paced, face_tx, st, stop2, ready))?));
+                expected += 1;
+            }
+        }
+        let gen_ctx = GenCtx {
+            stats: stats.clone(),
+            runtime,
+            out_w: out_width,
+            out_h: out_height,
+            neutral_ease,
+            fps,
+            pacing,
+            stop: stop.clone(),
+        };
+        let out_tx = LatestSender::new(out_tx, &out_rx, pacing, &stats, |s| &s.output);
+        let ready = ready_tx.clone();
+        threads.push(("generator", spawn("generator", move || generator_thread(avatar, gen_ctx, face_rx, control_rx, out_tx, ready))?));
+        let (st, stop2, ready) = (stats.clone(), stop.clone(), ready_tx);
+        threads.push((
+            "output",
+            spawn("output", move || output_thread(sink, out_width, out_height, fps, pacing, out_rx, st, stop2, ready))?,
+        ));
+        expected += 2;
+
+        let handle = PipelineHandle { stop, control: control_tx, threads, stats };
+        for _ in 0..expected {
+            match ready_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((stage, Err(e))) => {
+                    log::error!("pipeline: {stage} stage failed to start: {e}");
+                    // Other stages may still be building; stop them and collect their threads.
+                    let _ = handle.shutdown();
+                    return Err(e);
+                }
+                // A stage thread ended without reporting: it panicked; its join says why.
+                Err(_) => {
+                    let r = handle.shutdown();
+                    return Err(r.err().unwrap_or_else(|| Error::Invalid("a pipeline stage exited during start-up".into())));
+                }
+            }
+        }
+        Ok(handle)
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() -> Result<()> + Send + 'static) -> Result<JoinHandle<Result<()>>> {
+    std::thread::Builder::new()
+        .name(format!("pc-{name}"))
+        .spawn(f)
+        .map_err(|e| Error::Invalid(format!("cannot spawn the {name} thread: {e}")))
+}
+
+impl PipelineHandle {
+    pub fn stats(&self) -> &Arc<PipelineStats> {
+        &self.stats
+    }
+
+    /// The flag the service's signal handler can set to stop the pipeline.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// True once every stage thread has ended (finite source at EOF, or a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(|(_, t)| t.is_finished())
+    }
+
+    /// Swaps the avatar without touching the source or the sink. On failure the old avatar keeps
+    /// running and the error is returned.
+    pub fn reload_avatar(&self, path: &Path) -> Result<()> {
+        let (tx, rx) = bounded(1);
+        self.control
+            .send(Control::Reload(path.to_path_buf(), tx))
+            .map_err(|_| Error::Invalid("the pipeline is not running".into()))?;
+        rx.recv().map_err(|_| Error::Invalid("the generator stage ended during the reload".into()))?
+    }
+
+    /// Asks the stages to stop and waits for them.
+    pub fn shutdown(self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wait()
+    }
+
+    /// Waits for the stages to end by themselves (finite sources) and returns the first error,
+    /// in pipeline order.
+    pub fn wait(mut self) -> Result<()> {
+        let mut first: Option<Error> = None;
+        for (name, t) in std::mem::take(&mut self.threads) {
+            let r = t.join().unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(Error::Invalid(format!("the {name} thread panicked: {msg}")))
+            });
+            if let Err(e) = r {
+                if first.is_none() {
+                    first = Some(e);
+                } else {
+                    log::warn!("pipeline: {name}: {e}");
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for PipelineHandle {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Sets the stop flag when a stage ends with an error, so the other stages wind down too.
+fn stop_on_err(stop: &AtomicBool, r: Result<()>) -> Result<()> {
+    if r.is_err() {
+        stop.store(true, Ordering::SeqCst);
+    }
+    r
+}
+
+struct CaptureCtx {
+    stop: Arc<AtomicBool>,
+    stats: Arc<PipelineStats>,
+    live: bool,
+    max_backoff: Duration,
+}
+
+fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, ctx: CaptureCtx, ready: Sender<(&'static str, Result<()>)>) -> Result<()> {
+    let first = factory();
+    let mut src = match first {
+        Ok(s) => {
+            log::info!("source: {}", s.describe());
+            *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
+            let _ = ready.send(("capture", Ok(())));
+            Some(s)
+        }
+        Err(e) => {
+            ctx.stop.store(true, Ordering::SeqCst);
+            let _ = ready.send(("capture", Err(e)));
+            return Ok(());
+        }
+    };
+    drop(ready);
+    let r = capture_loop(&factory, &mut src, &tx, &ctx);
+    *ctx.stats.source_state.write() = match &r {
+        Ok(()) => "ended".into(),
+        Err(e) => format!("failed: {e}"),
+    };
+    stop_on_err(&ctx.stop, r)
+}
+
+fn capture_loop(factory: &SourceFactory, src: &mut Option<Box<dyn FrameSource>>, tx: &LatestSender<CaptureMsg>, ctx: &CaptureCtx) -> Result<()> {
+    let mut backoff = Duration::from_millis(250);
+    while !ctx.stop.load(Ordering::SeqCst) {
+        let Some(s) = src.as_mut() else {
+            sleep_unless_stopped(backoff, &ctx.stop);
+            if ctx.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match factory() {
+                Ok(s) => {
+                    log::warn!("source reconnected: {}", s.describe());
+                    *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
+                    ctx.stats.source_reconnects.fetch_add(1, Ordering::Relaxed);
+                    *src = Some(s);
+                    backoff = Duration::from_millis(250);
+                }
+                Err(e) => {
+                    log::debug!("source still unavailable: {e}");
+                    backoff = (backoff * 2).min(ctx.max_backoff.max(Duration::from_millis(250)));
+                }
+            }
+            continue;
+        };
+        let t0 = Instant::now();
+        match s.next_frame() {
+            Ok(Some(frame)) => {
+                ctx.stats.capture.record(t0.elapsed());
+                if !frame.len_ok() {
+                    ctx.stats.capture.error_one();
+                    log::warn!("source gave a {}x{} frame with {} bytes; skipped", frame.width, frame.height, frame.data.len());
+                    continue;
+                }
+                if !tx.send(CaptureMsg::Frame { frame, captured: Instant::now() }) {
+                    break;
+                }
+            }
+            Ok(None) => {
+                log::info!("source: end of stream");
+                break;
+            }
+            Err(e) => {
+                ctx.stats.capture.error_one();
+                let disconnected = matches!(e, Error::SourceDisconnected(_));
+                if !ctx.live && !disconnected {
+                    return Err(e);
+                }
+                if !ctx.live {
+                    log::info!("source ended: {e}");
+                    break;
+                }
+                log::error!("source lost: {e}; reconnecting (the output shows the idle portrait meanwhile)");
+                *ctx.stats.source_state.write() = format!("lost: {e}");
+                *src = None;
+                if !tx.send(CaptureMsg::SourceLost(e.to_string())) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+fn face_thread(
+    factory: FaceFactory,
+    rx: Receiver<CaptureMsg>,
+    tx: LatestSender<FaceMsg>,
+    stats: Arc<PipelineStats>,
+    ready: Sender<(&'static str, Result<()>)>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut face = match factory() {
+        Ok(f) => {
+            let _ = ready.send(("face", Ok(())));
+            f
+        }
+        Err(e) => {
+            stop.store(true, Ordering::SeqCst);
+            let _ = ready.send(("face", Err(e)));
+            return Ok(());
+        }
+    };
+    drop(ready);
+    let mut failing = false;
+    for msg in rx {
+        let out = match msg {
+            CaptureMsg::Frame { frame, captured } => {
+                let t0 = Instant::now();
+                let lm = match face.process(&frame) {
+                    Ok(lm) => {
+                        failing = false;
+                        lm
+                    }
+                    Err(e) => {
+                        stats.face.error_one();
+                        if !failing {
+                            log::error!("face tracker failed: {e} (treated as no face until it recovers)");
+                            failing = true;
+                        }
+                        None
+                    }
+                };
+                stats.face.record(t0.elapsed());
+                FaceMsg::Face { lm, captured }
+            }
+            CaptureMsg::SourceLost(why) => {
+                log::debug!("face: source lost ({why}); the tracker restarts with the next frame");
+                FaceMsg::SourceLost
+            }
+        };
+        if !tx.send(out) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn synthetic_thread(
+    frames: Option<u64>,
+    fps: f64,
+    paced: bool,
+    tx: LatestSender<FaceMsg>,
+    stats: Arc<PipelineStats>,
+    stop: Arc<AtomicBool>,
+    ready: Sender<(&'static str, Result<()>)>,
+) -> Result<()> {
+    *stats.source_state.write() = "synthetic driver".into();
+    let _ = ready.send(("capture", Ok(())));
+    drop(ready);
+    let start = Instant::now();
+    let mut i: u64 = 0;
+    while !stop.load(Ordering::SeqCst) && frames.map_or(true, |n| i < n) {
+        let t = i as f64 / fps;
+        if paced {
+            let due = start + Duration::from_secs_f64(t);
+            sleep_unless_stopped(due.saturating_duration_since(Instant::now()), &stop);
+        }
+        let t0 = Instant::now();
+        let lm = synthetic::landmarks_at(t);
+        stats.capture.record(t0.elapsed());
+        stats.face.record(Duration::ZERO);
+        if !tx.send(FaceMsg::Face { lm: Some(lm), captured: Instant::now() }) {
+            break;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+struct GenCtx {
+    stats: Arc<PipelineStats>,
+    runtime: RuntimeOptions,
+    out_w: u32,
+    out_h: u32,
+    neutral_ease: Duration,
+    fps: f64,
+    pacing: Pacing,
+    stop: Arc<AtomicBool>,
+}
+
+/// The loaded avatar with what the generator thread derives from it.
+struct Avatar {
+    gen: Generator,
+    paster: Paster,
+    neutral: CropPose,
+    idle: Arc<Frame>,
+}
+
+impl Avatar {
+    fn load(path: &Path, ctx: &GenCtx, raster: &mut [u8]) -> Result<Avatar> {
+        let mut gen = Generator::open(path, &ctx.runtime)?;
+        let meta: &AvatarMeta = gen.meta();
+        let neutral = CropPose { pts68: meta.neutral_lm68, iris: meta.neutral_iris };
+        let paster = Paster::new(&meta.portrait, meta.crop_box, ctx.out_w, ctx.out_h)?;
+        rasterise_into(&neutral.pts68, neutral.iris.as_ref(), raster)?;
+        let face = gen.run(raster)?;
+        let idle = Arc::new(paster.paste(&face)?);
+        *ctx.stats.ep.write() = gen.ep_status().clone();
+        *ctx.stats.avatar_name.write() = gen.meta().name.clone();
+        Ok(Avatar { gen, paster, neutral, idle })
+    }
+}
+
+fn generator_thread(
+    avatar_path: PathBuf,
+    ctx: GenCtx,
+    rx: Receiver<FaceMsg>,
+    control: Receiver<Control>,
+    tx: LatestSender<OutMsg>,
+    ready: Sender<(&'static str, Result<()>)>,
+) -> Result<()> {
+    let mut raster = vec![0u8; RASTER_BYTES];
+    let mut av = match Avatar::load(&avatar_path, &ctx, &mut raster) {
+        Ok(a) => {
+            let _ = ready.send(("generator", Ok(())));
+            a
+        }
+        Err(e) => {
+            ctx.stop.store(true, Ordering::SeqCst);
+            let _ = ready.send(("generator", Err(e)));
+            return Ok(());
+        }
+    };
+    drop(ready);
+    // Live: the idle portrait goes out first, so the output shows the avatar before any face
+    // arrives. Offline runs emit exactly one frame per input frame, so they skip it.
+    if ctx.pacing == Pacing::Realtime && !tx.send(OutMsg { frame: av.idle.clone(), captured: None }) {
+        return Ok(());
+    }
+    let mut control = control;
+    let mut pose = av.neutral.clone();
+    let mut face_present = false;
+    let mut failing = false;
+    let mut last_good = av.idle.clone();
+    // Per-frame easing factor towards neutral: 1 - exp(-dt / tau) at the output rate.
+    let ease_a = if ctx.neutral_ease.is_zero() { 1.0 } else { 1.0 - (-(1.0 / ctx.fps) / ctx.neutral_ease.as_secs_f64()).exp() } as f32;
+    loop {
+        let msg = crossbeam_channel::select! {
+            recv(control) -> c => {
+                let Ok(Control::Reload(path, reply)) = c else {
+                    // The handle is gone: stop polling it (a closed channel is always ready).
+                    control = crossbeam_channel::never();
+                    continue;
+                };
+                {
+                    let r = Avatar::load(&path, &ctx, &mut raster);
+                    let r = match r {
+                        Ok(new) => {
+                            log::info!("avatar reloaded from {}", path.display());
+                            av = new;
+                            pose = av.neutral.clone();
+                            last_good = av.idle.clone();
+                            Ok(())
+                        }
+                        Err(e) => {
+                            log::error!("avatar reload from {} failed, keeping '{}': {e}", path.display(), av.gen.meta().name);
+                            Err(e)
+                        }
+                    };
+                    let _ = reply.send(r);
+                }
+                continue;
+            }
+            recv(rx) -> m => match m { Ok(m) => m, Err(_) => break },
+        };
+        let t0 = Instant::now();
+        let captured = match msg {
+            FaceMsg::SourceLost => {
+                pose = av.neutral.clone();
+                if face_present {
+                    face_present = false;
+                }
+                last_good = av.idle.clone();
+                if !tx.send(OutMsg { frame: av.idle.clone(), captured: None }) {
+                    break;
+                }
+                continue;
+            }
+            FaceMsg::Face { lm, captured } => {
+                match lm.as_ref().and_then(compose::driver_to_crop) {
+                    Some(p) => {
+                        face_present = true;
+                        pose = p;
+                    }
+                    None => {
+                        if face_present {
+                            face_present = false;
+                            ctx.stats.face_lost.fetch_add(1, Ordering::Relaxed);
+                            log::info!("face lost; easing back to the neutral pose");
+                        }
+                        pose = compose::ease(&pose, &av.neutral, ease_a);
+                    }
+                }
+                captured
+            }
+        };
+        let frame = rasterise_into(&pose.pts68, pose.iris.as_ref(), &mut raster)
+            .and_then(|()| av.gen.run(&raster))
+            .and_then(|face| av.paster.paste(&face));
+        let out = match frame {
+            Ok(f) => {
+                if failing {
+                    log::info!("generator recovered");
+                    failing = false;
+                }
+                ctx.stats.generator.record(t0.elapsed());
+                let f = Arc::new(Frame { pts: Duration::ZERO, seq: ctx.stats.generator.frames.load(Ordering::Relaxed), ..f });
+                last_good = f.clone();
+                f
+            }
+            Err(e) => {
+                ctx.stats.generator.error_one();
+                if !failing {
+                    log::error!("generator failed: {e}; repeating the last good frame until it recovers");
+                    failing = true;
+                }
+                last_good.clone()
+            }
+        };
+        if !tx.send(OutMsg { frame: out, captured: Some(captured) }) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn output_thread(
+    factory: SinkFactory,
+    w: u32,
+    h: u32,
+    fps: f64,
+    pacing: Pacing,
+    rx: Receiver<OutMsg>,
+    stats: Arc<PipelineStats>,
+    stop: Arc<AtomicBool>,
+    ready: Sender<(&'static str, Result<()>)>,
+) -> Result<()> {
+    let mut sink = match factory(w, h, fps) {
+        Ok(s) => {
+            log::info!("output: {}", s.describe());
+            *stats.sink_state.write() = format!("writing: {}", s.describe());
+            let _ = ready.send(("output", Ok(())));
+            s
+        }
+        Err(e) => {
+            stop.store(true, Ordering::SeqCst);
+            let _ = ready.send(("output", Err(e)));
+            return Ok(());
+        }
+    };
+    drop(ready);
+    let mut w_state = Writer { sink: sink.as_mut(), stats: &stats, reader_gone: false };
+    let r = match pacing {
+        Pacing::EveryFrame => (|| {
+            for m in rx.iter() {
+                w_state.write(&m.frame, m.captured)?;
+            }
+            Ok(())
+        })(),
+        Pacing::Realtime => paced_output(&mut w_state, w, h, fps, &rx),
+    };
+    let fin = sink.finish();
+    *stats.sink_state.write() = match (&r, &fin) {
+        (Ok(()), Ok(())) => "finished".into(),
+        (Err(e), _) | (_, Err(e)) => format!("failed: {e}"),
+    };
+    stop_on_err(&stop, r.and(fin))
+}
+
+struct Writer<'a> {
+    sink: &'a mut dyn FrameSink,
+    stats: &'a PipelineStats,
+    reader_gone: bool,
+}
+
+impl Writer<'_> {
+    fn write(&mut self, frame: &Arc<Frame>, captured: Option<Instant>) -> Result<()> {
+        let t0 = Instant::now();
+        match self.sink.write(frame) {
+            Ok(()) => {
+                if self.reader_gone {
+                    log::info!("output: a reader is back");
+                    *self.stats.sink_state.write() = format!("writing: {}", self.sink.describe());
+                    self.reader_gone = false;
+                }
+            }
+            // A virtual camera nobody watches is normal: keep going, say it once.
+            Err(Error::SinkReaderGone(why)) => {
+                self.stats.output.error_one();
+                if !self.reader_gone {
+                    log::warn!("output: no reader ({why}); still producing frames");
+                    *self.stats.sink_state.write() = format!("no reader: {why}");
+                    self.reader_gone = true;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.stats.output.record(t0.elapsed());
+        if let Some(c) = captured {
+            self.stats.end_to_end.record(c.elapsed());
+        }
+        *self.stats.preview.lock() = Some(frame.clone());
+        Ok(())
+    }
+}
+
+/// Writes one frame per tick: the newest generated frame if one arrived, else the previous one
+/// again. Never waits for the generator beyond the next tick.
+fn paced_output(wr: &mut Writer<'_>, w: u32, h: u32, fps: f64, rx: &Receiver<OutMsg>) -> Result<()> {
+    let tick = Duration::from_secs_f64(1.0 / fps);
+    let mut current = Arc::new(Frame::black(w, h));
+    let mut pending: Option<OutMsg> = None;
+    let mut next = Instant::now();
+    let mut disconnected = false;
+    loop {
+        // Collect until the tick; a newer frame replaces a pending one (counted as a drop).
+        while !disconnected {
+            match rx.recv_deadline(next) {
+                Ok(m) => {
+                    if pending.replace(m).is_some() {
+                        wr.stats.output.drop_one();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => disconnected = true,
+            }
+        }
+        let captured = match pending.take() {
+            Some(m) => {
+                current = m.frame;
+                m.captured
+            }
+            None => None,
+        };
+        if current.width != w || current.height != h {
+            return Err(Error::Sink(format!("frame {}x{} for a {w}x{h} output", current.width, current.height)));
+        }
+        wr.write(&current, captured)?;
+        if disconnected {
+            // Drain anything still queued so a finite run ends with its last frame.
+            if let Ok(m) = rx.try_recv() {
+                pending = Some(m);
+                continue;
+            }
+            return Ok(());
+        }
+        next += tick;
+        let now = Instant::now();
+        if next < now {
+            // Fell behind (slow sink): skip the missed ticks rather than bursting.
+            next = now;
+        }
+    }
+}
