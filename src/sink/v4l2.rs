@@ -1,0 +1,566 @@
+//! v4l2loopback virtual-camera sink: negotiates the OUTPUT format and `write()`s converted frames.
+//!
+//! We use plain `write()` rather than mmap streaming: it is what v4l2loopback handles best with
+//! `exclusive_caps=1` (the device only advertises CAPTURE to browsers/Zoom once a producer has
+//! set the format and written a frame), and it has no buffer-queue state to get out of sync when
+//! a consumer comes and goes. See docs/virtual-camera.md.
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use v4l::buffer::Type;
+use v4l::capability::Flags;
+use v4l::format::{Colorspace, FieldOrder, Format, FourCC, Quantization};
+use v4l::video::output::Parameters;
+use v4l::video::Output;
+use v4l::Device;
+
+use crate::core::types::Frame;
+use crate::error::{Error, Result};
+use crate::sink::FrameSink;
+
+/// Driver name v4l2loopback reports in VIDIOC_QUERYCAP.
+pub const LOOPBACK_DRIVER: &str = "v4l2 loopback";
+
+/// The hint every "device missing" error carries, because that is nearly always the cause.
+const MODPROBE_HINT: &str =
+    "is v4l2loopback loaded? (modprobe v4l2loopback exclusive_caps=1 card_label=puppetcam)";
+
+/// Pixel formats the sink can write. Both are what conferencing apps accept from a webcam;
+/// YUYV is the safest default (Chrome/Zoom/OBS all take it), I420 halves the bandwidth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum PixFormat {
+    /// Packed 4:2:2, Y0 U Y1 V (V4L2 `YUYV`).
+    #[default]
+    Yuyv,
+    /// Planar 4:2:0: Y plane, then U (w/2 x h/2), then V (V4L2 `YU12`).
+    I420,
+}
+
+impl PixFormat {
+    /// The V4L2 four-character code.
+    pub fn fourcc(self) -> FourCC {
+        match self {
+            PixFormat::Yuyv => FourCC::new(b"YUYV"),
+            PixFormat::I420 => FourCC::new(b"YU12"),
+        }
+    }
+
+    /// Bytes per line of the first plane.
+    pub fn bytes_per_line(self, width: u32) -> u32 {
+        match self {
+            PixFormat::Yuyv => 2 * width,
+            PixFormat::I420 => width,
+        }
+    }
+
+    /// Bytes of one whole frame.
+    pub fn frame_size(self, width: u32, height: u32) -> usize {
+        let (w, h) = (width as usize, height as usize);
+        match self {
+            PixFormat::Yuyv => 2 * w * h,
+            PixFormat::I420 => w * h + 2 * (w / 2) * (h / 2),
+        }
+    }
+
+    /// Checks that the size can be represented: both formats subsample chroma horizontally,
+    /// I420 also vertically, so odd sizes would need padding the consumers do not expect.
+    pub fn check_size(self, width: u32, height: u32) -> Result<()> {
+        if width == 0 || height == 0 {
+            return Err(Error::Invalid(format!("output size {width}x{height} is empty")));
+        }
+        if width % 2 != 0 {
+            return Err(Error::Invalid(format!("{self} needs an even width, got {width}")));
+        }
+        if self == PixFormat::I420 && height % 2 != 0 {
+            return Err(Error::Invalid(format!("{self} needs an even height, got {height}")));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for PixFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PixFormat::Yuyv => "yuyv",
+            PixFormat::I420 => "i420",
+        })
+    }
+}
+
+impl FromStr for PixFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "yuyv" | "yuy2" => Ok(PixFormat::Yuyv),
+            "i420" | "yu12" | "yuv420" => Ok(PixFormat::I420),
+            other => Err(Error::Invalid(format!("unknown pixel format `{other}` (expected yuyv or i420)"))),
+        }
+    }
+}
+
+/// An open v4l2loopback device we write frames to.
+pub struct V4l2Sink {
+    dev: Device,
+    path: PathBuf,
+    card: String,
+    width: u32,
+    height: u32,
+    fps: u32,
+    format: PixFormat,
+    /// Reused conversion buffer, `format.frame_size()` bytes.
+    buf: Vec<u8>,
+    written: u64,
+    /// Frames the driver refused for the moment (EAGAIN); latest-frame-wins, so we drop them.
+    dropped: u64,
+}
+
+impl V4l2Sink {
+    /// Opens `device` as a video OUTPUT, sets `width`x`height` in `format` and the frame rate,
+    /// and writes one black frame so that, with `exclusive_caps=1`, consumers see a camera
+    /// right away instead of only once the first real frame arrives.
+    pub fn open(device: &Path, width: u32, height: u32, fps: u32, format: PixFormat) -> Result<V4l2Sink> {
+        format.check_size(width, height)?;
+        if fps == 0 {
+            return Err(Error::Invalid("output fps must be at least 1".into()));
+        }
+        let dev = Device::with_path(device).map_err(|e| open_error(device, e))?;
+
+        // QUERYCAP also refreshes v4l2loopback's advertised caps, which the V4L2 core checks
+        // before it lets S_FMT on the OUTPUT type through.
+        let caps = query_caps(&dev).map_err(|e| sink_err(device, "VIDIOC_QUERYCAP", e))?;
+        if caps.driver != LOOPBACK_DRIVER {
+            return Err(Error::Sink(format!(
+                "{} is `{}` (driver `{}`), not a v4l2loopback device; run `puppetcam devices` to find the virtual camera",
+                device.display(),
+                caps.card,
+                caps.driver
+            )));
+        }
+        if !caps.flags.contains(Flags::VIDEO_OUTPUT) {
+            // exclusive_caps=1 hides OUTPUT while another producer is writing.
+            return Err(Error::Sink(format!(
+                "{} (`{}`) does not accept output right now: another program is already writing to it \
+                 (stop it, or load v4l2loopback with more devices: devices=2)",
+                device.display(),
+                caps.card
+            )));
+        }
+
+        let mut want = Format::new(width, height, format.fourcc());
+        want.field_order = FieldOrder::Progressive;
+        want.stride = format.bytes_per_line(width);
+        want.size = format.frame_size(width, height) as u32;
+        // We convert with BT.601 limited range; say so for consumers that read it.
+        want.colorspace = Colorspace::SMPTE170M;
+        want.quantization = Quantization::LimitedRange;
+        let got = dev.set_format(&want).map_err(|e| sink_err(device, "VIDIOC_S_FMT", e))?;
+        if got.width != width || got.height != height || got.fourcc != format.fourcc() {
+            // v4l2loopback keeps the first producer's format while anyone (e.g. a browser tab)
+            // still has the device open, or forever with keep_format=1.
+            return Err(Error::Sink(format!(
+                "{} kept format {}x{} {} instead of the requested {}x{} {}: a consumer (browser, Zoom, OBS) \
+                 still holds the device with the old format, or v4l2loopback was loaded with keep_format=1 \
+                 — close the consumer or configure output {}x{} {}",
+                device.display(),
+                got.width,
+                got.height,
+                got.fourcc,
+                width,
+                height,
+                format.fourcc(),
+                got.width,
+                got.height,
+                fourcc_name(got.fourcc),
+            )));
+        }
+        let need = format.frame_size(width, height);
+        if (got.size as usize) < need {
+            return Err(Error::Sink(format!(
+                "{}: driver buffer of {} bytes is smaller than a {}x{} {} frame ({} bytes)",
+                device.display(),
+                got.size,
+                width,
+                height,
+                format,
+                need
+            )));
+        }
+
+        // The frame rate only informs consumers (they read it back with G_PARM); not fatal.
+        if let Err(e) = dev.set_params(&Parameters::with_fps(fps)) {
+            log::warn!("{}: could not set {fps} fps (VIDIOC_S_PARM): {e}", device.display());
+        }
+
+        // v4l2loopback 0.12.x only marks an opener as the writer on STREAMON, not on write():
+        // without it, closing the device never re-advertises OUTPUT under exclusive_caps=1 and
+        // the next puppetcam start is refused until the module is reloaded. STREAMON also makes
+        // the device advertise CAPTURE at once. Newer versions track write() themselves, so a
+        // failure here is not fatal.
+        let mut buf_type = Type::VideoOutput as u32;
+        // SAFETY: VIDIOC_STREAMON reads one u32 buffer type from the pointer.
+        if let Err(e) = unsafe {
+            v4l::v4l2::ioctl(
+                dev.handle().fd(),
+                v4l::v4l2::vidioc::VIDIOC_STREAMON,
+                &mut buf_type as *mut u32 as *mut std::os::raw::c_void,
+            )
+        } {
+            log::debug!("{}: VIDIOC_STREAMON(OUTPUT) not accepted ({e}); relying on write()", device.display());
+        }
+
+        let mut sink = V4l2Sink {
+            dev,
+            path: device.to_path_buf(),
+            card: caps.card,
+            width,
+            height,
+            fps,
+            format,
+            buf: vec![0; need],
+            written: 0,
+            dropped: 0,
+        };
+        // Black in limited-range YUV is Y=16, U=V=128, not all zeros (which would be green).
+        fill_black(format, width, height, &mut sink.buf);
+        sink.write_buf()?;
+        log::info!("{}", sink.describe());
+        Ok(sink)
+    }
+
+    /// Frames written to the device so far (including the initial black frame).
+    pub fn frames_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Frames dropped because the driver was momentarily busy.
+    pub fn frames_dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn format(&self) -> PixFormat {
+        self.format
+    }
+
+    fn write_buf(&mut self) -> Result<()> {
+        match self.dev.write(&self.buf) {
+            Ok(n) if n == self.buf.len() => {
+                self.written += 1;
+                Ok(())
+            }
+            Ok(n) => Err(Error::Sink(format!(
+                "{}: short write, {n} of {} bytes accepted (format changed under us?)",
+                self.path.display(),
+                self.buf.len()
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
+                self.dropped += 1;
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc_epipe()) => {
+                Err(Error::SinkReaderGone(format!("{}: {e}", self.path.display())))
+            }
+            Err(e) if e.raw_os_error() == Some(libc_enodev()) => Err(Error::Sink(format!(
+                "{} went away (v4l2loopback unloaded?): {e}",
+                self.path.display()
+            ))),
+            Err(e) => Err(sink_err(&self.path, "write", e)),
+        }
+    }
+}
+
+impl FrameSink for V4l2Sink {
+    fn write(&mut self, frame: &Frame) -> Result<()> {
+        if frame.width != self.width || frame.height != self.height {
+            return Err(Error::Invalid(format!(
+                "frame is {}x{} but {} was opened at {}x{}",
+                frame.width,
+                frame.height,
+                self.path.display(),
+                self.width,
+                self.height
+            )));
+        }
+        if !frame.len_ok() {
+            return Err(Error::Invalid(format!(
+                "frame {} has {} bytes, expected {} for {}x{} RGB24",
+                frame.seq,
+                frame.data.len(),
+                3 * frame.width as usize * frame.height as usize,
+                frame.width,
+                frame.height
+            )));
+        }
+        convert(self.format, frame, &mut self.buf);
+        self.write_buf()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "v4l2loopback {} (`{}`) {}x{} {} @ {} fps",
+            self.path.display(),
+            self.card,
+            self.width,
+            self.height,
+            self.format,
+            self.fps
+        )
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.dropped > 0 {
+            log::info!("{}: {} frames written, {} dropped", self.path.display(), self.written, self.dropped);
+        }
+        Ok(())
+    }
+}
+
+/// v4l2loopback devices on this machine as (device node, card label), sorted by node number.
+/// Devices we cannot open (permissions, busy) are skipped: this is for `puppetcam devices`.
+pub fn list_loopback_devices() -> Vec<(PathBuf, String)> {
+    let mut found: Vec<(u32, PathBuf, String)> = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/dev") else { return Vec::new() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(num) = name.to_str().and_then(|n| n.strip_prefix("video")).and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let path = entry.path();
+        let Ok(dev) = Device::with_path(&path) else { continue };
+        if let Ok(caps) = query_caps(&dev) {
+            if caps.driver == LOOPBACK_DRIVER {
+                found.push((num, path, caps.card));
+            }
+        }
+    }
+    found.sort_by_key(|(n, _, _)| *n);
+    found.into_iter().map(|(_, p, c)| (p, c)).collect()
+}
+
+/// What we need from VIDIOC_QUERYCAP. Parsed here rather than through `v4l::Capabilities`
+/// because that one panics on a card label that is not UTF-8 (the label is user-chosen).
+struct Caps {
+    driver: String,
+    card: String,
+    flags: Flags,
+}
+
+fn query_caps(dev: &Device) -> io::Result<Caps> {
+    // SAFETY: v4l2_capability is plain old data, so all-zero is a valid value, and
+    // VIDIOC_QUERYCAP writes at most size_of::<v4l2_capability>() bytes into it.
+    let mut raw: v4l::v4l_sys::v4l2_capability = unsafe { std::mem::zeroed() };
+    unsafe {
+        v4l::v4l2::ioctl(
+            dev.handle().fd(),
+            v4l::v4l2::vidioc::VIDIOC_QUERYCAP,
+            &mut raw as *mut _ as *mut std::os::raw::c_void,
+        )?;
+    }
+    let text = |b: &[u8]| {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    };
+    // device_caps describes this node; `capabilities` is the whole physical device.
+    let bits = if raw.capabilities & Flags::DEVICE_CAPS.bits() != 0 { raw.device_caps } else { raw.capabilities };
+    Ok(Caps { driver: text(&raw.driver), card: text(&raw.card), flags: Flags::from(bits) })
+}
+
+fn fourcc_name(f: FourCC) -> String {
+    match &f.repr {
+        b"YUYV" => "yuyv".into(),
+        b"YU12" => "i420".into(),
+        _ => f.to_string(),
+    }
+}
+
+fn open_error(device: &Path, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::NotFound => {
+            Error::Sink(format!("no such device {} — {MODPROBE_HINT}", device.display()))
+        }
+        io::ErrorKind::PermissionDenied => Error::Sink(format!(
+            "permission denied opening {}: add your user to the `video` group (sudo usermod -aG video $USER, then log in again)",
+            device.display()
+        )),
+        _ if e.raw_os_error() == Some(libc_ebusy()) => Error::Sink(format!(
+            "{} is busy: v4l2loopback's max_openers is reached (close some consumers or reload with a larger max_openers)",
+            device.display()
+        )),
+        _ if e.raw_os_error() == Some(libc_enodev()) || e.raw_os_error() == Some(libc_enxio()) => {
+            Error::Sink(format!("no such device {} — {MODPROBE_HINT}", device.display()))
+        }
+        _ => sink_err(device, "open", e),
+    }
+}
+
+fn sink_err(device: &Path, what: &str, e: io::Error) -> Error {
+    Error::Sink(format!("{}: {what}: {e}", device.display()))
+}
+
+// errno values for Linux (all architectures we build for share them); spelled out so the crate
+// needs no direct libc dependency just for four constants.
+const fn libc_epipe() -> i32 {
+    32
+}
+const fn libc_enodev() -> i32 {
+    19
+}
+const fn libc_ebusy() -> i32 {
+    16
+}
+const fn libc_enxio() -> i32 {
+    6
+}
+
+/// Fills `out` with a black frame in `format`.
+fn fill_black(format: PixFormat, width: u32, height: u32, out: &mut [u8]) {
+    match format {
+        PixFormat::Yuyv => {
+            for px in out.chunks_exact_mut(2) {
+                px[0] = 16;
+                px[1] = 128;
+            }
+        }
+        PixFormat::I420 => {
+            let y = width as usize * height as usize;
+            out[..y].fill(16);
+            out[y..].fill(128);
+        }
+    }
+}
+
+/// RGB24 -> `format` into `out` (exactly `format.frame_size()` bytes).
+// TODO(colour): switch to crate::core::colour once rgb_to_yuyv / rgb_to_i420 land there; this
+// private copy (BT.601 limited range, same as the spec in ARCHITECTURE.md) keeps the sink usable.
+fn convert(format: PixFormat, frame: &Frame, out: &mut [u8]) {
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let rgb = &frame.data;
+    match format {
+        PixFormat::Yuyv => {
+            for y in 0..h {
+                let src = &rgb[3 * w * y..3 * w * (y + 1)];
+                let dst = &mut out[2 * w * y..2 * w * (y + 1)];
+                for (s, d) in src.chunks_exact(6).zip(dst.chunks_exact_mut(4)) {
+                    let (y0, u0, v0) = yuv(s[0], s[1], s[2]);
+                    let (y1, u1, v1) = yuv(s[3], s[4], s[5]);
+                    d[0] = y0;
+                    d[1] = avg2(u0, u1);
+                    d[2] = y1;
+                    d[3] = avg2(v0, v1);
+                }
+            }
+        }
+        PixFormat::I420 => {
+            let (cw, ch) = (w / 2, h / 2);
+            let (ys, rest) = out.split_at_mut(w * h);
+            let (us, vs) = rest.split_at_mut(cw * ch);
+            for y in 0..h {
+                for x in 0..w {
+                    let i = 3 * (w * y + x);
+                    ys[w * y + x] = yuv(rgb[i], rgb[i + 1], rgb[i + 2]).0;
+                }
+            }
+            for cy in 0..ch {
+                for cx in 0..cw {
+                    let (mut su, mut sv) = (0u32, 0u32);
+                    for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                        let i = 3 * (w * (2 * cy + dy) + 2 * cx + dx);
+                        let (_, u, v) = yuv(rgb[i], rgb[i + 1], rgb[i + 2]);
+                        su += u as u32;
+                        sv += v as u32;
+                    }
+                    us[cw * cy + cx] = ((su + 2) / 4) as u8;
+                    vs[cw * cy + cx] = ((sv + 2) / 4) as u8;
+                }
+            }
+        }
+    }
+}
+
+fn avg2(a: u8, b: u8) -> u8 {
+    ((a as u16 + b as u16 + 1) / 2) as u8
+}
+
+/// BT.601 limited range, 8-bit fixed point (the classic Y = 16 + (66R + 129G + 25B) / 256).
+fn yuv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+    let (r, g, b) = (r as i32, g as i32, b as i32);
+    let y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16;
+    let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
+    let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
+    (y.clamp(0, 255) as u8, u.clamp(0, 255) as u8, v.clamp(0, 255) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_sizes() {
+        assert_eq!(PixFormat::Yuyv.frame_size(640, 480), 614_400);
+        assert_eq!(PixFormat::I420.frame_size(640, 480), 460_800);
+        assert_eq!(PixFormat::Yuyv.fourcc(), FourCC::new(b"YUYV"));
+        assert_eq!(PixFormat::I420.fourcc(), FourCC::new(b"YU12"));
+    }
+
+    #[test]
+    fn sizes_checked() {
+        assert!(PixFormat::Yuyv.check_size(641, 480).is_err());
+        assert!(PixFormat::Yuyv.check_size(640, 481).is_ok());
+        assert!(PixFormat::I420.check_size(640, 481).is_err());
+        assert!(PixFormat::I420.check_size(0, 480).is_err());
+    }
+
+    #[test]
+    fn parse_format() {
+        assert_eq!("YUYV".parse::<PixFormat>().unwrap(), PixFormat::Yuyv);
+        assert_eq!("i420".parse::<PixFormat>().unwrap(), PixFormat::I420);
+        assert!("nv12".parse::<PixFormat>().is_err());
+    }
+
+    #[test]
+    fn missing_device_names_modprobe() {
+        let err = V4l2Sink::open(Path::new("/dev/video-puppetcam-missing"), 640, 480, 30, PixFormat::Yuyv)
+            .err()
+            .expect("opening a missing device must fail");
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Sink(_)), "{msg}");
+        assert!(msg.contains("no such device /dev/video-puppetcam-missing"), "{msg}");
+        assert!(msg.contains("modprobe v4l2loopback exclusive_caps=1"), "{msg}");
+    }
+
+    #[test]
+    fn non_v4l2_device_rejected() {
+        // /dev/null opens fine but QUERYCAP fails: must be an error, not a panic.
+        let err = V4l2Sink::open(Path::new("/dev/null"), 640, 480, 30, PixFormat::Yuyv).err().expect("must fail");
+        assert!(matches!(err, Error::Sink(_)), "{err}");
+    }
+
+    #[test]
+    fn black_and_colours_convert() {
+        let mut f = Frame::black(4, 2);
+        let mut out = vec![0; PixFormat::Yuyv.frame_size(4, 2)];
+        convert(PixFormat::Yuyv, &f, &mut out);
+        assert_eq!(&out[..4], &[16, 128, 16, 128]);
+        f.data.chunks_exact_mut(3).for_each(|p| p.copy_from_slice(&[255, 255, 255]));
+        convert(PixFormat::Yuyv, &f, &mut out);
+        assert_eq!(&out[..4], &[235, 128, 235, 128]);
+        let mut out = vec![0; PixFormat::I420.frame_size(4, 2)];
+        f.data.chunks_exact_mut(3).for_each(|p| p.copy_from_slice(&[255, 0, 0]));
+        convert(PixFormat::I420, &f, &mut out);
+        // Pure red: Y 82, U 90, V 240 (BT.601 limited).
+        assert_eq!(out[0], 82);
+        assert_eq!(&out[8..], &[90, 90, 240, 240]);
+    }
+
+    #[test]
+    fn black_fill() {
+        let mut out = vec![0; PixFormat::I420.frame_size(4, 2)];
+        fill_black(PixFormat::I420, 4, 2, &mut out);
+        assert_eq!(out, [16, 16, 16, 16, 16, 16, 16, 16, 128, 128, 128, 128]);
+    }
+}
