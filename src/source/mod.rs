@@ -1,6 +1,19 @@
 //! Frame sources behind the `FrameSource` trait: camera, video file, still image, synthetic.
+#[cfg(feature = "camera")]
+pub mod camera;
+pub mod file;
+pub mod image;
+pub mod synthetic;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use opencv::core::Mat;
+use opencv::imgproc;
+use opencv::prelude::*;
+
 use crate::core::types::Frame;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Something that produces frames. Each capture thread builds and owns its source.
 pub trait FrameSource: Send {
@@ -9,4 +22,77 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<Option<Frame>>;
     /// Human-readable description for logs and status (device, size, fps).
     fn describe(&self) -> String;
+}
+
+/// Which source to open: what `[source]` of the config resolves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A webcam (feature `camera`): `device` is a path (`/dev/video0`, `/dev/v4l/by-id/...`),
+    /// an index (`0`) or part of the camera's name. Size and fps are requests; the closest
+    /// mode the camera offers is used.
+    Camera { device: String, width: u32, height: u32, fps: u32 },
+    /// A video file, decoded with OpenCV. `looping` restarts it at the end (timestamps keep
+    /// increasing); `realtime` paces frames by their timestamps instead of decoding flat out.
+    File { path: PathBuf, looping: bool, realtime: bool },
+    /// A still image repeated at `fps` (a portrait as a driver).
+    Image { path: PathBuf, fps: u32 },
+    /// A generated cartoon face; needs no hardware or files (see `synthetic`).
+    Synthetic { width: u32, height: u32, fps: u32 },
+}
+
+/// Opens the source described by `spec`.
+pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn FrameSource>> {
+    match spec {
+        SourceSpec::Camera { device, width, height, fps } => open_camera(device, *width, *height, *fps),
+        SourceSpec::File { path, looping, realtime } => Ok(Box::new(file::FileSource::open(path, *looping, *realtime)?)),
+        SourceSpec::Image { path, fps } => Ok(Box::new(image::ImageSource::open(path, *fps)?)),
+        SourceSpec::Synthetic { width, height, fps } => Ok(Box::new(synthetic::SyntheticSource::new(*width, *height, *fps)?)),
+    }
+}
+
+#[cfg(feature = "camera")]
+fn open_camera(device: &str, width: u32, height: u32, fps: u32) -> Result<Box<dyn FrameSource>> {
+    Ok(Box::new(camera::CameraSource::open(device, width, height, fps)?))
+}
+
+#[cfg(not(feature = "camera"))]
+fn open_camera(device: &str, _w: u32, _h: u32, _fps: u32) -> Result<Box<dyn FrameSource>> {
+    Err(Error::Source(format!("cannot open camera `{device}`: this puppetcam was built without the `camera` feature")))
+}
+
+/// Copies a BGR `CV_8UC3` Mat into an RGB frame.
+pub(crate) fn bgr_mat_to_frame(bgr: &Mat, pts: Duration, seq: u64) -> Result<Frame> {
+    if bgr.empty() || bgr.typ() != opencv::core::CV_8UC3 {
+        return Err(Error::Source(format!("decoded image is empty or not 8-bit BGR (type {})", bgr.typ())));
+    }
+    let mut rgb = Mat::default();
+    imgproc::cvt_color_def(bgr, &mut rgb, imgproc::COLOR_BGR2RGB)?;
+    // cvtColor allocates a fresh, continuous Mat, so its bytes are exactly 3 * w * h.
+    let data = rgb.data_bytes()?.to_vec();
+    Ok(Frame { width: rgb.cols() as u32, height: rgb.rows() as u32, data, pts, seq })
+}
+
+/// Paces a stream against the wall clock: `wait(pts)` sleeps until `pts` after the start.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    start: Option<(Instant, Duration)>,
+}
+
+impl Pacer {
+    pub(crate) fn new() -> Self {
+        Pacer { start: None }
+    }
+
+    /// Sleeps until `pts` (relative to the first `pts` seen) has elapsed. If the consumer fell
+    /// far behind (> 1 s), re-anchors instead of bursting to catch up.
+    pub(crate) fn wait(&mut self, pts: Duration) {
+        let now = Instant::now();
+        let (t0, p0) = *self.start.get_or_insert((now, pts));
+        let due = t0 + pts.saturating_sub(p0);
+        if due > now {
+            std::thread::sleep(due - now);
+        } else if now - due > Duration::from_secs(1) {
+            self.start = Some((now, pts));
+        }
+    }
 }
