@@ -1,0 +1,132 @@
+//! Face tracker on real data: a portrait from /work/shared/data must give plausible landmarks,
+//! and models of the wrong shape must be rejected with a message naming the file and shapes.
+//! Needs ONNX Runtime (ORT_DYLIB_PATH or the project's .venv).
+use puppetcam::core::landmarks::{eye_centres, inter_ocular};
+use puppetcam::core::types::Frame;
+use puppetcam::face::{FaceModels, FaceTracker, TrackerConfig};
+use puppetcam::Error;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("PUPPETCAM_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/work/shared/data"))
+}
+
+fn models() -> FaceModels {
+    FaceModels::from_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx"))
+}
+
+/// A JPEG decoded to an RGB frame through OpenCV.
+fn load_rgb(path: &Path) -> Frame {
+    use opencv::prelude::*;
+    let bgr = opencv::imgcodecs::imread(path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
+    assert!(!bgr.empty(), "cannot read {}", path.display());
+    let mut rgb = opencv::core::Mat::default();
+    opencv::imgproc::cvt_color_def(&bgr, &mut rgb, opencv::imgproc::COLOR_BGR2RGB).unwrap();
+    Frame {
+        width: rgb.cols() as u32,
+        height: rgb.rows() as u32,
+        data: rgb.data_bytes().unwrap().to_vec(),
+        pts: Duration::ZERO,
+        seq: 0,
+    }
+}
+
+fn portraits() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(data_dir().join("portraits"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "jpg")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn portrait_landmarks_are_plausible() {
+    let ps = portraits();
+    if ps.is_empty() {
+        eprintln!("skipped: no portraits under {}", data_dir().display());
+        return;
+    }
+    let mut tracker = FaceTracker::new(&models(), TrackerConfig { filter: None, ..Default::default() }).unwrap();
+    assert!(tracker.has_iris());
+    for p in ps.iter().take(3) {
+        tracker.reset();
+        let frame = load_rgb(p);
+        let lm = tracker.process(&frame).unwrap().unwrap_or_else(|| panic!("no face in {}", p.display()));
+        assert!(tracker.last_detected(), "a reset tracker detects first");
+        assert!(lm.score > 0.5, "{}: presence {}", p.display(), lm.score);
+        assert_eq!(lm.mesh.len(), 468);
+        let pts = &lm.pts68;
+        let (re, le) = eye_centres(pts);
+        let mouth_y = pts[48..60].iter().map(|q| q[1]).sum::<f32>() / 12.0;
+        let nose_y = pts[30][1];
+        let chin_y = pts[8][1];
+        assert!(re[1] < nose_y && le[1] < nose_y && nose_y < mouth_y && mouth_y < chin_y, "{}: eyes/nose/mouth/chin out of order", p.display());
+        assert!(re[0] < le[0], "subject's right eye is on the image left");
+        let iod = inter_ocular(pts);
+        let w = frame.width.min(frame.height) as f32;
+        assert!(iod > 0.05 * w && iod < 0.6 * w, "{}: inter-ocular {iod} px in a {w} px image", p.display());
+        assert!(pts.iter().all(|q| q[0] >= -0.1 * w && q[0] <= 1.1 * frame.width as f32 && q[1] >= -0.1 * w && q[1] <= 1.1 * frame.height as f32));
+        let iris = lm.iris.expect("iris model ran");
+        for (k, eye) in [&pts[36..42], &pts[42..48]].iter().enumerate() {
+            let (x0, x1) = eye.iter().fold((f32::MAX, f32::MIN), |(a, b), q| (a.min(q[0]), b.max(q[0])));
+            assert!(iris[k].cx > x0 && iris[k].cx < x1, "{}: iris {k} not inside its eye", p.display());
+            assert!(iris[k].r > 0.04 * iod && iris[k].r < 0.2 * iod, "{}: iris radius {}", p.display(), iris[k].r);
+        }
+        // Second call on the same frame tracks from the landmarks and lands in about the same
+        // place (the crop differs from the detector's, which moves MediaPipe's mesh by a few %).
+        let again = tracker.process(&frame).unwrap().expect("tracked");
+        assert!(!tracker.last_detected());
+        let drift = again.mesh.iter().zip(&lm.mesh).map(|(a, b)| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()).sum::<f32>() / 468.0;
+        assert!(drift < 0.08 * iod, "{}: tracking moved the mesh by {drift} px", p.display());
+    }
+}
+
+#[test]
+fn no_face_in_a_gradient() {
+    let (w, h) = (320u32, 240u32);
+    let mut f = Frame::black(w, h);
+    for y in 0..h as usize {
+        for x in 0..w as usize {
+            let i = 3 * (y * w as usize + x);
+            f.data[i] = (x * 255 / (w as usize - 1)) as u8;
+            f.data[i + 1] = (y * 255 / (h as usize - 1)) as u8;
+            f.data[i + 2] = 128;
+        }
+    }
+    let mut tracker = FaceTracker::new(&models(), TrackerConfig::default()).unwrap();
+    assert!(tracker.process(&f).unwrap().is_none());
+    assert!(!tracker.is_tracking());
+    // A malformed frame is an error, not a panic.
+    f.data.truncate(10);
+    assert!(matches!(tracker.process(&f), Err(Error::Invalid(_))));
+}
+
+fn model_error(m: &FaceModels) -> (PathBuf, String) {
+    match FaceTracker::new(m, TrackerConfig::default()) {
+        Err(Error::Model { path, msg }) => (path, msg),
+        Err(e) => panic!("expected a model error, got {e}"),
+        Ok(_) => panic!("a wrong model was accepted"),
+    }
+}
+
+#[test]
+fn wrong_shaped_models_are_rejected() {
+    let good = models();
+    // The iris model (64x64 input) in place of the detector (128x128).
+    let m = FaceModels { detector: good.iris.clone().unwrap(), ..good.clone() };
+    let (path, msg) = model_error(&m);
+    assert_eq!(path, good.iris.clone().unwrap());
+    assert!(msg.contains("[1, 3, 128, 128]") && msg.contains("[1, 3, 64, 64]"), "{msg}");
+    // Right input size, wrong outputs (tests/fixtures/face/landmarks_bad_outputs.onnx: two
+    // 1x3x1x1 pooling outputs, made with onnx.helper).
+    let bad = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/face/landmarks_bad_outputs.onnx");
+    let m = FaceModels { landmarks: bad.clone(), ..good.clone() };
+    let (path, msg) = model_error(&m);
+    assert_eq!(path, bad);
+    assert!(msg.contains("[1, 1404, 1, 1]") && msg.contains("[1, 3, 1, 1]"), "{msg}");
+    // A missing file names itself.
+    let m = FaceModels { landmarks: PathBuf::from("/nonexistent/face_landmarks.onnx"), ..good };
+    let (path, _) = model_error(&m);
+    assert_eq!(path, PathBuf::from("/nonexistent/face_landmarks.onnx"));
+}
