@@ -3,7 +3,10 @@
 //! its oldest message and counts it); offline mode (a file rendered to a file) blocks instead so
 //! every input frame becomes exactly one output frame.
 pub mod compose;
+pub mod plan;
 pub mod synthetic;
+
+pub use plan::{default_avatar, DriverSpec, Plan};
 
 use crate::core::raster::{rasterise_into, RASTER_BYTES};
 use crate::core::types::{FaceLandmarks, Frame};
@@ -169,6 +172,11 @@ pub struct PipelineHandle {
 }
 
 impl Pipeline {
+    /// Starts a pipeline described by a [`Plan`] (config + flags resolved).
+    pub fn start_plan(plan: Plan, stats: Arc<PipelineStats>) -> Result<PipelineHandle> {
+        Self::start_spec(plan.into_spec()?, stats)
+    }
+
     /// Starts the pipeline described by `spec`. Returns once every stage has built its resources
     /// (source opened, face models and generator loaded, sink opened) so that a bad file or device
     /// is reported here rather than from a thread later.

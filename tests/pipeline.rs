@@ -1,0 +1,314 @@
+//! End-to-end pipeline tests: real video -> face -> generator -> y4m, the embedded driver, bad
+//! inputs (missing avatar, corrupt video, contract-breaking ONNX) and the live-mode behaviours
+//! (camera reconnect, reader-gone sink, avatar reload).
+use puppetcam::core::types::{FaceLandmarks, Frame};
+use puppetcam::ep::RuntimeOptions;
+use puppetcam::error::Error;
+use puppetcam::pipeline::{synthetic, Driver, DriverSpec, Pacing, Pipeline, PipelineSpec, Plan};
+use puppetcam::sink::{FrameSink, SinkSpec};
+use puppetcam::source::{FrameSource, SourceSpec};
+use puppetcam::stats::PipelineStats;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// CPU with one ORT thread: tests run in parallel on small machines, and ORT's spinning pools
+/// would otherwise starve the paced output threads of other tests.
+fn cpu() -> RuntimeOptions {
+    RuntimeOptions { intra_threads: 1, ..RuntimeOptions::cpu() }
+}
+
+fn cpu_plan(driver: DriverSpec, sink: SinkSpec) -> Plan {
+    Plan { driver, sink, avatar: fixture("generator_ok.onnx"), runtime: cpu(), ..Plan::demo() }
+}
+
+/// Parses a y4m file: (width, height, frame count), checking every frame has a full I420 payload.
+fn read_y4m(path: &Path) -> (u32, u32, usize) {
+    let data = std::fs::read(path).unwrap();
+    let nl = data.iter().position(|&b| b == b'\n').expect("y4m header line");
+    let header = std::str::from_utf8(&data[..nl]).unwrap();
+    assert!(header.starts_with("YUV4MPEG2 "), "{header}");
+    let field = |c: char| -> u32 {
+        header.split(' ').find_map(|f| f.strip_prefix(c)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{c} in {header}"))
+    };
+    let (w, h) = (field('W'), field('H'));
+    let frame_bytes = (w * h * 3 / 2) as usize;
+    let mut pos = nl + 1;
+    let mut frames = 0;
+    while pos < data.len() {
+        assert!(data[pos..].starts_with(b"FRAME"), "frame {frames} marker at byte {pos}");
+        let eol = pos + data[pos..].iter().position(|&b| b == b'\n').unwrap();
+        pos = eol + 1 + frame_bytes;
+        assert!(pos <= data.len(), "frame {frames} is truncated");
+        frames += 1;
+    }
+    (w, h, frames)
+}
+
+#[test]
+fn embedded_driver_renders_every_frame_to_y4m() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nested/demo.y4m");
+    let mut plan = cpu_plan(DriverSpec::Embedded { frames: Some(30) }, SinkSpec::Y4m { path: out.clone() });
+    plan.width = 320;
+    plan.height = 240;
+    let stats = Arc::new(PipelineStats::default());
+    let h = Pipeline::start_plan(plan, stats.clone()).unwrap();
+    h.wait().unwrap();
+    assert_eq!(read_y4m(&out), (320, 240, 30));
+    assert_eq!(stats.generator.frames.load(Ordering::Relaxed), 30);
+    assert_eq!(stats.output.frames.load(Ordering::Relaxed), 30);
+    assert_eq!(stats.generator.drops.load(Ordering::Relaxed) + stats.output.drops.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.ep.read().active, "CPU");
+    assert_eq!(stats.avatar_name.read().as_str(), "fixture-avatar");
+    let preview = stats.preview.lock().clone().expect("preview frame");
+    assert_eq!((preview.width, preview.height), (320, 240));
+}
+
+#[test]
+fn animation_reaches_the_output() {
+    // The fixture generator mixes the raster into its output, so frames of a moving face differ.
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = cpu_plan(DriverSpec::Embedded { frames: Some(12) }, SinkSpec::Png { dir: dir.path().to_path_buf(), every: 1 });
+    plan.width = 256;
+    plan.height = 256;
+    let stats = Arc::new(PipelineStats::default());
+    Pipeline::start_plan(plan, stats.clone()).unwrap().wait().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    assert_eq!(files.len(), 12, "{files:?}");
+    let a = std::fs::read(&files[0]).unwrap();
+    let b = std::fs::read(&files[6]).unwrap();
+    assert_ne!(a, b, "output frames should change as the driver moves");
+}
+
+const VIDEO: &str = "/work/shared/data/videos/lp_d0.mp4";
+
+#[test]
+fn real_video_to_y4m_one_frame_per_input_frame() {
+    if !Path::new(VIDEO).is_file() {
+        eprintln!("SKIPPED: {VIDEO} not present");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d0.y4m");
+    let src = SourceSpec::File { path: VIDEO.into(), looping: false, realtime: false };
+    let plan = cpu_plan(DriverSpec::Source(src), SinkSpec::Y4m { path: out.clone() });
+    assert_eq!(plan.effective_pacing(), Pacing::EveryFrame);
+    let stats = Arc::new(PipelineStats::default());
+    Pipeline::start_plan(plan, stats.clone()).unwrap().wait().unwrap();
+    // lp_d0.mp4: 78 frames (MANIFEST.md); the demo geometry is 640x480.
+    assert_eq!(read_y4m(&out), (640, 480, 78));
+    assert_eq!(stats.face.frames.load(Ordering::Relaxed), 78);
+    assert_eq!(stats.face.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.end_to_end.frames.load(Ordering::Relaxed), 78);
+    // A frontal talking head: the face should be found and never lost for long.
+    assert!(stats.face_lost.load(Ordering::Relaxed) <= 2, "face lost {} times", stats.face_lost.load(Ordering::Relaxed));
+}
+
+fn start_err(plan: Plan) -> Error {
+    match Pipeline::start_plan(plan, Arc::new(PipelineStats::default())) {
+        Ok(h) => {
+            let _ = h.shutdown();
+            panic!("pipeline started although it should not");
+        }
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn missing_avatar_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = cpu_plan(DriverSpec::Embedded { frames: Some(3) }, SinkSpec::Null);
+    plan.avatar = dir.path().join("nope.onnx");
+    let e = start_err(plan);
+    assert!(matches!(e, Error::Model { .. }), "{e:?}");
+    assert!(e.to_string().contains("nope.onnx") && e.to_string().contains("not found"), "{e}");
+}
+
+#[test]
+fn corrupt_video_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("corrupt.mp4");
+    std::fs::write(&bad, b"\x00\x00\x00\x18ftypmp42 this is not really a video at all").unwrap();
+    let src = SourceSpec::File { path: bad, looping: false, realtime: false };
+    let e = start_err(cpu_plan(DriverSpec::Source(src), SinkSpec::Null));
+    assert!(e.to_string().contains("corrupt.mp4"), "{e}");
+}
+
+#[test]
+fn contract_breaking_models_name_the_problem() {
+    for (file, needle) in [
+        ("generator_bad_input_shape.onnx", "input `landmarks`"),
+        ("generator_missing_crop_box.onnx", "puppetcam.crop_box"),
+        ("generator_bad_output_name.onnx", "output named `image`"),
+    ] {
+        let mut plan = cpu_plan(DriverSpec::Embedded { frames: Some(3) }, SinkSpec::Null);
+        plan.avatar = fixture(file);
+        let e = start_err(plan);
+        assert!(matches!(e, Error::Model { .. }), "{file}: {e:?}");
+        assert!(e.to_string().contains(needle), "{file}: {e}");
+    }
+    // Not an ONNX file at all.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"garbage").unwrap();
+    let mut plan = cpu_plan(DriverSpec::Embedded { frames: Some(3) }, SinkSpec::Null);
+    plan.avatar = junk;
+    let e = start_err(plan);
+    assert!(e.to_string().contains("junk.onnx"), "{e}");
+}
+
+/// Counts frames; optionally reports "reader gone" for every write.
+struct TestSink {
+    frames: Arc<AtomicU64>,
+    reader_gone: bool,
+}
+
+impl FrameSink for TestSink {
+    fn write(&mut self, f: &Frame) -> puppetcam::Result<()> {
+        assert!(f.len_ok());
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        if self.reader_gone {
+            return Err(Error::SinkReaderGone("test: nobody reads".into()));
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "test sink".into()
+    }
+}
+
+/// A "camera" that serves `per_session` frames, then disconnects; reopening fails `fail_reopen`
+/// times before it works again.
+struct FlakyCam {
+    left: u32,
+}
+
+impl FrameSource for FlakyCam {
+    fn next_frame(&mut self) -> puppetcam::Result<Option<Frame>> {
+        std::thread::sleep(Duration::from_millis(10));
+        if self.left == 0 {
+            return Err(Error::SourceDisconnected("test: unplugged".into()));
+        }
+        self.left -= 1;
+        Ok(Some(Frame::black(64, 48)))
+    }
+    fn describe(&self) -> String {
+        "flaky test camera".into()
+    }
+}
+
+fn live_spec(source: Arc<dyn Fn() -> puppetcam::Result<Box<dyn FrameSource>> + Send + Sync>, frames: Arc<AtomicU64>, reader_gone: bool) -> PipelineSpec {
+    let t0 = Instant::now();
+    let face = move |_f: &Frame| -> puppetcam::Result<Option<FaceLandmarks>> {
+        Ok(Some(synthetic::landmarks_at(t0.elapsed().as_secs_f64())))
+    };
+    PipelineSpec {
+        driver: Driver::Video { source, face: Box::new(move || Ok(Box::new(face) as _)), live: true },
+        avatar: fixture("generator_ok.onnx"),
+        runtime: cpu(),
+        sink: Box::new(move |_, _, _| Ok(Box::new(TestSink { frames, reader_gone }) as _)),
+        out_width: 160,
+        out_height: 120,
+        fps: 50.0,
+        pacing: Pacing::Realtime,
+        reconnect_max_backoff: Duration::from_millis(300),
+        neutral_ease: Duration::from_millis(100),
+    }
+}
+
+#[test]
+fn camera_disconnect_reconnects_while_output_keeps_going() {
+    let opens = Arc::new(AtomicU64::new(0));
+    let o = opens.clone();
+    let source = Arc::new(move || -> puppetcam::Result<Box<dyn FrameSource>> {
+        let n = o.fetch_add(1, Ordering::SeqCst);
+        // open #0 works, #1 and #2 fail (camera still unplugged), #3 works
+        if n == 1 || n == 2 {
+            return Err(Error::Source("test: no such device".into()));
+        }
+        Ok(Box::new(FlakyCam { left: 10 }))
+    });
+    let frames = Arc::new(AtomicU64::new(0));
+    let stats = Arc::new(PipelineStats::default());
+    let h = Pipeline::start_spec(live_spec(source, frames.clone(), false), stats.clone()).unwrap();
+    // Wait for the first reconnection, then check the output never stopped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.source_reconnects.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stats.source_reconnects.load(Ordering::Relaxed) >= 1, "never reconnected");
+    // 50 fps for 1 s is 50 frames; a loaded CI machine still manages a fraction of that.
+    let before = frames.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(frames.load(Ordering::Relaxed) >= before + 10, "output should keep its pace");
+    assert!(opens.load(Ordering::SeqCst) >= 4);
+    h.shutdown().unwrap();
+    assert!(stats.capture.errors.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn reader_gone_is_not_fatal_and_reload_swaps_the_avatar() {
+    let source = Arc::new(|| -> puppetcam::Result<Box<dyn FrameSource>> { Ok(Box::new(FlakyCam { left: u32::MAX })) });
+    let frames = Arc::new(AtomicU64::new(0));
+    let stats = Arc::new(PipelineStats::default());
+    let h = Pipeline::start_spec(live_spec(source, frames.clone(), true), stats.clone()).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(frames.load(Ordering::Relaxed) >= 5, "writes continue with no reader");
+    assert!(stats.sink_state.read().contains("no reader"), "{}", stats.sink_state.read());
+
+    let e = h.reload_avatar(&fixture("generator_bad_output_name.onnx")).unwrap_err();
+    assert!(e.to_string().contains("image"), "{e}");
+    assert_eq!(stats.avatar_name.read().as_str(), "fixture-avatar", "a failed reload keeps the old avatar");
+    let before = stats.generator.frames.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(stats.generator.frames.load(Ordering::Relaxed) > before, "generator still runs after a failed reload");
+    h.reload_avatar(&fixture("generator_ok.onnx")).unwrap();
+    assert!(!h.is_finished());
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn face_lost_is_counted_once_per_incident() {
+    // Face present for 5 frames, absent for 5, present again, absent again: two incidents.
+    let n = Arc::new(AtomicU64::new(0));
+    let source = Arc::new(|| -> puppetcam::Result<Box<dyn FrameSource>> { Ok(Box::new(FlakyCam { left: 20 })) });
+    let stats = Arc::new(PipelineStats::default());
+    let frames = Arc::new(AtomicU64::new(0));
+    let mut spec = live_spec(source, frames, false);
+    let n2 = n.clone();
+    let face = move |_f: &Frame| -> puppetcam::Result<Option<FaceLandmarks>> {
+        let i = n2.fetch_add(1, Ordering::SeqCst);
+        Ok(((i / 5) % 2 == 0).then(|| synthetic::landmarks_at(i as f64 / 25.0)))
+    };
+    spec.driver = Driver::Video { source: spec_source(), face: Box::new(move || Ok(Box::new(face) as _)), live: false };
+    spec.pacing = Pacing::EveryFrame;
+    Pipeline::start_spec(spec, stats.clone()).unwrap().wait().unwrap();
+    assert_eq!(stats.face.frames.load(Ordering::Relaxed), 20);
+    assert_eq!(stats.face_lost.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.output.frames.load(Ordering::Relaxed), 20);
+}
+
+/// A finite source of 20 frames that ends cleanly.
+fn spec_source() -> Arc<dyn Fn() -> puppetcam::Result<Box<dyn FrameSource>> + Send + Sync> {
+    struct Twenty(u32);
+    impl FrameSource for Twenty {
+        fn next_frame(&mut self) -> puppetcam::Result<Option<Frame>> {
+            if self.0 == 20 {
+                return Ok(None);
+            }
+            self.0 += 1;
+            Ok(Some(Frame::black(64, 48)))
+        }
+        fn describe(&self) -> String {
+            "twenty frames".into()
+        }
+    }
+    Arc::new(|| Ok(Box::new(Twenty(0)) as Box<dyn FrameSource>))
+}
