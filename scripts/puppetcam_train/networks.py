@@ -7,7 +7,6 @@ Runtime) and `paper` (64..512 channels, the paper's depth).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, asdict
 
 import torch
@@ -35,12 +34,18 @@ class NetConfig:
             # The paper: 64..512 channels, 5 AdaIN residual blocks, attention at 64x64.
             "paper": dict(g_channels=(64, 128, 256, 512, 512), g_res_blocks=5, g_attn_res=64,
                           d_channels=(64, 128, 256, 512, 512, 512, 512), d_attn_res=64),
+            # Only for the unit tests: a few channels, still 256 px so real rasters fit.
+            "tiny": dict(g_channels=(4, 8, 16), g_res_blocks=1, g_attn_res=64,
+                         d_channels=(4, 8, 16, 32), d_attn_res=32, emb_dim=16),
         }
         return NetConfig(preset=name, **{**presets[name], **over})
 
 
+_USE_SN = [True]  # switched off only while bake_spectral_norm builds a plain twin
+
+
 def SN(m: nn.Module) -> nn.Module:
-    return spectral_norm(m)
+    return spectral_norm(m) if _USE_SN[0] else m
 
 
 def conv(cin, cout, k=3):
@@ -129,6 +134,7 @@ class Generator(nn.Module):
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
+        self.cfg = cfg
         ch = cfg.g_channels
         self.stem = conv(3, ch[0])
         self.down = nn.ModuleList(ResDown(a, b, norm=True) for a, b in zip(ch[:-1], ch[1:]))
@@ -250,14 +256,28 @@ class PersonalisedGenerator(nn.Module):
         return self.G(raster, self.psi.expand(raster.shape[0], -1))
 
 
-def bake_spectral_norm(m: nn.Module) -> nn.Module:
-    """A copy of m whose spectrally normalised weights are plain tensors (for export)."""
-    m = copy.deepcopy(m).eval()
-    for mod in list(m.modules()):
-        if parametrize.is_parametrized(mod):
-            for name in list(mod.parametrizations.keys()):
-                parametrize.remove_parametrizations(mod, name, leave_parametrized=True)
-    return m
+def bake_spectral_norm(pg: PersonalisedGenerator) -> PersonalisedGenerator:
+    """A plain twin of pg (no parametrizations) holding its current normalised weights, for export.
+
+    (copy.deepcopy + remove_parametrizations would share the parametrized classes with the
+    original and break it, hence the rebuild.)"""
+    was = pg.training
+    pg.eval()  # eval: W / sigma from the stored u, v, without a power-iteration step
+    sd = {}
+    with torch.no_grad():
+        for name, mod in pg.named_modules():
+            if parametrize.is_parametrized(mod):
+                for t in mod.parametrizations:
+                    sd[f"{name}.{t}"] = getattr(mod, t).detach().clone()
+        sd.update({k: v.clone() for k, v in pg.state_dict().items() if ".parametrizations." not in k})
+    pg.train(was)
+    _USE_SN[0] = False
+    try:
+        plain = PersonalisedGenerator(Generator(pg.G.cfg), pg.psi)
+    finally:
+        _USE_SN[0] = True
+    plain.load_state_dict(sd)
+    return plain.eval()
 
 
 def count_flops(module: nn.Module, *inputs) -> int:

@@ -39,7 +39,8 @@ class TrainConfig:
     w_l1: float = 10.0                   # pixel L1: carries the content term without VGG weights
     vgg19_weights: str = ""              # local torchvision VGG19 state_dict (optional)
     vggface_weights: str = ""            # local VGGFace (VGG16 layout) state_dict (optional)
-    threads: int = 2                     # torch CPU threads per process
+    threads: int = 1                     # torch CPU threads per process (more threads on a
+                                         # busy 2-core box spin in OpenMP barriers: 7x slower)
     log_every: int = 10
     ckpt_every: int = 200
     sample_every: int = 200
