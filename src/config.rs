@@ -1,1 +1,707 @@
-//! (in progress)
+//! Two-stage configuration (ripgrep style): `RawConfig` is what the TOML file says (every field
+//! optional, unknown keys rejected), `Config::resolve` validates each value against a named range
+//! and fills defaults, so the rest of the daemon only ever sees a complete, valid `Config`.
+//! Every error names the offending key (`output.fps`) and what would be valid.
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::core::colour::PixFormat;
+use crate::error::{Error, Result};
+use crate::sink::SinkSpec;
+use crate::source::SourceSpec;
+
+// ---------------------------------------------------------------------------------------------
+// Stage 1: raw, as written.
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub source: Option<RawSource>,
+    pub output: Option<RawOutput>,
+    pub avatar: Option<RawAvatar>,
+    pub runtime: Option<RawRuntime>,
+    pub face: Option<RawFace>,
+    pub retarget: Option<RawRetarget>,
+    pub service: Option<RawService>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub kind: Option<String>,
+    pub device: Option<String>,
+    pub path: Option<PathBuf>,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub fps: Option<i64>,
+    #[serde(rename = "loop")]
+    pub looping: Option<bool>,
+    pub realtime: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    pub kind: Option<String>,
+    pub device: Option<PathBuf>,
+    pub path: Option<PathBuf>,
+    pub format: Option<String>,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub fps: Option<i64>,
+    pub every: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAvatar {
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub providers: Option<Vec<String>>,
+    pub trt_cache_dir: Option<PathBuf>,
+    pub fp16: Option<bool>,
+    pub threads: Option<i64>,
+    pub allow_cpu_fallback: Option<bool>,
+    pub ort_library: Option<PathBuf>,
+    pub device_id: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawFace {
+    pub model_dir: Option<PathBuf>,
+    pub min_score: Option<f64>,
+    pub iris: Option<bool>,
+    pub one_euro: Option<RawOneEuro>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawOneEuro {
+    pub min_cutoff: Option<f64>,
+    pub beta: Option<f64>,
+    pub d_cutoff: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetarget {
+    pub enabled: Option<bool>,
+    pub profile: Option<PathBuf>,
+    pub max_yaw_deg: Option<f64>,
+    pub max_pitch_deg: Option<f64>,
+    pub max_roll_deg: Option<f64>,
+    pub expression_gain: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub enabled: Option<bool>,
+    pub bind: Option<String>,
+}
+
+/// Keys each table accepts, for error messages that name the full key (`output.fsp`).
+const SCHEMA: &[(&str, &[&str])] = &[
+    ("", &["source", "output", "avatar", "runtime", "face", "retarget", "service"]),
+    ("source", &["kind", "device", "path", "width", "height", "fps", "loop", "realtime"]),
+    ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every"]),
+    ("avatar", &["path"]),
+    ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
+    ("face", &["model_dir", "min_score", "iris", "one_euro"]),
+    ("face.one_euro", &["min_cutoff", "beta", "d_cutoff"]),
+    ("retarget", &["enabled", "profile", "max_yaw_deg", "max_pitch_deg", "max_roll_deg", "expression_gain"]),
+    ("service", &["enabled", "bind"]),
+];
+
+/// Reports the first key that is not in `SCHEMA`, with its dotted path.
+fn check_keys(table: &toml::Table, prefix: &str) -> Result<()> {
+    let known = SCHEMA.iter().find(|(p, _)| *p == prefix).map(|(_, k)| *k);
+    for (k, v) in table {
+        let full = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match known {
+            Some(keys) if keys.contains(&k.as_str()) => {}
+            Some(keys) => {
+                return Err(Error::Config { key: full, msg: format!("unknown key (expected one of: {})", keys.join(", ")) })
+            }
+            None => return Err(Error::Config { key: full, msg: "unknown key".into() }),
+        }
+        if let toml::Value::Table(t) = v {
+            check_keys(t, &full)?;
+        }
+    }
+    Ok(())
+}
+
+/// The dotted key at byte `offset` of a TOML text (for type errors, which toml reports by span).
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let mut section = String::new();
+    let mut key = String::new();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') && !t.starts_with("[[") {
+            section = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+        if pos + line.len() > offset {
+            if let Some((k, _)) = t.split_once('=') {
+                key = k.trim().to_string();
+            }
+            break;
+        }
+        pos += line.len();
+    }
+    match (section.is_empty(), key.is_empty()) {
+        (true, _) => key,
+        (false, true) => section,
+        (false, false) => format!("{section}.{key}"),
+    }
+}
+
+impl RawConfig {
+    /// Parses TOML text. Unknown keys and wrong types name their key.
+    pub fn parse(text: &str) -> Result<RawConfig> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
+            key: e.span().map(|s| key_at(text, s.start)).unwrap_or_default(),
+            msg: format!("not valid TOML: {}", e.message()),
+        })?;
+        check_keys(&table, "")?;
+        toml::from_str(text).map_err(|e: toml::de::Error| Error::Config {
+            key: e.span().map(|s| key_at(text, s.start)).unwrap_or_default(),
+            msg: e.message().to_string(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 2: resolved and validated.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    Camera,
+    File,
+    Image,
+    Synthetic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    V4l2,
+    Y4m,
+    Png,
+    Null,
+}
+
+/// Execution providers the daemon knows, in the order the user prefers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderName {
+    TensorRt,
+    Cuda,
+    Cpu,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// Camera path, index or name.
+    pub device: String,
+    /// Video or image path (required for `file` and `image`).
+    pub path: Option<PathBuf>,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub looping: bool,
+    pub realtime: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputConfig {
+    pub kind: OutputKind,
+    /// v4l2loopback device.
+    pub device: PathBuf,
+    /// y4m file (`-` = stdout) or PNG directory.
+    pub path: PathBuf,
+    pub format: PixFormat,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// PNG sink: keep one frame of every `every`.
+    pub every: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeConfig {
+    pub providers: Vec<ProviderName>,
+    pub trt_cache_dir: PathBuf,
+    pub fp16: bool,
+    /// ORT intra-op threads; 0 = ORT's default.
+    pub threads: u32,
+    pub allow_cpu_fallback: bool,
+    pub ort_library: Option<PathBuf>,
+    pub device_id: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaceConfig {
+    /// Directory of the face ONNX models; `None` searches the usual places.
+    pub model_dir: Option<PathBuf>,
+    pub min_score: f32,
+    pub iris: bool,
+    pub min_cutoff: f32,
+    pub beta: f32,
+    pub d_cutoff: f32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetargetConfig {
+    pub enabled: bool,
+    /// Calibration profile written by `puppetcam calibrate`.
+    pub profile: Option<PathBuf>,
+    pub max_yaw_deg: f32,
+    pub max_pitch_deg: f32,
+    pub max_roll_deg: f32,
+    pub expression_gain: f32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceConfig {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+}
+
+/// The complete, validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub output: OutputConfig,
+    pub avatar: PathBuf,
+    pub runtime: RuntimeConfig,
+    pub face: FaceConfig,
+    pub retarget: RetargetConfig,
+    pub service: ServiceConfig,
+}
+
+// Named ranges: each is the single place a limit is stated, and errors quote it.
+pub const SOURCE_WIDTH: RangeInclusive<i64> = 16..=7680;
+pub const SOURCE_HEIGHT: RangeInclusive<i64> = 16..=4320;
+pub const SOURCE_FPS: RangeInclusive<i64> = 1..=240;
+pub const OUTPUT_WIDTH: RangeInclusive<i64> = 64..=3840;
+pub const OUTPUT_HEIGHT: RangeInclusive<i64> = 64..=2160;
+pub const OUTPUT_FPS: RangeInclusive<i64> = 1..=120;
+pub const PNG_EVERY: RangeInclusive<i64> = 1..=1_000_000;
+pub const THREADS: RangeInclusive<i64> = 0..=256;
+pub const DEVICE_ID: RangeInclusive<i64> = 0..=64;
+pub const UNIT: RangeInclusive<f64> = 0.0..=1.0;
+pub const ONE_EURO_CUTOFF: RangeInclusive<f64> = 0.001..=100.0;
+pub const ONE_EURO_BETA: RangeInclusive<f64> = 0.0..=10.0;
+pub const YAW_DEG: RangeInclusive<f64> = 0.0..=90.0;
+pub const PITCH_ROLL_DEG: RangeInclusive<f64> = 0.0..=60.0;
+pub const EXPRESSION_GAIN: RangeInclusive<f64> = 0.0..=2.0;
+
+fn cfg_err(key: &str, msg: impl Into<String>) -> Error {
+    Error::Config { key: key.to_string(), msg: msg.into() }
+}
+
+fn int_in(key: &str, v: Option<i64>, default: i64, range: RangeInclusive<i64>) -> Result<u32> {
+    let v = v.unwrap_or(default);
+    if !range.contains(&v) {
+        return Err(cfg_err(key, format!("{v} is out of range {}..={}", range.start(), range.end())));
+    }
+    Ok(v as u32)
+}
+
+fn even(key: &str, v: u32) -> Result<u32> {
+    if v % 2 != 0 {
+        return Err(cfg_err(key, format!("{v} must be even (YUYV/I420 share chroma between pixel pairs)")));
+    }
+    Ok(v)
+}
+
+fn float_in(key: &str, v: Option<f64>, default: f64, range: RangeInclusive<f64>) -> Result<f32> {
+    let v = v.unwrap_or(default);
+    if !v.is_finite() || !range.contains(&v) {
+        return Err(cfg_err(key, format!("{v} is out of range {}..={}", range.start(), range.end())));
+    }
+    Ok(v as f32)
+}
+
+fn choice<T: Copy>(key: &str, v: Option<&str>, default: T, options: &[(&str, T)]) -> Result<T> {
+    let Some(s) = v else { return Ok(default) };
+    let lower = s.to_ascii_lowercase();
+    options.iter().find(|(n, _)| *n == lower).map(|(_, t)| *t).ok_or_else(|| {
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        cfg_err(key, format!("`{s}` is not one of {}", names.join(", ")))
+    })
+}
+
+fn nonempty_path(key: &str, p: Option<PathBuf>) -> Result<Option<PathBuf>> {
+    match p {
+        Some(p) if p.as_os_str().is_empty() => Err(cfg_err(key, "must not be empty")),
+        other => Ok(other),
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::resolve(RawConfig::default()).expect("the defaults are valid")
+    }
+}
+
+impl Config {
+    /// Validates `raw` and fills defaults.
+    pub fn resolve(raw: RawConfig) -> Result<Config> {
+        let s = raw.source.unwrap_or_default();
+        let kind = choice(
+            "source.kind",
+            s.kind.as_deref(),
+            SourceKind::Camera,
+            &[("camera", SourceKind::Camera), ("file", SourceKind::File), ("image", SourceKind::Image), ("synthetic", SourceKind::Synthetic)],
+        )?;
+        let path = nonempty_path("source.path", s.path)?;
+        if matches!(kind, SourceKind::File | SourceKind::Image) && path.is_none() {
+            return Err(cfg_err("source.path", format!("is required when source.kind = {}", if kind == SourceKind::File { "file" } else { "image" })));
+        }
+        let device = s.device.unwrap_or_else(|| "/dev/video0".into());
+        if device.trim().is_empty() {
+            return Err(cfg_err("source.device", "must not be empty"));
+        }
+        let source = SourceConfig {
+            kind,
+            device,
+            path,
+            width: int_in("source.width", s.width, 1280, SOURCE_WIDTH)?,
+            height: int_in("source.height", s.height, 720, SOURCE_HEIGHT)?,
+            fps: int_in("source.fps", s.fps, 30, SOURCE_FPS)?,
+            looping: s.looping.unwrap_or(false),
+            realtime: s.realtime.unwrap_or(true),
+        };
+
+        let o = raw.output.unwrap_or_default();
+        let okind = choice(
+            "output.kind",
+            o.kind.as_deref(),
+            OutputKind::V4l2,
+            &[("v4l2", OutputKind::V4l2), ("y4m", OutputKind::Y4m), ("png", OutputKind::Png), ("null", OutputKind::Null)],
+        )?;
+        let default_path = match okind {
+            OutputKind::Png => "out/frames",
+            _ => "-",
+        };
+        let output = OutputConfig {
+            kind: okind,
+            device: nonempty_path("output.device", o.device)?.unwrap_or_else(|| PathBuf::from("/dev/video10")),
+            path: nonempty_path("output.path", o.path)?.unwrap_or_else(|| PathBuf::from(default_path)),
+            format: choice("output.format", o.format.as_deref(), PixFormat::Yuyv, &[("yuyv", PixFormat::Yuyv), ("i420", PixFormat::I420)])?,
+            width: even("output.width", int_in("output.width", o.width, 1280, OUTPUT_WIDTH)?)?,
+            height: even("output.height", int_in("output.height", o.height, 720, OUTPUT_HEIGHT)?)?,
+            fps: int_in("output.fps", o.fps, 30, OUTPUT_FPS)?,
+            every: int_in("output.every", o.every, 1, PNG_EVERY)?,
+        };
+
+        let a = raw.avatar.unwrap_or_default();
+        let avatar = nonempty_path("avatar.path", a.path)?.unwrap_or_else(|| PathBuf::from("onnx/default_avatar.onnx"));
+
+        let r = raw.runtime.unwrap_or_default();
+        let providers = match r.providers {
+            None => vec![ProviderName::TensorRt, ProviderName::Cuda, ProviderName::Cpu],
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(cfg_err("runtime.providers", "must name at least one of tensorrt, cuda, cpu"));
+                }
+                let mut out = Vec::new();
+                for p in &list {
+                    let v = choice(
+                        "runtime.providers",
+                        Some(p.as_str()),
+                        ProviderName::Cpu,
+                        &[("tensorrt", ProviderName::TensorRt), ("cuda", ProviderName::Cuda), ("cpu", ProviderName::Cpu)],
+                    )?;
+                    if out.contains(&v) {
+                        return Err(cfg_err("runtime.providers", format!("`{p}` is listed twice")));
+                    }
+                    out.push(v);
+                }
+                out
+            }
+        };
+        let runtime = RuntimeConfig {
+            providers,
+            trt_cache_dir: nonempty_path("runtime.trt_cache_dir", r.trt_cache_dir)?.unwrap_or_else(|| PathBuf::from(".cache/trt")),
+            fp16: r.fp16.unwrap_or(true),
+            threads: int_in("runtime.threads", r.threads, 0, THREADS)?,
+            allow_cpu_fallback: r.allow_cpu_fallback.unwrap_or(true),
+            ort_library: nonempty_path("runtime.ort_library", r.ort_library)?,
+            device_id: int_in("runtime.device_id", r.device_id, 0, DEVICE_ID)?,
+        };
+
+        let f = raw.face.unwrap_or_default();
+        let e = f.one_euro.unwrap_or_default();
+        let face = FaceConfig {
+            model_dir: nonempty_path("face.model_dir", f.model_dir)?,
+            min_score: float_in("face.min_score", f.min_score, 0.5, UNIT)?,
+            iris: f.iris.unwrap_or(true),
+            min_cutoff: float_in("face.one_euro.min_cutoff", e.min_cutoff, 1.5, ONE_EURO_CUTOFF)?,
+            beta: float_in("face.one_euro.beta", e.beta, 0.03, ONE_EURO_BETA)?,
+            d_cutoff: float_in("face.one_euro.d_cutoff", e.d_cutoff, 1.0, ONE_EURO_CUTOFF)?,
+        };
+
+        let t = raw.retarget.unwrap_or_default();
+        let retarget = RetargetConfig {
+            enabled: t.enabled.unwrap_or(true),
+            profile: nonempty_path("retarget.profile", t.profile)?,
+            max_yaw_deg: float_in("retarget.max_yaw_deg", t.max_yaw_deg, 45.0, YAW_DEG)?,
+            max_pitch_deg: float_in("retarget.max_pitch_deg", t.max_pitch_deg, 30.0, PITCH_ROLL_DEG)?,
+            max_roll_deg: float_in("retarget.max_roll_deg", t.max_roll_deg, 30.0, PITCH_ROLL_DEG)?,
+            expression_gain: float_in("retarget.expression_gain", t.expression_gain, 1.0, EXPRESSION_GAIN)?,
+        };
+
+        let v = raw.service.unwrap_or_default();
+        let bind_text = v.bind.unwrap_or_else(|| "127.0.0.1:8765".into());
+        let bind: SocketAddr = bind_text
+            .parse()
+            .map_err(|e| cfg_err("service.bind", format!("`{bind_text}` is not an address:port ({e})")))?;
+        let service = ServiceConfig { enabled: v.enabled.unwrap_or(true), bind };
+
+        Ok(Config { source, output, avatar, runtime, face, retarget, service })
+    }
+
+    /// Parses and resolves TOML text.
+    pub fn from_toml(text: &str) -> Result<Config> {
+        Config::resolve(RawConfig::parse(text)?)
+    }
+
+    /// Reads, parses and resolves a TOML file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            Error::Config { key, msg } => Error::Config { key, msg: format!("{msg} (in {})", path.display()) },
+            other => other,
+        })
+    }
+
+    /// The frame source this config describes.
+    pub fn source_spec(&self) -> SourceSpec {
+        let s = &self.source;
+        let path = s.path.clone().unwrap_or_default();
+        match s.kind {
+            SourceKind::Camera => SourceSpec::Camera { device: s.device.clone(), width: s.width, height: s.height, fps: s.fps },
+            SourceKind::File => SourceSpec::File { path, looping: s.looping, realtime: s.realtime },
+            SourceKind::Image => SourceSpec::Image { path, fps: s.fps },
+            SourceKind::Synthetic => SourceSpec::Synthetic { width: s.width, height: s.height, fps: s.fps },
+        }
+    }
+
+    /// The sink this config describes.
+    pub fn sink_spec(&self) -> SinkSpec {
+        let o = &self.output;
+        match o.kind {
+            OutputKind::V4l2 => SinkSpec::V4l2 { device: o.device.clone(), format: o.format },
+            OutputKind::Y4m => SinkSpec::Y4m { path: o.path.clone() },
+            OutputKind::Png => SinkSpec::Png { dir: o.path.clone(), every: o.every },
+            OutputKind::Null => SinkSpec::Null,
+        }
+    }
+}
+
+impl Display for ProviderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProviderName::TensorRt => "tensorrt",
+            ProviderName::Cuda => "cuda",
+            ProviderName::Cpu => "cpu",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> (String, String) {
+        match Config::from_toml(text) {
+            Err(Error::Config { key, msg }) => (key, msg),
+            other => panic!("expected a config error for {text:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.source.kind, SourceKind::Camera);
+        assert_eq!(c.source.device, "/dev/video0");
+        assert_eq!((c.output.kind, c.output.width, c.output.height, c.output.fps), (OutputKind::V4l2, 1280, 720, 30));
+        assert_eq!(c.output.format, PixFormat::Yuyv);
+        assert_eq!(c.avatar, PathBuf::from("onnx/default_avatar.onnx"));
+        assert_eq!(c.runtime.providers, vec![ProviderName::TensorRt, ProviderName::Cuda, ProviderName::Cpu]);
+        assert!(c.runtime.allow_cpu_fallback);
+        assert_eq!(c.service.bind, "127.0.0.1:8765".parse().unwrap());
+        assert_eq!(Config::from_toml("").unwrap(), c);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::from_toml(
+            r#"
+            [source]
+            kind = "file"
+            path = "clip.mp4"
+            loop = true
+            realtime = false
+            [output]
+            kind = "y4m"
+            path = "-"
+            format = "i420"
+            width = 640
+            height = 480
+            fps = 25
+            [avatar]
+            path = "a.onnx"
+            [runtime]
+            providers = ["cuda", "cpu"]
+            threads = 4
+            fp16 = false
+            allow_cpu_fallback = false
+            [face]
+            min_score = 0.7
+            [face.one_euro]
+            min_cutoff = 2.0
+            beta = 0.1
+            [retarget]
+            enabled = false
+            [service]
+            bind = "0.0.0.0:9000"
+            enabled = false
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.source_spec(), SourceSpec::File { path: "clip.mp4".into(), looping: true, realtime: false });
+        assert_eq!(c.sink_spec(), SinkSpec::Y4m { path: "-".into() });
+        assert_eq!((c.output.width, c.output.height, c.output.fps, c.output.format), (640, 480, 25, PixFormat::I420));
+        assert_eq!(c.runtime.providers, vec![ProviderName::Cuda, ProviderName::Cpu]);
+        assert_eq!((c.runtime.threads, c.runtime.fp16, c.runtime.allow_cpu_fallback), (4, false, false));
+        assert_eq!((c.face.min_score, c.face.min_cutoff, c.face.beta), (0.7, 2.0, 0.1));
+        assert!(!c.retarget.enabled && !c.service.enabled);
+        assert_eq!(c.service.bind.port(), 9000);
+    }
+
+    #[test]
+    fn out_of_range_numbers_name_key_and_range() {
+        let (k, m) = err("[output]\nfps = 500\n");
+        assert_eq!(k, "output.fps");
+        assert_eq!(m, "500 is out of range 1..=120");
+        let e = Config::from_toml("[output]\nfps = 500\n").unwrap_err().to_string();
+        assert_eq!(e, "config: `output.fps`: 500 is out of range 1..=120");
+        for (text, key) in [
+            ("[output]\nwidth = 32", "output.width"),
+            ("[output]\nwidth = 4000", "output.width"),
+            ("[output]\nheight = 10000", "output.height"),
+            ("[output]\nfps = 0", "output.fps"),
+            ("[output]\nevery = 0", "output.every"),
+            ("[source]\nwidth = 8", "source.width"),
+            ("[source]\nfps = 1000", "source.fps"),
+            ("[source]\nfps = -1", "source.fps"),
+            ("[runtime]\nthreads = 1000", "runtime.threads"),
+            ("[runtime]\ndevice_id = -2", "runtime.device_id"),
+            ("[face]\nmin_score = 1.5", "face.min_score"),
+            ("[face]\nmin_score = -0.1", "face.min_score"),
+            ("[face]\nmin_score = nan", "face.min_score"),
+            ("[face.one_euro]\nmin_cutoff = 0.0", "face.one_euro.min_cutoff"),
+            ("[face.one_euro]\nbeta = -1.0", "face.one_euro.beta"),
+            ("[face.one_euro]\nd_cutoff = inf", "face.one_euro.d_cutoff"),
+            ("[retarget]\nmax_yaw_deg = 120.0", "retarget.max_yaw_deg"),
+            ("[retarget]\nmax_pitch_deg = 61", "retarget.max_pitch_deg"),
+            ("[retarget]\nexpression_gain = 3", "retarget.expression_gain"),
+        ] {
+            let (k, m) = err(text);
+            assert_eq!(k, key, "{text}");
+            assert!(m.contains("out of range"), "{text}: {m}");
+        }
+    }
+
+    #[test]
+    fn odd_output_size_rejected() {
+        let (k, m) = err("[output]\nwidth = 641");
+        assert_eq!(k, "output.width");
+        assert!(m.contains("even"), "{m}");
+        assert_eq!(err("[output]\nheight = 481").0, "output.height");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let (k, m) = err("[output]\nfsp = 30\n");
+        assert_eq!(k, "output.fsp");
+        assert!(m.contains("unknown key") && m.contains("fps"), "{m}");
+        assert_eq!(err("[outptu]\nfps = 30\n").0, "outptu");
+        assert_eq!(err("[face.one_euro]\nbeta2 = 1.0\n").0, "face.one_euro.beta2");
+        assert_eq!(err("top = 1\n").0, "top");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let (k, m) = err("[output]\nfps = \"thirty\"\n");
+        assert_eq!(k, "output.fps", "{m}");
+        let (k, _) = err("[runtime]\nfp16 = 1\n");
+        assert_eq!(k, "runtime.fp16");
+        let (k, _) = err("[source\nkind = 1");
+        assert!(k.is_empty() || k.starts_with("source"), "{k}");
+    }
+
+    #[test]
+    fn choices_are_checked() {
+        let (k, m) = err("[source]\nkind = \"webcam\"");
+        assert_eq!(k, "source.kind");
+        assert!(m.contains("camera, file, image, synthetic"), "{m}");
+        assert_eq!(err("[output]\nkind = \"rtmp\"").0, "output.kind");
+        assert_eq!(err("[output]\nformat = \"nv12\"").0, "output.format");
+        assert_eq!(err("[runtime]\nproviders = [\"rocm\"]").0, "runtime.providers");
+        assert_eq!(err("[runtime]\nproviders = []").0, "runtime.providers");
+        assert_eq!(err("[runtime]\nproviders = [\"cpu\", \"cpu\"]").0, "runtime.providers");
+        // Case-insensitive.
+        assert_eq!(Config::from_toml("[output]\nformat = \"I420\"").unwrap().output.format, PixFormat::I420);
+    }
+
+    #[test]
+    fn dependent_requirements() {
+        let (k, m) = err("[source]\nkind = \"file\"");
+        assert_eq!(k, "source.path");
+        assert!(m.contains("required"), "{m}");
+        assert_eq!(err("[source]\nkind = \"image\"").0, "source.path");
+        assert_eq!(err("[source]\nkind = \"file\"\npath = \"\"").0, "source.path");
+        assert_eq!(err("[source]\ndevice = \" \"").0, "source.device");
+        assert_eq!(err("[service]\nbind = \"localhost\"").0, "service.bind");
+        assert_eq!(err("[avatar]\npath = \"\"").0, "avatar.path");
+    }
+
+    #[test]
+    fn specs_follow_kinds() {
+        let c = Config::from_toml("[source]\nkind = \"synthetic\"\nwidth = 320\nheight = 240\nfps = 15").unwrap();
+        assert_eq!(c.source_spec(), SourceSpec::Synthetic { width: 320, height: 240, fps: 15 });
+        let c = Config::from_toml("[source]\nkind = \"image\"\npath = \"p.jpg\"").unwrap();
+        assert_eq!(c.source_spec(), SourceSpec::Image { path: "p.jpg".into(), fps: 30 });
+        assert_eq!(Config::default().source_spec(), SourceSpec::Camera { device: "/dev/video0".into(), width: 1280, height: 720, fps: 30 });
+        let c = Config::from_toml("[output]\nkind = \"png\"\nevery = 5").unwrap();
+        assert_eq!(c.sink_spec(), SinkSpec::Png { dir: "out/frames".into(), every: 5 });
+        assert_eq!(Config::from_toml("[output]\nkind = \"null\"").unwrap().sink_spec(), SinkSpec::Null);
+        assert_eq!(
+            Config::default().sink_spec(),
+            SinkSpec::V4l2 { device: "/dev/video10".into(), format: PixFormat::Yuyv }
+        );
+    }
+
+    #[test]
+    fn load_reports_missing_file_and_example_parses() {
+        assert!(matches!(Config::load(Path::new("/nonexistent/puppetcam.toml")), Err(Error::Io { .. })));
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("puppetcam.example.toml");
+        let c = Config::load(&example).unwrap();
+        assert_eq!(c, Config::default(), "the example documents the defaults");
+    }
+}
