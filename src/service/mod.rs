@@ -52,6 +52,34 @@ impl Default for ServiceOptions {
     }
 }
 
+/// Why `Service::run_loop` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopExit {
+    /// SIGTERM/SIGINT: drain and exit 0.
+    Shutdown,
+    /// The pipeline stopped by itself (fatal error or end of a finite input): exit with its result.
+    PipelineEnded,
+}
+
+impl ServiceOptions {
+    /// Options for `puppetcam run` from the `[service]` config values: HTTP on `http_bind` when
+    /// `http_enabled`, signals and sd_notify on, and the avatar watched when `watch_avatar` is set.
+    pub fn for_daemon(http_enabled: bool, http_bind: &str, allow_remote: bool, watch_avatar: Option<PathBuf>) -> Result<ServiceOptions> {
+        let http = if http_enabled {
+            let bind = http_bind.parse().map_err(|e| crate::Error::Config {
+                key: "service.http_bind".into(),
+                msg: format!("{http_bind:?} is not an address:port ({e})"),
+            })?;
+            let h = HttpOptions { bind, allow_remote, ..HttpOptions::default() };
+            h.validate()?;
+            Some(h)
+        } else {
+            None
+        };
+        Ok(ServiceOptions { http, watch_avatar, ..ServiceOptions::default() })
+    }
+}
+
 /// The running service side of the daemon. Dropping it stops everything it started.
 pub struct Service {
     events_tx: Sender<ServiceEvent>,
@@ -95,6 +123,43 @@ impl Service {
     /// A sender for injecting events (tests, or a future control endpoint).
     pub fn event_sender(&self) -> Sender<ServiceEvent> {
         self.events_tx.clone()
+    }
+
+    /// The run loop of `puppetcam run`: waits for signals/watcher events until SIGTERM/SIGINT or
+    /// until `pipeline_finished()` says the pipeline ended by itself. `reload(None)` is called for
+    /// SIGHUP (re-read config + avatar), `reload(Some(path))` when the watched avatar file was
+    /// replaced by a valid one; it returns a short description for systemd's status line. A failed
+    /// reload is logged and the pipeline keeps running with what it had.
+    pub fn run_loop(
+        &self,
+        mut pipeline_finished: impl FnMut() -> bool,
+        mut reload: impl FnMut(Option<&std::path::Path>) -> Result<String>,
+    ) -> LoopExit {
+        loop {
+            if pipeline_finished() {
+                return LoopExit::PipelineEnded;
+            }
+            let ev = match self.next_event(Duration::from_millis(250)) {
+                Some(ev) => ev,
+                None => continue,
+            };
+            let what = match &ev {
+                ServiceEvent::Shutdown => return LoopExit::Shutdown,
+                ServiceEvent::Reload => None,
+                ServiceEvent::AvatarChanged(p) => Some(p.as_path()),
+            };
+            self.reloading();
+            match reload(what) {
+                Ok(desc) => {
+                    log::info!("reload done: {desc}");
+                    self.reloaded(&desc);
+                }
+                Err(e) => {
+                    log::error!("reload failed, keeping the running configuration: {e}");
+                    self.reloaded(&format!("reload failed: {e}"));
+                }
+            }
+        }
     }
 
     /// Call before reloading config/avatar: tells systemd (RELOADING=1 + MONOTONIC_USEC).
@@ -150,5 +215,55 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn run_loop_reloads_survives_a_failed_reload_and_stops() {
+        let stats = Arc::new(PipelineStats::default());
+        let opts = ServiceOptions { handle_signals: false, notify: false, ..ServiceOptions::default() };
+        let svc = Service::start(&opts, stats).unwrap();
+        let tx = svc.event_sender();
+        tx.send(ServiceEvent::Reload).unwrap();
+        tx.send(ServiceEvent::AvatarChanged("/a.onnx".into())).unwrap();
+        tx.send(ServiceEvent::Shutdown).unwrap();
+        let mut seen = Vec::new();
+        let exit = svc.run_loop(
+            || false,
+            |p| {
+                seen.push(p.map(|p| p.to_path_buf()));
+                if p.is_some() {
+                    Err(crate::Error::Invalid("broken".into()))
+                } else {
+                    Ok("ok".into())
+                }
+            },
+        );
+        assert_eq!(exit, LoopExit::Shutdown);
+        assert_eq!(seen, vec![None, Some(PathBuf::from("/a.onnx"))]);
+
+        let ended = AtomicBool::new(false);
+        tx.send(ServiceEvent::Reload).unwrap();
+        let exit = svc.run_loop(|| ended.load(Ordering::Relaxed), |_| {
+            ended.store(true, Ordering::Relaxed);
+            Ok(String::new())
+        });
+        assert_eq!(exit, LoopExit::PipelineEnded);
+        svc.shutdown();
+    }
+
+    #[test]
+    fn daemon_options_validate_the_bind_address() {
+        assert!(ServiceOptions::for_daemon(true, "127.0.0.1:8765", false, None).unwrap().http.is_some());
+        assert!(ServiceOptions::for_daemon(false, "garbage", false, None).unwrap().http.is_none());
+        assert!(ServiceOptions::for_daemon(true, "localhost", false, None).is_err());
+        assert!(ServiceOptions::for_daemon(true, "0.0.0.0:8765", false, None).is_err());
+        assert!(ServiceOptions::for_daemon(true, "0.0.0.0:8765", true, None).is_ok());
+        assert!(ServiceOptions::for_daemon(true, "[::1]:8765", false, None).is_ok());
     }
 }
