@@ -127,6 +127,12 @@ impl Plan {
     }
 }
 
+/// A plan from a config file (two-stage TOML, `crate::config`), defaults for what it leaves out.
+pub fn from_config_file(path: &Path) -> Result<Plan> {
+    // TODO(config): map crate::config::Config sections once the config module lands.
+    Err(Error::Config { key: "config".into(), msg: format!("{}: config files are not supported by this build yet", path.display()) })
+}
+
 /// Directories searched for bundled files (`onnx/...`, `tests/fixtures/...`): the working
 /// directory, the executable's directory and its ancestors (`target/debug/../..`), the crate root.
 pub fn search_roots() -> Vec<PathBuf> {

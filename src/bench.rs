@@ -1,0 +1,114 @@
+//! `puppetcam bench`: runs the real pipeline stages (source, face tracker, generator, paste-back)
+//! into the null sink without frame drops and prints per-stage latency (median, p99) and fps.
+use anyhow::Context;
+use puppetcam::pipeline::{DriverSpec, Pacing, Pipeline, Plan};
+use puppetcam::sink::SinkSpec;
+use puppetcam::source::SourceSpec;
+use puppetcam::stats::PipelineStats;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Frames run before measuring: session warm-up, caches, the face tracker's first detection.
+const WARMUP: u64 = 10;
+
+pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool) -> anyhow::Result<u8> {
+    if frames == 0 {
+        return Err(puppetcam::Error::Config { key: "bench.frames".into(), msg: "--frames must be at least 1".into() }.into());
+    }
+    let total = WARMUP + frames;
+    plan.sink = SinkSpec::Null;
+    plan.pacing = Some(Pacing::EveryFrame);
+    // Measure as fast as the stages go: files decode flat out and restart at their end.
+    match &mut plan.driver {
+        DriverSpec::Embedded { frames } => *frames = Some(total),
+        DriverSpec::Source(SourceSpec::File { looping, realtime, .. }) => {
+            *looping = true;
+            *realtime = false;
+        }
+        DriverSpec::Source(_) => {}
+    }
+    let driver = describe_driver(&plan.driver);
+    let stats = Arc::new(PipelineStats::default());
+    let handle = Pipeline::start_plan(plan.clone(), stats.clone()).context("bench: cannot start the pipeline")?;
+    let out = |s: &PipelineStats| s.output.frames.load(Ordering::Relaxed);
+    let mut measuring_since: Option<(Instant, u64)> = None;
+    let timeout = Instant::now() + Duration::from_secs(600);
+    while out(&stats) < total && !handle.is_finished() && Instant::now() < timeout {
+        if measuring_since.is_none() && out(&stats) >= WARMUP {
+            for s in stats.stages() {
+                s.reset_recent();
+            }
+            measuring_since = Some((Instant::now(), out(&stats)));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let end = Instant::now();
+    let done = out(&stats);
+    handle.shutdown().context("bench: pipeline failed")?;
+    let (t0, n0) = measuring_since.unwrap_or((end, done));
+    let measured = done.saturating_sub(n0);
+    let wall = (end - t0).as_secs_f64();
+    let throughput = if wall > 0.0 { measured as f64 / wall } else { 0.0 };
+    let ep = stats.ep.read().clone();
+
+    let rows: Vec<(&str, Option<f64>, Option<f64>, u64)> = stats
+        .stages()
+        .iter()
+        .map(|s| (s.name, s.percentile_us(50.0).map(|v| v / 1e3), s.percentile_us(99.0).map(|v| v / 1e3), s.drops.load(Ordering::Relaxed)))
+        .collect();
+    if as_json {
+        let stages: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(n, med, p99, drops)| {
+                let fps = med.filter(|m| *m > 0.0).map(|m| 1e3 / m);
+                (n.to_string(), json!({ "median_ms": med, "p99_ms": p99, "fps": fps, "drops": drops }))
+            })
+            .collect();
+        let doc = json!({
+            "driver": driver,
+            "avatar": plan.avatar.display().to_string(),
+            "avatar_name": stats.avatar_name.read().clone(),
+            "execution_provider": ep.active,
+            "fallback_reason": ep.fallback_reason,
+            "output": format!("{}x{}", plan.width, plan.height),
+            "warmup_frames": WARMUP,
+            "frames": measured,
+            "wall_s": wall,
+            "throughput_fps": throughput,
+            "face_lost": stats.face_lost.load(Ordering::Relaxed),
+            "stages": stages,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("driver: {driver}; avatar '{}' on {}; output {}x{} (null sink)", stats.avatar_name.read(), ep.active, plan.width, plan.height);
+        if let Some(r) = &ep.fallback_reason {
+            println!("execution-provider fallback: {r}");
+        }
+        println!("{:<11} {:>10} {:>10} {:>9}", "stage", "median ms", "p99 ms", "fps");
+        for (n, med, p99, _) in &rows {
+            let f = |v: &Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+            let fps = med.filter(|m| *m > 0.0).map(|m| format!("{:.1}", 1e3 / m)).unwrap_or_else(|| "-".into());
+            println!("{:<11} {:>10} {:>10} {:>9}", n, f(med), f(p99), fps);
+        }
+        println!("pipeline throughput: {throughput:.1} fps over {measured} frames ({wall:.2} s, after {WARMUP} warm-up frames)");
+        if stats.face_lost.load(Ordering::Relaxed) > 0 {
+            println!("face lost {} time(s) during the run", stats.face_lost.load(Ordering::Relaxed));
+        }
+    }
+    if measured < frames && done < total {
+        eprintln!("bench: the driver ended after {done} frames (asked for {total})");
+    }
+    Ok(0)
+}
+
+fn describe_driver(d: &DriverSpec) -> String {
+    match d {
+        DriverSpec::Embedded { .. } => "embedded animation (no face stage)".into(),
+        DriverSpec::Source(SourceSpec::File { path, .. }) => format!("video {}", path.display()),
+        DriverSpec::Source(SourceSpec::Image { path, .. }) => format!("image {}", path.display()),
+        DriverSpec::Source(SourceSpec::Synthetic { .. }) => "cartoon face (synthetic source)".into(),
+        DriverSpec::Source(SourceSpec::Camera { device, .. }) => format!("camera {device}"),
+    }
+}

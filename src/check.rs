@@ -1,0 +1,223 @@
+//! `puppetcam devices` and `puppetcam check`: what the machine offers (cameras, v4l2loopback
+//! outputs, ONNX Runtime, execution providers) and whether the models are usable, one line each.
+use anyhow::Context;
+use puppetcam::ep::{self, Provider, RuntimeOptions};
+use puppetcam::face::{FaceModels, FaceTracker, TrackerConfig};
+use puppetcam::generator::Generator;
+use puppetcam::pipeline::{plan, DriverSpec, Plan};
+use puppetcam::sink::SinkSpec;
+use puppetcam::source::SourceSpec;
+use std::path::{Path, PathBuf};
+
+/// One `/dev/videoN` node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VideoDevice {
+    pub path: PathBuf,
+    pub name: String,
+    /// A v4l2loopback node (a virtual camera we can write to).
+    pub loopback: bool,
+}
+
+/// Video nodes from sysfs (no device is opened, so listing never disturbs a running camera).
+pub fn video_devices() -> Vec<VideoDevice> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/class/video4linux") else { return out };
+    for e in entries.flatten() {
+        let node = e.file_name().to_string_lossy().into_owned();
+        if !node.starts_with("video") {
+            continue;
+        }
+        let sys = e.path();
+        let name = std::fs::read_to_string(sys.join("name")).map(|s| s.trim().to_string()).unwrap_or_default();
+        // v4l2loopback devices are virtual (no bus device behind them).
+        let real = std::fs::canonicalize(&sys).unwrap_or(sys.clone());
+        let loopback = real.to_string_lossy().contains("/virtual/") || name.to_ascii_lowercase().contains("loopback");
+        out.push(VideoDevice { path: PathBuf::from("/dev").join(&node), name, loopback });
+    }
+    out.sort_by_key(|d| {
+        let n = d.path.to_string_lossy().trim_start_matches("/dev/video").parse::<u32>().unwrap_or(u32::MAX);
+        n
+    });
+    out
+}
+
+pub fn cmd_devices() -> anyhow::Result<u8> {
+    let devs = video_devices();
+    let (outputs, cams): (Vec<_>, Vec<_>) = devs.iter().partition(|d| d.loopback);
+    println!("cameras:");
+    if cams.is_empty() {
+        println!("  none found (no /dev/video* capture devices); use --source embedded or a video file");
+    }
+    for d in &cams {
+        println!("  {}  {}", d.path.display(), d.name);
+    }
+    println!("virtual-camera outputs (v4l2loopback):");
+    if outputs.is_empty() {
+        println!("  none found; load the module: sudo modprobe v4l2loopback exclusive_caps=1 card_label=puppetcam video_nr=10");
+    }
+    for d in &outputs {
+        println!("  {}  {}", d.path.display(), d.name);
+    }
+    Ok(0)
+}
+
+struct Report {
+    failed_required: usize,
+}
+
+impl Report {
+    fn line(&mut self, ok: bool, required: bool, what: &str, detail: &str) {
+        let tag = match (ok, required) {
+            (true, _) => "OK  ",
+            (false, true) => "FAIL",
+            (false, false) => "FAIL (optional)",
+        };
+        println!("{tag} {what}: {detail}");
+        if !ok && required {
+            self.failed_required += 1;
+        }
+    }
+}
+
+/// Fixture or avatar used to probe providers: any small contract model will do.
+fn probe_model(avatar: &Path) -> Option<PathBuf> {
+    for root in plan::search_roots() {
+        let p = root.join("tests/fixtures/generator_ok.onnx");
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    avatar.is_file().then(|| avatar.to_path_buf())
+}
+
+pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Result<u8> {
+    let plan = match config {
+        Some(p) => plan::from_config_file(p).with_context(|| format!("check: config {}", p.display()))?,
+        None => Plan::demo(),
+    };
+    let avatar = avatar.map(Path::to_path_buf).unwrap_or_else(|| plan.avatar.clone());
+    let mut r = Report { failed_required: 0 };
+    let rt = plan.runtime.clone();
+
+    // ONNX Runtime library.
+    match ep::ensure_ort_loaded(rt.ort_library.as_deref()) {
+        Ok(_) => {
+            let (path, version) = ep::loaded_library().unwrap_or_default();
+            r.line(true, true, "ONNX Runtime", &format!("{version} from {}", path.display()));
+        }
+        Err(e) => {
+            r.line(false, true, "ONNX Runtime", &e.to_string());
+            println!("(nothing else can be checked without ONNX Runtime)");
+            return Ok(1);
+        }
+    }
+
+    // Execution providers: each one alone, on a small contract model.
+    let wanted_gpu = rt.providers.iter().any(|p| *p != Provider::Cpu);
+    match probe_model(&avatar) {
+        Some(probe) => match ep::available_providers(&probe, &rt) {
+            Ok(reports) => {
+                for p in reports {
+                    // CPU is what everything falls back to; GPUs are required only when the
+                    // config forbids falling back.
+                    let required = p.provider == Provider::Cpu || (!rt.allow_cpu_fallback && wanted_gpu && rt.providers.first() == Some(&p.provider));
+                    let detail = match &p.usable {
+                        Ok(()) => "session created".to_string(),
+                        Err(why) if !p.compiled_in => format!("not in this ONNX Runtime build ({})", first_line(why)),
+                        Err(why) => first_line(why).to_string(),
+                    };
+                    r.line(p.usable.is_ok(), required, &format!("execution provider {}", p.provider.name()), &detail);
+                }
+            }
+            Err(e) => r.line(false, true, "execution providers", &e.to_string()),
+        },
+        None => r.line(false, true, "execution providers", "no model to probe with (no fixture and no avatar file)"),
+    }
+
+    // Devices the plan needs, and what exists.
+    let devs = video_devices();
+    let cams: Vec<_> = devs.iter().filter(|d| !d.loopback).collect();
+    let outs: Vec<_> = devs.iter().filter(|d| d.loopback).collect();
+    let list = |v: &[&VideoDevice]| v.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>().join(", ");
+    match &plan.driver {
+        DriverSpec::Source(SourceSpec::Camera { device, .. }) => {
+            let ok = device.chars().all(|c| c.is_ascii_digit()) && !cams.is_empty() || Path::new(device).exists();
+            r.line(ok, true, "camera", &if ok { device.clone() } else { format!("{device} not found (cameras: {})", or_none(&list(&cams))) });
+        }
+        other => r.line(!cams.is_empty(), false, "cameras", &if cams.is_empty() { format!("none found (driver: {})", driver_name(other)) } else { list(&cams) }),
+    }
+    match &plan.sink {
+        SinkSpec::V4l2 { device, .. } => {
+            let ok = device.exists();
+            r.line(ok, true, "virtual camera", &if ok { device.display().to_string() } else { format!("{} missing (v4l2loopback outputs: {})", device.display(), or_none(&list(&outs))) });
+        }
+        _ => r.line(!outs.is_empty(), false, "v4l2loopback outputs", &or_none(&list(&outs))),
+    }
+
+    // Face models (needed by every camera/video driver).
+    let face_required = matches!(plan.driver, DriverSpec::Source(_));
+    match FaceModels::locate() {
+        Ok(m) => match FaceTracker::new(&m, TrackerConfig::default()) {
+            Ok(t) => r.line(
+                true,
+                face_required,
+                "face models",
+                &format!("{} (+ landmarks{})", m.detector.display(), if t.has_iris() { ", iris" } else { ", no iris model" }),
+            ),
+            Err(e) => r.line(false, face_required, "face models", &e.to_string()),
+        },
+        Err(e) => r.line(false, face_required, "face models", &e.to_string()),
+    }
+
+    // The avatar: full contract validation and one inference, on CPU.
+    let cpu = RuntimeOptions { providers: vec![Provider::Cpu], ..rt.clone() };
+    match Generator::open(&avatar, &cpu) {
+        Ok(g) => {
+            let m = g.meta();
+            let stand_in = avatar.ends_with("tests/fixtures/generator_ok.onnx");
+            r.line(
+                true,
+                true,
+                "avatar",
+                &format!(
+                    "{}: '{}' {}x{} {}, portrait {}x{}{}",
+                    avatar.display(),
+                    m.name,
+                    m.resolution,
+                    m.resolution,
+                    m.precision,
+                    m.portrait.width,
+                    m.portrait.height,
+                    if stand_in { " (test fixture standing in for onnx/default_avatar.onnx)" } else { "" }
+                ),
+            );
+        }
+        Err(e) => r.line(false, true, "avatar", &e.to_string()),
+    }
+
+    if r.failed_required > 0 {
+        println!("{} required check(s) failed", r.failed_required);
+        Ok(1)
+    } else {
+        println!("all required checks passed");
+        Ok(0)
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn or_none(s: &str) -> String {
+    if s.is_empty() { "none found".into() } else { s.into() }
+}
+
+fn driver_name(d: &DriverSpec) -> &'static str {
+    match d {
+        DriverSpec::Embedded { .. } => "embedded animation",
+        DriverSpec::Source(SourceSpec::File { .. }) => "video file",
+        DriverSpec::Source(SourceSpec::Image { .. }) => "image",
+        DriverSpec::Source(SourceSpec::Synthetic { .. }) => "cartoon",
+        DriverSpec::Source(SourceSpec::Camera { .. }) => "camera",
+    }
+}

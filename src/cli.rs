@@ -1,0 +1,414 @@
+//! Command-line interface: clap definitions and the command implementations behind
+//! `puppetcam run | demo | devices | check | bench | landmarks | calibrate`.
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use puppetcam::calibrate::CalibrateArgs;
+use puppetcam::core::colour::PixFormat;
+use puppetcam::ep::Provider;
+use puppetcam::error::Error;
+use puppetcam::face::extract::ExtractArgs;
+use puppetcam::pipeline::{DriverSpec, Pipeline, Plan};
+use puppetcam::service::{Service, ServiceEvent, ServiceOptions};
+use puppetcam::sink::SinkSpec;
+use puppetcam::source::SourceSpec;
+use puppetcam::stats::PipelineStats;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{bench, check};
+
+#[derive(Debug, Parser)]
+#[command(name = "puppetcam", version, about = "Animate a portrait from your webcam and expose it as a virtual camera")]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: driver -> face -> generator -> output (flags override the config).
+    Run(RunArgs),
+    /// Animate the default avatar with the embedded driver into out/demo.y4m (no camera, no GPU).
+    Demo(DemoArgs),
+    /// List cameras and v4l2loopback outputs.
+    Devices,
+    /// Check ONNX Runtime, execution providers, devices and models; exit 1 if something required fails.
+    Check(CheckArgs),
+    /// Measure per-stage latency of the real pipeline with a null output.
+    Bench(BenchArgs),
+    /// Write face landmarks of a video or image as JSON lines (used by training).
+    Landmarks(ExtractArgs),
+    /// Record your neutral face into a calibration profile.
+    Calibrate(CalibrateArgs),
+}
+
+/// Flags shared by commands that build a pipeline.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Driver: `embedded` (animated face, no camera), `cartoon` (drawn face through the face
+    /// tracker), a camera (`/dev/video0`, `camera:0`), a video file (`file:F`, `loop:F` or a path),
+    /// or a still image (`image:F`).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Output: `/dev/videoN` (v4l2loopback), a `.y4m` file (`-` for stdout), `png:DIR`, `null`.
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Avatar ONNX file (docs/generator-contract.md).
+    #[arg(long)]
+    pub avatar: Option<PathBuf>,
+    /// Output size, e.g. 1280x720.
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(u32, u32)>,
+    /// Output frames per second.
+    #[arg(long)]
+    pub fps: Option<u32>,
+    /// Run the generator on CPU only (no TensorRT/CUDA attempts).
+    #[arg(long)]
+    pub cpu: bool,
+    /// Stop after this many frames (embedded driver).
+    #[arg(long)]
+    pub frames: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Config file (TOML); defaults apply to anything it leaves out.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Serve /health, /metrics and /preview on this address (e.g. 127.0.0.1:8765).
+    #[arg(long)]
+    pub http: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to write the video.
+    #[arg(long, default_value = "out/demo.y4m")]
+    pub out: PathBuf,
+    /// Number of frames (at 25 fps).
+    #[arg(long, default_value_t = 200)]
+    pub frames: u64,
+    /// Avatar ONNX file (default: onnx/default_avatar.onnx).
+    #[arg(long)]
+    pub avatar: Option<PathBuf>,
+    /// Use a video file as the driver instead of the embedded animation.
+    #[arg(long)]
+    pub driver: Option<PathBuf>,
+    /// CPU only.
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Config file whose avatar, devices and runtime settings to check.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Avatar ONNX file to validate (default: the configured / default avatar).
+    #[arg(long)]
+    pub avatar: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Frames to measure (after a warm-up of 10).
+    #[arg(long, default_value_t = 200)]
+    pub frames: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("`{s}`: expected WIDTHxHEIGHT, e.g. 1280x720"))?;
+    let p = |v: &str| v.trim().parse::<u32>().map_err(|_| format!("`{s}`: `{v}` is not a number"));
+    let (w, h) = (p(w)?, p(h)?);
+    if w == 0 || h == 0 || w % 2 != 0 || h % 2 != 0 {
+        return Err(format!("`{s}`: width and height must be even and non-zero"));
+    }
+    Ok((w, h))
+}
+
+/// Parses a `--source` value.
+pub fn parse_source(s: &str, fps: u32, frames: Option<u64>) -> Result<DriverSpec, Error> {
+    let bad = |msg: String| Error::Config { key: "source".into(), msg };
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad("empty source".into()));
+    }
+    let (kind, rest) = match s.split_once(':') {
+        Some((k, r)) if ["file", "loop", "image", "camera"].contains(&k) => (k, r),
+        _ => ("", s),
+    };
+    let path = PathBuf::from(rest);
+    let is_image = || {
+        path.extension().and_then(|e| e.to_str()).is_some_and(|e| ["jpg", "jpeg", "png", "bmp", "webp"].contains(&e.to_ascii_lowercase().as_str()))
+    };
+    Ok(match kind {
+        "file" => DriverSpec::Source(SourceSpec::File { path, looping: false, realtime: false }),
+        "loop" => DriverSpec::Source(SourceSpec::File { path, looping: true, realtime: true }),
+        "image" => DriverSpec::Source(SourceSpec::Image { path, fps }),
+        "camera" => DriverSpec::Source(SourceSpec::Camera { device: rest.to_string(), width: 640, height: 480, fps }),
+        _ if s == "embedded" || s == "synthetic" => DriverSpec::Embedded { frames },
+        _ if s == "cartoon" => DriverSpec::Source(SourceSpec::Synthetic { width: 640, height: 480, fps }),
+        _ if s.starts_with("/dev/video") || s.chars().all(|c| c.is_ascii_digit()) => {
+            DriverSpec::Source(SourceSpec::Camera { device: s.to_string(), width: 640, height: 480, fps })
+        }
+        _ if is_image() => DriverSpec::Source(SourceSpec::Image { path, fps }),
+        _ => DriverSpec::Source(SourceSpec::File { path, looping: false, realtime: false }),
+    })
+}
+
+/// Parses an `--output` value.
+pub fn parse_output(s: &str) -> Result<SinkSpec, Error> {
+    let s = s.trim();
+    if s == "null" {
+        return Ok(SinkSpec::Null);
+    }
+    if let Some(dir) = s.strip_prefix("png:") {
+        return Ok(SinkSpec::Png { dir: dir.into(), every: 1 });
+    }
+    if let Some(p) = s.strip_prefix("y4m:") {
+        return Ok(SinkSpec::Y4m { path: p.into() });
+    }
+    if s == "-" || s.ends_with(".y4m") {
+        return Ok(SinkSpec::Y4m { path: s.into() });
+    }
+    if s.starts_with("/dev/video") || s.starts_with("/dev/v4l/") {
+        return Ok(SinkSpec::V4l2 { device: s.into(), format: PixFormat::Yuyv });
+    }
+    Err(Error::Config {
+        key: "output".into(),
+        msg: format!("`{s}` is not an output: use /dev/videoN, a .y4m file, png:DIR or null"),
+    })
+}
+
+/// Applies command-line overrides to a plan.
+pub fn apply_overrides(plan: &mut Plan, a: &PipelineArgs) -> Result<(), Error> {
+    if let Some(fps) = a.fps {
+        if !(1..=240).contains(&fps) {
+            return Err(Error::Config { key: "output.fps".into(), msg: format!("--fps {fps} is not in 1..=240") });
+        }
+        plan.fps = fps;
+    }
+    if let Some(s) = &a.source {
+        plan.driver = parse_source(s, plan.fps, a.frames)?;
+    } else if let (Some(n), DriverSpec::Embedded { frames }) = (a.frames, &mut plan.driver) {
+        *frames = Some(n);
+    }
+    if let Some(o) = &a.output {
+        plan.sink = parse_output(o)?;
+    }
+    if let Some(p) = &a.avatar {
+        plan.avatar = p.clone();
+    }
+    if let Some((w, h)) = a.size {
+        plan.width = w;
+        plan.height = h;
+    }
+    if a.cpu {
+        plan.runtime.providers = vec![Provider::Cpu];
+    }
+    Ok(())
+}
+
+/// The plan for `run` and `bench`: config file (when given) then flags.
+fn load_plan(config: Option<&PathBuf>) -> anyhow::Result<Plan> {
+    let mut plan = Plan::demo();
+    if let Some(path) = config {
+        plan = puppetcam::pipeline::plan::from_config_file(path)?;
+    }
+    Ok(plan)
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    // ort logs through `tracing` (-> log); its info lines are noise at our info level.
+    let filter = format!("{level},ort=warn");
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).format_timestamp_millis().init();
+}
+
+/// Parses the command line and runs the command. `Ok(code)` is the exit code for a command that
+/// ran to its verdict (e.g. `check` finding a failure is 1).
+pub fn main_with_args() -> anyhow::Result<u8> {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match cli.command {
+        Command::Run(a) => cmd_run(a),
+        Command::Demo(a) => cmd_demo(a),
+        Command::Devices => check::cmd_devices(),
+        Command::Check(a) => check::cmd_check(a.config.as_ref(), a.avatar.as_deref()),
+        Command::Bench(a) => {
+            let mut plan = load_plan(None)?;
+            apply_overrides(&mut plan, &a.pipeline)?;
+            bench::cmd_bench(plan, a.frames, a.json)
+        }
+        Command::Landmarks(a) => {
+            puppetcam::face::extract::run(&a)?;
+            Ok(0)
+        }
+        Command::Calibrate(a) => {
+            puppetcam::calibrate::run(&a)?;
+            Ok(0)
+        }
+    }
+}
+
+fn cmd_demo(a: DemoArgs) -> anyhow::Result<u8> {
+    let mut plan = Plan::demo();
+    plan.sink = SinkSpec::Y4m { path: a.out.clone() };
+    plan.driver = match &a.driver {
+        Some(p) => DriverSpec::Source(SourceSpec::File { path: p.clone(), looping: false, realtime: false }),
+        None => DriverSpec::Embedded { frames: Some(a.frames) },
+    };
+    if let Some(p) = a.avatar {
+        plan.avatar = p;
+    }
+    if a.cpu {
+        plan.runtime.providers = vec![Provider::Cpu];
+    }
+    let avatar = plan.avatar.clone();
+    let stats = Arc::new(PipelineStats::default());
+    let t0 = std::time::Instant::now();
+    Pipeline::start_plan(plan, stats.clone())
+        .with_context(|| format!("demo: cannot start with avatar {}", avatar.display()))?
+        .wait()
+        .context("demo failed")?;
+    let n = stats.output.frames.load(std::sync::atomic::Ordering::Relaxed);
+    let ep = stats.ep.read().clone();
+    println!(
+        "wrote {} ({n} frames, 640x480 @ 25 fps) in {:.1} s; avatar '{}' on {}{}",
+        a.out.display(),
+        t0.elapsed().as_secs_f64(),
+        stats.avatar_name.read(),
+        ep.active,
+        ep.fallback_reason.map(|r| format!(" (fallback: {r})")).unwrap_or_default()
+    );
+    println!("open it with: ffplay {0}   or   mpv {0}", a.out.display());
+    Ok(0)
+}
+
+fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
+    let mut plan = load_plan(a.config.as_ref())?;
+    apply_overrides(&mut plan, &a.pipeline)?;
+    if a.config.is_none() && a.pipeline.source.is_none() && a.pipeline.output.is_none() {
+        log::info!("no config or flags: running the embedded demo (embedded driver -> {:?})", plan.sink);
+    }
+    let mut svc_opts = ServiceOptions { watch_avatar: Some(plan.avatar.clone()), ..ServiceOptions::default() };
+    if let Some(bind) = a.http {
+        svc_opts.http = Some(puppetcam::service::HttpOptions { bind, ..Default::default() });
+    }
+    let stats = Arc::new(PipelineStats::default());
+    let service = Service::start(&svc_opts, stats.clone()).context("cannot start the service helpers")?;
+    let avatar = plan.avatar.clone();
+    let handle = Pipeline::start_plan(plan, stats.clone())?;
+    if let Some(addr) = service.http_addr() {
+        log::info!("status on http://{addr}/ (health, metrics, preview)");
+    }
+    loop {
+        if handle.is_finished() {
+            break;
+        }
+        match service.next_event(Duration::from_millis(200)) {
+            Some(ServiceEvent::Shutdown) => {
+                log::info!("shutting down");
+                service.stopping();
+                let r = handle.shutdown();
+                service.shutdown();
+                r?;
+                return Ok(0);
+            }
+            Some(ServiceEvent::Reload) => {
+                service.reloading();
+                let r = handle.reload_avatar(&avatar);
+                service.reloaded(&match &r {
+                    Ok(()) => "avatar reloaded".to_string(),
+                    Err(e) => format!("reload failed: {e}"),
+                });
+            }
+            Some(ServiceEvent::AvatarChanged(p)) => {
+                service.reloading();
+                let r = handle.reload_avatar(&p);
+                service.reloaded(&match &r {
+                    Ok(()) => format!("avatar {} loaded", p.display()),
+                    Err(e) => format!("new avatar rejected: {e}"),
+                });
+            }
+            None => {}
+        }
+    }
+    service.stopping();
+    let r = handle.wait();
+    service.shutdown();
+    r?;
+    Ok(0)
+}
+
+/// Maps an error to the process exit code: 2 for usage/config mistakes, 1 for everything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(Error::Config { .. }) = cause.downcast_ref::<Error>() {
+            return 2;
+        }
+    }
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!(parse_source("embedded", 25, Some(3)).unwrap(), DriverSpec::Embedded { frames: Some(3) });
+        assert!(matches!(parse_source("/dev/video2", 30, None).unwrap(), DriverSpec::Source(SourceSpec::Camera { .. })));
+        assert!(matches!(parse_source("0", 30, None).unwrap(), DriverSpec::Source(SourceSpec::Camera { .. })));
+        assert!(matches!(parse_source("a.JPG", 30, None).unwrap(), DriverSpec::Source(SourceSpec::Image { .. })));
+        assert!(matches!(
+            parse_source("loop:x.mp4", 30, None).unwrap(),
+            DriverSpec::Source(SourceSpec::File { looping: true, .. })
+        ));
+        assert!(matches!(parse_source("clip.mp4", 30, None).unwrap(), DriverSpec::Source(SourceSpec::File { looping: false, .. })));
+        assert!(parse_source(" ", 30, None).is_err());
+    }
+
+    #[test]
+    fn outputs_parse() {
+        assert_eq!(parse_output("null").unwrap(), SinkSpec::Null);
+        assert!(matches!(parse_output("/dev/video10").unwrap(), SinkSpec::V4l2 { .. }));
+        assert_eq!(parse_output("out/a.y4m").unwrap(), SinkSpec::Y4m { path: "out/a.y4m".into() });
+        assert!(matches!(parse_output("png:frames").unwrap(), SinkSpec::Png { .. }));
+        let e = parse_output("out.mp4").unwrap_err();
+        assert!(e.to_string().contains("`output`"), "{e}");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1280x720"), Ok((1280, 720)));
+        assert!(parse_size("1281x720").is_err());
+        assert!(parse_size("big").is_err());
+    }
+
+    #[test]
+    fn config_errors_exit_2() {
+        let e = anyhow::Error::new(Error::Config { key: "output.fps".into(), msg: "bad".into() }).context("loading");
+        assert_eq!(exit_code(&e), 2);
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), 1);
+    }
+}
