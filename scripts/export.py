@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--name", default="avatar")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--bench", action="store_true", help="print FLOPs, size and ORT CPU latency")
     a = ap.parse_args()
     s, pg = load_personal(a.personal)
     meta = EX.portrait_metadata(s["portrait"], s["portrait_lm68"], s["portrait_iris"])
@@ -39,6 +40,14 @@ def main():
     checks = [to_tensor(r)[None].numpy() for r in s["check_rasters"]]
     rep = EX.export(pg, Path(a.out), meta, a.precision, checks, a.opset)
     print(f"wrote {a.out}: {rep}")
+    if a.bench:
+        import torch
+        from puppetcam_train.networks import bake_spectral_norm, count_flops
+        flops = count_flops(bake_spectral_norm(pg), torch.zeros(1, 3, 256, 256))
+        size = Path(a.out).stat().st_size
+        lat = {t: EX.bench(Path(a.out), threads=t) for t in (1, 2)}
+        print(f"GFLOP/frame {flops / 1e9:.3f}, file {size / 1e6:.2f} MB, ORT CPU median ms/frame "
+              + ", ".join(f"{t} thread(s): {v:.1f}" for t, v in lat.items()))
 
 
 if __name__ == "__main__":
