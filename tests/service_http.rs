@@ -309,7 +309,7 @@ fn non_loopback_bind_is_refused_unless_allowed() {
     let live = Liveness::start(stats.clone(), Duration::from_secs(2));
     let o = HttpOptions { bind: "0.0.0.0:0".parse().unwrap(), ..HttpOptions::default() };
     let e = HttpServer::start(&o, stats.clone(), live.clone()).err().expect("0.0.0.0 must be refused");
-    assert!(e.to_string().contains("service.http_bind"), "{e}");
+    assert!(e.to_string().contains("service.bind"), "{e}");
     let o = HttpOptions { allow_remote: true, ..o };
     let srv = HttpServer::start(&o, stats, live).expect("allowed explicitly");
     srv.shutdown();

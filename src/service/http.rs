@@ -54,10 +54,10 @@ impl HttpOptions {
     pub fn validate(&self) -> Result<()> {
         if !self.bind.ip().is_loopback() && !self.allow_remote {
             return Err(Error::Config {
-                key: "service.http_bind".into(),
+                key: "service.bind".into(),
                 msg: format!(
                     "{} is not a loopback address; the preview would be visible on the network. \
-                     Set service.http_allow_remote = true to allow it",
+                     Set service.allow_remote = true to allow it",
                     self.bind
                 ),
             });
@@ -94,7 +94,7 @@ impl HttpServer {
     pub fn start(opts: &HttpOptions, stats: Arc<PipelineStats>, liveness: Arc<Liveness>) -> Result<HttpServer> {
         opts.validate()?;
         let server = Server::http(opts.bind)
-            .map_err(|e| Error::Config { key: "service.http_bind".into(), msg: format!("cannot listen on {}: {e}", opts.bind) })?;
+            .map_err(|e| Error::Config { key: "service.bind".into(), msg: format!("cannot listen on {}: {e}", opts.bind) })?;
         let addr = server.server_addr().to_ip().ok_or_else(|| Error::Invalid("HTTP server has no IP address".into()))?;
         let server = Arc::new(server);
         let shared = Arc::new(Shared {

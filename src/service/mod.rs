@@ -62,14 +62,12 @@ pub enum LoopExit {
 }
 
 impl ServiceOptions {
-    /// Options for `puppetcam run` from the `[service]` config values: HTTP on `http_bind` when
-    /// `http_enabled`, signals and sd_notify on, and the avatar watched when `watch_avatar` is set.
-    pub fn for_daemon(http_enabled: bool, http_bind: &str, allow_remote: bool, watch_avatar: Option<PathBuf>) -> Result<ServiceOptions> {
+    /// Options for `puppetcam run` from the `[service]` config values (`enabled`, `bind`, and
+    /// `allow_remote` once the config has it): HTTP on `bind` when enabled, signals and sd_notify
+    /// on, and the avatar file watched when `watch_avatar` is set. Refuses a non-loopback bind
+    /// unless `allow_remote`.
+    pub fn for_daemon(http_enabled: bool, bind: std::net::SocketAddr, allow_remote: bool, watch_avatar: Option<PathBuf>) -> Result<ServiceOptions> {
         let http = if http_enabled {
-            let bind = http_bind.parse().map_err(|e| crate::Error::Config {
-                key: "service.http_bind".into(),
-                msg: format!("{http_bind:?} is not an address:port ({e})"),
-            })?;
             let h = HttpOptions { bind, allow_remote, ..HttpOptions::default() };
             h.validate()?;
             Some(h)
@@ -259,11 +257,12 @@ mod tests {
 
     #[test]
     fn daemon_options_validate_the_bind_address() {
-        assert!(ServiceOptions::for_daemon(true, "127.0.0.1:8765", false, None).unwrap().http.is_some());
-        assert!(ServiceOptions::for_daemon(false, "garbage", false, None).unwrap().http.is_none());
-        assert!(ServiceOptions::for_daemon(true, "localhost", false, None).is_err());
-        assert!(ServiceOptions::for_daemon(true, "0.0.0.0:8765", false, None).is_err());
-        assert!(ServiceOptions::for_daemon(true, "0.0.0.0:8765", true, None).is_ok());
-        assert!(ServiceOptions::for_daemon(true, "[::1]:8765", false, None).is_ok());
+        let a = |s: &str| s.parse().unwrap();
+        assert!(ServiceOptions::for_daemon(true, a("127.0.0.1:8765"), false, None).unwrap().http.is_some());
+        assert!(ServiceOptions::for_daemon(false, a("0.0.0.0:8765"), false, None).unwrap().http.is_none());
+        let e = ServiceOptions::for_daemon(true, a("0.0.0.0:8765"), false, None).unwrap_err();
+        assert!(e.to_string().contains("service.allow_remote"), "{e}");
+        assert!(ServiceOptions::for_daemon(true, a("0.0.0.0:8765"), true, None).is_ok());
+        assert!(ServiceOptions::for_daemon(true, a("[::1]:8765"), false, None).is_ok());
     }
 }
