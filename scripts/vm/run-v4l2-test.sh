@@ -192,7 +192,7 @@ accel=${PUPPETCAM_VM_ACCEL:-tcg}
 LOG=$CACHE/last-run.log
 log "booting ($accel, timeout ${TIMEOUT}s, console log $LOG)"
 set +e
-timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 -accel "$accel" -m 512M -smp 1 -nographic -no-reboot \
+timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 -accel "$accel" -m 512M -smp ${PUPPETCAM_VM_SMP:-2} -nographic -no-reboot \
     -kernel "$KDIR/vmlinuz" -initrd "$INITRD" \
     -append "console=ttyS0 panic=-1 quiet loglevel=4 puppetcam.args=${PUPPETCAM_VM_ARGS:-}" \
     </dev/null >"$LOG" 2>&1

@@ -4,10 +4,8 @@
 //! `exclusive_caps=1` (the device only advertises CAPTURE to browsers/Zoom once a producer has
 //! set the format and written a frame), and it has no buffer-queue state to get out of sync when
 //! a consumer comes and goes. See docs/virtual-camera.md.
-use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use v4l::buffer::Type;
 use v4l::capability::Flags;
@@ -27,76 +25,23 @@ pub const LOOPBACK_DRIVER: &str = "v4l2 loopback";
 const MODPROBE_HINT: &str =
     "is v4l2loopback loaded? (modprobe v4l2loopback exclusive_caps=1 card_label=puppetcam)";
 
-/// Pixel formats the sink can write. Both are what conferencing apps accept from a webcam;
+/// Pixel formats the sink can write; the layout and conversion live in `core::colour`.
 /// YUYV is the safest default (Chrome/Zoom/OBS all take it), I420 halves the bandwidth.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum PixFormat {
-    /// Packed 4:2:2, Y0 U Y1 V (V4L2 `YUYV`).
-    #[default]
-    Yuyv,
-    /// Planar 4:2:0: Y plane, then U (w/2 x h/2), then V (V4L2 `YU12`).
-    I420,
-}
+pub use crate::core::colour::PixFormat;
 
-impl PixFormat {
-    /// The V4L2 four-character code.
-    pub fn fourcc(self) -> FourCC {
-        match self {
-            PixFormat::Yuyv => FourCC::new(b"YUYV"),
-            PixFormat::I420 => FourCC::new(b"YU12"),
-        }
-    }
-
-    /// Bytes per line of the first plane.
-    pub fn bytes_per_line(self, width: u32) -> u32 {
-        match self {
-            PixFormat::Yuyv => 2 * width,
-            PixFormat::I420 => width,
-        }
-    }
-
-    /// Bytes of one whole frame.
-    pub fn frame_size(self, width: u32, height: u32) -> usize {
-        let (w, h) = (width as usize, height as usize);
-        match self {
-            PixFormat::Yuyv => 2 * w * h,
-            PixFormat::I420 => w * h + 2 * (w / 2) * (h / 2),
-        }
-    }
-
-    /// Checks that the size can be represented: both formats subsample chroma horizontally,
-    /// I420 also vertically, so odd sizes would need padding the consumers do not expect.
-    pub fn check_size(self, width: u32, height: u32) -> Result<()> {
-        if width == 0 || height == 0 {
-            return Err(Error::Invalid(format!("output size {width}x{height} is empty")));
-        }
-        if width % 2 != 0 {
-            return Err(Error::Invalid(format!("{self} needs an even width, got {width}")));
-        }
-        if self == PixFormat::I420 && height % 2 != 0 {
-            return Err(Error::Invalid(format!("{self} needs an even height, got {height}")));
-        }
-        Ok(())
+/// The V4L2 four-character code of `format`.
+pub fn fourcc(format: PixFormat) -> FourCC {
+    match format {
+        PixFormat::Yuyv => FourCC::new(b"YUYV"),
+        PixFormat::I420 => FourCC::new(b"YU12"),
     }
 }
 
-impl fmt::Display for PixFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PixFormat::Yuyv => "yuyv",
-            PixFormat::I420 => "i420",
-        })
-    }
-}
-
-impl FromStr for PixFormat {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "yuyv" | "yuy2" => Ok(PixFormat::Yuyv),
-            "i420" | "yu12" | "yuv420" => Ok(PixFormat::I420),
-            other => Err(Error::Invalid(format!("unknown pixel format `{other}` (expected yuyv or i420)"))),
-        }
+/// Bytes per line of the first plane, what VIDIOC_S_FMT wants in `bytesperline`.
+fn bytes_per_line(format: PixFormat, width: u32) -> u32 {
+    match format {
+        PixFormat::Yuyv => 2 * width,
+        PixFormat::I420 => width,
     }
 }
 
@@ -148,15 +93,15 @@ impl V4l2Sink {
             )));
         }
 
-        let mut want = Format::new(width, height, format.fourcc());
+        let mut want = Format::new(width, height, fourcc(format));
         want.field_order = FieldOrder::Progressive;
-        want.stride = format.bytes_per_line(width);
+        want.stride = bytes_per_line(format, width);
         want.size = format.frame_size(width, height) as u32;
         // We convert with BT.601 limited range; say so for consumers that read it.
         want.colorspace = Colorspace::SMPTE170M;
         want.quantization = Quantization::LimitedRange;
         let got = dev.set_format(&want).map_err(|e| sink_err(device, "VIDIOC_S_FMT", e))?;
-        if got.width != width || got.height != height || got.fourcc != format.fourcc() {
+        if got.width != width || got.height != height || got.fourcc != fourcc(format) {
             // v4l2loopback keeps the first producer's format while anyone (e.g. a browser tab)
             // still has the device open, or forever with keep_format=1.
             return Err(Error::Sink(format!(
@@ -169,7 +114,7 @@ impl V4l2Sink {
                 got.fourcc,
                 width,
                 height,
-                format.fourcc(),
+                fourcc(format),
                 got.width,
                 got.height,
                 fourcc_name(got.fourcc),
@@ -296,7 +241,7 @@ impl FrameSink for V4l2Sink {
                 frame.height
             )));
         }
-        convert(self.format, frame, &mut self.buf);
+        crate::core::colour::rgb_to_yuv_into(self.format, &frame.data, self.width, self.height, &mut self.buf)?;
         self.write_buf()
     }
 
@@ -434,92 +379,24 @@ fn fill_black(format: PixFormat, width: u32, height: u32, out: &mut [u8]) {
     }
 }
 
-/// RGB24 -> `format` into `out` (exactly `format.frame_size()` bytes).
-// TODO(colour): switch to crate::core::colour once rgb_to_yuyv / rgb_to_i420 land there; this
-// private copy (BT.601 limited range, same as the spec in ARCHITECTURE.md) keeps the sink usable.
-fn convert(format: PixFormat, frame: &Frame, out: &mut [u8]) {
-    let (w, h) = (frame.width as usize, frame.height as usize);
-    let rgb = &frame.data;
-    match format {
-        PixFormat::Yuyv => {
-            for y in 0..h {
-                let src = &rgb[3 * w * y..3 * w * (y + 1)];
-                let dst = &mut out[2 * w * y..2 * w * (y + 1)];
-                for (s, d) in src.chunks_exact(6).zip(dst.chunks_exact_mut(4)) {
-                    let (y0, u0, v0) = yuv(s[0], s[1], s[2]);
-                    let (y1, u1, v1) = yuv(s[3], s[4], s[5]);
-                    d[0] = y0;
-                    d[1] = avg2(u0, u1);
-                    d[2] = y1;
-                    d[3] = avg2(v0, v1);
-                }
-            }
-        }
-        PixFormat::I420 => {
-            let (cw, ch) = (w / 2, h / 2);
-            let (ys, rest) = out.split_at_mut(w * h);
-            let (us, vs) = rest.split_at_mut(cw * ch);
-            for y in 0..h {
-                for x in 0..w {
-                    let i = 3 * (w * y + x);
-                    ys[w * y + x] = yuv(rgb[i], rgb[i + 1], rgb[i + 2]).0;
-                }
-            }
-            for cy in 0..ch {
-                for cx in 0..cw {
-                    let (mut su, mut sv) = (0u32, 0u32);
-                    for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                        let i = 3 * (w * (2 * cy + dy) + 2 * cx + dx);
-                        let (_, u, v) = yuv(rgb[i], rgb[i + 1], rgb[i + 2]);
-                        su += u as u32;
-                        sv += v as u32;
-                    }
-                    us[cw * cy + cx] = ((su + 2) / 4) as u8;
-                    vs[cw * cy + cx] = ((sv + 2) / 4) as u8;
-                }
-            }
-        }
-    }
-}
-
-fn avg2(a: u8, b: u8) -> u8 {
-    ((a as u16 + b as u16 + 1) / 2) as u8
-}
-
-/// BT.601 limited range, 8-bit fixed point (the classic Y = 16 + (66R + 129G + 25B) / 256).
-fn yuv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
-    let (r, g, b) = (r as i32, g as i32, b as i32);
-    let y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16;
-    let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
-    let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
-    (y.clamp(0, 255) as u8, u.clamp(0, 255) as u8, v.clamp(0, 255) as u8)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn frame_sizes() {
-        assert_eq!(PixFormat::Yuyv.frame_size(640, 480), 614_400);
-        assert_eq!(PixFormat::I420.frame_size(640, 480), 460_800);
-        assert_eq!(PixFormat::Yuyv.fourcc(), FourCC::new(b"YUYV"));
-        assert_eq!(PixFormat::I420.fourcc(), FourCC::new(b"YU12"));
+    fn fourccs() {
+        assert_eq!(fourcc(PixFormat::Yuyv), FourCC::new(b"YUYV"));
+        assert_eq!(fourcc(PixFormat::I420), FourCC::new(b"YU12"));
+        assert_eq!(bytes_per_line(PixFormat::Yuyv, 640), 1280);
+        assert_eq!(bytes_per_line(PixFormat::I420, 640), 640);
     }
 
     #[test]
-    fn sizes_checked() {
-        assert!(PixFormat::Yuyv.check_size(641, 480).is_err());
-        assert!(PixFormat::Yuyv.check_size(640, 481).is_ok());
-        assert!(PixFormat::I420.check_size(640, 481).is_err());
-        assert!(PixFormat::I420.check_size(0, 480).is_err());
-    }
-
-    #[test]
-    fn parse_format() {
-        assert_eq!("YUYV".parse::<PixFormat>().unwrap(), PixFormat::Yuyv);
-        assert_eq!("i420".parse::<PixFormat>().unwrap(), PixFormat::I420);
-        assert!("nv12".parse::<PixFormat>().is_err());
+    fn bad_sizes_rejected_before_opening() {
+        let e = V4l2Sink::open(Path::new("/dev/null"), 641, 480, 30, PixFormat::Yuyv).err().expect("odd width");
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+        let e = V4l2Sink::open(Path::new("/dev/null"), 640, 480, 0, PixFormat::Yuyv).err().expect("0 fps");
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
     }
 
     #[test]
@@ -541,26 +418,18 @@ mod tests {
     }
 
     #[test]
-    fn black_and_colours_convert() {
-        let mut f = Frame::black(4, 2);
-        let mut out = vec![0; PixFormat::Yuyv.frame_size(4, 2)];
-        convert(PixFormat::Yuyv, &f, &mut out);
-        assert_eq!(&out[..4], &[16, 128, 16, 128]);
-        f.data.chunks_exact_mut(3).for_each(|p| p.copy_from_slice(&[255, 255, 255]));
-        convert(PixFormat::Yuyv, &f, &mut out);
-        assert_eq!(&out[..4], &[235, 128, 235, 128]);
-        let mut out = vec![0; PixFormat::I420.frame_size(4, 2)];
-        f.data.chunks_exact_mut(3).for_each(|p| p.copy_from_slice(&[255, 0, 0]));
-        convert(PixFormat::I420, &f, &mut out);
-        // Pure red: Y 82, U 90, V 240 (BT.601 limited).
-        assert_eq!(out[0], 82);
-        assert_eq!(&out[8..], &[90, 90, 240, 240]);
-    }
-
-    #[test]
     fn black_fill() {
         let mut out = vec![0; PixFormat::I420.frame_size(4, 2)];
         fill_black(PixFormat::I420, 4, 2, &mut out);
         assert_eq!(out, [16, 16, 16, 16, 16, 16, 16, 16, 128, 128, 128, 128]);
+        // Must match what the converter makes of an RGB black frame.
+        let rgb = vec![0; 3 * 4 * 2];
+        for f in [PixFormat::Yuyv, PixFormat::I420] {
+            let mut filled = vec![0; f.frame_size(4, 2)];
+            let mut converted = filled.clone();
+            fill_black(f, 4, 2, &mut filled);
+            crate::core::colour::rgb_to_yuv_into(f, &rgb, 4, 2, &mut converted).unwrap();
+            assert_eq!(filled, converted, "{f}");
+        }
     }
 }
