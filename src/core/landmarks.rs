@@ -118,11 +118,11 @@ mod tests {
     #[test]
     fn inter_ocular_is_distance_of_eye_centres() {
         let mut p = [[0.0f32; 2]; 68];
-        for i in 36..42 {
-            p[i] = [10.0 + (i - 36) as f32, 20.0];
+        for (k, q) in p[36..42].iter_mut().enumerate() {
+            *q = [10.0 + k as f32, 20.0];
         }
-        for i in 42..48 {
-            p[i] = [40.0 + (i - 42) as f32, 24.0];
+        for (k, q) in p[42..48].iter_mut().enumerate() {
+            *q = [40.0 + k as f32, 24.0];
         }
         // centres (12.5, 20) and (42.5, 24): distance sqrt(900 + 16)
         assert!((inter_ocular(&p) - (916.0f32).sqrt()).abs() < 1e-4);

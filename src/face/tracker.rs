@@ -91,7 +91,9 @@ impl FaceTracker {
             }
         };
         let res = self.landmarker.run(&img, &roi)?;
-        if !(res.score >= self.cfg.min_presence_score) || res.mesh.iter().any(|p| !p.iter().all(|v| v.is_finite())) {
+        // NaN scores count as lost.
+        let present = res.score.is_finite() && res.score >= self.cfg.min_presence_score;
+        if !present || res.mesh.iter().any(|p| !p.iter().all(|v| v.is_finite())) {
             self.reset();
             return Ok(None);
         }
