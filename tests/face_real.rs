@@ -130,3 +130,38 @@ fn wrong_shaped_models_are_rejected() {
     let (path, _) = model_error(&m);
     assert_eq!(path, PathBuf::from("/nonexistent/face_landmarks.onnx"));
 }
+
+#[test]
+fn losing_the_face_resets_the_filter() {
+    let ps = portraits();
+    if ps.len() < 2 {
+        eprintln!("skipped: need two portraits under {}", data_dir().display());
+        return;
+    }
+    let (a, b) = (load_rgb(&ps[0]), load_rgb(&ps[1]));
+    let at = |f: &Frame, ms: u64| Frame { pts: Duration::from_millis(ms), ..f.clone() };
+    let gradient = Frame { data: (0..a.data.len()).map(|i| (i / 3 % 251) as u8).collect(), ..a.clone() };
+    let raw_b = FaceTracker::new(&models(), TrackerConfig { filter: None, ..Default::default() })
+        .unwrap()
+        .process(&at(&b, 0))
+        .unwrap()
+        .expect("face in portrait b");
+    let mut smooth = FaceTracker::new(&models(), TrackerConfig::default()).unwrap();
+    smooth.process(&at(&a, 0)).unwrap().expect("face in portrait a");
+    smooth.process(&at(&a, 33)).unwrap().expect("face tracked");
+    assert!(smooth.process(&at(&gradient, 66)).unwrap().is_none(), "no face in the noise frame");
+    // After the loss, b's first landmarks are b's own, not pulled towards a's.
+    let got = smooth.process(&at(&b, 100)).unwrap().expect("face in portrait b");
+    assert_eq!(got.mesh, raw_b.mesh);
+    // While tracking, the filter does act: a shifted copy of b is followed only partly.
+    let mut shifted = b.clone();
+    let row = 3 * b.width as usize;
+    shifted.data = vec![0; b.data.len()];
+    for y in 0..b.height as usize {
+        // 8 px to the right
+        shifted.data[y * row + 24..(y + 1) * row].copy_from_slice(&b.data[y * row..(y + 1) * row - 24]);
+    }
+    let moved = smooth.process(&at(&shifted, 133)).unwrap().expect("face tracked");
+    let dx = moved.pts68[30][0] - got.pts68[30][0];
+    assert!(dx > 0.5 && dx < 7.5, "filtered nose moved {dx} px for an 8 px shift");
+}
