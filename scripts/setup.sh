@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PKGS=(libopencv-dev clang libclang-dev pkg-config nasm ffmpeg)
+APT_PKGS=(libopencv-dev clang libclang-dev pkg-config nasm ffmpeg chromium fonts-liberation systemd)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
