@@ -8,13 +8,13 @@ use puppetcam::ep::Provider;
 use puppetcam::error::Error;
 use puppetcam::face::extract::ExtractArgs;
 use puppetcam::pipeline::{DriverSpec, Pipeline, Plan};
-use puppetcam::service::{Service, ServiceEvent, ServiceOptions};
+use puppetcam::config::Config;
+use puppetcam::service::{LoopExit, Service, ServiceOptions};
 use puppetcam::sink::SinkSpec;
 use puppetcam::source::SourceSpec;
 use puppetcam::stats::PipelineStats;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::{bench, check};
 
@@ -72,9 +72,6 @@ pub struct PipelineArgs {
     /// Run the generator on CPU only (no TensorRT/CUDA attempts).
     #[arg(long)]
     pub cpu: bool,
-    /// Stop after this many frames (embedded driver).
-    #[arg(long)]
-    pub frames: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +81,9 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// Stop after this many frames (embedded driver).
+    #[arg(long)]
+    pub frames: Option<u64>,
     /// Serve /health, /metrics and /preview on this address (e.g. 127.0.0.1:8765).
     #[arg(long)]
     pub http: Option<std::net::SocketAddr>,
@@ -195,7 +195,7 @@ pub fn parse_output(s: &str) -> Result<SinkSpec, Error> {
 }
 
 /// Applies command-line overrides to a plan.
-pub fn apply_overrides(plan: &mut Plan, a: &PipelineArgs) -> Result<(), Error> {
+pub fn apply_overrides(plan: &mut Plan, a: &PipelineArgs, frames: Option<u64>) -> Result<(), Error> {
     if let Some(fps) = a.fps {
         if !(1..=240).contains(&fps) {
             return Err(Error::Config { key: "output.fps".into(), msg: format!("--fps {fps} is not in 1..=240") });
@@ -203,8 +203,8 @@ pub fn apply_overrides(plan: &mut Plan, a: &PipelineArgs) -> Result<(), Error> {
         plan.fps = fps;
     }
     if let Some(s) = &a.source {
-        plan.driver = parse_source(s, plan.fps, a.frames)?;
-    } else if let (Some(n), DriverSpec::Embedded { frames }) = (a.frames, &mut plan.driver) {
+        plan.driver = parse_source(s, plan.fps, frames)?;
+    } else if let (Some(n), DriverSpec::Embedded { frames }) = (frames, &mut plan.driver) {
         *frames = Some(n);
     }
     if let Some(o) = &a.output {
@@ -225,11 +225,10 @@ pub fn apply_overrides(plan: &mut Plan, a: &PipelineArgs) -> Result<(), Error> {
 
 /// The plan for `run` and `bench`: config file (when given) then flags.
 fn load_plan(config: Option<&PathBuf>) -> anyhow::Result<Plan> {
-    let mut plan = Plan::demo();
-    if let Some(path) = config {
-        plan = puppetcam::pipeline::plan::from_config_file(path)?;
-    }
-    Ok(plan)
+    Ok(match config {
+        Some(path) => Plan::from_config(&Config::load(path)?),
+        None => Plan::demo(),
+    })
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -256,7 +255,7 @@ pub fn main_with_args() -> anyhow::Result<u8> {
         Command::Check(a) => check::cmd_check(a.config.as_ref(), a.avatar.as_deref()),
         Command::Bench(a) => {
             let mut plan = load_plan(None)?;
-            apply_overrides(&mut plan, &a.pipeline)?;
+            apply_overrides(&mut plan, &a.pipeline, None)?;
             bench::cmd_bench(plan, a.frames, a.json)
         }
         Command::Landmarks(a) => {
@@ -305,15 +304,26 @@ fn cmd_demo(a: DemoArgs) -> anyhow::Result<u8> {
 }
 
 fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
-    let mut plan = load_plan(a.config.as_ref())?;
-    apply_overrides(&mut plan, &a.pipeline)?;
-    if a.config.is_none() && a.pipeline.source.is_none() && a.pipeline.output.is_none() {
+    let cfg = match &a.config {
+        Some(p) => Some(Config::load(p)?),
+        None => None,
+    };
+    let mut plan = match &cfg {
+        Some(c) => Plan::from_config(c),
+        None => Plan::demo(),
+    };
+    apply_overrides(&mut plan, &a.pipeline, a.frames)?;
+    if cfg.is_none() && a.pipeline.source.is_none() && a.pipeline.output.is_none() {
         log::info!("no config or flags: running the embedded demo (embedded driver -> {:?})", plan.sink);
     }
-    let mut svc_opts = ServiceOptions { watch_avatar: Some(plan.avatar.clone()), ..ServiceOptions::default() };
-    if let Some(bind) = a.http {
-        svc_opts.http = Some(puppetcam::service::HttpOptions { bind, ..Default::default() });
-    }
+    // HTTP: from the config's [service], or --http; off for the flag-only demo so it never
+    // fights over a port.
+    let (http_on, bind) = match (a.http, &cfg) {
+        (Some(addr), _) => (true, addr),
+        (None, Some(c)) => (c.service.enabled, c.service.bind),
+        (None, None) => (false, "127.0.0.1:8765".parse().expect("literal address")),
+    };
+    let svc_opts = ServiceOptions::for_daemon(http_on, bind, false, Some(plan.avatar.clone()))?;
     let stats = Arc::new(PipelineStats::default());
     let service = Service::start(&svc_opts, stats.clone()).context("cannot start the service helpers")?;
     let avatar = plan.avatar.clone();
@@ -321,40 +331,27 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
     if let Some(addr) = service.http_addr() {
         log::info!("status on http://{addr}/ (health, metrics, preview)");
     }
-    loop {
-        if handle.is_finished() {
-            break;
-        }
-        match service.next_event(Duration::from_millis(200)) {
-            Some(ServiceEvent::Shutdown) => {
-                log::info!("shutting down");
-                service.stopping();
-                let r = handle.shutdown();
-                service.shutdown();
-                r?;
-                return Ok(0);
-            }
-            Some(ServiceEvent::Reload) => {
-                service.reloading();
-                let r = handle.reload_avatar(&avatar);
-                service.reloaded(&match &r {
-                    Ok(()) => "avatar reloaded".to_string(),
-                    Err(e) => format!("reload failed: {e}"),
-                });
-            }
-            Some(ServiceEvent::AvatarChanged(p)) => {
-                service.reloading();
-                let r = handle.reload_avatar(&p);
-                service.reloaded(&match &r {
-                    Ok(()) => format!("avatar {} loaded", p.display()),
-                    Err(e) => format!("new avatar rejected: {e}"),
-                });
-            }
-            None => {}
-        }
-    }
+    let exit = service.run_loop(
+        || handle.is_finished(),
+        |changed| {
+            // SIGHUP re-reads the config for the avatar path; a watched file change names it.
+            let path = match (changed, &a.config) {
+                (Some(p), _) => p.to_path_buf(),
+                (None, Some(c)) => Plan::from_config(&Config::load(c)?).avatar,
+                (None, None) => avatar.clone(),
+            };
+            handle.reload_avatar(&path)?;
+            Ok(format!("avatar {} loaded", path.display()))
+        },
+    );
     service.stopping();
-    let r = handle.wait();
+    let r = match exit {
+        LoopExit::Shutdown => {
+            log::info!("shutting down");
+            handle.shutdown()
+        }
+        LoopExit::PipelineEnded => handle.wait(),
+    };
     service.shutdown();
     r?;
     Ok(0)
@@ -373,6 +370,12 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn sources_parse() {

@@ -172,6 +172,11 @@ pub struct PipelineHandle {
 }
 
 impl Pipeline {
+    /// Starts the pipeline a validated config describes.
+    pub fn start(cfg: &crate::config::Config, stats: Arc<PipelineStats>) -> Result<PipelineHandle> {
+        Self::start_plan(Plan::from_config(cfg), stats)
+    }
+
     /// Starts a pipeline described by a [`Plan`] (config + flags resolved).
     pub fn start_plan(plan: Plan, stats: Arc<PipelineStats>) -> Result<PipelineHandle> {
         Self::start_spec(plan.into_spec()?, stats)

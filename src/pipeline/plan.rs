@@ -1,7 +1,9 @@
 //! What to run, in terms of the I/O modules: driver, avatar, sink, geometry, runtime. Built from
 //! the config and command-line flags, then turned into the factories the threads call.
 use super::{Driver, Pacing, PipelineSpec};
-use crate::ep::RuntimeOptions;
+use crate::config::{Config, ProviderName};
+use crate::core::one_euro::OneEuroParams;
+use crate::ep::{Provider, RuntimeOptions};
 use crate::error::{Error, Result};
 use crate::face::{FaceModels, FaceTracker, TrackerConfig};
 use crate::sink::{open_sink, SinkSpec};
@@ -129,8 +131,58 @@ impl Plan {
 
 /// A plan from a config file (two-stage TOML, `crate::config`), defaults for what it leaves out.
 pub fn from_config_file(path: &Path) -> Result<Plan> {
-    // TODO(config): map crate::config::Config sections once the config module lands.
-    Err(Error::Config { key: "config".into(), msg: format!("{}: config files are not supported by this build yet", path.display()) })
+    Ok(Plan::from_config(&Config::load(path)?))
+}
+
+impl Plan {
+    /// The plan a validated config describes.
+    pub fn from_config(cfg: &Config) -> Plan {
+        let providers = cfg
+            .runtime
+            .providers
+            .iter()
+            .map(|p| match p {
+                ProviderName::TensorRt => Provider::TensorRT,
+                ProviderName::Cuda => Provider::Cuda,
+                ProviderName::Cpu => Provider::Cpu,
+            })
+            .collect();
+        let runtime = RuntimeOptions {
+            ort_library: cfg.runtime.ort_library.clone(),
+            providers,
+            trt_cache_dir: cfg.runtime.trt_cache_dir.clone(),
+            fp16: cfg.runtime.fp16,
+            allow_cpu_fallback: cfg.runtime.allow_cpu_fallback,
+            intra_threads: cfg.runtime.threads as usize,
+            device_id: cfg.runtime.device_id as i32,
+        };
+        let tracker = TrackerConfig {
+            min_detection_score: cfg.face.min_score,
+            iris: cfg.face.iris,
+            filter: Some(OneEuroParams { min_cutoff: cfg.face.min_cutoff, beta: cfg.face.beta, d_cutoff: cfg.face.d_cutoff }),
+            ..TrackerConfig::default()
+        };
+        // A relative avatar path that does not exist as given is looked up like bundled files.
+        let avatar = if cfg.avatar.is_relative() && !cfg.avatar.exists() {
+            search_roots().into_iter().map(|r| r.join(&cfg.avatar)).find(|p| p.is_file()).unwrap_or_else(|| cfg.avatar.clone())
+        } else {
+            cfg.avatar.clone()
+        };
+        Plan {
+            driver: DriverSpec::Source(cfg.source_spec()),
+            avatar,
+            sink: cfg.sink_spec(),
+            width: cfg.output.width,
+            height: cfg.output.height,
+            fps: cfg.output.fps,
+            runtime,
+            tracker,
+            face_models: cfg.face.model_dir.clone(),
+            pacing: None,
+            reconnect_max_backoff: Duration::from_secs(5),
+            neutral_ease: Duration::from_millis(300),
+        }
+    }
 }
 
 /// Directories searched for bundled files (`onnx/...`, `tests/fixtures/...`): the working
@@ -179,6 +231,22 @@ mod tests {
         p.sink = SinkSpec::V4l2 { device: "/dev/video10".into(), format: crate::core::colour::PixFormat::Yuyv };
         assert_eq!(p.effective_pacing(), Pacing::Realtime);
         p.pacing = Some(Pacing::EveryFrame);
+        assert_eq!(p.effective_pacing(), Pacing::EveryFrame);
+    }
+
+    #[test]
+    fn config_maps_onto_the_plan() {
+        let cfg = Config::from_toml(
+            "[source]\nkind = \"file\"\npath = \"clip.mp4\"\n[output]\nkind = \"y4m\"\npath = \"o.y4m\"\nwidth = 320\nheight = 240\nfps = 20\n[runtime]\nproviders = [\"cuda\", \"cpu\"]\nallow_cpu_fallback = false\nthreads = 2\n",
+        )
+        .unwrap();
+        let p = Plan::from_config(&cfg);
+        assert!(matches!(&p.driver, DriverSpec::Source(SourceSpec::File { path, .. }) if path == Path::new("clip.mp4")));
+        assert_eq!(p.sink, SinkSpec::Y4m { path: "o.y4m".into() });
+        assert_eq!((p.width, p.height, p.fps), (320, 240, 20));
+        assert_eq!(p.runtime.providers, vec![Provider::Cuda, Provider::Cpu]);
+        assert!(!p.runtime.allow_cpu_fallback);
+        assert_eq!(p.runtime.intra_threads, 2);
         assert_eq!(p.effective_pacing(), Pacing::EveryFrame);
     }
 
