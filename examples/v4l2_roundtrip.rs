@@ -107,7 +107,7 @@ fn decode(fmt: PixFormat, buf: &[u8], w: usize, h: usize) -> Result<(Seen, i32),
     let (bw, bh) = (w / GRID, h / GRID);
     let mut d = [0usize; GRID * GRID];
     let mut max_err = 0;
-    for b in 0..GRID * GRID {
+    for (b, slot) in d.iter_mut().enumerate() {
         let (x0, y0) = ((b % GRID) * bw, (b / GRID) * bh);
         // Stay 4 px inside the block: chroma subsampling legitimately blends at the edges.
         let mut idx = None;
@@ -124,7 +124,7 @@ fn decode(fmt: PixFormat, buf: &[u8], w: usize, h: usize) -> Result<(Seen, i32),
                 max_err = max_err.max(err);
             }
         }
-        d[b] = idx.ok_or("empty block")?;
+        *slot = idx.ok_or("empty block")?;
     }
     let counter = (0..8).fold(0u32, |acc, b| acc | (d[b] as u32) << (3 * b));
     if digits(counter) != d {
@@ -309,13 +309,51 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    /// Encode -> the sink's own colour path is not reachable here, so round-trip through an
-    /// independent BT.601 encoder to check the decoder itself.
     #[test]
     fn digits_round_trip() {
         for c in [7u32, 8, 100, 0xabcdef] {
             let d = digits(c);
             assert_eq!((0..8).fold(0u32, |a, b| a | (d[b] as u32) << (3 * b)), c & 0xff_ffff);
+        }
+    }
+
+    /// The checker must accept what the sink's converter produces and reject damaged frames,
+    /// otherwise a PASS in the VM means nothing. Run with `cargo test --example v4l2_roundtrip`.
+    #[test]
+    fn decoder_accepts_good_and_rejects_bad_frames() {
+        let (w, h) = (64u32, 48u32);
+        for fmt in [PixFormat::Yuyv, PixFormat::I420] {
+            let f = make_frame(w, h, 1234);
+            let mut yuv = vec![0; fmt.frame_size(w, h)];
+            puppetcam::core::colour::rgb_to_yuv_into(fmt, &f.data, w, h, &mut yuv).unwrap();
+            let (seen, err) = decode(fmt, &yuv, w as usize, h as usize).unwrap();
+            assert_eq!(seen, Seen::Counter(1234), "{fmt}");
+            assert!(err <= 3, "{fmt}: {err}");
+
+            let black = make_frame(w, h, 0);
+            let mut b = vec![0; fmt.frame_size(w, h)];
+            puppetcam::core::colour::rgb_to_yuv_into(fmt, &vec![0; black.data.len()], w, h, &mut b).unwrap();
+            assert_eq!(decode(fmt, &b, w as usize, h as usize).unwrap().0, Seen::Black);
+
+            // Swapped chroma (a U/V mix-up in the sink) must not pass.
+            let mut swapped = yuv.clone();
+            match fmt {
+                PixFormat::Yuyv => swapped.chunks_exact_mut(4).for_each(|p| p.swap(1, 3)),
+                PixFormat::I420 => {
+                    let (y, c) = ((w * h) as usize, (w * h / 4) as usize);
+                    let (u, v) = swapped[y..].split_at_mut(c);
+                    u.swap_with_slice(v);
+                }
+            }
+            assert!(decode(fmt, &swapped, w as usize, h as usize).is_err(), "{fmt}: swapped chroma accepted");
+            // A frame torn between two counters fails the check digits or uniformity.
+            let other = make_frame(w, h, 1235);
+            let mut torn_rgb = f.data.clone();
+            let half = torn_rgb.len() / 2;
+            torn_rgb[half..].copy_from_slice(&other.data[half..]);
+            let mut torn = vec![0; fmt.frame_size(w, h)];
+            puppetcam::core::colour::rgb_to_yuv_into(fmt, &torn_rgb, w, h, &mut torn).unwrap();
+            assert!(decode(fmt, &torn, w as usize, h as usize).is_err(), "{fmt}: torn frame accepted");
         }
     }
 }

@@ -24,6 +24,9 @@ TIMEOUT=${PUPPETCAM_VM_TIMEOUT:-300}
 START=$(date +%s)
 mkdir -p "$CACHE/debs"
 
+# apt needs root; CI runners that are not root usually have passwordless sudo.
+SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+
 log() { printf '[vm-test %3ss] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 
@@ -31,10 +34,11 @@ apt_install() {
     [ "${PUPPETCAM_VM_NO_APT:-0}" = 1 ] && die "missing packages: $* (PUPPETCAM_VM_NO_APT=1)"
     log "apt-get install $*"
     # `apt-get update` only when the lists are missing or the install fails on stale ones.
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >"$CACHE/apt.log" 2>&1; then
-        apt-get update -qq >>"$CACHE/apt.log" 2>&1 || true
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >>"$CACHE/apt.log" 2>&1 \
-            || { tail -20 "$CACHE/apt.log" >&2; die "apt-get install $* failed"; }
+    if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >"$CACHE/apt.log" 2>&1; then
+        $SUDO apt-get update -qq >>"$CACHE/apt.log" 2>&1 || true
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >>"$CACHE/apt.log" 2>&1 \
+            || { tail -20 "$CACHE/apt.log" >&2
+                 die "apt-get install $* failed (if Debian moved to a newer kernel ABI, rerun with PUPPETCAM_VM_REFRESH=1)"; }
     fi
 }
 
@@ -45,8 +49,8 @@ apt_download() {
         [ "${PUPPETCAM_VM_NO_APT:-0}" = 1 ] && die "$pkg not cached (PUPPETCAM_VM_NO_APT=1)"
         log "apt-get download $pkg"
         (cd "$CACHE/debs" && { apt-get download "$pkg" >/dev/null 2>&1 \
-            || { apt-get update -qq >/dev/null 2>&1; apt-get download "$pkg" >/dev/null 2>&1; }; }) \
-            || die "apt-get download $pkg failed"
+            || { $SUDO apt-get update -qq >/dev/null 2>&1; apt-get download "$pkg" >/dev/null 2>&1; }; }) \
+            || die "apt-get download $pkg failed (if Debian moved to a newer kernel ABI, rerun with PUPPETCAM_VM_REFRESH=1)"
     fi
     ls "$CACHE/debs/${pkg}"_*.deb | tail -1
 }
@@ -71,7 +75,7 @@ fi
 if [ -z "$KREL" ]; then
     resolve() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: linux-image-\(.*\)$/\1/p' | head -1; }
     KREL=$(resolve)
-    if [ -z "$KREL" ]; then apt-get update -qq >/dev/null 2>&1 || true; KREL=$(resolve); fi
+    if [ -z "$KREL" ]; then $SUDO apt-get update -qq >/dev/null 2>&1 || true; KREL=$(resolve); fi
     [ -n "$KREL" ] || die "cannot resolve the Debian kernel release (set PUPPETCAM_VM_KREL=6.1.0-NN-amd64)"
 fi
 echo "$KREL" >"$CACHE/krel"
@@ -123,7 +127,7 @@ unpack() { # module file (maybe compressed) -> plain .ko on stdout
 
 # ---- base initramfs layer: busybox, kernel modules, /init (cached per kernel + module) -------
 BASE=$CACHE/initramfs/base-$LBVER-$KREL.cpio
-if [ ! -s "$BASE" ] || [ "$BASE" -ot "$ROOT/scripts/vm/init.sh" ]; then
+if [ ! -s "$BASE" ] || [ "$BASE" -ot "$ROOT/scripts/vm/init.sh" ] || [ "$BASE" -ot "${BASH_SOURCE[0]}" ]; then
     log "building base initramfs"
     stage=$(mktemp -d)
     mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,modules} "$(dirname "$BASE")"
