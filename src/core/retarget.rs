@@ -676,6 +676,12 @@ impl Retargeter {
             out[i] = [(self.target.pts68[i][0] as f64 + v[0]) as f32, (self.target.pts68[i][1] as f64 + v[1]) as f32];
         }
 
+        // Lips cannot pass through each other: when the driver presses its lips together harder
+        // than in its neutral and the portrait's neutral mouth is already closed, the transferred
+        // displacement would push the lower inner lip above the upper one (and the gap measure
+        // would read that as opening). Meet in the middle instead.
+        uncross_lips(&mut out);
+
         // Eyes: lids from the target's own lid shape scaled by the driver's opening ratio, iris
         // offset from the driver's neutral iris position in eye coordinates.
         let mut out_iris = self.target.iris;
@@ -747,6 +753,29 @@ impl Retargeter {
         let n = (p.t[0] * p.t[0] + p.t[1] * p.t[1]).sqrt();
         let t = if n > max_t && n > 0.0 { [p.t[0] * max_t / n, p.t[1] * max_t / n] } else { p.t };
         Pose { angle: p.angle.clamp(-max_a, max_a), log_scale: ls, t }
+    }
+}
+
+/// Inner-lip pairs (upper, lower), facing each other across the mouth.
+const LIP_PAIRS: [(usize, usize); 3] = [(61, 67), (62, 66), (63, 65)];
+
+/// Moves crossed inner-lip pairs to their common midpoint (in the mouth's own frame: the
+/// corner-to-corner axis 60 -> 64 and its normal, which points down in an upright face).
+fn uncross_lips(p: &mut Pts68) {
+    let (ax, ay) = (p[60][0] as f64, p[60][1] as f64);
+    let (ex, ey) = (p[64][0] as f64 - ax, p[64][1] as f64 - ay);
+    let w2 = ex * ex + ey * ey;
+    if !(w2 > 1e-12) || !w2.is_finite() {
+        return;
+    }
+    // Signed distance along the normal (-ey, ex) / |e|: larger is lower on the face.
+    let across = |q: [f32; 2]| (-(q[0] as f64 - ax) * ey + (q[1] as f64 - ay) * ex) / w2.sqrt();
+    for (u, l) in LIP_PAIRS {
+        if across(p[l]) < across(p[u]) {
+            let m = [(p[u][0] + p[l][0]) / 2.0, (p[u][1] + p[l][1]) / 2.0];
+            p[u] = m;
+            p[l] = m;
+        }
     }
 }
 
@@ -1158,6 +1187,21 @@ pub(crate) mod tests {
         }
         assert!(pearson(&dm, &tm) > 0.999, "{dm:?} {tm:?}");
         assert!(tm[5] > tm[1] * 4.0);
+    }
+
+    #[test]
+    fn pressed_lips_do_not_cross() {
+        // Driver's neutral mouth is slightly open, the portrait's closed: pressing the lips
+        // together must give a closed mouth, not lips passed through each other.
+        let mut r = Retargeter::new(Face::neutral().shape(), Some(Face { gap: 6.0, ..Face::other() }.shape()), no_smoothing()).unwrap();
+        let out = r.retarget(&Face::other().pts(), None).unwrap();
+        for (u, l) in LIP_PAIRS {
+            assert!(out.pts68[l][1] >= out.pts68[u][1] - 1e-4, "{u}/{l}: {:?} {:?}", out.pts68[u], out.pts68[l]);
+        }
+        assert!(openness::mouth(&out.pts68).unwrap() < 0.01);
+        // Opening from there still opens.
+        let out = r.retarget(&Face { gap: 26.0, ..Face::other() }.pts(), None).unwrap();
+        assert!(openness::mouth(&out.pts68).unwrap() > 0.2);
     }
 
     #[test]
