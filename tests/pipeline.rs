@@ -220,6 +220,7 @@ fn live_spec(source: Arc<dyn Fn() -> puppetcam::Result<Box<dyn FrameSource>> + S
         pacing: Pacing::Realtime,
         reconnect_max_backoff: Duration::from_millis(300),
         neutral_ease: Duration::from_millis(100),
+        retarget: None,
     }
 }
 

@@ -16,7 +16,9 @@ use crate::generator::{AvatarMeta, Generator};
 use crate::sink::FrameSink;
 use crate::source::FrameSource;
 use crate::stats::{PipelineStats, StageStats};
-use compose::{CropPose, Paster};
+use crate::core::pasteback::Compositor;
+use crate::core::retarget::{FaceLostEaser, RetargetParams, Retargeter, Shape68};
+use compose::CropPose;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +83,9 @@ pub struct PipelineSpec {
     pub reconnect_max_backoff: Duration,
     /// Time constant of the ease back to the neutral pose when the face is lost.
     pub neutral_ease: Duration,
+    /// Identity-preserving retargeting (`core::retarget`); `None` drives the avatar with the
+    /// driver's own landmarks mapped through the driver's crop box.
+    pub retarget: Option<RetargetParams>,
 }
 
 impl PipelineSpec {
@@ -187,8 +192,21 @@ impl Pipeline {
     /// is reported here rather than from a thread later.
     pub fn start_spec(spec: PipelineSpec, stats: Arc<PipelineStats>) -> Result<PipelineHandle> {
         spec.validate()?;
-        let PipelineSpec { driver, avatar, runtime, sink, out_width, out_height, fps, pacing, reconnect_max_backoff, neutral_ease } =
-            spec;
+        let PipelineSpec {
+            driver,
+            avatar,
+            runtime,
+            sink,
+            out_width,
+            out_height,
+            fps,
+            pacing,
+            reconnect_max_backoff,
+            neutral_ease,
+            retarget,
+        } = spec;
+        // The embedded driver's rest face is known, so retargeting needs no learning phase.
+        let driver_neutral = matches!(driver, Driver::Synthetic { .. }).then(synthetic::neutral_shape);
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = bounded::<(&'static str, Result<()>)>(8);
         let (face_tx, face_rx) = bounded::<FaceMsg>(1);
@@ -226,6 +244,8 @@ impl Pipeline {
             neutral_ease,
             fps,
             pacing,
+            retarget,
+            driver_neutral,
             stop: stop.clone(),
         };
         let out_tx = LatestSender::new(out_tx, &out_rx, pacing, &stats, |s| &s.output);
@@ -536,14 +556,17 @@ struct GenCtx {
     neutral_ease: Duration,
     fps: f64,
     pacing: Pacing,
+    retarget: Option<RetargetParams>,
+    driver_neutral: Option<Shape68>,
     stop: Arc<AtomicBool>,
 }
 
 /// The loaded avatar with what the generator thread derives from it.
 struct Avatar {
     gen: Generator,
-    paster: Paster,
-    neutral: CropPose,
+    compositor: Compositor,
+    retargeter: Option<Retargeter>,
+    easer: FaceLostEaser,
     idle: Arc<Frame>,
 }
 
@@ -552,13 +575,20 @@ impl Avatar {
         let mut gen = Generator::open(path, &ctx.runtime)?;
         let meta: &AvatarMeta = gen.meta();
         let neutral = CropPose { pts68: meta.neutral_lm68, iris: meta.neutral_iris };
-        let paster = Paster::new(&meta.portrait, meta.crop_box, ctx.out_w, ctx.out_h)?;
+        let mut compositor = Compositor::new(meta.portrait.clone(), meta.crop_box, ctx.out_w, ctx.out_h)?;
+        let target = Shape68 { pts68: neutral.pts68, iris: neutral.iris };
+        let retargeter = match &ctx.retarget {
+            Some(params) => Some(Retargeter::new(target, ctx.driver_neutral, params.clone())?),
+            None => None,
+        };
+        let ease = ctx.neutral_ease.as_secs_f32();
+        let easer = FaceLostEaser::new(target, 0.2, ease, ease * 0.5);
         rasterise_into(&neutral.pts68, neutral.iris.as_ref(), raster)?;
         let face = gen.run(raster)?;
-        let idle = Arc::new(paster.paste(&face)?);
+        let idle = Arc::new(compositor.compose(&face)?);
         *ctx.stats.ep.write() = gen.ep_status().clone();
         *ctx.stats.avatar_name.write() = gen.meta().name.clone();
-        Ok(Avatar { gen, paster, neutral, idle })
+        Ok(Avatar { gen, compositor, retargeter, easer, idle })
     }
 }
 
@@ -589,12 +619,10 @@ fn generator_thread(
         return Ok(());
     }
     let mut control = control;
-    let mut pose = av.neutral.clone();
     let mut face_present = false;
     let mut failing = false;
     let mut last_good = av.idle.clone();
-    // Per-frame easing factor towards neutral: 1 - exp(-dt / tau) at the output rate.
-    let ease_a = if ctx.neutral_ease.is_zero() { 1.0 } else { 1.0 - (-(1.0 / ctx.fps) / ctx.neutral_ease.as_secs_f64()).exp() } as f32;
+    let mut last_t: Option<Instant> = None;
     loop {
         let msg = crossbeam_channel::select! {
             recv(control) -> c => {
@@ -609,7 +637,6 @@ fn generator_thread(
                         Ok(new) => {
                             log::info!("avatar reloaded from {}", path.display());
                             av = new;
-                            pose = av.neutral.clone();
                             last_good = av.idle.clone();
                             Ok(())
                         }
@@ -625,9 +652,8 @@ fn generator_thread(
             recv(rx) -> m => match m { Ok(m) => m, Err(_) => break },
         };
         let t0 = Instant::now();
-        let captured = match msg {
+        let (captured, pose) = match msg {
             FaceMsg::SourceLost => {
-                pose = av.neutral.clone();
                 if face_present {
                     face_present = false;
                 }
@@ -638,26 +664,33 @@ fn generator_thread(
                 continue;
             }
             FaceMsg::Face { lm, captured } => {
-                match lm.as_ref().and_then(compose::driver_to_crop) {
-                    Some(p) => {
-                        face_present = true;
-                        pose = p;
-                    }
-                    None => {
-                        if face_present {
-                            face_present = false;
-                            ctx.stats.face_lost.fetch_add(1, Ordering::Relaxed);
-                            log::info!("face lost; easing back to the neutral pose");
-                        }
-                        pose = compose::ease(&pose, &av.neutral, ease_a);
-                    }
+                // Offline runs advance by one frame period so the result is reproducible.
+                let now = Instant::now();
+                let dt = match ctx.pacing {
+                    Pacing::EveryFrame => (1.0 / ctx.fps) as f32,
+                    Pacing::Realtime => last_t.map_or(0.0, |t: Instant| (now - t).as_secs_f32()),
+                };
+                last_t = Some(now);
+                let driven: Option<CropPose> = match (&mut av.retargeter, lm.as_ref()) {
+                    (_, None) => None,
+                    (Some(r), Some(l)) => r.step(Some((&l.pts68, l.iris.as_ref()))).map(|s| CropPose { pts68: s.pts68, iris: s.iris }),
+                    (None, Some(l)) => compose::driver_to_crop(l),
+                };
+                if driven.is_some() {
+                    face_present = true;
+                } else if face_present {
+                    face_present = false;
+                    ctx.stats.face_lost.fetch_add(1, Ordering::Relaxed);
+                    log::info!("face lost; easing back to the neutral pose");
                 }
-                captured
+                let input = driven.map(|p| Shape68 { pts68: p.pts68, iris: p.iris });
+                let eased = av.easer.update(input.as_ref(), dt);
+                (captured, CropPose { pts68: eased.pts68, iris: eased.iris })
             }
         };
         let frame = rasterise_into(&pose.pts68, pose.iris.as_ref(), &mut raster)
             .and_then(|()| av.gen.run(&raster))
-            .and_then(|face| av.paster.paste(&face));
+            .and_then(|face| av.compositor.compose(&face));
         let out = match frame {
             Ok(f) => {
                 if failing {

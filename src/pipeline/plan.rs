@@ -3,6 +3,7 @@
 use super::{Driver, Pacing, PipelineSpec};
 use crate::config::{Config, ProviderName};
 use crate::core::one_euro::OneEuroParams;
+use crate::core::retarget::RetargetParams;
 use crate::ep::{Provider, RuntimeOptions};
 use crate::error::{Error, Result};
 use crate::face::{FaceModels, FaceTracker, TrackerConfig};
@@ -39,6 +40,8 @@ pub struct Plan {
     pub pacing: Option<Pacing>,
     pub reconnect_max_backoff: Duration,
     pub neutral_ease: Duration,
+    /// Identity-preserving retargeting; `None` drives with the raw driver landmarks.
+    pub retarget: Option<RetargetParams>,
 }
 
 impl Plan {
@@ -57,6 +60,7 @@ impl Plan {
             pacing: None,
             reconnect_max_backoff: Duration::from_secs(5),
             neutral_ease: Duration::from_millis(300),
+            retarget: Some(RetargetParams::default()),
         }
     }
 
@@ -125,6 +129,7 @@ impl Plan {
             pacing,
             reconnect_max_backoff: self.reconnect_max_backoff,
             neutral_ease: self.neutral_ease,
+            retarget: self.retarget,
         })
     }
 }
@@ -181,6 +186,11 @@ impl Plan {
             pacing: None,
             reconnect_max_backoff: Duration::from_secs(5),
             neutral_ease: Duration::from_millis(300),
+            retarget: cfg.retarget.enabled.then(|| RetargetParams {
+                max_roll_deg: cfg.retarget.max_roll_deg,
+                expression_gain: cfg.retarget.expression_gain,
+                ..RetargetParams::default()
+            }),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The embedded default driver: a procedurally animated face (talking mouth, blinks, gentle head
 //! sway) given directly as landmarks, so `puppetcam demo` and `bench` run without a camera, a
 //! video file or the face models.
+use crate::core::retarget::Shape68;
 use crate::core::types::{FaceLandmarks, Iris};
 use std::f32::consts::PI;
 
@@ -63,6 +64,18 @@ fn face_at_origin(open: f32, blink: f32, smile: f32) -> ([[f32; 2]; 68], [Iris; 
     debug_assert_eq!(k, 68);
     let r = 4.0 * (1.0 - blink.clamp(0.0, 1.0));
     (p, [Iris { cx: -32.0, cy: -25.0, r }, Iris { cx: 32.0, cy: -25.0, r }])
+}
+
+/// The synthetic face at rest (mouth closed, eyes open, no smile, no head motion): the driver
+/// neutral handed to the retargeter, so it needs no learning phase.
+pub fn neutral_shape() -> Shape68 {
+    let (pts, iris) = face_at_origin(0.0, 0.0, 0.0);
+    let (cx, cy) = (FRAME_W as f32 / 2.0, FRAME_H as f32 / 2.0);
+    let mut pts68 = pts;
+    for p in pts68.iter_mut() {
+        *p = [p[0] + cx, p[1] + cy];
+    }
+    Shape68 { pts68, iris: Some(iris.map(|i| Iris { cx: i.cx + cx, cy: i.cy + cy, r: i.r })) }
 }
 
 /// The driver's landmarks at time `t` seconds, in a `FRAME_W x FRAME_H` frame.
