@@ -9,7 +9,8 @@
 //!   to the portrait's proportions, and added to the portrait's neutral;
 //! - eyes: lid opening transferred as a ratio of the neutral opening (blinks and winks stay
 //!   faithful whatever the eye sizes), iris offset in normalised eye coordinates;
-//! and re-apply the pose (limited and smoothed) around the portrait's face centre.
+//!
+//! Then the pose is re-applied (limited and smoothed) around the portrait's face centre.
 //! See docs/retargeting.md. Pure: no I/O, never panics on bad input.
 use super::geometry::{centroid, dist, fit_similarity, rms_size, wrap_angle, Pt, Similarity};
 use super::types::Iris;
@@ -248,7 +249,6 @@ fn measure(p: &Pts68) -> Result<Measures> {
     let cr = centroid((36..=41).map(|i| p[i]));
     let cl = centroid((42..=47).map(|i| p[i]));
     let phi = (cl[1] - cr[1]).atan2(cl[0] - cr[0]);
-    let mid = |a: usize, b: usize| [((p[a][0] + p[b][0]) / 2.0), ((p[a][1] + p[b][1]) / 2.0)];
     let cen = |r: std::ops::RangeInclusive<usize>| {
         let c = centroid(r.map(|i| p[i]));
         [c[0] as f32, c[1] as f32]
@@ -262,7 +262,6 @@ fn measure(p: &Pts68) -> Result<Measures> {
     let eye_r = dist(p[36], p[39]);
     let eye_l = dist(p[42], p[45]);
     let mouth_w = dist(p[48], p[54]);
-    let _ = mid;
     let sizes = [
         (face_w, face_h),
         (face_w, brow_r),
