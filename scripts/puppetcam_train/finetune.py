@@ -96,7 +96,7 @@ class PersonalDiscriminator(nn.Module):
         self.w = nn.Parameter((D.w0 + e_new.reshape(-1)).detach().clone())
 
     def forward(self, img, raster):
-        return self.D(img, raster, self.w.expand(img.shape[0], -1))
+        return self.D.score_with(img, raster, self.w.expand(img.shape[0], -1))
 
 
 def init_personal(E, G, D, shots: Shots):

@@ -159,7 +159,10 @@ class Generator(nn.Module):
     def adain_params(self, e):
         return self.P(e)
 
-    def forward(self, raster, psi):
+    def forward(self, raster, psi=None, e=None):
+        """psi [B, psi_dim], or e [B, emb] (psi = P e inside forward, so DDP sees P used)."""
+        if psi is None:
+            psi = self.P(e)
         # modules() order == forward order: body, up (n1, n2 each), out_norm.
         ps = iter(torch.split(psi, self.adain_sizes, dim=1))
         x = self.stem(raster)
@@ -238,10 +241,16 @@ class Discriminator(nn.Module):
     def w_for(self, video_idx):
         return self.W[video_idx] + self.w0
 
-    def forward(self, img, raster, w):
+    def score_with(self, img, raster, w):
+        """Score with an explicit projection vector w [B, emb] (fine-tuning uses w')."""
         x, feats = self.trunk(img, raster)
         v = self.fc(F.relu(x).sum(dim=(2, 3)))
         return (v * w).sum(1) + self.b, feats
+
+    def forward(self, img, raster, video):
+        """Meta-training: w = W_i + w0 of each sample's video; returns (score, feats, w)."""
+        w = self.w_for(video)
+        return (*self.score_with(img, raster, w), w)
 
 
 class PersonalisedGenerator(nn.Module):

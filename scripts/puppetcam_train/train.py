@@ -105,19 +105,18 @@ class Trainer:
     def train_step(self) -> dict:
         c, b = self.cfg, self.batch()
         E, G, D = self.E, self.G, self.D
-        img, raster = b["img"], b["raster"]
-        w = unwrap(D).w_for(b["video"])
-
-        # Generator / embedder step.
-        e_hat = E(b["shots_img"], b["shots_raster"])
-        fake = G(raster, unwrap(G).adain_params(e_hat))
-        # One D forward on [real; fake] (DDP allows one forward per backward).
-        score, feats = D(torch.cat([img, fake]), torch.cat([raster, raster]), torch.cat([w, w]).detach())
+        img, raster, vid = b["img"], b["raster"], b["video"]
         n = img.shape[0]
+        # Every parameter is used inside a forward() (DDP's requirement): P in G, W/w0 in D.
+
+        # Generator / embedder step. One D forward on [real; fake] (one forward per backward).
+        e_hat = E(b["shots_img"], b["shots_raster"])
+        fake = G(raster, e=e_hat)
+        score, feats, w = D(torch.cat([img, fake]), torch.cat([raster, raster]), torch.cat([vid, vid]))
         fm = LS.feature_matching([f[n:] for f in feats], [f[:n] for f in feats])
         adv = LS.g_hinge(score[n:])
         l1 = LS.l1(fake, img)
-        mch = LS.embedding_match(e_hat, w.detach())  # W is moved towards e_hat in the D step
+        mch = LS.embedding_match(e_hat, w[:n].detach())  # W moves towards e_hat in the D step
         perc = self.perc(fake, img)
         loss_g = c.w_adv * adv + c.w_fm * fm + c.w_l1 * l1 + c.w_mch * mch + perc
         self.opt_g.zero_grad(set_to_none=True)
@@ -125,9 +124,8 @@ class Trainer:
         self.opt_g.step()
 
         # Discriminator step (its grads from the G step are discarded).
-        w = unwrap(D).w_for(b["video"])
-        score, _ = D(torch.cat([img, fake.detach()]), torch.cat([raster, raster]), torch.cat([w, w]))
-        loss_d = LS.d_hinge(score[:n], score[n:]) + c.w_mch * LS.embedding_match(e_hat.detach(), w)
+        score, _, w = D(torch.cat([img, fake.detach()]), torch.cat([raster, raster]), torch.cat([vid, vid]))
+        loss_d = LS.d_hinge(score[:n], score[n:]) + c.w_mch * LS.embedding_match(e_hat.detach(), w[:n])
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()

@@ -14,8 +14,10 @@ def test_small_shapes():
     assert E(img[:, None].expand(2, 4, -1, -1, -1), r[:, None].expand(2, 4, -1, -1, -1)).shape == (2, cfg.emb_dim)
     out = G(r, G.adain_params(e))
     assert out.shape == (2, 3, 256, 256) and out.abs().max() <= 1
-    score, feats = D(out, r, D.w_for(torch.tensor([0, 2])))
+    score, feats, w = D(out, r, torch.tensor([0, 2]))
     assert score.shape == (2,) and len(feats) == len(cfg.d_channels)  # blocks + extra block
+    assert torch.equal(w[1], D.W[2] + D.w0)
+    assert torch.allclose(D.score_with(out, r, w)[0], score)
 
 
 def test_paper_preset_is_big_and_runs_at_low_res():
@@ -28,7 +30,7 @@ def test_paper_preset_is_big_and_runs_at_low_res():
     with torch.no_grad():
         e = E(r, r)
         assert G(r, G.adain_params(e)).shape == (1, 3, 64, 64)
-        assert D(r, r, D.w_for(torch.tensor([1])))[0].shape == (1,)
+        assert D(r, r, torch.tensor([1]))[0].shape == (1,)
 
 
 def test_adain_params_are_P_times_e():
@@ -43,6 +45,7 @@ def test_adain_params_are_P_times_e():
     r = (torch.rand(1, 3, 256, 256) * 2 - 1).expand(2, -1, -1, -1)  # same raster twice
     with torch.no_grad():
         a, b = G(r, psi), G(r, psi.flip(0))
+        assert torch.allclose(G(r, e=e), a, atol=1e-5)
     assert not torch.allclose(a[0], b[0])  # the embedding changes the image ...
     assert torch.allclose(a[0], b[1])      # ... and only through psi
 
