@@ -68,12 +68,20 @@ fn taps(n_dst: usize, n_src: usize, pos: impl Fn(usize) -> f64) -> Vec<Tap> {
         .collect()
 }
 
+/// All three channels of one bilinear sample (pixel offsets computed once).
 #[inline]
-fn bilinear(data: &[u8], width: usize, tx: Tap, ty: Tap, c: usize) -> f32 {
-    let p = |x: u32, y: u32| data[(y as usize * width + x as usize) * 3 + c] as f32;
-    let top = p(tx.i0, ty.i0) + (p(tx.i1, ty.i0) - p(tx.i0, ty.i0)) * tx.w;
-    let bot = p(tx.i0, ty.i1) + (p(tx.i1, ty.i1) - p(tx.i0, ty.i1)) * tx.w;
-    top + (bot - top) * ty.w
+fn bilinear3(data: &[u8], width: usize, tx: Tap, ty: Tap) -> [f32; 3] {
+    let (r0, r1) = (ty.i0 as usize * width, ty.i1 as usize * width);
+    let (a, b) = ((r0 + tx.i0 as usize) * 3, (r0 + tx.i1 as usize) * 3);
+    let (c, d) = ((r1 + tx.i0 as usize) * 3, (r1 + tx.i1 as usize) * 3);
+    let (pa, pb, pc, pd) = (&data[a..a + 3], &data[b..b + 3], &data[c..c + 3], &data[d..d + 3]);
+    let mut out = [0f32; 3];
+    for k in 0..3 {
+        let top = pa[k] as f32 + (pb[k] as f32 - pa[k] as f32) * tx.w;
+        let bot = pc[k] as f32 + (pd[k] as f32 - pc[k] as f32) * tx.w;
+        out[k] = top + (bot - top) * ty.w;
+    }
+    out
 }
 
 #[inline]
@@ -103,8 +111,9 @@ pub fn crop_square(frame: &Frame, crop_box: [f32; 3], res: u32) -> Result<Frame>
     out.seq = frame.seq;
     for (v, &yt) in ty.iter().enumerate() {
         for (u, &xt) in tx.iter().enumerate() {
+            let px = bilinear3(&frame.data, frame.width as usize, xt, yt);
             for c in 0..3 {
-                out.data[(v * res as usize + u) * 3 + c] = to_u8(bilinear(&frame.data, frame.width as usize, xt, yt, c));
+                out.data[(v * res as usize + u) * 3 + c] = to_u8(px[c]);
             }
         }
     }
@@ -142,8 +151,9 @@ pub struct Compositor {
     face_res: u32,
     face_tx: Vec<Tap>,
     face_ty: Vec<Tap>,
-    /// Sampled face for the box, RGB f32 (kept to avoid per-frame allocation).
-    face_buf: Vec<f32>,
+    /// Per box row, the half-open column span where the mask is non-zero (the mask is radial,
+    /// so it is one span); pixels outside keep the portrait and are never touched per frame.
+    spans: Vec<(u32, u32)>,
     colour: Option<[(f32, f32); 3]>,
     out_w: u32,
     out_h: u32,
@@ -218,6 +228,15 @@ impl Compositor {
             (Some(&a), Some(&b), Some(&c), Some(&d)) => (a, b + 1, c, d + 1),
             _ => (0, 0, 0, 0),
         };
+        let spans: Vec<(u32, u32)> = (0..bh)
+                .map(|j| {
+                    let row = &mask[j * bw..(j + 1) * bw];
+                    match (row.iter().position(|&m| m > 0.0), row.iter().rposition(|&m| m > 0.0)) {
+                        (Some(a), Some(b)) => (a as u32, b as u32 + 1),
+                        _ => (0, 0),
+                    }
+                })
+                .collect();
         let mut c = Compositor {
             canvas: portrait.data.clone(),
             portrait_ring: [(0.0, 0.0); 3],
@@ -232,7 +251,7 @@ impl Compositor {
             face_res: 0,
             face_tx: Vec::new(),
             face_ty: Vec::new(),
-            face_buf: vec![0.0; bw * bh * 3],
+            spans,
             colour: None,
             out_w,
             out_h,
@@ -315,25 +334,15 @@ impl Compositor {
         }
         self.ensure_face_tables(face.width);
         let fw = face.width as usize;
-        // 1. Sample the face over the box and gather ring statistics.
+        // 1. Ring statistics of the face (sampled at the ring pixels only).
         let mut acc = [(0f64, 0f64); 3];
-        for j in 0..self.bh {
-            let ty = self.face_ty[j];
-            for i in 0..self.bw {
-                let tx = self.face_tx[i];
-                let o = (j * self.bw + i) * 3;
-                for c in 0..3 {
-                    self.face_buf[o + c] = bilinear(&face.data, fw, tx, ty, c);
-                }
-            }
-        }
         let colour = if self.params.colour_match && !self.ring.is_empty() {
             for &k in &self.ring {
-                let o = k as usize * 3;
+                let (i, j) = (k as usize % self.bw, k as usize / self.bw);
+                let v = bilinear3(&face.data, fw, self.face_tx[i], self.face_ty[j]);
                 for c in 0..3 {
-                    let v = self.face_buf[o + c] as f64;
-                    acc[c].0 += v;
-                    acc[c].1 += v * v;
+                    acc[c].0 += v[c] as f64;
+                    acc[c].1 += (v[c] as f64) * (v[c] as f64);
                 }
             }
             let fs = finish_stats(acc, self.ring.len());
@@ -354,16 +363,19 @@ impl Compositor {
         } else {
             [(1.0, 0.0); 3]
         };
-        // 2. Blend into the canvas (box only; outside the box the canvas is the portrait).
+        // 2. Sample and blend into the canvas where the mask is non-zero (elsewhere the canvas
+        // holds the portrait already).
         let pw = self.portrait.width as usize;
         for j in 0..self.bh {
-            for i in 0..self.bw {
+            let ty = self.face_ty[j];
+            let (a, b) = self.spans[j];
+            for i in a as usize..b as usize {
                 let m = self.mask[j * self.bw + i];
                 let o = ((self.by + j) * pw + self.bx + i) * 3;
-                let f = (j * self.bw + i) * 3;
+                let g = bilinear3(&face.data, fw, self.face_tx[i], ty);
                 for c in 0..3 {
                     let p = self.portrait.data[o + c] as f32;
-                    let g = self.face_buf[f + c] * colour[c].0 + colour[c].1;
+                    let g = g[c] * colour[c].0 + colour[c].1;
                     self.canvas[o + c] = to_u8(p + (g - p) * m);
                 }
             }
@@ -391,8 +403,9 @@ impl Compositor {
             for dx in x0..x1 {
                 let tx = self.out_tx[dx];
                 let o = (row + self.cx + dx) * 3;
+                let v = bilinear3(&self.canvas, pw, tx, ty);
                 for c in 0..3 {
-                    out[o + c] = to_u8(bilinear(&self.canvas, pw, tx, ty, c));
+                    out[o + c] = to_u8(v[c]);
                 }
             }
         }
