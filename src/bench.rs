@@ -62,7 +62,7 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool) -> anyhow::Result<u
         let stages: serde_json::Map<String, serde_json::Value> = rows
             .iter()
             .map(|(n, med, p99, drops)| {
-                let fps = med.filter(|m| *m > 0.0).map(|m| 1e3 / m);
+                let fps = med.filter(|m| *m >= 0.001).map(|m| 1e3 / m);
                 (n.to_string(), json!({ "median_ms": med, "p99_ms": p99, "fps": fps, "drops": drops }))
             })
             .collect();
@@ -89,7 +89,7 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool) -> anyhow::Result<u
         println!("{:<11} {:>10} {:>10} {:>9}", "stage", "median ms", "p99 ms", "fps");
         for (n, med, p99, _) in &rows {
             let f = |v: &Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
-            let fps = med.filter(|m| *m > 0.0).map(|m| format!("{:.1}", 1e3 / m)).unwrap_or_else(|| "-".into());
+            let fps = med.filter(|m| *m >= 0.001).map(|m| format!("{:.1}", 1e3 / m)).unwrap_or_else(|| "-".into());
             println!("{:<11} {:>10} {:>10} {:>9}", n, f(med), f(p99), fps);
         }
         println!("pipeline throughput: {throughput:.1} fps over {measured} frames ({wall:.2} s, after {WARMUP} warm-up frames)");
