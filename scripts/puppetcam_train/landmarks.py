@@ -43,6 +43,18 @@ def puppetcam_bin() -> Path | None:
     return None
 
 
+def _env() -> dict:
+    """The daemon loads ONNX Runtime dynamically: point it at the venv's library when unset."""
+    env = dict(os.environ)
+    if "ORT_DYLIB_PATH" not in env:
+        import glob
+        import onnxruntime
+        libs = sorted(glob.glob(str(Path(onnxruntime.__file__).parent / "capi" / "libonnxruntime.so.1*")))
+        if libs:
+            env["ORT_DYLIB_PATH"] = libs[0]
+    return env
+
+
 def binary_works() -> bool:
     """True when `puppetcam landmarks` runs on a probe image and writes its output file."""
     b = puppetcam_bin()
@@ -54,7 +66,7 @@ def binary_works() -> bool:
         cv2.imwrite(str(img), np.zeros((64, 64, 3), np.uint8))
         try:
             r = subprocess.run([str(b), "landmarks", str(img), "--out", str(out)],
-                               capture_output=True, timeout=120)
+                               capture_output=True, timeout=120, env=_env())
         except (OSError, subprocess.TimeoutExpired):
             return False
         return r.returncode == 0 and out.exists()
@@ -88,7 +100,7 @@ def _run_binary(path: Path) -> dict:
     with tempfile.TemporaryDirectory() as td:
         out = Path(td) / "lm.jsonl"
         r = subprocess.run([str(puppetcam_bin()), "landmarks", str(path), "--out", str(out)],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=_env())
         if r.returncode != 0:
             raise RuntimeError(f"puppetcam landmarks failed on {path}: {r.stderr.strip()[-500:]}")
         return _parse_jsonl(out.read_text().splitlines())

@@ -75,6 +75,7 @@ class Trainer:
         self.perc = LS.Perceptual(cfg.vgg19_weights, cfg.vggface_weights)
         self.data = EpisodeDataset(self.store, cfg.k, length=1 << 62, seed=cfg.seed)
         self.step = 0
+        self.history = []  # earlier segments of this run (data, landmark backend, until step)
         if dist.is_initialized():
             self.E, self.G, self.D = (DDP(m) for m in (self.E, self.G, self.D))
 
@@ -83,18 +84,29 @@ class Trainer:
         return dict(kind="puppetcam-meta", step=self.step, config=asdict(self.cfg),
                     net=asdict(self.net_cfg), videos=self.store.videos,
                     identities=sorted({m["identity"] for m in self.store.meta}),
-                    landmark_backend=",".join(self.store.backends()),
+                    landmark_backend=",".join(self.store.backends()), history=self.history,
                     content_loss=self.perc.describe(),
                     E=unwrap(self.E).state_dict(), G=unwrap(self.G).state_dict(),
                     D=unwrap(self.D).state_dict(), opt_g=self.opt_g.state_dict(),
                     opt_d=self.opt_d.state_dict())
 
     def load_state(self, s: dict):
+        if s["videos"] != self.store.videos:  # D's rows W_i are indexed by these
+            raise SystemExit(f"checkpoint videos {s['videos']} != data videos {self.store.videos}")
         for name in ("E", "G", "D"):
             unwrap(getattr(self, name)).load_state_dict(s[name])
         self.opt_g.load_state_dict(s["opt_g"])
         self.opt_d.load_state_dict(s["opt_d"])
         self.step = s["step"]
+        # A resumed run may use another cache (e.g. landmarks re-extracted with the binary):
+        # keep where each stretch of steps came from.
+        seg = dict(until_step=s["step"], data=s["config"]["data"], landmark_backend=s.get("landmark_backend"))
+        hist = list(s.get("history", []))
+        if hist and all(hist[-1][k] == seg[k] for k in ("data", "landmark_backend")):
+            hist[-1] = seg
+        else:
+            hist.append(seg)
+        self.history = hist
 
     # --- one optimiser step ------------------------------------------------------------------
     def batch(self):
