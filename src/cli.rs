@@ -1,5 +1,5 @@
 //! Command-line interface: clap definitions and the command implementations behind
-//! `puppetcam run | demo | devices | check | bench | landmarks | calibrate`.
+//! `puppetcam run | demo | devices | check | bench | landmarks | calibrate | install-service`.
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use puppetcam::calibrate::CalibrateArgs;
@@ -47,6 +47,25 @@ pub enum Command {
     Landmarks(ExtractArgs),
     /// Record your neutral face into a calibration profile.
     Calibrate(CalibrateArgs),
+    /// Write the systemd unit that runs `puppetcam run` (user unit unless --system) and print
+    /// the commands that enable it.
+    InstallService(InstallServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstallServiceArgs {
+    /// System unit (/etc/systemd/system, dedicated user) instead of the user unit.
+    #[arg(long)]
+    pub system: bool,
+    /// Print the unit and the commands, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Directory to write the unit into (default: the standard one for the variant).
+    #[arg(long)]
+    pub unit_dir: Option<PathBuf>,
+    /// Arguments for `puppetcam run` in the unit, after `--` (e.g. `-- --config /etc/puppetcam.toml`).
+    #[arg(last = true)]
+    pub run_args: Vec<String>,
 }
 
 /// Flags shared by commands that build a pipeline.
@@ -120,6 +139,10 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// Config file (TOML): bench runs the same plan as `run` with it (flags override), into a
+    /// null output.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// Frames to measure (after a warm-up of 10).
     #[arg(long, default_value_t = 200)]
     pub frames: u64,
@@ -226,7 +249,7 @@ pub fn apply_overrides(plan: &mut Plan, a: &PipelineArgs, frames: Option<u64>) -
 /// The plan for `run` and `bench`: config file (when given) then flags.
 fn load_plan(config: Option<&PathBuf>) -> anyhow::Result<Plan> {
     Ok(match config {
-        Some(path) => Plan::from_config(&Config::load(path)?),
+        Some(path) => Plan::from_config(&Config::load(path)?)?,
         None => Plan::demo(),
     })
 }
@@ -254,10 +277,11 @@ pub fn main_with_args() -> anyhow::Result<u8> {
         Command::Devices => check::cmd_devices(),
         Command::Check(a) => check::cmd_check(a.config.as_ref(), a.avatar.as_deref()),
         Command::Bench(a) => {
-            let mut plan = load_plan(None)?;
+            let mut plan = load_plan(a.config.as_ref())?;
             apply_overrides(&mut plan, &a.pipeline, None)?;
             bench::cmd_bench(plan, a.frames, a.json)
         }
+        Command::InstallService(a) => cmd_install_service(a),
         Command::Landmarks(a) => {
             puppetcam::face::extract::run(&a)?;
             Ok(0)
@@ -267,6 +291,18 @@ pub fn main_with_args() -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+fn cmd_install_service(a: InstallServiceArgs) -> anyhow::Result<u8> {
+    use puppetcam::service::install::{describe, install, InstallOptions};
+    // The unit must name this very binary by absolute path (systemd has no PATH lookup worth
+    // relying on), so take it from the running process.
+    let binary = std::env::current_exe().context("install-service: cannot find the puppetcam binary's path")?;
+    let binary = binary.canonicalize().unwrap_or(binary);
+    let opts = InstallOptions { system: a.system, dry_run: a.dry_run, binary, run_args: a.run_args, unit_dir: a.unit_dir };
+    let plan = install(&opts).context("install-service")?;
+    print!("{}", describe(&plan));
+    Ok(0)
 }
 
 fn cmd_demo(a: DemoArgs) -> anyhow::Result<u8> {
@@ -309,7 +345,7 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
         None => None,
     };
     let mut plan = match &cfg {
-        Some(c) => Plan::from_config(c),
+        Some(c) => Plan::from_config(c)?,
         None => Plan::demo(),
     };
     apply_overrides(&mut plan, &a.pipeline, a.frames)?;
@@ -318,12 +354,13 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
     }
     // HTTP: from the config's [service], or --http; off for the flag-only demo so it never
     // fights over a port.
-    let (http_on, bind) = match (a.http, &cfg) {
-        (Some(addr), _) => (true, addr),
-        (None, Some(c)) => (c.service.enabled, c.service.bind),
-        (None, None) => (false, "127.0.0.1:8765".parse().expect("literal address")),
+    let svc_opts = match &cfg {
+        Some(c) => ServiceOptions::from_config(&c.service, &plan.avatar, a.http)?,
+        None => match a.http {
+            Some(addr) => ServiceOptions::for_daemon(true, addr, false, Some(plan.avatar.clone()))?,
+            None => ServiceOptions::for_daemon(false, "127.0.0.1:8765".parse().expect("literal address"), false, Some(plan.avatar.clone()))?,
+        },
     };
-    let svc_opts = ServiceOptions::for_daemon(http_on, bind, false, Some(plan.avatar.clone()))?;
     let stats = Arc::new(PipelineStats::default());
     let service = Service::start(&svc_opts, stats.clone()).context("cannot start the service helpers")?;
     let avatar = plan.avatar.clone();
@@ -337,7 +374,7 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
             // SIGHUP re-reads the config for the avatar path; a watched file change names it.
             let path = match (changed, &a.config) {
                 (Some(p), _) => p.to_path_buf(),
-                (None, Some(c)) => Plan::from_config(&Config::load(c)?).avatar,
+                (None, Some(c)) => Plan::from_config(&Config::load(c)?)?.avatar,
                 (None, None) => avatar.clone(),
             };
             handle.reload_avatar(&path)?;

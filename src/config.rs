@@ -99,7 +99,16 @@ pub struct RawRetarget {
     pub max_yaw_deg: Option<f64>,
     pub max_pitch_deg: Option<f64>,
     pub max_roll_deg: Option<f64>,
+    pub max_translation: Option<f64>,
+    pub min_scale: Option<f64>,
+    pub max_scale: Option<f64>,
+    pub pose_smoothing: Option<f64>,
     pub expression_gain: Option<f64>,
+    pub learn_frames: Option<i64>,
+    pub learn_max_motion: Option<f64>,
+    pub ease_hold_s: Option<f64>,
+    pub ease_out_s: Option<f64>,
+    pub ease_in_s: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -107,6 +116,10 @@ pub struct RawRetarget {
 pub struct RawService {
     pub enabled: Option<bool>,
     pub bind: Option<String>,
+    pub allow_remote: Option<bool>,
+    pub preview_fps: Option<f64>,
+    pub max_preview_clients: Option<i64>,
+    pub watch_avatar: Option<bool>,
 }
 
 /// Keys each table accepts, for error messages that name the full key (`output.fsp`).
@@ -118,8 +131,14 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
     ("face", &["model_dir", "min_score", "iris", "one_euro"]),
     ("face.one_euro", &["min_cutoff", "beta", "d_cutoff"]),
-    ("retarget", &["enabled", "profile", "max_yaw_deg", "max_pitch_deg", "max_roll_deg", "expression_gain"]),
-    ("service", &["enabled", "bind"]),
+    (
+        "retarget",
+        &[
+            "enabled", "profile", "max_yaw_deg", "max_pitch_deg", "max_roll_deg", "max_translation", "min_scale", "max_scale",
+            "pose_smoothing", "expression_gain", "learn_frames", "learn_max_motion", "ease_hold_s", "ease_out_s", "ease_in_s",
+        ],
+    ),
+    ("service", &["enabled", "bind", "allow_remote", "preview_fps", "max_preview_clients", "watch_avatar"]),
 ];
 
 /// Reports the first key that is not in `SCHEMA`, with its dotted path.
@@ -269,13 +288,34 @@ pub struct RetargetConfig {
     pub max_yaw_deg: f32,
     pub max_pitch_deg: f32,
     pub max_roll_deg: f32,
+    /// Largest head translation passed on, fraction of the crop side.
+    pub max_translation: f32,
+    pub min_scale: f32,
+    pub max_scale: f32,
+    /// Weight of the previous head pose, 0 (none) ..< 1.
+    pub pose_smoothing: f32,
     pub expression_gain: f32,
+    /// Without a profile: steady frames needed to learn the driver's neutral.
+    pub learn_frames: u32,
+    pub learn_max_motion: f32,
+    /// Face lost: hold the last pose this long, then ease to neutral over `ease_out_s`;
+    /// face back: blend in over `ease_in_s`.
+    pub ease_hold_s: f32,
+    pub ease_out_s: f32,
+    pub ease_in_s: f32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceConfig {
     pub enabled: bool,
     pub bind: SocketAddr,
+    /// A non-loopback `bind` is refused unless this is set (the preview shows the camera).
+    pub allow_remote: bool,
+    /// Upper bound of the MJPEG preview frame rate per client.
+    pub preview_fps: f32,
+    pub max_preview_clients: u32,
+    /// Reload the avatar when its file is replaced (after the generator's contract check).
+    pub watch_avatar: bool,
 }
 
 /// The complete, validated configuration.
@@ -306,6 +346,16 @@ pub const ONE_EURO_BETA: RangeInclusive<f64> = 0.0..=10.0;
 pub const YAW_DEG: RangeInclusive<f64> = 0.0..=90.0;
 pub const PITCH_ROLL_DEG: RangeInclusive<f64> = 0.0..=60.0;
 pub const EXPRESSION_GAIN: RangeInclusive<f64> = 0.0..=2.0;
+pub const MAX_TRANSLATION: RangeInclusive<f64> = 0.0..=1.0;
+pub const MIN_SCALE: RangeInclusive<f64> = 0.1..=1.0;
+pub const MAX_SCALE: RangeInclusive<f64> = 1.0..=4.0;
+/// Below 1: a weight of 1 would freeze the head pose.
+pub const POSE_SMOOTHING: RangeInclusive<f64> = 0.0..=0.99;
+pub const LEARN_FRAMES: RangeInclusive<i64> = 3..=1000;
+pub const LEARN_MAX_MOTION: RangeInclusive<f64> = 0.001..=1.0;
+pub const EASE_S: RangeInclusive<f64> = 0.0..=10.0;
+pub const PREVIEW_FPS: RangeInclusive<f64> = 0.1..=60.0;
+pub const PREVIEW_CLIENTS: RangeInclusive<i64> = 1..=64;
 
 fn cfg_err(key: &str, msg: impl Into<String>) -> Error {
     Error::Config { key: key.to_string(), msg: msg.into() }
@@ -461,7 +511,16 @@ impl Config {
             max_yaw_deg: float_in("retarget.max_yaw_deg", t.max_yaw_deg, 45.0, YAW_DEG)?,
             max_pitch_deg: float_in("retarget.max_pitch_deg", t.max_pitch_deg, 30.0, PITCH_ROLL_DEG)?,
             max_roll_deg: float_in("retarget.max_roll_deg", t.max_roll_deg, 30.0, PITCH_ROLL_DEG)?,
+            max_translation: float_in("retarget.max_translation", t.max_translation, 0.12, MAX_TRANSLATION)?,
+            min_scale: float_in("retarget.min_scale", t.min_scale, 0.85, MIN_SCALE)?,
+            max_scale: float_in("retarget.max_scale", t.max_scale, 1.2, MAX_SCALE)?,
+            pose_smoothing: float_in("retarget.pose_smoothing", t.pose_smoothing, 0.3, POSE_SMOOTHING)?,
             expression_gain: float_in("retarget.expression_gain", t.expression_gain, 1.0, EXPRESSION_GAIN)?,
+            learn_frames: int_in("retarget.learn_frames", t.learn_frames, 30, LEARN_FRAMES)?,
+            learn_max_motion: float_in("retarget.learn_max_motion", t.learn_max_motion, 0.03, LEARN_MAX_MOTION)?,
+            ease_hold_s: float_in("retarget.ease_hold_s", t.ease_hold_s, 0.2, EASE_S)?,
+            ease_out_s: float_in("retarget.ease_out_s", t.ease_out_s, 0.3, EASE_S)?,
+            ease_in_s: float_in("retarget.ease_in_s", t.ease_in_s, 0.15, EASE_S)?,
         };
 
         let v = raw.service.unwrap_or_default();
@@ -469,7 +528,22 @@ impl Config {
         let bind: SocketAddr = bind_text
             .parse()
             .map_err(|e| cfg_err("service.bind", format!("`{bind_text}` is not an address:port ({e})")))?;
-        let service = ServiceConfig { enabled: v.enabled.unwrap_or(true), bind };
+        let allow_remote = v.allow_remote.unwrap_or(false);
+        if !bind.ip().is_loopback() && !allow_remote {
+            // Checked here too (not only when the server starts) so `check` and tests see it.
+            return Err(cfg_err(
+                "service.bind",
+                format!("{bind} is not a loopback address; the preview would be visible on the network (set service.allow_remote = true to allow it)"),
+            ));
+        }
+        let service = ServiceConfig {
+            enabled: v.enabled.unwrap_or(true),
+            bind,
+            allow_remote,
+            preview_fps: float_in("service.preview_fps", v.preview_fps, 10.0, PREVIEW_FPS)?,
+            max_preview_clients: int_in("service.max_preview_clients", v.max_preview_clients, 4, PREVIEW_CLIENTS)?,
+            watch_avatar: v.watch_avatar.unwrap_or(true),
+        };
 
         Ok(Config { source, output, avatar, runtime, face, retarget, service })
     }
@@ -577,9 +651,22 @@ mod tests {
             beta = 0.1
             [retarget]
             enabled = false
+            max_translation = 0.3
+            min_scale = 0.5
+            max_scale = 2.0
+            pose_smoothing = 0.5
+            learn_frames = 10
+            learn_max_motion = 0.1
+            ease_hold_s = 1.0
+            ease_out_s = 2.0
+            ease_in_s = 0.5
             [service]
             bind = "0.0.0.0:9000"
+            allow_remote = true
             enabled = false
+            preview_fps = 5.0
+            max_preview_clients = 2
+            watch_avatar = false
             "#,
         )
         .unwrap();
@@ -590,7 +677,21 @@ mod tests {
         assert_eq!((c.runtime.threads, c.runtime.fp16, c.runtime.allow_cpu_fallback), (4, false, false));
         assert_eq!((c.face.min_score, c.face.min_cutoff, c.face.beta), (0.7, 2.0, 0.1));
         assert!(!c.retarget.enabled && !c.service.enabled);
+        let r = &c.retarget;
+        assert_eq!((r.max_translation, r.min_scale, r.max_scale, r.pose_smoothing), (0.3, 0.5, 2.0, 0.5));
+        assert_eq!((r.learn_frames, r.learn_max_motion), (10, 0.1));
+        assert_eq!((r.ease_hold_s, r.ease_out_s, r.ease_in_s), (1.0, 2.0, 0.5));
         assert_eq!(c.service.bind.port(), 9000);
+        assert!(c.service.allow_remote && !c.service.watch_avatar);
+        assert_eq!((c.service.preview_fps, c.service.max_preview_clients), (5.0, 2));
+    }
+
+    #[test]
+    fn remote_bind_needs_allow_remote() {
+        let (k, m) = err("[service]\nbind = \"0.0.0.0:9000\"");
+        assert_eq!(k, "service.bind");
+        assert!(m.contains("allow_remote"), "{m}");
+        assert!(Config::from_toml("[service]\nbind = \"[::1]:9000\"").is_ok());
     }
 
     #[test]
@@ -620,6 +721,23 @@ mod tests {
             ("[retarget]\nmax_yaw_deg = 120.0", "retarget.max_yaw_deg"),
             ("[retarget]\nmax_pitch_deg = 61", "retarget.max_pitch_deg"),
             ("[retarget]\nexpression_gain = 3", "retarget.expression_gain"),
+            ("[retarget]\nmax_translation = 1.5", "retarget.max_translation"),
+            ("[retarget]\nmin_scale = 0.0", "retarget.min_scale"),
+            ("[retarget]\nmin_scale = 1.1", "retarget.min_scale"),
+            ("[retarget]\nmax_scale = 0.9", "retarget.max_scale"),
+            ("[retarget]\nmax_scale = 5", "retarget.max_scale"),
+            ("[retarget]\npose_smoothing = 1.0", "retarget.pose_smoothing"),
+            ("[retarget]\npose_smoothing = -0.1", "retarget.pose_smoothing"),
+            ("[retarget]\nlearn_frames = 2", "retarget.learn_frames"),
+            ("[retarget]\nlearn_frames = 100000", "retarget.learn_frames"),
+            ("[retarget]\nlearn_max_motion = 0", "retarget.learn_max_motion"),
+            ("[retarget]\nease_hold_s = -1", "retarget.ease_hold_s"),
+            ("[retarget]\nease_out_s = 11", "retarget.ease_out_s"),
+            ("[retarget]\nease_in_s = nan", "retarget.ease_in_s"),
+            ("[service]\npreview_fps = 0", "service.preview_fps"),
+            ("[service]\npreview_fps = 61", "service.preview_fps"),
+            ("[service]\nmax_preview_clients = 0", "service.max_preview_clients"),
+            ("[service]\nmax_preview_clients = 65", "service.max_preview_clients"),
         ] {
             let (k, m) = err(text);
             assert_eq!(k, key, "{text}");

@@ -123,6 +123,9 @@ pub struct PipelineStats {
     pub source_state: RwLock<String>,
     pub sink_state: RwLock<String>,
     pub avatar_name: RwLock<String>,
+    /// Retargeter state and where the driver's neutral comes from: `profile: <file> ...`,
+    /// `learning 12/30: ...`, `learned: ...` or `off ...` (see `pipeline::retarget_state_text`).
+    pub retarget_state: RwLock<String>,
     /// The latest output frame, for the MJPEG preview.
     pub preview: Mutex<Option<std::sync::Arc<crate::core::types::Frame>>>,
 }
@@ -142,6 +145,7 @@ impl Default for PipelineStats {
             source_state: RwLock::new(String::new()),
             sink_state: RwLock::new(String::new()),
             avatar_name: RwLock::new(String::new()),
+            retarget_state: RwLock::new(String::new()),
             preview: Mutex::new(None),
         }
     }

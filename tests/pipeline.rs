@@ -4,7 +4,7 @@
 use puppetcam::core::types::{FaceLandmarks, Frame};
 use puppetcam::ep::RuntimeOptions;
 use puppetcam::error::Error;
-use puppetcam::pipeline::{synthetic, Driver, DriverSpec, Pacing, Pipeline, PipelineSpec, Plan};
+use puppetcam::pipeline::{synthetic, Driver, DriverSpec, EaseTimes, Pacing, Pipeline, PipelineSpec, Plan};
 use puppetcam::sink::{FrameSink, SinkSpec};
 use puppetcam::source::{FrameSource, SourceSpec};
 use puppetcam::stats::PipelineStats;
@@ -219,8 +219,9 @@ fn live_spec(source: Arc<dyn Fn() -> puppetcam::Result<Box<dyn FrameSource>> + S
         fps: 50.0,
         pacing: Pacing::Realtime,
         reconnect_max_backoff: Duration::from_millis(300),
-        neutral_ease: Duration::from_millis(100),
+        ease: EaseTimes { hold_s: 0.2, out_s: 0.1, in_s: 0.05 },
         retarget: None,
+        calibration: None,
     }
 }
 

@@ -17,7 +17,7 @@ use crate::sink::FrameSink;
 use crate::source::FrameSource;
 use crate::stats::{PipelineStats, StageStats};
 use crate::core::pasteback::Compositor;
-use crate::core::retarget::{FaceLostEaser, RetargetParams, Retargeter, Shape68};
+use crate::core::retarget::{FaceLostEaser, NeutralStatus, RetargetParams, Retargeter, Shape68};
 use compose::CropPose;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::path::{Path, PathBuf};
@@ -81,11 +81,64 @@ pub struct PipelineSpec {
     pub pacing: Pacing,
     /// Longest wait between two reconnection attempts of a live source.
     pub reconnect_max_backoff: Duration,
-    /// Time constant of the ease back to the neutral pose when the face is lost.
-    pub neutral_ease: Duration,
+    /// Hold / ease-out / ease-in times of the return to the neutral pose when the face is lost.
+    pub ease: EaseTimes,
     /// Identity-preserving retargeting (`core::retarget`); `None` drives the avatar with the
     /// driver's own landmarks mapped through the driver's crop box.
     pub retarget: Option<RetargetParams>,
+    /// The driver's neutral face from a calibration profile; `None` makes the retargeter learn it
+    /// from the first steady frames (the embedded driver always uses its own rest face).
+    pub calibration: Option<Calibration>,
+}
+
+/// Face-lost easing (`core::retarget::FaceLostEaser`), seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EaseTimes {
+    /// Keep the last pose this long first (brief tracker drop-outs should not twitch the face).
+    pub hold_s: f32,
+    pub out_s: f32,
+    pub in_s: f32,
+}
+
+impl Default for EaseTimes {
+    fn default() -> Self {
+        EaseTimes { hold_s: 0.2, out_s: 0.3, in_s: 0.15 }
+    }
+}
+
+/// A driver neutral loaded from a calibration profile, with where it came from (for status).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Calibration {
+    /// e.g. `profile /home/me/.local/share/puppetcam/profile.toml (camera:/dev/video0, 2024-...)`.
+    pub source: String,
+    pub neutral: Shape68,
+}
+
+impl Calibration {
+    /// Loads and validates a profile written by `puppetcam calibrate`.
+    pub fn load(path: &Path) -> Result<Calibration> {
+        let p = crate::calibrate::Profile::load(path).map_err(|e| match e {
+            Error::Io { source, .. } => Error::Config {
+                key: "retarget.profile".into(),
+                msg: format!("cannot read calibration profile {}: {source}", path.display()),
+            },
+            Error::Invalid(m) => Error::Config { key: "retarget.profile".into(), msg: m },
+            other => other,
+        })?;
+        Ok(Calibration { source: format!("profile {} ({}, {})", path.display(), p.source, p.created), neutral: p.shape() })
+    }
+}
+
+/// The `retarget_state` status text for a retargeter state.
+pub fn retarget_state_text(status: Option<NeutralStatus>, calibration: &str) -> String {
+    match status {
+        None => "off (driver landmarks used as they are)".into(),
+        Some(NeutralStatus::Profile) => format!("profile: {calibration}"),
+        Some(NeutralStatus::Learning { have, need }) => {
+            format!("learning {have}/{need}: no calibration profile, learning the neutral from the first steady frames")
+        }
+        Some(NeutralStatus::Learned) => "learned: no calibration profile, neutral learned from the first steady frames".into(),
+    }
 }
 
 impl PipelineSpec {
@@ -179,7 +232,7 @@ pub struct PipelineHandle {
 impl Pipeline {
     /// Starts the pipeline a validated config describes.
     pub fn start(cfg: &crate::config::Config, stats: Arc<PipelineStats>) -> Result<PipelineHandle> {
-        Self::start_plan(Plan::from_config(cfg), stats)
+        Self::start_plan(Plan::from_config(cfg)?, stats)
     }
 
     /// Starts a pipeline described by a [`Plan`] (config + flags resolved).
@@ -202,11 +255,23 @@ impl Pipeline {
             fps,
             pacing,
             reconnect_max_backoff,
-            neutral_ease,
+            ease,
             retarget,
+            calibration,
         } = spec;
         // The embedded driver's rest face is known, so retargeting needs no learning phase.
-        let driver_neutral = matches!(driver, Driver::Synthetic { .. }).then(synthetic::neutral_shape);
+        let calibration = match driver {
+            Driver::Synthetic { .. } => {
+                Some(Calibration { source: "embedded driver's rest face".into(), neutral: synthetic::neutral_shape() })
+            }
+            Driver::Video { .. } => calibration,
+        };
+        if retarget.is_some() {
+            match &calibration {
+                Some(c) => log::info!("retarget: driver neutral from {}", c.source),
+                None => log::info!("retarget: no calibration profile; learning the driver's neutral from the first steady frames (run `puppetcam calibrate` to skip this)"),
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = bounded::<(&'static str, Result<()>)>(8);
         let (face_tx, face_rx) = bounded::<FaceMsg>(1);
@@ -241,11 +306,11 @@ impl Pipeline {
             runtime,
             out_w: out_width,
             out_h: out_height,
-            neutral_ease,
+            ease,
             fps,
             pacing,
             retarget,
-            driver_neutral,
+            calibration,
             stop: stop.clone(),
         };
         let out_tx = LatestSender::new(out_tx, &out_rx, pacing, &stats, |s| &s.output);
@@ -553,11 +618,11 @@ struct GenCtx {
     runtime: RuntimeOptions,
     out_w: u32,
     out_h: u32,
-    neutral_ease: Duration,
+    ease: EaseTimes,
     fps: f64,
     pacing: Pacing,
     retarget: Option<RetargetParams>,
-    driver_neutral: Option<Shape68>,
+    calibration: Option<Calibration>,
     stop: Arc<AtomicBool>,
 }
 
@@ -578,17 +643,27 @@ impl Avatar {
         let mut compositor = Compositor::new(meta.portrait.clone(), meta.crop_box, ctx.out_w, ctx.out_h)?;
         let target = Shape68 { pts68: neutral.pts68, iris: neutral.iris };
         let retargeter = match &ctx.retarget {
-            Some(params) => Some(Retargeter::new(target, ctx.driver_neutral, params.clone())?),
+            Some(params) => Some(Retargeter::new(target, ctx.calibration.as_ref().map(|c| c.neutral), params.clone())?),
             None => None,
         };
-        let ease = ctx.neutral_ease.as_secs_f32();
-        let easer = FaceLostEaser::new(target, 0.2, ease, ease * 0.5);
+        let easer = FaceLostEaser::new(target, ctx.ease.hold_s, ctx.ease.out_s, ctx.ease.in_s);
         rasterise_into(&neutral.pts68, neutral.iris.as_ref(), raster)?;
         let face = gen.run(raster)?;
         let idle = Arc::new(compositor.compose(&face)?);
         *ctx.stats.ep.write() = gen.ep_status().clone();
         *ctx.stats.avatar_name.write() = gen.meta().name.clone();
-        Ok(Avatar { gen, compositor, retargeter, easer, idle })
+        let av = Avatar { gen, compositor, retargeter, easer, idle };
+        av.publish_retarget_state(ctx);
+        Ok(av)
+    }
+
+    fn retarget_status(&self) -> Option<NeutralStatus> {
+        self.retargeter.as_ref().map(Retargeter::status)
+    }
+
+    fn publish_retarget_state(&self, ctx: &GenCtx) {
+        let source = ctx.calibration.as_ref().map_or("", |c| c.source.as_str());
+        *ctx.stats.retarget_state.write() = retarget_state_text(self.retarget_status(), source);
     }
 }
 
@@ -671,11 +746,19 @@ fn generator_thread(
                     Pacing::Realtime => last_t.map_or(0.0, |t: Instant| (now - t).as_secs_f32()),
                 };
                 last_t = Some(now);
+                let before = av.retarget_status();
                 let driven: Option<CropPose> = match (&mut av.retargeter, lm.as_ref()) {
                     (_, None) => None,
                     (Some(r), Some(l)) => r.step(Some((&l.pts68, l.iris.as_ref()))).map(|s| CropPose { pts68: s.pts68, iris: s.iris }),
                     (None, Some(l)) => compose::driver_to_crop(l),
                 };
+                let after = av.retarget_status();
+                if after != before {
+                    if after == Some(NeutralStatus::Learned) {
+                        log::info!("retarget: driver neutral learned from the first steady frames");
+                    }
+                    av.publish_retarget_state(&ctx);
+                }
                 if driven.is_some() {
                     face_present = true;
                 } else if face_present {

@@ -1,6 +1,6 @@
 //! What to run, in terms of the I/O modules: driver, avatar, sink, geometry, runtime. Built from
 //! the config and command-line flags, then turned into the factories the threads call.
-use super::{Driver, Pacing, PipelineSpec};
+use super::{Calibration, Driver, EaseTimes, Pacing, PipelineSpec};
 use crate::config::{Config, ProviderName};
 use crate::core::one_euro::OneEuroParams;
 use crate::core::retarget::RetargetParams;
@@ -39,9 +39,11 @@ pub struct Plan {
     /// paced in real time.
     pub pacing: Option<Pacing>,
     pub reconnect_max_backoff: Duration,
-    pub neutral_ease: Duration,
+    pub ease: EaseTimes,
     /// Identity-preserving retargeting; `None` drives with the raw driver landmarks.
     pub retarget: Option<RetargetParams>,
+    /// Driver neutral from `[retarget] profile`; `None` learns it from the first steady frames.
+    pub calibration: Option<Calibration>,
 }
 
 impl Plan {
@@ -59,8 +61,9 @@ impl Plan {
             face_models: None,
             pacing: None,
             reconnect_max_backoff: Duration::from_secs(5),
-            neutral_ease: Duration::from_millis(300),
+            ease: EaseTimes::default(),
             retarget: Some(RetargetParams::default()),
+            calibration: None,
         }
     }
 
@@ -128,20 +131,22 @@ impl Plan {
             fps: self.fps as f64,
             pacing,
             reconnect_max_backoff: self.reconnect_max_backoff,
-            neutral_ease: self.neutral_ease,
+            ease: self.ease,
             retarget: self.retarget,
+            calibration: self.calibration,
         })
     }
 }
 
 /// A plan from a config file (two-stage TOML, `crate::config`), defaults for what it leaves out.
 pub fn from_config_file(path: &Path) -> Result<Plan> {
-    Ok(Plan::from_config(&Config::load(path)?))
+    Plan::from_config(&Config::load(path)?)
 }
 
 impl Plan {
-    /// The plan a validated config describes.
-    pub fn from_config(cfg: &Config) -> Plan {
+    /// The plan a validated config describes. Fails only when `[retarget] profile` names a
+    /// file that is not a readable calibration profile.
+    pub fn from_config(cfg: &Config) -> Result<Plan> {
         let providers = cfg
             .runtime
             .providers
@@ -173,7 +178,12 @@ impl Plan {
         } else {
             cfg.avatar.clone()
         };
-        Plan {
+        let r = &cfg.retarget;
+        let calibration = match (&r.profile, r.enabled) {
+            (Some(path), true) => Some(Calibration::load(path)?),
+            _ => None,
+        };
+        Ok(Plan {
             driver: DriverSpec::Source(cfg.source_spec()),
             avatar,
             sink: cfg.sink_spec(),
@@ -185,13 +195,19 @@ impl Plan {
             face_models: cfg.face.model_dir.clone(),
             pacing: None,
             reconnect_max_backoff: Duration::from_secs(5),
-            neutral_ease: Duration::from_millis(300),
-            retarget: cfg.retarget.enabled.then(|| RetargetParams {
-                max_roll_deg: cfg.retarget.max_roll_deg,
-                expression_gain: cfg.retarget.expression_gain,
-                ..RetargetParams::default()
+            ease: EaseTimes { hold_s: r.ease_hold_s, out_s: r.ease_out_s, in_s: r.ease_in_s },
+            retarget: r.enabled.then(|| RetargetParams {
+                max_roll_deg: r.max_roll_deg,
+                max_translation: r.max_translation,
+                min_scale: r.min_scale,
+                max_scale: r.max_scale,
+                pose_smoothing: r.pose_smoothing,
+                expression_gain: r.expression_gain,
+                learn_frames: r.learn_frames as usize,
+                learn_max_motion: r.learn_max_motion,
             }),
-        }
+            calibration,
+        })
     }
 }
 
@@ -250,7 +266,7 @@ mod tests {
             "[source]\nkind = \"file\"\npath = \"clip.mp4\"\n[output]\nkind = \"y4m\"\npath = \"o.y4m\"\nwidth = 320\nheight = 240\nfps = 20\n[runtime]\nproviders = [\"cuda\", \"cpu\"]\nallow_cpu_fallback = false\nthreads = 2\n",
         )
         .unwrap();
-        let p = Plan::from_config(&cfg);
+        let p = Plan::from_config(&cfg).unwrap();
         assert!(matches!(&p.driver, DriverSpec::Source(SourceSpec::File { path, .. }) if path == Path::new("clip.mp4")));
         assert_eq!(p.sink, SinkSpec::Y4m { path: "o.y4m".into() });
         assert_eq!((p.width, p.height, p.fps), (320, 240, 20));
@@ -258,6 +274,117 @@ mod tests {
         assert!(!p.runtime.allow_cpu_fallback);
         assert_eq!(p.runtime.intra_threads, 2);
         assert_eq!(p.effective_pacing(), Pacing::EveryFrame);
+    }
+
+    /// A valid profile whose neutral is the synthetic face at rest.
+    fn profile_file(dir: &Path) -> PathBuf {
+        use crate::calibrate::{Profile, Quality, SCHEMA};
+        let n = super::super::synthetic::neutral_shape();
+        let p = Profile {
+            schema: SCHEMA,
+            created: "2024-01-01T00:00:00Z".into(),
+            source: "camera:/dev/video0".into(),
+            frame_width: 640,
+            frame_height: 480,
+            frames_captured: 60,
+            frames_used: 60,
+            iod: 64.0,
+            neutral_pts68: n.pts68.to_vec(),
+            neutral_iris: n.iris.map(|ir| ir.map(|i| [i.cx, i.cy, i.r])),
+            quality: Quality { face_fraction: 1.0, motion: 0.0, nonrigid: 0.0, mouth_openness: 0.0, eye_openness: [0.3, 0.3], roll_deg: 0.0, yaw: 0.0 },
+        };
+        let path = dir.join("profile.toml");
+        p.save(&path).unwrap();
+        path
+    }
+
+    #[test]
+    fn runtime_and_face_sections_reach_their_stages() {
+        let cfg = Config::from_toml(
+            "[runtime]\nproviders = [\"cpu\", \"tensorrt\"]\ntrt_cache_dir = \"/tmp/trt-x\"\nfp16 = false\nthreads = 3\nallow_cpu_fallback = false\ndevice_id = 2\nort_library = \"/x/libonnxruntime.so\"\n\
+             [face]\nmodel_dir = \"/models/face\"\nmin_score = 0.65\niris = false\n[face.one_euro]\nmin_cutoff = 2.5\nbeta = 0.2\nd_cutoff = 1.7\n",
+        )
+        .unwrap();
+        let p = Plan::from_config(&cfg).unwrap();
+        let rt = &p.runtime;
+        assert_eq!(rt.providers, vec![Provider::Cpu, Provider::TensorRT]);
+        assert_eq!(rt.trt_cache_dir, PathBuf::from("/tmp/trt-x"));
+        assert!(!rt.fp16 && !rt.allow_cpu_fallback);
+        assert_eq!((rt.intra_threads, rt.device_id), (3, 2));
+        assert_eq!(rt.ort_library.as_deref(), Some(Path::new("/x/libonnxruntime.so")));
+        assert_eq!(p.face_models.as_deref(), Some(Path::new("/models/face")));
+        assert_eq!(p.tracker.min_detection_score, 0.65);
+        assert!(!p.tracker.iris);
+        assert_eq!(p.tracker.filter, Some(OneEuroParams { min_cutoff: 2.5, beta: 0.2, d_cutoff: 1.7 }));
+        // The defaults differ from every value above, so a dropped field fails the test.
+        let d = Plan::from_config(&Config::default()).unwrap();
+        assert_ne!(d.runtime, p.runtime);
+        assert_ne!(d.tracker, p.tracker);
+    }
+
+    #[test]
+    fn retarget_section_reaches_the_retargeter_and_easer() {
+        let cfg = Config::from_toml(
+            "[retarget]\nmax_roll_deg = 11\nmax_translation = 0.2\nmin_scale = 0.7\nmax_scale = 1.5\npose_smoothing = 0.6\n\
+             expression_gain = 1.4\nlearn_frames = 12\nlearn_max_motion = 0.05\nease_hold_s = 0.5\nease_out_s = 0.8\nease_in_s = 0.25\n",
+        )
+        .unwrap();
+        let p = Plan::from_config(&cfg).unwrap();
+        assert_eq!(
+            p.retarget,
+            Some(RetargetParams {
+                max_roll_deg: 11.0,
+                max_translation: 0.2,
+                min_scale: 0.7,
+                max_scale: 1.5,
+                pose_smoothing: 0.6,
+                expression_gain: 1.4,
+                learn_frames: 12,
+                learn_max_motion: 0.05,
+            })
+        );
+        p.retarget.as_ref().unwrap().validate().unwrap();
+        assert_eq!(p.ease, EaseTimes { hold_s: 0.5, out_s: 0.8, in_s: 0.25 });
+        assert!(p.calibration.is_none(), "no profile: the retargeter learns");
+        let spec = p.into_spec().unwrap();
+        assert_eq!(spec.ease, EaseTimes { hold_s: 0.5, out_s: 0.8, in_s: 0.25 });
+        assert_eq!(spec.retarget.as_ref().map(|r| r.learn_frames), Some(12));
+
+        // Defaults equal RetargetParams' own defaults and the easing the pipeline always used.
+        let d = Plan::from_config(&Config::default()).unwrap();
+        assert_eq!(d.retarget, Some(RetargetParams::default()));
+        assert_eq!(d.ease, EaseTimes::default());
+        let off = Plan::from_config(&Config::from_toml("[retarget]\nenabled = false").unwrap()).unwrap();
+        assert_eq!(off.retarget, None);
+    }
+
+    #[test]
+    fn retarget_profile_is_loaded_as_the_driver_neutral() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = profile_file(dir.path());
+        let toml = format!("[retarget]\nprofile = {:?}\n", path.display().to_string());
+        let p = Plan::from_config(&Config::from_toml(&toml).unwrap()).unwrap();
+        let c = p.calibration.as_ref().expect("profile loaded");
+        assert_eq!(c.neutral.pts68, super::super::synthetic::neutral_shape().pts68);
+        assert!(c.source.contains("profile.toml") && c.source.contains("camera:/dev/video0"), "{}", c.source);
+        assert!(p.into_spec().unwrap().calibration.is_some());
+
+        // A bad or missing profile is a config error naming the key and the file.
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "schema = 1\nneutral_pts68 = []\n").unwrap();
+        for f in [bad, dir.path().join("missing.toml")] {
+            let toml = format!("[retarget]\nprofile = {:?}\n", f.display().to_string());
+            match Plan::from_config(&Config::from_toml(&toml).unwrap()) {
+                Err(Error::Config { key, msg }) => {
+                    assert_eq!(key, "retarget.profile");
+                    assert!(msg.contains(&f.display().to_string()) || msg.contains("neutral_pts68") || msg.contains("missing"), "{msg}");
+                }
+                other => panic!("expected a config error for {}, got {other:?}", f.display()),
+            }
+        }
+        // Retargeting off: the profile is not needed, so not read.
+        let toml = format!("[retarget]\nenabled = false\nprofile = {:?}\n", dir.path().join("missing.toml").display().to_string());
+        assert!(Plan::from_config(&Config::from_toml(&toml).unwrap()).unwrap().calibration.is_none());
     }
 
     #[test]

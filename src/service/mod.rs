@@ -11,7 +11,8 @@ pub mod watch;
 use crate::error::Result;
 use crate::stats::PipelineStats;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::path::PathBuf;
+use crate::config::ServiceConfig;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +75,31 @@ impl ServiceOptions {
         } else {
             None
         };
+        Ok(ServiceOptions { http, watch_avatar, ..ServiceOptions::default() })
+    }
+
+    /// Options for `puppetcam run` from the whole `[service]` section; `avatar` is the file the
+    /// pipeline runs (watched when `watch_avatar`). `http_override` (`--http ADDR`) turns the
+    /// server on at that address whatever `enabled`/`bind` say.
+    pub fn from_config(cfg: &ServiceConfig, avatar: &Path, http_override: Option<std::net::SocketAddr>) -> Result<ServiceOptions> {
+        let (enabled, bind) = match http_override {
+            Some(addr) => (true, addr),
+            None => (cfg.enabled, cfg.bind),
+        };
+        let http = if enabled {
+            let h = HttpOptions {
+                bind,
+                allow_remote: cfg.allow_remote,
+                preview_fps: cfg.preview_fps as f64,
+                max_preview_clients: cfg.max_preview_clients as usize,
+                ..HttpOptions::default()
+            };
+            h.validate()?;
+            Some(h)
+        } else {
+            None
+        };
+        let watch_avatar = cfg.watch_avatar.then(|| avatar.to_path_buf());
         Ok(ServiceOptions { http, watch_avatar, ..ServiceOptions::default() })
     }
 }
@@ -264,5 +290,31 @@ mod tests {
         assert!(e.to_string().contains("service.allow_remote"), "{e}");
         assert!(ServiceOptions::for_daemon(true, a("0.0.0.0:8765"), true, None).is_ok());
         assert!(ServiceOptions::for_daemon(true, a("[::1]:8765"), false, None).is_ok());
+    }
+
+    #[test]
+    fn service_section_reaches_the_options() {
+        let cfg = crate::config::Config::from_toml(
+            "[service]\nbind = \"0.0.0.0:9100\"\nallow_remote = true\npreview_fps = 3.5\nmax_preview_clients = 7\nwatch_avatar = true\n",
+        )
+        .unwrap();
+        let o = ServiceOptions::from_config(&cfg.service, Path::new("/a/b.onnx"), None).unwrap();
+        let h = o.http.as_ref().expect("enabled by default");
+        assert_eq!(h.bind, "0.0.0.0:9100".parse().unwrap());
+        assert!(h.allow_remote);
+        assert_eq!((h.preview_fps, h.max_preview_clients), (3.5, 7));
+        assert_eq!(o.watch_avatar, Some(PathBuf::from("/a/b.onnx")));
+
+        let cfg = crate::config::Config::from_toml("[service]\nenabled = false\nwatch_avatar = false\n").unwrap();
+        let o = ServiceOptions::from_config(&cfg.service, Path::new("/a/b.onnx"), None).unwrap();
+        assert!(o.http.is_none() && o.watch_avatar.is_none());
+        // --http turns the server on even when the config has it off; the remote check still applies.
+        let o = ServiceOptions::from_config(&cfg.service, Path::new("/a/b.onnx"), Some("127.0.0.1:0".parse().unwrap())).unwrap();
+        assert!(o.http.is_some());
+        assert!(ServiceOptions::from_config(&cfg.service, Path::new("/a"), Some("0.0.0.0:1".parse().unwrap())).is_err());
+        // Defaults match HttpOptions' own.
+        let d = ServiceOptions::from_config(&crate::config::Config::default().service, Path::new("/a"), None).unwrap();
+        let (dh, hd) = (d.http.unwrap(), HttpOptions::default());
+        assert_eq!((dh.bind, dh.allow_remote, dh.preview_fps, dh.max_preview_clients), (hd.bind, hd.allow_remote, hd.preview_fps, hd.max_preview_clients));
     }
 }
