@@ -4,7 +4,8 @@
 use puppetcam::core::types::{FaceLandmarks, Frame};
 use puppetcam::ep::RuntimeOptions;
 use puppetcam::error::Error;
-use puppetcam::pipeline::{synthetic, Driver, DriverSpec, EaseTimes, Pacing, Pipeline, PipelineSpec, Plan};
+use puppetcam::core::retarget::RetargetParams;
+use puppetcam::pipeline::{synthetic, Calibration, Driver, DriverSpec, EaseTimes, Pacing, Pipeline, PipelineSpec, Plan};
 use puppetcam::sink::{FrameSink, SinkSpec};
 use puppetcam::source::{FrameSource, SourceSpec};
 use puppetcam::stats::PipelineStats;
@@ -313,4 +314,47 @@ fn spec_source() -> Arc<dyn Fn() -> puppetcam::Result<Box<dyn FrameSource>> + Se
         }
     }
     Arc::new(|| Ok(Box::new(Twenty(0)) as Box<dyn FrameSource>))
+}
+
+/// Runs 20 frames of the synthetic face at rest through a retargeting pipeline and returns the
+/// final `retarget_state`.
+fn retarget_state_after_20_neutral_frames(learn_frames: usize, calibration: Option<Calibration>) -> String {
+    let rest = synthetic::neutral_shape();
+    let face = move |_f: &Frame| -> puppetcam::Result<Option<FaceLandmarks>> {
+        Ok(Some(FaceLandmarks { mesh: vec![], pts68: rest.pts68, iris: rest.iris, score: 1.0 }))
+    };
+    let stats = Arc::new(PipelineStats::default());
+    let mut spec = live_spec(spec_source(), Arc::new(AtomicU64::new(0)), false);
+    spec.driver = Driver::Video { source: spec_source(), face: Box::new(move || Ok(Box::new(face) as _)), live: false };
+    spec.pacing = Pacing::EveryFrame;
+    spec.retarget = Some(RetargetParams { learn_frames, ..RetargetParams::default() });
+    spec.calibration = calibration;
+    Pipeline::start_spec(spec, stats.clone()).unwrap().wait().unwrap();
+    let s = stats.retarget_state.read().clone();
+    s
+}
+
+#[test]
+fn retarget_state_shows_learning_learned_and_profile() {
+    let s = retarget_state_after_20_neutral_frames(30, None);
+    assert!(s.starts_with("learning 20/30") && s.contains("no calibration profile"), "{s}");
+    let s = retarget_state_after_20_neutral_frames(5, None);
+    assert!(s.starts_with("learned") && s.contains("first steady frames"), "{s}");
+    let cal = Calibration { source: "profile /x/profile.toml (camera:0, t)".into(), neutral: synthetic::neutral_shape() };
+    let s = retarget_state_after_20_neutral_frames(5, Some(cal));
+    assert_eq!(s, "profile: profile /x/profile.toml (camera:0, t)");
+}
+
+#[test]
+fn embedded_driver_reports_its_own_neutral_and_no_retarget_reports_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = cpu_plan(DriverSpec::Embedded { frames: Some(3) }, SinkSpec::Y4m { path: dir.path().join("a.y4m") });
+    let stats = Arc::new(PipelineStats::default());
+    Pipeline::start_plan(plan, stats.clone()).unwrap().wait().unwrap();
+    assert_eq!(stats.retarget_state.read().as_str(), "profile: embedded driver's rest face");
+    let mut plan = cpu_plan(DriverSpec::Embedded { frames: Some(3) }, SinkSpec::Y4m { path: dir.path().join("b.y4m") });
+    plan.retarget = None;
+    let stats = Arc::new(PipelineStats::default());
+    Pipeline::start_plan(plan, stats.clone()).unwrap().wait().unwrap();
+    assert!(stats.retarget_state.read().starts_with("off"), "{}", stats.retarget_state.read());
 }

@@ -290,14 +290,17 @@ fn status_page_and_json_and_errors() {
     let stats = Arc::new(PipelineStats::default());
     *stats.avatar_name.write() = "<b>mona</b>".into();
     stats.ep.write().active = "CUDA".into();
+    *stats.retarget_state.write() = "learning 3/30: no calibration profile".into();
     let (srv, _l) = start(&stats, opts());
     let r = get(srv.local_addr(), "/");
     assert_eq!(r.status, 200);
     let page = String::from_utf8(r.body).unwrap();
     assert!(page.contains("/status.json") && page.contains("/preview"));
+    assert!(page.contains("id=\"retarget\"") && page.contains("st.retarget_state"), "the page shows the retarget state");
     let v: serde_json::Value = serde_json::from_slice(&get(srv.local_addr(), "/status.json").body).unwrap();
     assert_eq!(v["avatar"], "<b>mona</b>");
     assert_eq!(v["ep"]["active"], "CUDA");
+    assert_eq!(v["retarget_state"], "learning 3/30: no calibration profile");
     assert_eq!(v["stages"].as_array().unwrap().len(), 5);
     assert_eq!(get(srv.local_addr(), "/nope").status, 404);
     srv.shutdown();

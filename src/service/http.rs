@@ -271,6 +271,7 @@ pub fn status_value(stats: &PipelineStats, liveness: &Liveness) -> serde_json::V
         "source_reconnects": stats.source_reconnects.load(Ordering::Relaxed),
         "source_state": stats.source_state.read().clone(),
         "sink_state": stats.sink_state.read().clone(),
+        "retarget_state": stats.retarget_state.read().clone(),
         "stages": stages,
     })
 }

@@ -170,6 +170,13 @@ pub fn status_line(stats: &PipelineStats, fps: f64, face_lost_now: bool) -> Stri
     if !sink.is_empty() {
         s.push_str(&format!(", sink: {sink}"));
     }
+    // Only the state word (and learning progress): the full calibration source is on /status,
+    // and systemctl status truncates long lines.
+    let rt = stats.retarget_state.read().clone();
+    let short = rt.split([':', '(']).next().unwrap_or("").trim();
+    if !short.is_empty() {
+        s.push_str(&format!(", retarget {short}"));
+    }
     s
 }
 
@@ -291,5 +298,12 @@ mod tests {
         *s.source_state.write() = "streaming".into();
         let l = status_line(&s, 29.97, true);
         assert_eq!(l, "30.0 fps, EP CPU (FALLBACK), face lost, source: streaming");
+        *s.retarget_state.write() = crate::pipeline::retarget_state_text(
+            Some(crate::core::retarget::NeutralStatus::Learning { have: 4, need: 30 }),
+            "",
+        );
+        assert!(status_line(&s, 30.0, false).ends_with(", retarget learning 4/30"), "{}", status_line(&s, 30.0, false));
+        *s.retarget_state.write() = crate::pipeline::retarget_state_text(Some(crate::core::retarget::NeutralStatus::Profile), "profile /p.toml (camera:0, t)");
+        assert!(status_line(&s, 30.0, false).ends_with(", retarget profile"), "{}", status_line(&s, 30.0, false));
     }
 }
