@@ -252,6 +252,19 @@ fn decode_portrait(b64: &str) -> std::result::Result<Frame, String> {
     Ok(f)
 }
 
+/// The contract check without inference: a one-thread CPU session reads the metadata and the
+/// tensor shapes, then is dropped. The avatar watcher runs this on every replacement while the
+/// live session keeps running, so it must not touch the GPU or build TensorRT engines; a file
+/// that passes is then loaded (and warmed up) by the generator thread itself.
+pub fn validate_contract(path: &Path) -> Result<AvatarMeta> {
+    if !path.is_file() {
+        return Err(model_err(path, "avatar file not found"));
+    }
+    let opts = RuntimeOptions { intra_threads: 1, ..RuntimeOptions::cpu() };
+    let (session, _) = build_session(path, &opts, &format!("avatar check {}", path.display()))?;
+    read_contract(&session, path)
+}
+
 /// Validates an avatar file on CPU without keeping the session (used by `check`).
 pub fn validate(path: &Path, opts: &RuntimeOptions) -> Result<AvatarMeta> {
     let g = Generator::open(path, opts)?;
@@ -267,6 +280,23 @@ mod tests {
         // r = 1: one pixel, channels R, G, B
         assert_eq!(nchw_to_rgb(&[-3.0, 3.0, f32::NAN], 1), vec![0, 255, 0]);
         assert_eq!(nchw_to_rgb(&[0.0, -1.0, 1.0], 1), vec![128, 0, 255]);
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    }
+
+    #[test]
+    fn contract_check_accepts_the_fixture_and_names_what_is_wrong() {
+        let meta = validate_contract(&fixture("generator_ok.onnx")).unwrap();
+        assert_eq!(meta.name, "fixture-avatar");
+        let e = validate_contract(&fixture("generator_missing_crop_box.onnx")).unwrap_err().to_string();
+        assert!(e.contains("puppetcam.crop_box"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.onnx");
+        std::fs::write(&junk, b"not an onnx file").unwrap();
+        assert!(validate_contract(&junk).is_err());
+        assert!(validate_contract(&dir.path().join("missing.onnx")).is_err());
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct ServiceOptions {
     pub watch_avatar: Option<PathBuf>,
     /// How often the watcher looks at the file.
     pub watch_interval: Duration,
+    /// What a replaced avatar must pass before a reload is requested: the generator's contract
+    /// check (metadata + tensor shapes, no inference), so a broken file never reaches the pipeline.
+    pub avatar_check: fn(&Path) -> Result<()>,
     /// No new frame for this long counts as "stalled" for /health (and the status line).
     pub stall_after: Duration,
 }
@@ -48,9 +51,15 @@ impl Default for ServiceOptions {
             notify: true,
             watch_avatar: None,
             watch_interval: Duration::from_secs(2),
+            avatar_check: contract_check,
             stall_after: Duration::from_secs(2),
         }
     }
+}
+
+/// The default `avatar_check`: `generator::validate_contract` without the metadata.
+pub fn contract_check(path: &Path) -> Result<()> {
+    crate::generator::validate_contract(path).map(|_| ())
 }
 
 /// Why `Service::run_loop` returned.
@@ -131,7 +140,7 @@ impl Service {
         let watcher = opts
             .watch_avatar
             .as_ref()
-            .map(|p| ModelWatcher::start(p.clone(), opts.watch_interval, watch::basic_validate, events_tx.clone()));
+            .map(|p| ModelWatcher::start(p.clone(), opts.watch_interval, opts.avatar_check, events_tx.clone()));
         Ok(Service { events_tx, events_rx, liveness, notifier, watchdog, http, signals, watcher })
     }
 
@@ -290,6 +299,38 @@ mod tests {
         assert!(e.to_string().contains("service.allow_remote"), "{e}");
         assert!(ServiceOptions::for_daemon(true, a("0.0.0.0:8765"), true, None).is_ok());
         assert!(ServiceOptions::for_daemon(true, a("[::1]:8765"), false, None).is_ok());
+    }
+
+    #[test]
+    fn watcher_uses_the_contract_check() {
+        let fixture = |n: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(n);
+        assert!(contract_check(&fixture("generator_ok.onnx")).is_ok());
+        // A non-empty file that `basic_validate` accepts but the contract refuses.
+        assert!(watch::basic_validate(&fixture("generator_missing_crop_box.onnx")).is_ok());
+        assert!(contract_check(&fixture("generator_missing_crop_box.onnx")).is_err());
+
+        // End to end with the default options: a broken replacement raises no event, a valid one does.
+        let dir = tempfile::tempdir().unwrap();
+        let avatar = dir.path().join("avatar.onnx");
+        std::fs::copy(fixture("generator_bad_input_shape.onnx"), &avatar).unwrap();
+        let opts = ServiceOptions {
+            handle_signals: false,
+            notify: false,
+            watch_avatar: Some(avatar.clone()),
+            watch_interval: Duration::from_millis(30),
+            ..ServiceOptions::default()
+        };
+        let svc = Service::start(&opts, Arc::new(PipelineStats::default())).unwrap();
+        let replace = |src: &Path| {
+            let tmp = dir.path().join("avatar.tmp");
+            std::fs::copy(src, &tmp).unwrap();
+            std::fs::rename(&tmp, &avatar).unwrap();
+        };
+        replace(&fixture("generator_missing_crop_box.onnx"));
+        assert_eq!(svc.next_event(Duration::from_millis(600)), None, "a contract-breaking avatar must not trigger a reload");
+        replace(&fixture("generator_ok.onnx"));
+        assert_eq!(svc.next_event(Duration::from_secs(10)), Some(ServiceEvent::AvatarChanged(avatar.clone())));
+        svc.shutdown();
     }
 
     #[test]
