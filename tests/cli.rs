@@ -106,3 +106,57 @@ fn missing_avatar_exits_1_with_the_path() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("nope.onnx"), "{}", text(&o));
 }
+
+#[test]
+fn install_service_dry_run_prints_the_unit_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    let o = Command::new(env!("CARGO_BIN_EXE_puppetcam"))
+        .args(["install-service", "--dry-run", "--unit-dir", units.to_str().unwrap(), "--", "--config", "/etc/puppetcam/p.toml"])
+        .current_dir(dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("xdg"))
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains(&format!("dry run: would write {}", units.join("puppetcam.service").display())), "{t}");
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_puppetcam")).unwrap();
+    assert!(t.contains(&format!("ExecStart={} run --config /etc/puppetcam/p.toml", exe.display())), "{t}");
+    assert!(t.contains("systemctl --user enable --now puppetcam.service"), "{t}");
+    assert!(!units.exists() && !dir.path().join("xdg").exists(), "a dry run writes nothing");
+
+    let o = puppetcam(&["install-service", "--system", "--dry-run", "--unit-dir", units.to_str().unwrap()], dir.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("User=puppetcam") && t.contains("sudo systemctl enable --now puppetcam.service"), "{t}");
+    assert!(!units.exists());
+}
+
+#[test]
+fn bench_runs_the_config_plan_with_flags_on_top() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nkind = \"synthetic\"\nwidth = 320\nheight = 240\n[output]\nwidth = 320\nheight = 240\n\
+             [avatar]\npath = {:?}\n[runtime]\nproviders = [\"cpu\"]\n",
+            fixture("generator_ok.onnx")
+        ),
+    )
+    .unwrap();
+    let o = puppetcam(&["bench", "--config", cfg.to_str().unwrap(), "--frames", "3", "--json", "--size", "256x192"], dir.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {t}"));
+    assert_eq!(v["driver"], "cartoon face (synthetic source)", "the config's source: {v}");
+    assert_eq!(v["avatar"], fixture("generator_ok.onnx"));
+    assert_eq!(v["execution_provider"], "CPU");
+    assert_eq!(v["output"], "256x192", "--size overrides the config");
+
+    // The config is checked like `run` checks it: a bad calibration profile names the key.
+    std::fs::write(&cfg, "[retarget]\nprofile = \"no-such-profile.toml\"\n").unwrap();
+    let o = puppetcam(&["bench", "--config", cfg.to_str().unwrap(), "--frames", "1"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("retarget.profile") && text(&o).contains("no-such-profile.toml"), "{}", text(&o));
+}
