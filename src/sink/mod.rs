@@ -51,13 +51,7 @@ pub fn open_sink(spec: &SinkSpec, width: u32, height: u32, fps: u32) -> Result<B
 
 #[cfg(feature = "v4l2")]
 fn open_v4l2(device: &std::path::Path, format: PixFormat, width: u32, height: u32, fps: u32) -> Result<Box<dyn FrameSink>> {
-    // TODO(v4l2): v4l2.rs keeps its own PixFormat (it adds the FourCC); once it re-exports
-    // crate::core::colour::PixFormat this mapping can go.
-    let f = match format {
-        PixFormat::Yuyv => v4l2::PixFormat::Yuyv,
-        PixFormat::I420 => v4l2::PixFormat::I420,
-    };
-    Ok(Box::new(v4l2::V4l2Sink::open(device, width, height, fps, f)?))
+    Ok(Box::new(v4l2::V4l2Sink::open(device, width, height, fps, format)?))
 }
 
 #[cfg(not(feature = "v4l2"))]
