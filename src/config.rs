@@ -529,7 +529,8 @@ impl Config {
             .parse()
             .map_err(|e| cfg_err("service.bind", format!("`{bind_text}` is not an address:port ({e})")))?;
         let allow_remote = v.allow_remote.unwrap_or(false);
-        if !bind.ip().is_loopback() && !allow_remote {
+        let enabled = v.enabled.unwrap_or(true);
+        if enabled && !bind.ip().is_loopback() && !allow_remote {
             // Checked here too (not only when the server starts) so `check` and tests see it.
             return Err(cfg_err(
                 "service.bind",
@@ -537,7 +538,7 @@ impl Config {
             ));
         }
         let service = ServiceConfig {
-            enabled: v.enabled.unwrap_or(true),
+            enabled,
             bind,
             allow_remote,
             preview_fps: float_in("service.preview_fps", v.preview_fps, 10.0, PREVIEW_FPS)?,
@@ -692,6 +693,8 @@ mod tests {
         assert_eq!(k, "service.bind");
         assert!(m.contains("allow_remote"), "{m}");
         assert!(Config::from_toml("[service]\nbind = \"[::1]:9000\"").is_ok());
+        // A server that is off exposes nothing.
+        assert!(Config::from_toml("[service]\nenabled = false\nbind = \"0.0.0.0:9000\"").is_ok());
     }
 
     #[test]
