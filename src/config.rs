@@ -96,8 +96,6 @@ pub struct RawOneEuro {
 pub struct RawRetarget {
     pub enabled: Option<bool>,
     pub profile: Option<PathBuf>,
-    pub max_yaw_deg: Option<f64>,
-    pub max_pitch_deg: Option<f64>,
     pub max_roll_deg: Option<f64>,
     pub max_translation: Option<f64>,
     pub min_scale: Option<f64>,
@@ -134,7 +132,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     (
         "retarget",
         &[
-            "enabled", "profile", "max_yaw_deg", "max_pitch_deg", "max_roll_deg", "max_translation", "min_scale", "max_scale",
+            "enabled", "profile", "max_roll_deg", "max_translation", "min_scale", "max_scale",
             "pose_smoothing", "expression_gain", "learn_frames", "learn_max_motion", "ease_hold_s", "ease_out_s", "ease_in_s",
         ],
     ),
@@ -285,8 +283,6 @@ pub struct RetargetConfig {
     pub enabled: bool,
     /// Calibration profile written by `puppetcam calibrate`.
     pub profile: Option<PathBuf>,
-    pub max_yaw_deg: f32,
-    pub max_pitch_deg: f32,
     pub max_roll_deg: f32,
     /// Largest head translation passed on, fraction of the crop side.
     pub max_translation: f32,
@@ -343,8 +339,7 @@ pub const DEVICE_ID: RangeInclusive<i64> = 0..=64;
 pub const UNIT: RangeInclusive<f64> = 0.0..=1.0;
 pub const ONE_EURO_CUTOFF: RangeInclusive<f64> = 0.001..=100.0;
 pub const ONE_EURO_BETA: RangeInclusive<f64> = 0.0..=10.0;
-pub const YAW_DEG: RangeInclusive<f64> = 0.0..=90.0;
-pub const PITCH_ROLL_DEG: RangeInclusive<f64> = 0.0..=60.0;
+pub const ROLL_DEG: RangeInclusive<f64> = 0.0..=60.0;
 pub const EXPRESSION_GAIN: RangeInclusive<f64> = 0.0..=2.0;
 pub const MAX_TRANSLATION: RangeInclusive<f64> = 0.0..=1.0;
 pub const MIN_SCALE: RangeInclusive<f64> = 0.1..=1.0;
@@ -508,9 +503,7 @@ impl Config {
         let retarget = RetargetConfig {
             enabled: t.enabled.unwrap_or(true),
             profile: nonempty_path("retarget.profile", t.profile)?,
-            max_yaw_deg: float_in("retarget.max_yaw_deg", t.max_yaw_deg, 45.0, YAW_DEG)?,
-            max_pitch_deg: float_in("retarget.max_pitch_deg", t.max_pitch_deg, 30.0, PITCH_ROLL_DEG)?,
-            max_roll_deg: float_in("retarget.max_roll_deg", t.max_roll_deg, 30.0, PITCH_ROLL_DEG)?,
+            max_roll_deg: float_in("retarget.max_roll_deg", t.max_roll_deg, 30.0, ROLL_DEG)?,
             max_translation: float_in("retarget.max_translation", t.max_translation, 0.12, MAX_TRANSLATION)?,
             min_scale: float_in("retarget.min_scale", t.min_scale, 0.85, MIN_SCALE)?,
             max_scale: float_in("retarget.max_scale", t.max_scale, 1.2, MAX_SCALE)?,
@@ -721,8 +714,6 @@ mod tests {
             ("[face.one_euro]\nmin_cutoff = 0.0", "face.one_euro.min_cutoff"),
             ("[face.one_euro]\nbeta = -1.0", "face.one_euro.beta"),
             ("[face.one_euro]\nd_cutoff = inf", "face.one_euro.d_cutoff"),
-            ("[retarget]\nmax_yaw_deg = 120.0", "retarget.max_yaw_deg"),
-            ("[retarget]\nmax_pitch_deg = 61", "retarget.max_pitch_deg"),
             ("[retarget]\nexpression_gain = 3", "retarget.expression_gain"),
             ("[retarget]\nmax_translation = 1.5", "retarget.max_translation"),
             ("[retarget]\nmin_scale = 0.0", "retarget.min_scale"),
