@@ -25,6 +25,7 @@ def test_two_steps_and_resume(tiny_cache, tmp_path):
     run(cfg_b, max_steps=1)
     b = run(cfg_b, resume=str(tmp_path / "b" / "latest.pt"))
     assert b.step == 2
+    assert b.history == [dict(until_step=1, data=str(tiny_cache), landmark_backend="mediapipe")]
     for name in ("E", "G", "D"):
         sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
         for k in sa:
