@@ -32,8 +32,12 @@ def piecewise_affine(img, src_lm, dst_lm):
     """Warps img so that its landmarks src_lm move to dst_lm (border anchored)."""
     edge = np.array([[x, y] for x in (0, 128, 255) for y in (0, 128, 255) if (x, y) != (128, 128)], float)
     src, dst = np.vstack([src_lm, edge]), np.vstack([dst_lm, edge])
-    t = PiecewiseAffineTransform()
-    t.estimate(dst, src)  # warp() wants output -> input coordinates
+    # warp() wants the output -> input map, hence (dst, src)
+    if hasattr(PiecewiseAffineTransform, "from_estimate"):  # scikit-image >= 0.26
+        t = PiecewiseAffineTransform.from_estimate(dst, src)
+    else:
+        t = PiecewiseAffineTransform()
+        t.estimate(dst, src)
     return (warp(img, t, order=1, mode="edge", preserve_range=True)).round().astype(np.uint8)
 
 
