@@ -149,6 +149,11 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Live mode: the driver runs at its own pace (file timestamps, camera clock) and stages keep
+    /// only the latest frame, as in `run`; end-to-end is then the latency a camera user sees.
+    /// Default: flat out, every frame processed (throughput).
+    #[arg(long)]
+    pub live: bool,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -279,7 +284,7 @@ pub fn main_with_args() -> anyhow::Result<u8> {
         Command::Bench(a) => {
             let mut plan = load_plan(a.config.as_ref())?;
             apply_overrides(&mut plan, &a.pipeline, None)?;
-            bench::cmd_bench(plan, a.frames, a.json)
+            bench::cmd_bench(plan, a.frames, a.json, a.live)
         }
         Command::InstallService(a) => cmd_install_service(a),
         Command::Landmarks(a) => {
