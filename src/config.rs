@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::core::colour::PixFormat;
+use crate::core::retarget::RetargetParams;
 use crate::error::{Error, Result};
 use crate::sink::SinkSpec;
 use crate::source::SourceSpec;
@@ -283,17 +284,8 @@ pub struct RetargetConfig {
     pub enabled: bool,
     /// Calibration profile written by `puppetcam calibrate`.
     pub profile: Option<PathBuf>,
-    pub max_roll_deg: f32,
-    /// Largest head translation passed on, fraction of the crop side.
-    pub max_translation: f32,
-    pub min_scale: f32,
-    pub max_scale: f32,
-    /// Weight of the previous head pose, 0 (none) ..< 1.
-    pub pose_smoothing: f32,
-    pub expression_gain: f32,
-    /// Without a profile: steady frames needed to learn the driver's neutral.
-    pub learn_frames: u32,
-    pub learn_max_motion: f32,
+    /// The retargeter's parameters, each validated against its named range.
+    pub params: RetargetParams,
     /// Face lost: hold the last pose this long, then ease to neutral over `ease_out_s`;
     /// face back: blend in over `ease_in_s`.
     pub ease_hold_s: f32,
@@ -500,17 +492,21 @@ impl Config {
         };
 
         let t = raw.retarget.unwrap_or_default();
+        let rd = RetargetParams::default();
         let retarget = RetargetConfig {
             enabled: t.enabled.unwrap_or(true),
             profile: nonempty_path("retarget.profile", t.profile)?,
-            max_roll_deg: float_in("retarget.max_roll_deg", t.max_roll_deg, 30.0, ROLL_DEG)?,
-            max_translation: float_in("retarget.max_translation", t.max_translation, 0.12, MAX_TRANSLATION)?,
-            min_scale: float_in("retarget.min_scale", t.min_scale, 0.85, MIN_SCALE)?,
-            max_scale: float_in("retarget.max_scale", t.max_scale, 1.2, MAX_SCALE)?,
-            pose_smoothing: float_in("retarget.pose_smoothing", t.pose_smoothing, 0.3, POSE_SMOOTHING)?,
-            expression_gain: float_in("retarget.expression_gain", t.expression_gain, 1.0, EXPRESSION_GAIN)?,
-            learn_frames: int_in("retarget.learn_frames", t.learn_frames, 30, LEARN_FRAMES)?,
-            learn_max_motion: float_in("retarget.learn_max_motion", t.learn_max_motion, 0.03, LEARN_MAX_MOTION)?,
+            // Defaults come from the retargeter itself so the two cannot drift apart.
+            params: RetargetParams {
+                max_roll_deg: float_in("retarget.max_roll_deg", t.max_roll_deg, f64::from(rd.max_roll_deg), ROLL_DEG)?,
+                max_translation: float_in("retarget.max_translation", t.max_translation, f64::from(rd.max_translation), MAX_TRANSLATION)?,
+                min_scale: float_in("retarget.min_scale", t.min_scale, f64::from(rd.min_scale), MIN_SCALE)?,
+                max_scale: float_in("retarget.max_scale", t.max_scale, f64::from(rd.max_scale), MAX_SCALE)?,
+                pose_smoothing: float_in("retarget.pose_smoothing", t.pose_smoothing, f64::from(rd.pose_smoothing), POSE_SMOOTHING)?,
+                expression_gain: float_in("retarget.expression_gain", t.expression_gain, f64::from(rd.expression_gain), EXPRESSION_GAIN)?,
+                learn_frames: int_in("retarget.learn_frames", t.learn_frames, rd.learn_frames as i64, LEARN_FRAMES)? as usize,
+                learn_max_motion: float_in("retarget.learn_max_motion", t.learn_max_motion, f64::from(rd.learn_max_motion), LEARN_MAX_MOTION)?,
+            },
             ease_hold_s: float_in("retarget.ease_hold_s", t.ease_hold_s, 0.2, EASE_S)?,
             ease_out_s: float_in("retarget.ease_out_s", t.ease_out_s, 0.3, EASE_S)?,
             ease_in_s: float_in("retarget.ease_in_s", t.ease_in_s, 0.15, EASE_S)?,
@@ -672,8 +668,9 @@ mod tests {
         assert_eq!((c.face.min_score, c.face.min_cutoff, c.face.beta), (0.7, 2.0, 0.1));
         assert!(!c.retarget.enabled && !c.service.enabled);
         let r = &c.retarget;
-        assert_eq!((r.max_translation, r.min_scale, r.max_scale, r.pose_smoothing), (0.3, 0.5, 2.0, 0.5));
-        assert_eq!((r.learn_frames, r.learn_max_motion), (10, 0.1));
+        let p = &r.params;
+        assert_eq!((p.max_translation, p.min_scale, p.max_scale, p.pose_smoothing), (0.3, 0.5, 2.0, 0.5));
+        assert_eq!((p.learn_frames, p.learn_max_motion), (10, 0.1));
         assert_eq!((r.ease_hold_s, r.ease_out_s, r.ease_in_s), (1.0, 2.0, 0.5));
         assert_eq!(c.service.bind.port(), 9000);
         assert!(c.service.allow_remote && !c.service.watch_avatar);

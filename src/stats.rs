@@ -98,6 +98,17 @@ pub fn percentile(mut v: Vec<f64>, p: f64) -> Option<f64> {
     Some(v[lo] + (v[hi] - v[lo]) * (rank - lo as f64))
 }
 
+/// Pearson correlation of two equally long series; `NaN` when either is constant or empty
+/// (no linear relation can be measured), which callers' threshold checks then reject.
+pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len()) as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
 /// Which execution provider the generator actually runs on, and why if it is not the first choice.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EpStatus {
@@ -167,6 +178,13 @@ mod tests {
         assert_eq!(percentile(vec![3.0, 1.0, 2.0], 50.0), Some(2.0));
         assert_eq!(percentile(vec![0.0, 10.0], 25.0), Some(2.5));
         assert_eq!(percentile(vec![5.0], 99.0), Some(5.0));
+    }
+
+    #[test]
+    fn pearson_detects_linear_relations() {
+        assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.5]) - 0.99796).abs() < 1e-4);
+        assert!((pearson(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        assert!(pearson(&[1.0, 1.0], &[1.0, 2.0]).is_nan());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use puppetcam::calibrate::{assess, CaptureLimits, Sample};
 use puppetcam::core::geometry::{fit_similarity, procrustes_distance, Pt};
 use puppetcam::core::raster::crop_box_from_68;
+use puppetcam::stats::pearson;
 use puppetcam::core::retarget::{estimate_neutral, openness, openness::Eye, NeutralLimits, Pts68, RetargetParams, Retargeter, Shape68};
 use puppetcam::core::types::Iris;
 use puppetcam::face::extract::{extract_with, ExtractArgs, FrameRecord};
@@ -50,14 +51,6 @@ fn identity_pts(p: &Pts68) -> Vec<Pt> {
     IDENTITY.iter().map(|&i| p[i]).collect()
 }
 
-fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va * vb).sqrt()
-}
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64

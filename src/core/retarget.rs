@@ -918,6 +918,7 @@ impl FaceLostEaser {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::stats::pearson;
 
     /// A parametric synthetic face (crop-like coordinates): `fw`, `fh` half face width / height,
     /// `ew` eye width, `eh` half eye opening, `mw` mouth width, `gap` inner-lip gap.
@@ -1028,14 +1029,6 @@ pub(crate) mod tests {
         Retargeter::new(Face::neutral().shape(), Some(Face::other().shape()), no_smoothing()).unwrap()
     }
 
-    fn pearson(a: &[f64], b: &[f64]) -> f64 {
-        let n = a.len() as f64;
-        let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-        let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-        let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
-        let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
-        cov / (va * vb).sqrt()
-    }
 
     #[test]
     fn openness_measures() {

@@ -196,16 +196,7 @@ impl Plan {
             pacing: None,
             reconnect_max_backoff: Duration::from_secs(5),
             ease: EaseTimes { hold_s: r.ease_hold_s, out_s: r.ease_out_s, in_s: r.ease_in_s },
-            retarget: r.enabled.then_some(RetargetParams {
-                max_roll_deg: r.max_roll_deg,
-                max_translation: r.max_translation,
-                min_scale: r.min_scale,
-                max_scale: r.max_scale,
-                pose_smoothing: r.pose_smoothing,
-                expression_gain: r.expression_gain,
-                learn_frames: r.learn_frames as usize,
-                learn_max_motion: r.learn_max_motion,
-            }),
+            retarget: r.enabled.then(|| r.params.clone()),
             calibration,
         })
     }
