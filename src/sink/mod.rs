@@ -82,10 +82,12 @@ mod tests {
 
     #[test]
     fn null_sink_counts_and_checks_size() {
+        let mut n = null::NullSink::new(4, 2);
+        n.write(&Frame::black(4, 2)).unwrap();
+        n.write(&Frame::black(4, 2)).unwrap();
+        assert_eq!(n.frames(), 2);
         let mut s = open_sink(&SinkSpec::Null, 4, 2, 30).unwrap();
-        s.write(&Frame::black(4, 2)).unwrap();
-        s.write(&Frame::black(4, 2)).unwrap();
-        assert!(s.describe().contains("2 frames"), "{}", s.describe());
+        assert_eq!(s.describe(), "null 4x2");
         assert!(s.write(&Frame::black(2, 2)).is_err());
         assert!(s.write(&Frame { data: vec![1], ..Frame::black(4, 2) }).is_err());
         s.finish().unwrap();
