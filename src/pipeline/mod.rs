@@ -423,6 +423,23 @@ fn stop_on_err(stop: &AtomicBool, r: Result<()>) -> Result<()> {
     r
 }
 
+/// A stage thread's start-up handshake: reports to `start` whether the stage's resource opened.
+/// On failure it also raises `stop` so the stages already running wind down, and returns `None`
+/// for the thread to end. `ready` is consumed, so `start` sees each stage report exactly once.
+fn report_ready<T>(stage: &'static str, opened: Result<T>, ready: Sender<(&'static str, Result<()>)>, stop: &AtomicBool) -> Option<T> {
+    match opened {
+        Ok(v) => {
+            let _ = ready.send((stage, Ok(())));
+            Some(v)
+        }
+        Err(e) => {
+            stop.store(true, Ordering::SeqCst);
+            let _ = ready.send((stage, Err(e)));
+            None
+        }
+    }
+}
+
 struct CaptureCtx {
     stop: Arc<AtomicBool>,
     stats: Arc<PipelineStats>,
@@ -431,21 +448,12 @@ struct CaptureCtx {
 }
 
 fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, ctx: CaptureCtx, ready: Sender<(&'static str, Result<()>)>) -> Result<()> {
-    let first = factory();
-    let mut src = match first {
-        Ok(s) => {
-            log::info!("source: {}", s.describe());
-            *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
-            let _ = ready.send(("capture", Ok(())));
-            Some(s)
-        }
-        Err(e) => {
-            ctx.stop.store(true, Ordering::SeqCst);
-            let _ = ready.send(("capture", Err(e)));
-            return Ok(());
-        }
-    };
-    drop(ready);
+    let opened = factory().inspect(|s| {
+        log::info!("source: {}", s.describe());
+        *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
+    });
+    let Some(s) = report_ready("capture", opened, ready, &ctx.stop) else { return Ok(()) };
+    let mut src = Some(s);
     let r = capture_loop(&factory, &mut src, &tx, &ctx);
     *ctx.stats.source_state.write() = match &r {
         Ok(()) => "ended".into(),
@@ -535,18 +543,7 @@ fn face_thread(
     ready: Sender<(&'static str, Result<()>)>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
-    let mut face = match factory() {
-        Ok(f) => {
-            let _ = ready.send(("face", Ok(())));
-            f
-        }
-        Err(e) => {
-            stop.store(true, Ordering::SeqCst);
-            let _ = ready.send(("face", Err(e)));
-            return Ok(());
-        }
-    };
-    drop(ready);
+    let Some(mut face) = report_ready("face", factory(), ready, &stop) else { return Ok(()) };
     let mut failing = false;
     for msg in rx {
         let out = match msg {
@@ -676,18 +673,8 @@ fn generator_thread(
     ready: Sender<(&'static str, Result<()>)>,
 ) -> Result<()> {
     let mut raster = vec![0u8; RASTER_BYTES];
-    let mut av = match Avatar::load(&avatar_path, &ctx, &mut raster) {
-        Ok(a) => {
-            let _ = ready.send(("generator", Ok(())));
-            a
-        }
-        Err(e) => {
-            ctx.stop.store(true, Ordering::SeqCst);
-            let _ = ready.send(("generator", Err(e)));
-            return Ok(());
-        }
-    };
-    drop(ready);
+    let opened = Avatar::load(&avatar_path, &ctx, &mut raster);
+    let Some(mut av) = report_ready("generator", opened, ready, &ctx.stop) else { return Ok(()) };
     // Live: the idle portrait goes out first, so the output shows the avatar before any face
     // arrives. Offline runs emit exactly one frame per input frame, so they skip it.
     if ctx.pacing == Pacing::Realtime && !tx.send(OutMsg { frame: av.idle.clone(), captured: None }) {
@@ -813,20 +800,11 @@ fn output_thread(
     stop: Arc<AtomicBool>,
     ready: Sender<(&'static str, Result<()>)>,
 ) -> Result<()> {
-    let mut sink = match factory(w, h, fps) {
-        Ok(s) => {
-            log::info!("output: {}", s.describe());
-            *stats.sink_state.write() = format!("writing: {}", s.describe());
-            let _ = ready.send(("output", Ok(())));
-            s
-        }
-        Err(e) => {
-            stop.store(true, Ordering::SeqCst);
-            let _ = ready.send(("output", Err(e)));
-            return Ok(());
-        }
-    };
-    drop(ready);
+    let opened = factory(w, h, fps).inspect(|s| {
+        log::info!("output: {}", s.describe());
+        *stats.sink_state.write() = format!("writing: {}", s.describe());
+    });
+    let Some(mut sink) = report_ready("output", opened, ready, &stop) else { return Ok(()) };
     let mut w_state = Writer { sink: sink.as_mut(), stats: &stats, reader_gone: false };
     let r = match pacing {
         Pacing::EveryFrame => (|| {
