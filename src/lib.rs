@@ -11,5 +11,6 @@ pub mod config;
 pub mod service;
 pub mod stats;
 pub mod calibrate;
+pub mod avatar;
 
 pub use error::{Error, Result};

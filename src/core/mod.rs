@@ -6,4 +6,7 @@ pub mod colour;
 pub mod one_euro;
 pub mod geometry;
 pub mod retarget;
+pub mod mesh;
+pub mod warp;
+pub mod features;
 pub mod pasteback;

@@ -190,7 +190,8 @@ impl RetargetParams {
 pub enum NeutralStatus {
     /// From a calibration profile.
     Profile,
-    /// No profile: still collecting steady frames (`have` of `need`); output is the portrait's neutral.
+    /// No profile: a provisional neutral (a running estimate over the recent frames, blended in
+    /// smoothly) drives the portrait while steady frames are collected (`have` of `need`).
     Learning { have: usize, need: usize },
     /// No profile: learned from the first steady frames.
     Learned,
@@ -299,33 +300,41 @@ fn from_eye(p: &Pts68, eye: Eye, uv: [f64; 2]) -> [f64; 2] {
     [ax + uv[0] * ex - uv[1] * ey, ay + uv[0] * ey + uv[1] * ex]
 }
 
-/// The target's eyes in eye coordinates: 4 lid points and the iris (centre, radius / width).
-#[derive(Clone, Copy, Debug)]
+/// A face's eyes in eye coordinates: its lid points (the topology's, in order) and the iris
+/// (centre, radius / width).
+#[derive(Clone, Debug)]
 struct EyeModel {
-    lids: [[f64; 2]; 4],
+    lids: Vec<[f64; 2]>,
     iris: Option<([f64; 2], f64)>,
     ear: f64,
 }
 
-fn eye_model(p: &Pts68, iris: Option<&[Iris; 2]>, eye: Eye) -> Result<EyeModel> {
-    let [a, b, u1, u2, l2, l1] = eye.indices();
-    let lid = |i: usize| to_eye(p, eye, [p[i][0] as f64, p[i][1] as f64]);
+fn eye_model(topo: &Topology, all: &[Pt], iris: Option<&[Iris; 2]>, eye: Eye) -> Result<EyeModel> {
+    let p = topo.sub(all);
+    let [a, b, ..] = eye.indices();
     let err = || Error::Invalid("degenerate face: eye corners coincide".into());
-    let lids = [lid(u1).ok_or_else(err)?, lid(u2).ok_or_else(err)?, lid(l2).ok_or_else(err)?, lid(l1).ok_or_else(err)?];
+    let lids = topo.lids[eye as usize]
+        .iter()
+        .map(|&i| to_eye(&p, eye, [all[i][0] as f64, all[i][1] as f64]).ok_or_else(err))
+        .collect::<Result<Vec<_>>>()?;
     let width = dist(p[a], p[b]);
     let iris = iris.and_then(|ir| {
         let i = ir[eye as usize];
-        let c = to_eye(p, eye, [i.cx as f64, i.cy as f64])?;
+        let c = to_eye(&p, eye, [i.cx as f64, i.cy as f64])?;
         (i.cx.is_finite() && i.cy.is_finite() && i.r.is_finite() && i.r >= 0.0).then_some((c, i.r as f64 / width))
     });
-    let ear = openness::eye(p, eye).ok_or_else(err)? as f64;
+    let ear = openness::eye(&p, eye).ok_or_else(err)? as f64;
     Ok(EyeModel { lids, iris, ear })
 }
 
 /// The driver's neutral face and everything derived from it.
 #[derive(Clone, Debug)]
 struct DriverModel {
+    /// The 68-point subset.
     pts: Pts68,
+    /// All points of the topology.
+    all: Vec<Pt>,
+    iris: Option<[Iris; 2]>,
     measures: Measures,
     eyes: [EyeModel; 2],
     centre: [f64; 2],
@@ -364,47 +373,23 @@ fn median(v: &mut [f32]) -> f32 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
+/// A neutral estimated in any topology (see [`estimate_neutral`]).
+struct PointsEstimate {
+    pts: Vec<Pt>,
+    iris: Option<[Iris; 2]>,
+    nonrigid: f32,
+    iod: f32,
+}
+
 /// Estimates a neutral face from frames of (supposedly) a still, neutral face. Two rounds of
 /// generalised Procrustes on the stable points make the median immune to small head motion.
 pub fn estimate_neutral(frames: &[Pts68], irises: &[Option<[Iris; 2]>]) -> Result<NeutralEstimate> {
     if frames.len() < 2 {
         return Err(Error::Invalid(format!("neutral estimate needs at least 2 frames, got {}", frames.len())));
     }
-    for f in frames {
-        check_finite(f, "neutral estimate")?;
-    }
+    let all: Vec<Vec<Pt>> = frames.iter().map(|f| f.to_vec()).collect();
+    let est = estimate_points(&Topology::ibug68(), &all, irises)?;
     let n = frames.len();
-    let mut reference = frames[0];
-    let mut aligned = vec![[[0f32; 2]; 68]; n];
-    let mut transforms = vec![Similarity::IDENTITY; n];
-    let mut col = vec![0f32; n];
-    for _round in 0..2 {
-        let rs = stable_pts(&reference);
-        for (k, f) in frames.iter().enumerate() {
-            let t = fit_similarity(&stable_pts(f), &rs, None)?;
-            transforms[k] = t;
-            for i in 0..68 {
-                aligned[k][i] = t.apply(f[i]);
-            }
-        }
-        for i in 0..68 {
-            for c in 0..2 {
-                for k in 0..n {
-                    col[k] = aligned[k][i][c];
-                }
-                reference[i][c] = median(&mut col);
-            }
-        }
-    }
-    let iod = openness::iod(&reference).ok_or_else(|| Error::Invalid("neutral estimate: degenerate face".into()))?;
-    // Non-rigid: residual of each aligned frame from the median.
-    let mut acc = 0.0f64;
-    for a in &aligned {
-        for i in 0..68 {
-            acc += dist(a[i], reference[i]).powi(2);
-        }
-    }
-    let nonrigid = ((acc / (n * 68) as f64).sqrt() / iod as f64) as f32;
     // Raw motion: std of raw coordinates (includes head motion), relative to the face size.
     let mut var = 0.0f64;
     for i in 0..68 {
@@ -413,13 +398,65 @@ pub fn estimate_neutral(frames: &[Pts68], irises: &[Option<[Iris; 2]>]) -> Resul
             var += frames.iter().map(|f| (f[i][c] as f64 - mean).powi(2)).sum::<f64>() / n as f64;
         }
     }
-    let motion = ((var / 68.0).sqrt() / iod as f64) as f32;
+    let motion = ((var / 68.0).sqrt() / est.iod as f64) as f32;
+    let mut pts68 = [[0f32; 2]; 68];
+    pts68.copy_from_slice(&est.pts);
+    Ok(NeutralEstimate { pts68, iris: est.iris, iod: est.iod, motion, nonrigid: est.nonrigid })
+}
+
+fn estimate_points(topo: &Topology, frames: &[Vec<Pt>], irises: &[Option<[Iris; 2]>]) -> Result<PointsEstimate> {
+    if frames.len() < 2 {
+        if let (Some(f), true) = (frames.first(), frames.len() == 1) {
+            let iod = openness::iod(&topo.sub(f)).ok_or_else(|| Error::Invalid("neutral estimate: degenerate face".into()))?;
+            return Ok(PointsEstimate { pts: f.clone(), iris: irises.first().copied().flatten(), nonrigid: 0.0, iod });
+        }
+        return Err(Error::Invalid(format!("neutral estimate needs at least 2 frames, got {}", frames.len())));
+    }
+    let np = topo.len();
+    for f in frames {
+        if f.len() != np || f.iter().any(|q| !(q[0].is_finite() && q[1].is_finite())) {
+            return Err(Error::Invalid("neutral estimate: non-finite landmark or wrong point count".into()));
+        }
+    }
+    let n = frames.len();
+    let mut reference = frames[0].clone();
+    let mut aligned = vec![vec![[0f32; 2]; np]; n];
+    let mut transforms = vec![Similarity::IDENTITY; n];
+    let mut col = vec![0f32; n];
+    for _round in 0..2 {
+        let rs = stable_pts(&topo.sub(&reference));
+        for (k, f) in frames.iter().enumerate() {
+            let t = fit_similarity(&stable_pts(&topo.sub(f)), &rs, None)?;
+            transforms[k] = t;
+            for i in 0..np {
+                aligned[k][i] = t.apply(f[i]);
+            }
+        }
+        for i in 0..np {
+            for c in 0..2 {
+                for k in 0..n {
+                    col[k] = aligned[k][i][c];
+                }
+                reference[i][c] = median(&mut col);
+            }
+        }
+    }
+    let iod = openness::iod(&topo.sub(&reference)).ok_or_else(|| Error::Invalid("neutral estimate: degenerate face".into()))?;
+    // Non-rigid: residual of each aligned frame from the median (68-point subset, so that the
+    // figure means the same in every topology).
+    let mut acc = 0.0f64;
+    for a in &aligned {
+        for &i in &topo.sub68 {
+            acc += dist(a[i], reference[i]).powi(2);
+        }
+    }
+    let nonrigid = ((acc / (n * 68) as f64).sqrt() / iod as f64) as f32;
     let iris = if irises.len() == n && irises.iter().all(|i| i.is_some()) {
         let mut out = [Iris::default(); 2];
         for e in 0..2 {
             let mut vals = [vec![0f32; n], vec![0f32; n], vec![0f32; n]];
             for k in 0..n {
-                let i = irises[k].unwrap()[e];
+                let i = irises[k].expect("checked above")[e];
                 let c = transforms[k].apply([i.cx, i.cy]);
                 vals[0][k] = c[0];
                 vals[1][k] = c[1];
@@ -431,7 +468,7 @@ pub fn estimate_neutral(frames: &[Pts68], irises: &[Option<[Iris; 2]>]) -> Resul
     } else {
         None
     };
-    Ok(NeutralEstimate { pts68: reference, iris, iod, motion, nonrigid })
+    Ok(PointsEstimate { pts: reference, iris, nonrigid, iod })
 }
 
 /// Frame checks shared by calibration and on-line learning: is this a plausible neutral face?
@@ -495,19 +532,146 @@ impl NeutralLimits {
     }
 }
 
+/// Which point set a [`Retargeter`] works on: the 68 iBUG points, or MediaPipe's 468-point
+/// mesh. Either way the measures, the head pose and the eye frames come from the 68-point
+/// subset, so both topologies retarget the same face the same way; the mesh only adds points.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    n: usize,
+    /// Index of each iBUG point in this point set.
+    sub68: [usize; 68],
+    /// Expression-scaling region of each point.
+    region: Vec<Region>,
+    /// Lid points (corners excluded) of each eye, subject's right then left.
+    lids: [Vec<usize>; 2],
+    /// Inner-lip pairs (upper, lower) facing each other.
+    lip_pairs: Vec<(usize, usize)>,
+    /// Inner mouth corners.
+    mouth_axis: (usize, usize),
+}
+
+impl Topology {
+    /// The 68 iBUG points themselves.
+    pub fn ibug68() -> Topology {
+        let sub68: [usize; 68] = std::array::from_fn(|i| i);
+        Topology {
+            n: 68,
+            sub68,
+            region: (0..68).map(region_of).collect(),
+            lids: Eye::BOTH.map(|e| {
+                let [_, _, u1, u2, l2, l1] = e.indices();
+                vec![u1, u2, l2, l1]
+            }),
+            lip_pairs: LIP_PAIRS.to_vec(),
+            mouth_axis: (60, 64),
+        }
+    }
+
+    /// MediaPipe's 468-point mesh. `neutral` is the mesh of the face the topology is used with:
+    /// each point takes the region of its nearest 68-point landmark there (contours are fixed).
+    pub fn mesh468(neutral: &[Pt]) -> Result<Topology> {
+        use super::landmarks::{MESH_POINTS, MP468_TO_68};
+        use super::mesh;
+        if neutral.len() != MESH_POINTS {
+            return Err(Error::Invalid(format!("face mesh has {} points, expected {MESH_POINTS}", neutral.len())));
+        }
+        if neutral.iter().any(|p| !(p[0].is_finite() && p[1].is_finite())) {
+            return Err(Error::Invalid("face mesh: non-finite point".into()));
+        }
+        let mut region: Vec<Region> = neutral
+            .iter()
+            .map(|&p| {
+                let k = (0..68)
+                    .min_by(|&a, &b| dist(p, neutral[MP468_TO_68[a]]).total_cmp(&dist(p, neutral[MP468_TO_68[b]])))
+                    .unwrap_or(0);
+                region_of(k)
+            })
+            .collect();
+        for &i in mesh::EYE_R.iter() {
+            region[i] = Region::EyeR;
+        }
+        for &i in mesh::EYE_L.iter() {
+            region[i] = Region::EyeL;
+        }
+        for &i in mesh::INNER_LIPS.iter().chain(mesh::OUTER_LIPS.iter()) {
+            region[i] = Region::Mouth;
+        }
+        let lids = [0, 1].map(|e| {
+            let c = mesh::eye_contour(e);
+            mesh::LID_SLOTS.filter(|&s| s != 8).map(|s| c[s]).collect()
+        });
+        Ok(Topology {
+            n: MESH_POINTS,
+            sub68: MP468_TO_68,
+            region,
+            lids,
+            lip_pairs: mesh::LIP_PAIRS.to_vec(),
+            mouth_axis: mesh::MOUTH_CORNERS,
+        })
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The 68-point subset of `pts` (which must have `len()` points).
+    pub fn sub(&self, pts: &[Pt]) -> Pts68 {
+        self.sub68.map(|i| pts[i])
+    }
+}
+
+/// A driver's neutral face in a topology's point set (any pixel coordinates: only shape matters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriverNeutral {
+    pub pts: Vec<Pt>,
+    pub iris: Option<[Iris; 2]>,
+}
+
+/// One retargeted frame: the portrait's points showing the driver's expression and head pose,
+/// and the head pose itself (a similarity in the portrait's coordinates; the warp moves the
+/// hair and neck with it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Posed {
+    pub pts: Vec<Pt>,
+    pub iris: Option<[Iris; 2]>,
+    pub pose: Similarity,
+}
+
+/// Largest number of recent frames the provisional neutral is estimated from.
+const PROVISIONAL_WINDOW: usize = 45;
+/// The provisional estimate is refreshed every this many frames (after the first few).
+const PROVISIONAL_EVERY: usize = 5;
+/// Per-frame fraction by which the neutral in use moves towards a new estimate: changes of the
+/// neutral reach the output over ~10 frames instead of as a jump.
+const NEUTRAL_BLEND: f32 = 0.25;
+
 /// Transfers driver expressions and head pose onto the portrait's face.
 #[derive(Clone, Debug)]
 pub struct Retargeter {
     params: RetargetParams,
+    topo: Topology,
+    /// Side of the reference crop in target units (translation limit is a fraction of it).
+    ref_side: f64,
     target: Shape68,
+    target_all: Vec<Pt>,
     tm: Measures,
     t_eyes: [EyeModel; 2],
     t_centre: [f64; 2],
     t_size: f64,
+    /// The driver neutral in use and the model derived from it.
     driver: Option<DriverModel>,
+    /// Where the neutral in use is heading (a newer estimate); `None` once reached.
+    goal: Option<DriverNeutral>,
     status: NeutralStatus,
-    learn_pts: Vec<Pts68>,
+    learn_pts: Vec<Vec<Pt>>,
     learn_iris: Vec<Option<[Iris; 2]>>,
+    recent: std::collections::VecDeque<(Vec<Pt>, Option<[Iris; 2]>)>,
+    since_estimate: usize,
     pose: Option<Pose>,
     rejected: u64,
 }
@@ -515,45 +679,77 @@ pub struct Retargeter {
 impl Retargeter {
     /// `target`: the portrait's neutral landmarks in crop coordinates (avatar metadata).
     /// `driver_neutral`: from a calibration profile (any coordinates: only shape matters);
-    /// `None` learns it from the first `learn_frames` steady neutral frames.
+    /// `None` starts from a provisional neutral and learns it from the first `learn_frames`
+    /// steady neutral frames.
     pub fn new(target: Shape68, driver_neutral: Option<Shape68>, params: RetargetParams) -> Result<Self> {
+        let dn = driver_neutral.map(|d| DriverNeutral { pts: d.pts68.to_vec(), iris: d.iris });
+        Self::with_topology(Topology::ibug68(), target.pts68.to_vec(), target.iris, dn, params, CROP_SIDE as f64)
+    }
+
+    /// A retargeter on any topology. `target`: the portrait's neutral points (any pixel
+    /// coordinates); `ref_side`: the side of the portrait's face crop in those units.
+    pub fn with_topology(
+        topo: Topology,
+        target: Vec<Pt>,
+        target_iris: Option<[Iris; 2]>,
+        driver_neutral: Option<DriverNeutral>,
+        params: RetargetParams,
+        ref_side: f64,
+    ) -> Result<Self> {
         params.validate()?;
-        if !target.is_finite() {
+        if target.len() != topo.len() {
+            return Err(Error::Invalid(format!("avatar neutral has {} points, expected {}", target.len(), topo.len())));
+        }
+        if !(ref_side > 0.0 && ref_side.is_finite()) {
+            return Err(Error::Invalid("retarget: reference crop side must be positive".into()));
+        }
+        let t68 = Shape68 { pts68: topo.sub(&target), iris: target_iris };
+        if !t68.is_finite() || target.iter().any(|p| !(p[0].is_finite() && p[1].is_finite())) {
             return Err(Error::Invalid("avatar neutral landmarks are not finite".into()));
         }
-        let tm = measure(&target.pts68).map_err(|e| Error::Invalid(format!("avatar neutral landmarks: {e}")))?;
-        let t_eyes = [eye_model(&target.pts68, target.iris.as_ref(), Eye::Right)?, eye_model(&target.pts68, target.iris.as_ref(), Eye::Left)?];
-        let ts = stable_pts(&target.pts68);
+        let tm = measure(&t68.pts68).map_err(|e| Error::Invalid(format!("avatar neutral landmarks: {e}")))?;
+        let t_eyes = [eye_model(&topo, &target, target_iris.as_ref(), Eye::Right)?, eye_model(&topo, &target, target_iris.as_ref(), Eye::Left)?];
+        let ts = stable_pts(&t68.pts68);
         let t_centre = centroid(ts);
         let t_size = rms_size(&ts);
         let mut r = Retargeter {
             status: NeutralStatus::Learning { have: 0, need: params.learn_frames },
             learn_pts: Vec::with_capacity(params.learn_frames),
             learn_iris: Vec::with_capacity(params.learn_frames),
+            recent: Default::default(),
+            since_estimate: 0,
             params,
-            target,
+            topo,
+            ref_side,
+            target: t68,
+            target_all: target,
             tm,
             t_eyes,
             t_centre,
             t_size,
             driver: None,
+            goal: None,
             pose: None,
             rejected: 0,
         };
         if let Some(d) = driver_neutral {
-            r.set_driver_neutral(d)?;
+            r.driver = Some(r.driver_model(&d)?);
             r.status = NeutralStatus::Profile;
         }
         Ok(r)
     }
 
-    fn set_driver_neutral(&mut self, d: Shape68) -> Result<()> {
-        if !d.is_finite() {
+    fn driver_model(&self, d: &DriverNeutral) -> Result<DriverModel> {
+        if d.pts.len() != self.topo.len() {
+            return Err(Error::Invalid(format!("driver neutral has {} points, expected {}", d.pts.len(), self.topo.len())));
+        }
+        let s = Shape68 { pts68: self.topo.sub(&d.pts), iris: d.iris };
+        if !s.is_finite() || d.pts.iter().any(|p| !(p[0].is_finite() && p[1].is_finite())) {
             return Err(Error::Invalid("driver neutral landmarks are not finite".into()));
         }
-        let m = measure(&d.pts68).map_err(|e| Error::Invalid(format!("driver neutral landmarks: {e}")))?;
-        let eyes = [eye_model(&d.pts68, d.iris.as_ref(), Eye::Right)?, eye_model(&d.pts68, d.iris.as_ref(), Eye::Left)?];
-        let ds = stable_pts(&d.pts68);
+        let m = measure(&s.pts68).map_err(|e| Error::Invalid(format!("driver neutral landmarks: {e}")))?;
+        let eyes = [eye_model(&self.topo, &d.pts, d.iris.as_ref(), Eye::Right)?, eye_model(&self.topo, &d.pts, d.iris.as_ref(), Eye::Left)?];
+        let ds = stable_pts(&s.pts68);
         let size = rms_size(&ds);
         if !(size > 1e-6) {
             return Err(Error::Invalid("driver neutral landmarks: stable points coincide".into()));
@@ -561,18 +757,18 @@ impl Retargeter {
         let mut ratios = [(1.0, 1.0); REGIONS];
         for k in 0..REGIONS {
             // Clamped: a mis-detected region should not amplify motion wildly.
-            ratios[k] = (
-                (self.tm.sizes[k].0 / m.sizes[k].0).clamp(0.5, 2.0),
-                (self.tm.sizes[k].1 / m.sizes[k].1).clamp(0.5, 2.0),
-            );
+            ratios[k] = ((self.tm.sizes[k].0 / m.sizes[k].0).clamp(0.5, 2.0), (self.tm.sizes[k].1 / m.sizes[k].1).clamp(0.5, 2.0));
         }
-        self.driver = Some(DriverModel { pts: d.pts68, measures: m, eyes, centre: centroid(ds), size, ratios });
-        self.pose = None;
-        Ok(())
+        Ok(DriverModel { pts: s.pts68, all: d.pts.clone(), iris: d.iris, measures: m, eyes, centre: centroid(ds), size, ratios })
     }
 
     pub fn status(&self) -> NeutralStatus {
         self.status
+    }
+
+    /// The topology this retargeter works on.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
     }
 
     /// Driver frames rejected so far (non-finite or degenerate landmarks).
@@ -580,22 +776,33 @@ impl Retargeter {
         self.rejected
     }
 
-    /// The portrait's neutral shape (what the face-lost easer rests on).
+    /// The portrait's neutral shape (68 points; what the face-lost easer rests on).
     pub fn target_neutral(&self) -> &Shape68 {
         &self.target
     }
 
-    /// The driver neutral in use (profile or learned), if any.
-    pub fn driver_neutral(&self) -> Option<&Pts68> {
-        self.driver.as_ref().map(|d| &d.pts)
+    /// The portrait's neutral points in the retargeter's topology.
+    pub fn target_points(&self) -> &[Pt] {
+        &self.target_all
+    }
+
+    /// The driver neutral (68-point subset) the retargeter is using or heading to, if any.
+    pub fn driver_neutral(&self) -> Option<Pts68> {
+        match &self.goal {
+            Some(g) => Some(self.topo.sub(&g.pts)),
+            None => self.driver.as_ref().map(|d| d.pts),
+        }
     }
 
     /// Forgets a learned neutral and starts learning again (no effect with a profile).
     pub fn relearn(&mut self) {
         if self.status != NeutralStatus::Profile {
             self.driver = None;
+            self.goal = None;
             self.learn_pts.clear();
             self.learn_iris.clear();
+            self.recent.clear();
+            self.since_estimate = 0;
             self.pose = None;
             self.status = NeutralStatus::Learning { have: 0, need: self.params.learn_frames };
         }
@@ -614,48 +821,150 @@ impl Retargeter {
         }
     }
 
-    fn learn(&mut self, p: &Pts68, iris: Option<&[Iris; 2]>) -> Result<()> {
+    /// [`Self::step`] for any topology.
+    pub fn step_points(&mut self, driver: Option<(&[Pt], Option<&[Iris; 2]>)>) -> Option<Posed> {
+        let (p, i) = driver?;
+        match self.retarget_points(p, i) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                self.rejected += 1;
+                None
+            }
+        }
+    }
+
+    /// Without a profile: the steady-frame window (the final, learned neutral) and the running
+    /// provisional estimate (so that the portrait moves from the first frame).
+    fn observe(&mut self, p: &[Pt], iris: Option<&[Iris; 2]>) -> Result<()> {
+        if self.status == NeutralStatus::Profile {
+            return Ok(());
+        }
         let need = self.params.learn_frames;
-        if NeutralLimits::default().check(p).is_err() {
-            // Learning wants consecutive neutral frames: start over.
-            self.learn_pts.clear();
-            self.learn_iris.clear();
-        } else {
-            self.learn_pts.push(*p);
-            self.learn_iris.push(iris.copied());
-            if self.learn_pts.len() >= need {
-                match estimate_neutral(&self.learn_pts, &self.learn_iris) {
-                    Ok(est) if est.nonrigid <= self.params.learn_max_motion => {
-                        self.set_driver_neutral(Shape68 { pts68: est.pts68, iris: est.iris })?;
-                        self.learn_pts = Vec::new();
-                        self.learn_iris = Vec::new();
-                        self.status = NeutralStatus::Learned;
-                        return Ok(());
-                    }
-                    _ => {
-                        // Too much expression change: keep the newer half and keep collecting.
-                        self.learn_pts.drain(..need / 2);
-                        self.learn_iris.drain(..need / 2);
+        if self.status != NeutralStatus::Learned {
+            if NeutralLimits::default().check(&self.topo.sub(p)).is_err() {
+                // Learning wants consecutive neutral frames: start over.
+                self.learn_pts.clear();
+                self.learn_iris.clear();
+            } else {
+                self.learn_pts.push(p.to_vec());
+                self.learn_iris.push(iris.copied());
+                if self.learn_pts.len() >= need {
+                    match estimate_points(&self.topo, &self.learn_pts, &self.learn_iris) {
+                        Ok(est) if est.nonrigid <= self.params.learn_max_motion => {
+                            self.set_goal(DriverNeutral { pts: est.pts, iris: est.iris })?;
+                            self.learn_pts = Vec::new();
+                            self.learn_iris = Vec::new();
+                            self.recent.clear();
+                            self.status = NeutralStatus::Learned;
+                            return Ok(());
+                        }
+                        _ => {
+                            // Too much expression change: keep the newer half and keep collecting.
+                            self.learn_pts.drain(..need / 2);
+                            self.learn_iris.drain(..need / 2);
+                        }
                     }
                 }
             }
+            self.status = NeutralStatus::Learning { have: self.learn_pts.len(), need };
+            // Provisional: a robust running estimate over the recent frames, whatever their
+            // expression (the per-coordinate median of a talking face is close to its rest).
+            self.recent.push_back((p.to_vec(), iris.copied()));
+            if self.recent.len() > PROVISIONAL_WINDOW {
+                self.recent.pop_front();
+            }
+            self.since_estimate += 1;
+            if self.driver.is_none() {
+                self.driver = Some(self.driver_model(&DriverNeutral { pts: p.to_vec(), iris: iris.copied() })?);
+                self.since_estimate = 0;
+            } else if self.since_estimate >= PROVISIONAL_EVERY || self.recent.len() <= PROVISIONAL_EVERY {
+                self.since_estimate = 0;
+                let (pts, irs): (Vec<Vec<Pt>>, Vec<Option<[Iris; 2]>>) = self.recent.iter().cloned().unzip();
+                if let Ok(est) = estimate_points(&self.topo, &pts, &irs) {
+                    self.set_goal(DriverNeutral { pts: est.pts, iris: est.iris })?;
+                }
+            }
         }
-        self.status = NeutralStatus::Learning { have: self.learn_pts.len(), need };
         Ok(())
     }
 
-    /// Retargets one driver frame (landmarks in any pixel coordinates, irises in the same).
-    /// While the driver neutral is being learned, returns the portrait's neutral.
-    pub fn retarget(&mut self, pts: &Pts68, iris: Option<&[Iris; 2]>) -> Result<Shape68> {
-        check_finite(pts, "driver landmarks")?;
-        let iris = iris.filter(|ir| ir.iter().all(|i| i.cx.is_finite() && i.cy.is_finite() && i.r.is_finite()));
+    fn set_goal(&mut self, g: DriverNeutral) -> Result<()> {
+        self.driver_model(&g)?; // validate now, not when blending
         if self.driver.is_none() {
-            self.learn(pts, iris)?;
-            return Ok(self.target);
+            self.driver = Some(self.driver_model(&g)?);
+        } else {
+            self.goal = Some(g);
         }
-        let d = self.driver.as_ref().expect("checked above");
+        Ok(())
+    }
+
+    /// Moves the neutral in use a step towards the goal (the new estimate is aligned to the
+    /// neutral in use first, so that only its shape blends in, not the head pose it was seen in).
+    fn advance_neutral(&mut self) -> Result<()> {
+        let (Some(goal), Some(cur)) = (self.goal.as_ref(), self.driver.as_ref()) else { return Ok(()) };
+        let t = fit_similarity(&stable_pts(&self.topo.sub(&goal.pts)), &stable_pts(&cur.pts), None)?;
+        let a = NEUTRAL_BLEND;
+        let mut done = true;
+        let tol = 1e-3 * cur.measures.iod as f32;
+        let pts: Vec<Pt> = cur
+            .all
+            .iter()
+            .zip(&goal.pts)
+            .map(|(c, g)| {
+                let g = t.apply(*g);
+                let d = [g[0] - c[0], g[1] - c[1]];
+                if d[0].abs() > tol || d[1].abs() > tol {
+                    done = false;
+                    [c[0] + a * d[0], c[1] + a * d[1]]
+                } else {
+                    g
+                }
+            })
+            .collect();
+        let iris = match (cur.iris, goal.iris) {
+            (Some(c), Some(g)) => Some([0, 1].map(|k| {
+                let q = t.apply([g[k].cx, g[k].cy]);
+                let r = g[k].r * t.scale as f32;
+                Iris { cx: c[k].cx + a * (q[0] - c[k].cx), cy: c[k].cy + a * (q[1] - c[k].cy), r: c[k].r + a * (r - c[k].r) }
+            })),
+            (_, g) => g.map(|g| g.map(|i| {
+                let q = t.apply([i.cx, i.cy]);
+                Iris { cx: q[0], cy: q[1], r: i.r * t.scale as f32 }
+            })),
+        };
+        self.driver = Some(self.driver_model(&DriverNeutral { pts, iris })?);
+        if done {
+            self.goal = None;
+        }
+        Ok(())
+    }
+
+    /// Retargets one driver frame of 68 points (68-point topology only).
+    pub fn retarget(&mut self, pts: &Pts68, iris: Option<&[Iris; 2]>) -> Result<Shape68> {
+        if self.topo.len() != 68 {
+            return Err(Error::Invalid("retarget: this retargeter works on the face mesh, not 68 points".into()));
+        }
+        let p = self.retarget_points(pts, iris)?;
+        Ok(Shape68 { pts68: self.topo.sub(&p.pts), iris: p.iris })
+    }
+
+    /// Retargets one driver frame (points of this topology in any pixel coordinates, irises in
+    /// the same) onto the portrait.
+    pub fn retarget_points(&mut self, pts: &[Pt], iris: Option<&[Iris; 2]>) -> Result<Posed> {
+        if pts.len() != self.topo.len() {
+            return Err(Error::Invalid(format!("driver landmarks: {} points, expected {}", pts.len(), self.topo.len())));
+        }
+        if pts.iter().any(|q| !(q[0].is_finite() && q[1].is_finite())) {
+            return Err(Error::Invalid("driver landmarks: non-finite landmark".into()));
+        }
+        let p68 = self.topo.sub(pts);
+        measure(&p68)?;
+        let iris = iris.filter(|ir| ir.iter().all(|i| i.cx.is_finite() && i.cy.is_finite() && i.r.is_finite()));
+        self.observe(pts, iris)?;
+        self.advance_neutral()?;
+        let d = self.driver.as_ref().ok_or_else(|| Error::Invalid("retarget: no driver neutral".into()))?;
         // Pose: T maps the frame onto the driver's neutral.
-        let t = fit_similarity(&stable_pts(pts), &stable_pts(&d.pts), None)?;
+        let t = fit_similarity(&stable_pts(&p68), &stable_pts(&d.pts), None)?;
         let pose_inv = t.inverse().ok_or_else(|| Error::Invalid("driver landmarks: degenerate pose".into()))?;
 
         // Expression in the driver's neutral frame, moved to the target region by region:
@@ -664,22 +973,22 @@ impl Retargeter {
         let (cd, sd) = ((-d.measures.phi).cos(), (-d.measures.phi).sin());
         let (ct, st) = (self.tm.phi.cos(), self.tm.phi.sin());
         let k = gain * self.tm.iod / d.measures.iod;
-        let mut out = self.target.pts68;
-        for i in 0..68 {
+        let mut out = self.target_all.clone();
+        for i in 0..self.topo.len() {
             let a = t.apply_f64([pts[i][0] as f64, pts[i][1] as f64]);
-            let e = [a[0] - d.pts[i][0] as f64, a[1] - d.pts[i][1] as f64];
+            let e = [a[0] - d.all[i][0] as f64, a[1] - d.all[i][1] as f64];
             let c = [cd * e[0] - sd * e[1], sd * e[0] + cd * e[1]];
-            let (rx, ry) = d.ratios[region_of(i) as usize];
+            let (rx, ry) = d.ratios[self.topo.region[i] as usize];
             let c = [c[0] * rx * k, c[1] * ry * k];
             let v = [ct * c[0] - st * c[1], st * c[0] + ct * c[1]];
-            out[i] = [(self.target.pts68[i][0] as f64 + v[0]) as f32, (self.target.pts68[i][1] as f64 + v[1]) as f32];
+            out[i] = [(self.target_all[i][0] as f64 + v[0]) as f32, (self.target_all[i][1] as f64 + v[1]) as f32];
         }
 
         // Lips cannot pass through each other: when the driver presses its lips together harder
         // than in its neutral and the portrait's neutral mouth is already closed, the transferred
         // displacement would push the lower inner lip above the upper one (and the gap measure
         // would read that as opening). Meet in the middle instead.
-        uncross_lips(&mut out);
+        uncross_lips(&mut out, &self.topo.lip_pairs, self.topo.mouth_axis);
 
         // Eyes: lids from the target's own lid shape scaled by the driver's opening ratio, iris
         // offset from the driver's neutral iris position in eye coordinates.
@@ -688,24 +997,24 @@ impl Retargeter {
             let e = eye as usize;
             let dn = &d.eyes[e];
             let tm = &self.t_eyes[e];
-            let ear = openness::eye(pts, eye).map(|v| v as f64).unwrap_or(dn.ear);
+            let ear = openness::eye(&p68, eye).map(|v| v as f64).unwrap_or(dn.ear);
             let ratio = if dn.ear > 1e-6 { (1.0 + gain * (ear / dn.ear - 1.0)).clamp(0.0, 1.6) } else { 1.0 };
-            let [_, _, u1, u2, l2, l1] = eye.indices();
-            for (slot, idx) in [u1, u2, l2, l1].into_iter().enumerate() {
+            let o68 = self.topo.sub(&out);
+            for (slot, &idx) in self.topo.lids[e].iter().enumerate() {
                 let uv = tm.lids[slot];
-                let q = from_eye(&out, eye, [uv[0], uv[1] * ratio]);
+                let q = from_eye(&o68, eye, [uv[0], uv[1] * ratio]);
                 out[idx] = [q[0] as f32, q[1] as f32];
             }
             if let (Some(ir), Some((tc, tr))) = (out_iris.as_mut(), tm.iris) {
                 let delta = match (iris, dn.iris) {
-                    (Some(di), Some((dc, _))) => to_eye(pts, eye, [di[e].cx as f64, di[e].cy as f64])
+                    (Some(di), Some((dc, _))) => to_eye(&p68, eye, [di[e].cx as f64, di[e].cy as f64])
                         .map(|c| [(gain * (c[0] - dc[0])).clamp(-0.25, 0.25), (gain * (c[1] - dc[1])).clamp(-0.2, 0.2)])
                         .unwrap_or([0.0, 0.0]),
                     _ => [0.0, 0.0],
                 };
-                let c = from_eye(&out, eye, [tc[0] + delta[0], tc[1] + delta[1]]);
+                let c = from_eye(&o68, eye, [tc[0] + delta[0], tc[1] + delta[1]]);
                 let [a, b, ..] = eye.indices();
-                ir[e] = Iris { cx: c[0] as f32, cy: c[1] as f32, r: (tr * dist(out[a], out[b])) as f32 };
+                ir[e] = Iris { cx: c[0] as f32, cy: c[1] as f32, r: (tr * dist(o68[a], o68[b])) as f32 };
             }
         }
 
@@ -737,39 +1046,40 @@ impl Retargeter {
                 *i = Iris { cx: c[0], cy: c[1], r: i.r * q.scale as f32 };
             }
         }
-        let shape = Shape68 { pts68: out, iris: out_iris };
-        if !shape.is_finite() {
+        let finite = out.iter().all(|p| p[0].is_finite() && p[1].is_finite())
+            && out_iris.map_or(true, |ir| ir.iter().all(|i| i.cx.is_finite() && i.cy.is_finite() && i.r.is_finite()));
+        if !finite {
             return Err(Error::Invalid("retargeting produced non-finite landmarks".into()));
         }
-        Ok(shape)
+        Ok(Posed { pts: out, iris: out_iris, pose: q })
     }
 
-    /// Clamps a pose to the configured limits (translation limit is in crop pixels).
+    /// Clamps a pose to the configured limits (translation limit is a fraction of the crop side).
     fn limit(&self, p: Pose) -> Pose {
         let max_a = (self.params.max_roll_deg as f64).to_radians();
         let ls = p.log_scale.clamp((self.params.min_scale as f64).ln(), (self.params.max_scale as f64).ln());
-        let max_t = self.params.max_translation as f64 * CROP_SIDE as f64 / self.t_size;
+        let max_t = self.params.max_translation as f64 * self.ref_side / self.t_size;
         let n = (p.t[0] * p.t[0] + p.t[1] * p.t[1]).sqrt();
         let t = if n > max_t && n > 0.0 { [p.t[0] * max_t / n, p.t[1] * max_t / n] } else { p.t };
         Pose { angle: p.angle.clamp(-max_a, max_a), log_scale: ls, t }
     }
 }
 
-/// Inner-lip pairs (upper, lower), facing each other across the mouth.
+/// Inner-lip pairs (upper, lower) of the 68 points, facing each other across the mouth.
 const LIP_PAIRS: [(usize, usize); 3] = [(61, 67), (62, 66), (63, 65)];
 
 /// Moves crossed inner-lip pairs to their common midpoint (in the mouth's own frame: the
-/// corner-to-corner axis 60 -> 64 and its normal, which points down in an upright face).
-fn uncross_lips(p: &mut Pts68) {
-    let (ax, ay) = (p[60][0] as f64, p[60][1] as f64);
-    let (ex, ey) = (p[64][0] as f64 - ax, p[64][1] as f64 - ay);
+/// corner-to-corner axis and its normal, which points down in an upright face).
+fn uncross_lips(p: &mut [Pt], pairs: &[(usize, usize)], axis: (usize, usize)) {
+    let (ax, ay) = (p[axis.0][0] as f64, p[axis.0][1] as f64);
+    let (ex, ey) = (p[axis.1][0] as f64 - ax, p[axis.1][1] as f64 - ay);
     let w2 = ex * ex + ey * ey;
     if !(w2 > 1e-12) || !w2.is_finite() {
         return;
     }
     // Signed distance along the normal (-ey, ex) / |e|: larger is lower on the face.
     let across = |q: [f32; 2]| (-(q[0] as f64 - ax) * ey + (q[1] as f64 - ay) * ex) / w2.sqrt();
-    for (u, l) in LIP_PAIRS {
+    for &(u, l) in pairs {
         if across(p[l]) < across(p[u]) {
             let m = [(p[u][0] + p[l][0]) / 2.0, (p[u][1] + p[l][1]) / 2.0];
             p[u] = m;
@@ -777,27 +1087,68 @@ fn uncross_lips(p: &mut Pts68) {
         }
     }
 }
-
 fn smoothstep(x: f32) -> f32 {
     let x = x.clamp(0.0, 1.0);
     x * x * (3.0 - 2.0 * x)
 }
 
-fn lerp_shape(a: &Shape68, b: &Shape68, w: f32) -> Shape68 {
-    let mut pts = a.pts68;
-    for (p, q) in pts.iter_mut().zip(b.pts68.iter()) {
-        p[0] += (q[0] - p[0]) * w;
-        p[1] += (q[1] - p[1]) * w;
-    }
-    let iris = match (a.iris, b.iris) {
+/// What the face-lost easer can blend: a 68-point shape or a retargeted mesh with its pose.
+pub trait Blend: Clone {
+    /// `self` moved a fraction `w` of the way to `other`.
+    fn blend(&self, other: &Self, w: f32) -> Self;
+    fn is_finite(&self) -> bool;
+}
+
+fn lerp_iris(a: Option<[Iris; 2]>, b: Option<[Iris; 2]>, w: f32) -> Option<[Iris; 2]> {
+    match (a, b) {
         (Some(x), Some(y)) => Some([0, 1].map(|k| Iris {
             cx: x[k].cx + (y[k].cx - x[k].cx) * w,
             cy: x[k].cy + (y[k].cy - x[k].cy) * w,
             r: x[k].r + (y[k].r - x[k].r) * w,
         })),
-        _ => b.iris,
-    };
-    Shape68 { pts68: pts, iris }
+        _ => b,
+    }
+}
+
+impl Blend for Shape68 {
+    fn blend(&self, b: &Self, w: f32) -> Self {
+        let mut pts = self.pts68;
+        for (p, q) in pts.iter_mut().zip(b.pts68.iter()) {
+            p[0] += (q[0] - p[0]) * w;
+            p[1] += (q[1] - p[1]) * w;
+        }
+        Shape68 { pts68: pts, iris: lerp_iris(self.iris, b.iris, w) }
+    }
+    fn is_finite(&self) -> bool {
+        Shape68::is_finite(self)
+    }
+}
+
+impl Blend for Posed {
+    fn blend(&self, b: &Self, w: f32) -> Self {
+        if self.pts.len() != b.pts.len() {
+            return b.clone();
+        }
+        let pts = self.pts.iter().zip(&b.pts).map(|(p, q)| [p[0] + (q[0] - p[0]) * w, p[1] + (q[1] - p[1]) * w]).collect();
+        let (x, y) = (self.pose, b.pose);
+        let w64 = w as f64;
+        let pose = Similarity {
+            scale: x.scale + (y.scale - x.scale) * w64,
+            angle: x.angle + wrap_angle(y.angle - x.angle) * w64,
+            tx: x.tx + (y.tx - x.tx) * w64,
+            ty: x.ty + (y.ty - x.ty) * w64,
+        };
+        Posed { pts, iris: lerp_iris(self.iris, b.iris, w), pose }
+    }
+    fn is_finite(&self) -> bool {
+        self.pts.iter().all(|p| p[0].is_finite() && p[1].is_finite())
+            && self.pose.is_finite()
+            && self.iris.map_or(true, |ir| ir.iter().all(|i| i.cx.is_finite() && i.cy.is_finite() && i.r.is_finite()))
+    }
+}
+
+fn lerp_shape<T: Blend>(a: &T, b: &T, w: f32) -> T {
+    a.blend(b, w)
 }
 
 /// Phase of the face-lost easing, for status and tests.
@@ -818,30 +1169,30 @@ pub enum EasePhase {
 /// Eases to the portrait's neutral face when the driver's face is lost and back when it
 /// returns, so that the output never freezes on a distorted frame nor jumps.
 #[derive(Clone, Debug)]
-pub struct FaceLostEaser {
-    neutral: Shape68,
+pub struct FaceLostEaser<T: Blend = Shape68> {
+    neutral: T,
     hold_s: f32,
     out_s: f32,
     in_s: f32,
     phase: EasePhase,
     t: f32,
-    from: Shape68,
-    last: Shape68,
+    from: T,
+    last: T,
 }
 
-impl FaceLostEaser {
+impl<T: Blend> FaceLostEaser<T> {
     /// `hold_s`: keep the last frame this long before easing (tracker hiccups);
     /// `ease_out_s` / `ease_in_s`: durations of the smoothstep blends (0.3-0.5 s is natural).
-    pub fn new(neutral: Shape68, hold_s: f32, ease_out_s: f32, ease_in_s: f32) -> Self {
+    pub fn new(neutral: T, hold_s: f32, ease_out_s: f32, ease_in_s: f32) -> Self {
         let pos = |v: f32| if v.is_finite() { v.max(0.0) } else { 0.0 };
         FaceLostEaser {
-            neutral,
+            neutral: neutral.clone(),
             hold_s: pos(hold_s),
             out_s: pos(ease_out_s),
             in_s: pos(ease_in_s),
             phase: EasePhase::Neutral,
             t: 0.0,
-            from: neutral,
+            from: neutral.clone(),
             last: neutral,
         }
     }
@@ -851,17 +1202,17 @@ impl FaceLostEaser {
     }
 
     /// Advances by `dt` seconds with this frame's retargeted landmarks (`None`: no face).
-    pub fn update(&mut self, input: Option<&Shape68>, dt: f32) -> Shape68 {
+    pub fn update(&mut self, input: Option<&T>, dt: f32) -> T {
         let dt = if dt.is_finite() { dt.max(0.0) } else { 0.0 };
-        let input = input.filter(|s| s.is_finite());
+        let input = input.filter(|s| Blend::is_finite(*s));
         let out = match (input, self.phase) {
             (Some(s), EasePhase::Tracking | EasePhase::Holding) => {
                 self.phase = EasePhase::Tracking;
-                *s
+                s.clone()
             }
             (Some(s), EasePhase::EasingOut | EasePhase::Neutral) => {
                 self.phase = EasePhase::EasingIn;
-                self.from = self.last;
+                self.from = self.last.clone();
                 self.t = 0.0;
                 self.blend_in(s)
             }
@@ -872,44 +1223,44 @@ impl FaceLostEaser {
             (None, EasePhase::Tracking) => {
                 self.phase = EasePhase::Holding;
                 self.t = 0.0;
-                self.from = self.last;
+                self.from = self.last.clone();
                 self.hold_or_ease()
             }
             (None, EasePhase::EasingIn) => {
                 self.phase = EasePhase::EasingOut;
                 self.t = 0.0;
-                self.from = self.last;
+                self.from = self.last.clone();
                 self.hold_or_ease()
             }
             (None, EasePhase::Holding | EasePhase::EasingOut) => {
                 self.t += dt;
                 self.hold_or_ease()
             }
-            (None, EasePhase::Neutral) => self.neutral,
+            (None, EasePhase::Neutral) => self.neutral.clone(),
         };
-        self.last = out;
+        self.last = out.clone();
         out
     }
 
-    fn blend_in(&mut self, s: &Shape68) -> Shape68 {
+    fn blend_in(&mut self, s: &T) -> T {
         if self.in_s <= 0.0 || self.t >= self.in_s {
             self.phase = EasePhase::Tracking;
-            return *s;
+            return s.clone();
         }
         lerp_shape(&self.from, s, smoothstep(self.t / self.in_s))
     }
 
-    fn hold_or_ease(&mut self) -> Shape68 {
+    fn hold_or_ease(&mut self) -> T {
         if self.phase == EasePhase::Holding {
             if self.t < self.hold_s {
-                return self.from;
+                return self.from.clone();
             }
             self.phase = EasePhase::EasingOut;
             self.t -= self.hold_s;
         }
         if self.out_s <= 0.0 || self.t >= self.out_s {
             self.phase = EasePhase::Neutral;
-            return self.neutral;
+            return self.neutral.clone();
         }
         lerp_shape(&self.from, &self.neutral, smoothstep(self.t / self.out_s))
     }
@@ -1287,14 +1638,17 @@ pub(crate) mod tests {
         let d = Face::other();
         let tn = Face::neutral().pts();
         assert_eq!(r.status(), NeutralStatus::Learning { have: 0, need: 10 });
-        // An open mouth does not count and restarts the window.
+        // Provisional neutral from the first frame: the same face again gives the target neutral.
         for k in 0..6 {
             let jitter = Similarity::about(1.0, 0.01 * (k % 3) as f64, [d.cx as f64, d.cy as f64], [k as f64 * 0.5, 0.0]);
             let out = r.retarget(&transform(&d.pts(), &jitter), None).unwrap();
-            assert_eq!(out.pts68, tn, "learning outputs the target neutral");
+            assert!(procrustes(&out.pts68, &tn) < 1e-3, "provisional neutral at frame {k}");
         }
         assert_eq!(r.status(), NeutralStatus::Learning { have: 6, need: 10 });
-        r.retarget(&Face { gap: 30.0, ..d }.pts(), None).unwrap();
+        // An open mouth does not count towards learning and restarts the window, but the
+        // portrait already follows it (it does not wait for the learned neutral).
+        let out = r.retarget(&Face { gap: 30.0, ..d }.pts(), None).unwrap();
+        assert!(openness::mouth(&out.pts68).unwrap() > 0.3, "mouth follows while provisional");
         assert_eq!(r.status(), NeutralStatus::Learning { have: 0, need: 10 });
         for k in 0..10 {
             let jitter = Similarity::about(1.0, 0.01 * (k % 3) as f64, [d.cx as f64, d.cy as f64], [k as f64 * 0.5, 0.0]);
@@ -1302,12 +1656,49 @@ pub(crate) mod tests {
         }
         assert_eq!(r.status(), NeutralStatus::Learned);
         let learned = r.driver_neutral().unwrap();
-        assert!(crate::core::geometry::procrustes_distance(learned, &d.pts()).unwrap() < 1e-4);
-        // And now it retargets: a neutral driver frame gives the target neutral.
+        assert!(crate::core::geometry::procrustes_distance(&learned, &d.pts()).unwrap() < 1e-4);
+        // And now it retargets: a neutral driver frame gives the target neutral (once the
+        // learned neutral has blended in, over a few frames).
+        for _ in 0..20 {
+            r.retarget(&d.pts(), None).unwrap();
+        }
         let out = r.retarget(&d.pts(), None).unwrap();
         assert!(max_diff(&out.pts68, &tn) < 1e-2);
         r.relearn();
         assert_eq!(r.status(), NeutralStatus::Learning { have: 0, need: 10 });
+    }
+
+    fn procrustes(a: &Pts68, b: &Pts68) -> f64 {
+        crate::core::geometry::procrustes_distance(a, b).unwrap()
+    }
+
+    #[test]
+    fn provisional_neutral_moves_without_jumps_and_never_waits() {
+        // A talking driver that is never steady: the output follows from the first frame, and
+        // when the provisional estimate is refined the output changes smoothly.
+        let params = RetargetParams { learn_frames: 30, ..no_smoothing() };
+        let mut r = Retargeter::new(Face::neutral().shape(), None, params).unwrap();
+        let d = Face::other();
+        let mut prev: Option<Pts68> = None;
+        let mut moved = 0;
+        let mut worst_step = 0.0f32;
+        for k in 0..120 {
+            let gap = 12.0 * ((k as f32 * 0.7).sin() * 0.5 + 0.5);
+            let out = r.retarget(&Face { gap, ..d }.pts(), None).unwrap();
+            assert!(matches!(r.status(), NeutralStatus::Learning { .. }));
+            if openness::mouth(&out.pts68).unwrap() > 0.1 {
+                moved += 1;
+            }
+            if let Some(p) = prev {
+                // Brows and eyes do not move in the driver: any change there comes from the
+                // neutral estimate, and must be gradual.
+                let s = (17..48).map(|i| (out.pts68[i][1] - p[i][1]).abs()).fold(0.0, f32::max);
+                worst_step = worst_step.max(s);
+            }
+            prev = Some(out.pts68);
+        }
+        assert!(moved > 30, "mouth opened in {moved} of 120 frames");
+        assert!(worst_step < 0.5, "largest frame-to-frame jump of still features: {worst_step} px");
     }
 
     #[test]

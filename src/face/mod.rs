@@ -7,6 +7,7 @@ pub mod landmarker;
 mod model;
 pub mod ort_env;
 pub mod roi;
+pub mod still;
 pub mod tracker;
 
 pub use tracker::FaceTracker;

@@ -1,0 +1,153 @@
+//! `puppetcam avatar create`: images -> a warp avatar. The first image is the portrait that is
+//! animated; every image is a shot (K = 1..32) whose mouth can stand in for the portrait's.
+//! Also the content-hash cache behind `run --portrait IMAGE`.
+use super::file::{Shot, WarpAvatar, EXTENSION, MAX_SHOTS, MAX_SIDE};
+use crate::core::warp::WarpModel;
+use crate::face::still::StillLandmarker;
+use crate::face::FaceModels;
+use crate::core::types::Frame;
+use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// What `create` reports about each image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShotReport {
+    pub path: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub faces_found: usize,
+    pub has_iris: bool,
+}
+
+/// Reads an image as RGB; the error names the file.
+pub fn read_image(path: &Path) -> Result<Frame> {
+    std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let bgr = opencv::imgcodecs::imread(path, opencv::imgcodecs::IMREAD_COLOR)?;
+    crate::source::bgr_mat_to_frame(&bgr, std::time::Duration::ZERO, 0)
+        .map_err(|_| Error::Invalid(format!("{}: not a readable image", path.display())))
+}
+
+/// Shrinks an image whose long side exceeds `MAX_SIDE` (landmarks are found on the result).
+fn limit_size(f: Frame) -> Result<Frame> {
+    let long = f.width.max(f.height);
+    if long <= MAX_SIDE {
+        return Ok(f);
+    }
+    let k = MAX_SIDE as f64 / long as f64;
+    crate::pipeline::compose::resize(&f, ((f.width as f64 * k).round() as i32).max(1), ((f.height as f64 * k).round() as i32).max(1))
+}
+
+/// Builds a warp avatar from `images` (first = portrait). Errors name the image with no face.
+pub fn create(images: &[PathBuf], name: &str, models: &FaceModels) -> Result<(WarpAvatar, Vec<ShotReport>)> {
+    if images.is_empty() {
+        return Err(Error::Invalid("avatar create: give at least one image (the portrait)".into()));
+    }
+    if images.len() > MAX_SHOTS {
+        return Err(Error::Invalid(format!("avatar create: {} images, at most {MAX_SHOTS} shots", images.len())));
+    }
+    let mut lm = StillLandmarker::new(models)?;
+    let mut shots = Vec::new();
+    let mut reports = Vec::new();
+    for path in images {
+        let img = limit_size(read_image(path)?)?;
+        let face = lm
+            .landmarks(&img)?
+            .ok_or_else(|| Error::Invalid(format!("{}: no face found (a frontal, well-lit face of at least ~100 pixels works best)", path.display())))?;
+        if face.faces_found > 1 {
+            log::warn!("{}: {} faces found; using the largest", path.display(), face.faces_found);
+        }
+        let mesh: Vec<[f32; 2]> = face.landmarks.mesh.iter().map(|p| [p[0], p[1]]).collect();
+        reports.push(ShotReport {
+            path: path.clone(),
+            width: img.width,
+            height: img.height,
+            faces_found: face.faces_found,
+            has_iris: face.landmarks.iris.is_some(),
+        });
+        let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        shots.push(Shot { image: img, mesh, iris: face.landmarks.iris, source });
+    }
+    let p = &shots[0];
+    let triangles = WarpModel::new(p.image.width, p.image.height, &p.mesh)?.triangles().to_vec();
+    let sources: Vec<String> = shots.iter().map(|s| s.source.clone()).collect();
+    let av = WarpAvatar {
+        name: name.to_string(),
+        shots,
+        triangles,
+        refiner: None,
+        created: crate::calibrate::rfc3339_utc(std::time::SystemTime::now()),
+        provenance: format!("puppetcam {} avatar create from {}", env!("CARGO_PKG_VERSION"), sources.join(", ")),
+    };
+    av.validate().map_err(|m| Error::Invalid(format!("avatar create: {m}")))?;
+    Ok((av, reports))
+}
+
+/// `$XDG_CACHE_HOME/puppetcam/avatars` (or `~/.cache/...`); `None` without either variable.
+pub fn cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("puppetcam").join("avatars"))
+}
+
+/// Content hash of the images (and the avatar format), so an edited portrait gets a new avatar.
+pub fn content_key(images: &[PathBuf]) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(b"puppetcam warp avatar v");
+    h.update(super::file::VERSION.to_le_bytes());
+    for p in images {
+        let bytes = std::fs::read(p).map_err(|source| Error::Io { path: p.clone(), source })?;
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect())
+}
+
+/// The cached avatar for `images`, created (and cached) when missing. Returns its path.
+pub fn cached_avatar(images: &[PathBuf], models: &FaceModels, dir: Option<&Path>) -> Result<PathBuf> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => cache_dir().ok_or_else(|| Error::Invalid("no cache directory: set XDG_CACHE_HOME or HOME".into()))?,
+    };
+    let key = content_key(images)?;
+    let path = dir.join(format!("{key}.{EXTENSION}"));
+    if path.is_file() && super::file::WarpAvatar::load(&path).is_ok() {
+        log::info!("avatar: using cached {}", path.display());
+        return Ok(path);
+    }
+    let name = images[0].file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "portrait".into());
+    let (av, _) = create(images, &name, models)?;
+    av.save(&path)?;
+    log::info!("avatar: created {} from {}", path.display(), images[0].display());
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_key_follows_bytes_not_names() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b, c) = (d.path().join("a.png"), d.path().join("b.png"), d.path().join("c.png"));
+        std::fs::write(&a, b"one").unwrap();
+        std::fs::write(&b, b"one").unwrap();
+        std::fs::write(&c, b"two").unwrap();
+        assert_eq!(content_key(&[a.clone()]).unwrap(), content_key(&[b.clone()]).unwrap());
+        assert_ne!(content_key(&[a.clone()]).unwrap(), content_key(&[c.clone()]).unwrap());
+        assert_ne!(content_key(&[a.clone()]).unwrap(), content_key(&[a.clone(), c]).unwrap());
+        assert!(content_key(&[d.path().join("missing.png")]).unwrap_err().to_string().contains("missing.png"));
+    }
+
+    #[test]
+    fn unreadable_images_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("not-an-image.jpg");
+        std::fs::write(&p, b"garbage").unwrap();
+        let e = read_image(&p).unwrap_err().to_string();
+        assert!(e.contains("not-an-image.jpg"), "{e}");
+        assert!(create(&[], "x", &FaceModels::from_dir(d.path())).is_err());
+    }
+}

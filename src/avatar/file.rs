@@ -1,0 +1,348 @@
+//! The warp-avatar file (`.pcav`): one self-contained, versioned file holding the portrait, the
+//! other shots, each shot's landmarks, the warp triangulation and optionally a refiner ONNX.
+//!
+//! Layout: `PCAVATAR` (8 bytes), format version (u32 LE), header length (u32 LE), the header
+//! (UTF-8 JSON, [`Header`]), then the blobs the header points into (PNG images, ONNX bytes) by
+//! offset and length from the end of the header. Lossless PNG keeps the portrait's pixels
+//! exactly; JSON keeps the header readable with any tool. Everything is validated on load and
+//! every error names the file and what is wrong with it.
+use crate::core::geometry::Pt;
+use crate::core::landmarks::MESH_POINTS;
+use crate::core::types::{Frame, Iris};
+use crate::error::{Error, Result};
+use opencv::core::{Mat, Vector};
+use opencv::imgcodecs;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const MAGIC: &[u8; 8] = b"PCAVATAR";
+/// Version written by this build; files of a newer version are refused with a clear message.
+pub const VERSION: u32 = 1;
+/// The usual file extension.
+pub const EXTENSION: &str = "pcav";
+/// Most shots an avatar holds (the paper's K goes to 32).
+pub const MAX_SHOTS: usize = 32;
+/// Largest header accepted (a 32-shot header is ~1 MB of JSON).
+const MAX_HEADER: usize = 16 << 20;
+/// Largest image side stored.
+pub const MAX_SIDE: u32 = 4096;
+
+/// One image of the avatar: the first is the portrait that is animated; all are shots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shot {
+    pub image: Frame,
+    /// 468-point mesh in the image's pixels.
+    pub mesh: Vec<Pt>,
+    pub iris: Option<[Iris; 2]>,
+    /// Where it came from (file name), for the status page and provenance.
+    pub source: String,
+}
+
+/// A warp avatar in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WarpAvatar {
+    pub name: String,
+    pub shots: Vec<Shot>,
+    /// Triangulation of the portrait's warp control points (see `core::warp`).
+    pub triangles: Vec<[u32; 3]>,
+    /// A refiner network (ONNX bytes), when the avatar was personalised with one.
+    pub refiner: Option<Vec<u8>>,
+    pub created: String,
+    pub provenance: String,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Blob {
+    offset: u64,
+    len: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ShotHeader {
+    source: String,
+    width: u32,
+    height: u32,
+    /// PNG bytes.
+    image: Blob,
+    mesh: Vec<[f32; 2]>,
+    /// `[[cx, cy, r], [cx, cy, r]]`: subject's right, left.
+    iris: Option<[[f32; 3]; 2]>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    format: String,
+    name: String,
+    created: String,
+    provenance: String,
+    shots: Vec<ShotHeader>,
+    triangles: Vec<[u32; 3]>,
+    refiner: Option<Blob>,
+}
+
+const FORMAT: &str = "puppetcam warp avatar";
+
+fn bad(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Model { path: path.to_path_buf(), msg: msg.into() }
+}
+
+/// True when `bytes` start like a warp-avatar file (used to tell it from an ONNX generator).
+pub fn is_warp_avatar(bytes: &[u8]) -> bool {
+    bytes.len() >= MAGIC.len() && &bytes[..MAGIC.len()] == MAGIC
+}
+
+/// True when the file at `path` is a warp avatar (by its first bytes, not its name).
+pub fn path_is_warp_avatar(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).map(|_| is_warp_avatar(&head)).unwrap_or(false)
+}
+
+fn encode_png(f: &Frame) -> Result<Vec<u8>> {
+    let rgb = Mat::new_rows_cols_with_bytes::<opencv::core::Vec3b>(f.height as i32, f.width as i32, &f.data)?;
+    let mut bgr = Mat::default();
+    opencv::imgproc::cvt_color_def(&rgb, &mut bgr, opencv::imgproc::COLOR_RGB2BGR)?;
+    let mut buf = Vector::<u8>::new();
+    // Level 3: files stay small enough and writing stays fast.
+    let params = Vector::<i32>::from_slice(&[imgcodecs::IMWRITE_PNG_COMPRESSION, 3]);
+    if !imgcodecs::imencode(".png", &bgr, &mut buf, &params)? {
+        return Err(Error::Invalid("PNG encoding failed".into()));
+    }
+    Ok(buf.iter().collect())
+}
+
+fn decode_png(bytes: &[u8]) -> Result<Frame> {
+    let buf = Vector::<u8>::from_slice(bytes);
+    let bgr = imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR)?;
+    crate::source::bgr_mat_to_frame(&bgr, std::time::Duration::ZERO, 0)
+}
+
+impl WarpAvatar {
+    /// Checks everything a renderer relies on; the message names the shot and the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.shots.is_empty() {
+            return Err("no shots (the first image is the portrait)".into());
+        }
+        if self.shots.len() > MAX_SHOTS {
+            return Err(format!("{} shots, at most {MAX_SHOTS}", self.shots.len()));
+        }
+        for (k, s) in self.shots.iter().enumerate() {
+            let what = format!("shot {k} ({})", s.source);
+            if !s.image.len_ok() || s.image.width == 0 || s.image.height == 0 || s.image.width > MAX_SIDE || s.image.height > MAX_SIDE {
+                return Err(format!("{what}: image {}x{} is empty, too large or inconsistent", s.image.width, s.image.height));
+            }
+            if s.mesh.len() != MESH_POINTS {
+                return Err(format!("{what}: mesh has {} points, expected {MESH_POINTS}", s.mesh.len()));
+            }
+            let (w, h) = (s.image.width as f32, s.image.height as f32);
+            if s.mesh.iter().any(|p| !(p[0].is_finite() && p[1].is_finite() && p[0] > -w && p[0] < 2.0 * w && p[1] > -h && p[1] < 2.0 * h)) {
+                return Err(format!("{what}: mesh has a non-finite point or one far outside the image"));
+            }
+            if let Some(ir) = s.iris {
+                if ir.iter().any(|i| !(i.cx.is_finite() && i.cy.is_finite() && i.r.is_finite() && i.r > 0.0)) {
+                    return Err(format!("{what}: iris is not finite or has no radius"));
+                }
+            }
+        }
+        let p = &self.shots[0];
+        crate::core::warp::WarpModel::with_triangles(p.image.width, p.image.height, &p.mesh, self.triangles.clone())
+            .map_err(|e| format!("triangulation: {e}"))?;
+        Ok(())
+    }
+
+    /// Serialises to the file format.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.validate().map_err(|m| Error::Invalid(format!("avatar: {m}")))?;
+        let mut blobs: Vec<u8> = Vec::new();
+        let mut shots = Vec::new();
+        for s in &self.shots {
+            let png = encode_png(&s.image)?;
+            let blob = Blob { offset: blobs.len() as u64, len: png.len() as u64 };
+            blobs.extend_from_slice(&png);
+            shots.push(ShotHeader {
+                source: s.source.clone(),
+                width: s.image.width,
+                height: s.image.height,
+                image: blob,
+                mesh: s.mesh.clone(),
+                iris: s.iris.map(|ir| ir.map(|i| [i.cx, i.cy, i.r])),
+            });
+        }
+        let refiner = self.refiner.as_ref().map(|r| {
+            let b = Blob { offset: blobs.len() as u64, len: r.len() as u64 };
+            blobs.extend_from_slice(r);
+            b
+        });
+        let header = Header {
+            format: FORMAT.into(),
+            name: self.name.clone(),
+            created: self.created.clone(),
+            provenance: self.provenance.clone(),
+            shots,
+            triangles: self.triangles.clone(),
+            refiner,
+        };
+        let json = serde_json::to_vec(&header).map_err(|e| Error::Invalid(format!("avatar header: {e}")))?;
+        let mut out = Vec::with_capacity(16 + json.len() + blobs.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&blobs);
+        Ok(out)
+    }
+
+    /// Writes atomically (temporary file + rename), so a watcher never sees half a file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes()?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        }
+        let tmp = path.with_extension(format!("{EXTENSION}.tmp{}", std::process::id()));
+        std::fs::write(&tmp, &bytes).map_err(|source| Error::Io { path: tmp.clone(), source })?;
+        std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    }
+
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<WarpAvatar> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses and validates; `path` only names the file in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<WarpAvatar> {
+        if !is_warp_avatar(bytes) {
+            return Err(bad(path, "not a puppetcam warp avatar (bad magic bytes)"));
+        }
+        if bytes.len() < 16 {
+            return Err(bad(path, "truncated header"));
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version == 0 || version > VERSION {
+            return Err(bad(path, format!("avatar format version {version}; this puppetcam reads version {VERSION} (made by a newer puppetcam?)")));
+        }
+        let hlen = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
+        if hlen > MAX_HEADER || 16 + hlen > bytes.len() {
+            return Err(bad(path, format!("header length {hlen} does not fit the file ({} bytes): truncated or corrupt", bytes.len())));
+        }
+        let header: Header = serde_json::from_slice(&bytes[16..16 + hlen]).map_err(|e| bad(path, format!("header: {e}")))?;
+        if header.format != FORMAT {
+            return Err(bad(path, format!("header format is `{}`, expected `{FORMAT}`", header.format)));
+        }
+        let data = &bytes[16 + hlen..];
+        let blob = |b: &Blob, what: &str| -> Result<&[u8]> {
+            let end = b.offset.checked_add(b.len).filter(|&e| e <= data.len() as u64);
+            match end {
+                Some(e) => Ok(&data[b.offset as usize..e as usize]),
+                None => Err(bad(path, format!("{what}: data range {}+{} lies outside the file: truncated or corrupt", b.offset, b.len))),
+            }
+        };
+        if header.shots.is_empty() || header.shots.len() > MAX_SHOTS {
+            return Err(bad(path, format!("{} shots; 1..={MAX_SHOTS} expected", header.shots.len())));
+        }
+        let mut shots = Vec::with_capacity(header.shots.len());
+        for (k, s) in header.shots.into_iter().enumerate() {
+            let what = format!("shot {k} ({})", s.source);
+            let image = decode_png(blob(&s.image, &what)?).map_err(|e| bad(path, format!("{what}: image does not decode: {e}")))?;
+            if image.width != s.width || image.height != s.height {
+                return Err(bad(path, format!("{what}: image is {}x{}, header says {}x{}", image.width, image.height, s.width, s.height)));
+            }
+            shots.push(Shot {
+                image,
+                mesh: s.mesh,
+                iris: s.iris.map(|ir| ir.map(|v| Iris { cx: v[0], cy: v[1], r: v[2] })),
+                source: s.source,
+            });
+        }
+        let refiner = match &header.refiner {
+            Some(b) => Some(blob(b, "refiner")?.to_vec()),
+            None => None,
+        };
+        let av = WarpAvatar {
+            name: header.name,
+            shots,
+            triangles: header.triangles,
+            refiner,
+            created: header.created,
+            provenance: header.provenance,
+        };
+        av.validate().map_err(|m| bad(path, m))?;
+        Ok(av)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::core::warp::tests::{synthetic_mesh, texture};
+
+    pub(crate) fn sample_avatar(shots: usize) -> WarpAvatar {
+        let shots: Vec<Shot> = (0..shots)
+            .map(|k| Shot {
+                image: texture(200 + 10 * k as u32, 180),
+                mesh: synthetic_mesh(100.0, 90.0, 50.0),
+                iris: Some([Iris { cx: 80.0, cy: 80.0, r: 4.0 }, Iris { cx: 120.0, cy: 80.0, r: 4.0 }]),
+                source: format!("shot{k}.png"),
+            })
+            .collect();
+        let triangles = crate::core::warp::WarpModel::new(200, 180, &shots[0].mesh).unwrap().triangles().to_vec();
+        WarpAvatar { name: "test".into(), shots, triangles, refiner: None, created: "now".into(), provenance: "unit test".into() }
+    }
+
+    #[test]
+    fn round_trip_is_exact() {
+        let mut av = sample_avatar(3);
+        av.refiner = Some(vec![1, 2, 3, 4]);
+        let bytes = av.to_bytes().unwrap();
+        assert!(is_warp_avatar(&bytes));
+        let back = WarpAvatar::from_bytes(&bytes, Path::new("x.pcav")).unwrap();
+        assert_eq!(back, av);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.pcav");
+        av.save(&p).unwrap();
+        assert!(path_is_warp_avatar(&p));
+        assert_eq!(WarpAvatar::load(&p).unwrap(), av);
+    }
+
+    #[test]
+    fn corrupt_files_name_the_problem() {
+        let av = sample_avatar(2);
+        let bytes = av.to_bytes().unwrap();
+        let p = Path::new("bad.pcav");
+        let err = |b: &[u8]| WarpAvatar::from_bytes(b, p).unwrap_err().to_string();
+        assert!(err(b"hello").contains("magic"), "{}", err(b"hello"));
+        let mut v = bytes.clone();
+        v[8] = 9;
+        assert!(err(&v).contains("version 9"), "{}", err(&v));
+        assert!(err(&bytes[..bytes.len() - 100]).contains("outside the file"), "{}", err(&bytes[..bytes.len() - 100]));
+        assert!(err(&bytes[..40]).contains("truncated"), "{}", err(&bytes[..40]));
+        // A header that parses but lies.
+        let tweak = |f: &dyn Fn(&mut serde_json::Value)| {
+            let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+            let mut h: serde_json::Value = serde_json::from_slice(&bytes[16..16 + hlen]).unwrap();
+            f(&mut h);
+            let j = serde_json::to_vec(&h).unwrap();
+            let mut out = bytes[..12].to_vec();
+            out.extend_from_slice(&(j.len() as u32).to_le_bytes());
+            out.extend_from_slice(&j);
+            out.extend_from_slice(&bytes[16 + hlen..]);
+            err(&out)
+        };
+        let e = tweak(&|h| h["shots"][1]["mesh"] = serde_json::json!([[1.0, 2.0]]));
+        assert!(e.contains("shot 1 (shot1.png): mesh has 1 points"), "{e}");
+        let e = tweak(&|h| h["shots"][0]["width"] = serde_json::json!(7));
+        assert!(e.contains("header says 7x180"), "{e}");
+        let e = tweak(&|h| h["triangles"][0] = serde_json::json!([0, 1, 100000]));
+        assert!(e.contains("triangulation"), "{e}");
+        let e = tweak(&|h| h["shots"] = serde_json::json!([]));
+        assert!(e.contains("0 shots"), "{e}");
+        let e = tweak(&|h| h["shots"][0]["iris"] = serde_json::json!([[1.0, 2.0, 0.0], [1.0, 2.0, 3.0]]));
+        assert!(e.contains("iris"), "{e}");
+        let e = tweak(&|h| h["bogus"] = serde_json::json!(1));
+        assert!(e.contains("unknown field"), "{e}");
+        assert!(WarpAvatar::load(Path::new("/nonexistent/a.pcav")).unwrap_err().to_string().contains("/nonexistent/a.pcav"));
+    }
+}

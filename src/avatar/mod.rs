@@ -1,0 +1,140 @@
+//! Warp avatars: the file format (`file`), creating one from images (`create`), rendering it at
+//! the output size (`render`), and [`WarpStage`], the generator stage's per-frame work for a warp
+//! avatar: retarget the driver's dense mesh onto the portrait, ease when the face is lost, render.
+pub mod create;
+pub mod file;
+pub mod render;
+
+use crate::core::geometry::{Pt, Similarity};
+use crate::core::mesh::Lift68;
+use crate::core::retarget::{DriverNeutral, FaceLostEaser, NeutralStatus, Posed, RetargetParams, Retargeter, Topology};
+use crate::core::types::{FaceLandmarks, Frame, Iris};
+use crate::error::Result;
+pub use file::WarpAvatar;
+pub use render::WarpRenderer;
+
+/// A driver's neutral face for a warp avatar: the mesh when known (calibration profile with a
+/// mesh, `--neutral IMAGE`), else the 68 points (lifted to a mesh).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeshNeutral {
+    pub pts68: [[f32; 2]; 68],
+    pub mesh: Option<Vec<Pt>>,
+    pub iris: Option<[Iris; 2]>,
+}
+
+/// Easing times (seconds) when the face is lost and found again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ease {
+    pub hold_s: f32,
+    pub out_s: f32,
+    pub in_s: f32,
+}
+
+/// The generator stage's state for one warp avatar at one output size.
+pub struct WarpStage {
+    pub avatar: WarpAvatar,
+    renderer: WarpRenderer,
+    retargeter: Retargeter,
+    easer: FaceLostEaser<Posed>,
+    /// Turns 68-point-only driver landmarks into a mesh (template: the portrait).
+    lift: Lift68,
+}
+
+impl WarpStage {
+    pub fn new(avatar: WarpAvatar, out_w: u32, out_h: u32, params: RetargetParams, neutral: Option<&MeshNeutral>, ease: Ease) -> Result<WarpStage> {
+        let renderer = WarpRenderer::new(&avatar, out_w, out_h)?;
+        let target = renderer.neutral().to_vec();
+        let lift = Lift68::new(&target)?;
+        let topo = Topology::mesh468(&target)?;
+        let dn = neutral.map(|n| DriverNeutral { pts: n.mesh.clone().unwrap_or_else(|| lift.apply(&n.pts68)), iris: n.iris });
+        let retargeter = Retargeter::with_topology(topo, target.clone(), renderer.neutral_iris(), dn, params, renderer.crop_side() as f64)?;
+        let rest = Posed { pts: target, iris: renderer.neutral_iris(), pose: Similarity::IDENTITY };
+        let easer = FaceLostEaser::new(rest, ease.hold_s, ease.out_s, ease.in_s);
+        Ok(WarpStage { avatar, renderer, retargeter, easer, lift })
+    }
+
+    /// The idle frame: the portrait at rest on the canvas.
+    pub fn idle(&self) -> Frame {
+        self.renderer.canvas().clone()
+    }
+
+    pub fn status(&self) -> NeutralStatus {
+        self.retargeter.status()
+    }
+
+    pub fn renderer(&self) -> &WarpRenderer {
+        &self.renderer
+    }
+
+    pub fn renderer_mut(&mut self) -> &mut WarpRenderer {
+        &mut self.renderer
+    }
+
+    /// The driver's mesh (2-D) from its landmarks, lifting 68-point-only landmarks.
+    pub fn driver_mesh(&self, lm: &FaceLandmarks) -> Vec<Pt> {
+        if lm.mesh.len() == crate::core::landmarks::MESH_POINTS {
+            lm.mesh.iter().map(|p| [p[0], p[1]]).collect()
+        } else {
+            self.lift.apply(&lm.pts68)
+        }
+    }
+
+    /// Retargets (when a face is present) and eases; `None` for a lost face or a rejected frame.
+    /// Returns the pose to render and whether the driver's face was used.
+    pub fn drive(&mut self, lm: Option<&FaceLandmarks>, dt: f32) -> (Posed, bool) {
+        let posed = lm.and_then(|l| {
+            let mesh = self.driver_mesh(l);
+            self.retargeter.step_points(Some((&mesh, l.iris.as_ref())))
+        });
+        let used = posed.is_some();
+        (self.easer.update(posed.as_ref(), dt), used)
+    }
+
+    /// One frame for a driver face (or none) `dt` seconds after the previous one.
+    pub fn frame(&mut self, lm: Option<&FaceLandmarks>, dt: f32) -> Result<(Frame, bool)> {
+        let (p, used) = self.drive(lm, dt);
+        let f = self.renderer.render(&p.pts, p.iris.as_ref(), &p.pose, dt)?;
+        Ok((f, used))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use file::tests::sample_avatar;
+
+    fn ease() -> Ease {
+        Ease { hold_s: 0.2, out_s: 0.3, in_s: 0.15 }
+    }
+
+    #[test]
+    fn moves_from_the_first_frame_and_follows_the_mouth() {
+        let av = sample_avatar(1);
+        let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
+        let mut st = WarpStage::new(av.clone(), w, h, RetargetParams { pose_smoothing: 0.0, ..Default::default() }, None, ease()).unwrap();
+        assert!(matches!(st.status(), NeutralStatus::Learning { .. }));
+        // The driver: the same synthetic face elsewhere in a bigger frame, 68 points only (lifted).
+        let drv = |open: f32| {
+            let mut mesh: Vec<[f32; 3]> = av.shots[0].mesh.iter().map(|p| [p[0] * 1.5 + 40.0, p[1] * 1.5 + 20.0, 0.0]).collect();
+            for &(_, l) in crate::core::mesh::LIP_PAIRS.iter() {
+                mesh[l][1] += open;
+            }
+            let pts68 = crate::core::landmarks::to68(&mesh).unwrap();
+            FaceLandmarks { mesh: Vec::new(), pts68, iris: None, score: 1.0 }
+        };
+        let (f0, used) = st.frame(Some(&drv(0.0)), 0.04).unwrap();
+        assert!(used);
+        assert_eq!(f0.width, w);
+        // Mouth opens on the second frame already (provisional neutral from the first).
+        let (p, _) = st.drive(Some(&drv(9.0)), 0.04);
+        let gap_out = crate::core::mesh::mouth_gap(&p.pts);
+        assert!(gap_out > 0.05, "{gap_out}");
+        // Face lost: eases back to the portrait's rest shape.
+        for _ in 0..30 {
+            st.drive(None, 0.04);
+        }
+        let (p, used) = st.drive(None, 0.04);
+        assert!(!used);
+        assert_eq!(p.pts, st.renderer().neutral());
+    }
+}

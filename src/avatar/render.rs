@@ -1,0 +1,343 @@
+//! Renders a warp avatar at the output size: the portrait letterboxed once into a cached canvas,
+//! then per frame only the face's region of interest is redrawn: dense warp, then the mouth and
+//! eye regions from the best-matching shot (K > 1), then the eye and mouth fallbacks.
+//!
+//! Everything happens in canvas (output) pixels: when `--size` equals the portrait's size the
+//! canvas *is* the portrait, pixel for pixel (no letterbox, crop or resample).
+use super::file::WarpAvatar;
+use crate::core::features::{render_eyes, render_mouth, FeatureSource};
+use crate::core::geometry::{Pt, Similarity};
+use crate::core::mesh::{INNER_LIPS, MOUTH_CORNERS, OUTER_LIPS};
+use crate::core::raster::crop_box_from_68;
+use crate::core::types::{Frame, Iris};
+use crate::core::warp::{raster_triangle, sample_bilinear, WarpModel};
+use crate::error::{Error, Result};
+
+/// Cross-fade time when the mouth source changes between shots.
+pub const SHOT_FADE_S: f32 = 0.1;
+/// A new shot must be this much closer (relative) than the current one to take over (avoids
+/// flicker between two near-equal shots).
+const SWITCH_MARGIN: f32 = 0.8;
+
+/// Letterbox geometry: portrait pixel `p` lands at `scale * p + offset` on the canvas.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Letterbox {
+    pub scale: f32,
+    pub offset: [f32; 2],
+}
+
+impl Letterbox {
+    pub fn fit(w: u32, h: u32, out_w: u32, out_h: u32) -> Letterbox {
+        let s = (out_w as f64 / w as f64).min(out_h as f64 / h as f64);
+        let (sw, sh) = ((w as f64 * s).round(), (h as f64 * s).round());
+        Letterbox { scale: s as f32, offset: [((out_w as f64 - sw) / 2.0).floor() as f32, ((out_h as f64 - sh) / 2.0).floor() as f32] }
+    }
+    pub fn apply(&self, p: Pt) -> Pt {
+        [p[0] * self.scale + self.offset[0], p[1] * self.scale + self.offset[1]]
+    }
+    pub fn apply_iris(&self, i: Iris) -> Iris {
+        let c = self.apply([i.cx, i.cy]);
+        Iris { cx: c[0], cy: c[1], r: i.r * self.scale }
+    }
+}
+
+/// The portrait letterboxed into an `out_w` x `out_h` canvas (bars black).
+pub fn letterbox(img: &Frame, out_w: u32, out_h: u32) -> Result<(Frame, Letterbox)> {
+    let lb = Letterbox::fit(img.width, img.height, out_w, out_h);
+    if img.width == out_w && img.height == out_h {
+        return Ok((Frame { pts: Default::default(), seq: 0, ..img.clone() }, lb));
+    }
+    let (sw, sh) = ((img.width as f32 * lb.scale).round().max(1.0) as i32, (img.height as f32 * lb.scale).round().max(1.0) as i32);
+    let scaled = crate::pipeline::compose::resize(img, sw, sh)?;
+    let mut canvas = Frame::black(out_w, out_h);
+    crate::pipeline::compose::blit(&mut canvas, &scaled, lb.offset[0] as i32, lb.offset[1] as i32);
+    Ok((canvas, lb))
+}
+
+/// Mouth shape descriptor: outer and inner lip points in the mouth's own frame (origin at one
+/// inner corner, x towards the other, unit = mouth width). Invariant to pose and size.
+pub fn mouth_descriptor(mesh: &[Pt]) -> Option<Vec<[f32; 2]>> {
+    let a = mesh[MOUTH_CORNERS.0];
+    let b = mesh[MOUTH_CORNERS.1];
+    let (ex, ey) = (b[0] - a[0], b[1] - a[1]);
+    let w2 = ex * ex + ey * ey;
+    if !(w2 > 1e-6) {
+        return None;
+    }
+    Some(
+        OUTER_LIPS
+            .iter()
+            .chain(INNER_LIPS.iter())
+            .map(|&i| {
+                let (dx, dy) = (mesh[i][0] - a[0], mesh[i][1] - a[1]);
+                [(dx * ex + dy * ey) / w2, (-dx * ey + dy * ex) / w2]
+            })
+            .collect(),
+    )
+}
+
+fn descriptor_distance(a: &[[f32; 2]], b: &[[f32; 2]]) -> f32 {
+    let s: f32 = a.iter().zip(b).map(|(p, q)| (p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2)).sum();
+    (s / a.len().max(1) as f32).sqrt()
+}
+
+/// An extra shot prepared for drawing its mouth region onto the canvas.
+struct ShotPatch {
+    image: Frame,
+    /// Mesh in `image` pixels.
+    mesh: Vec<Pt>,
+    features: FeatureSource,
+    descriptor: Vec<[f32; 2]>,
+    /// Per-channel gain matching the shot's lip colour to the portrait's.
+    gain: [f32; 3],
+}
+
+/// Per-avatar, per-output-size renderer.
+pub struct WarpRenderer {
+    canvas: Frame,
+    lb: Letterbox,
+    model: WarpModel,
+    /// The portrait's mesh and irises in canvas pixels.
+    neutral: Vec<Pt>,
+    neutral_iris: Option<[Iris; 2]>,
+    features: FeatureSource,
+    shots: Vec<ShotPatch>,
+    /// Triangles drawn from a shot for the mouth region, and per-vertex blend weights.
+    mouth_tris: Vec<usize>,
+    mouth_weight: Vec<f32>,
+    /// Weight of each shot's mouth (index 0: the portrait itself), cross-fading.
+    weights: Vec<f32>,
+    selected: usize,
+    /// Eye and mouth fallbacks (off when a refiner does that job).
+    fallbacks: bool,
+    /// Side of the portrait's face crop in canvas pixels (the retargeter's reference size).
+    crop_side: f32,
+}
+
+impl WarpRenderer {
+    pub fn new(av: &WarpAvatar, out_w: u32, out_h: u32) -> Result<WarpRenderer> {
+        av.validate().map_err(|m| Error::Invalid(format!("avatar `{}`: {m}", av.name)))?;
+        if out_w == 0 || out_h == 0 {
+            return Err(Error::Invalid(format!("output size {out_w}x{out_h}")));
+        }
+        let p = &av.shots[0];
+        let (canvas, lb) = letterbox(&p.image, out_w, out_h)?;
+        let neutral: Vec<Pt> = p.mesh.iter().map(|&q| lb.apply(q)).collect();
+        let neutral_iris = p.iris.map(|ir| ir.map(|i| lb.apply_iris(i)));
+        let model = WarpModel::with_triangles(out_w, out_h, &neutral, av.triangles.clone())?;
+        let features = FeatureSource::measure(&canvas, &neutral, neutral_iris.as_ref())?;
+        let crop_side = crop_box_from_68(&crate::core::landmarks::to68(&neutral.iter().map(|q| [q[0], q[1], 0.0]).collect::<Vec<_>>())?)?.side;
+        // Extra shots: scaled so that their mouth is as wide as the portrait's on the canvas
+        // (sampling them at about 1:1 keeps them sharp and unaliased).
+        let pw = crate::core::geometry::dist(neutral[MOUTH_CORNERS.0], neutral[MOUTH_CORNERS.1]) as f32;
+        let mut shots = Vec::new();
+        for s in &av.shots[1..] {
+            let sw = crate::core::geometry::dist(s.mesh[MOUTH_CORNERS.0], s.mesh[MOUTH_CORNERS.1]) as f32;
+            let k = if sw > 1.0 { (pw / sw).clamp(0.1, 4.0) } else { 1.0 };
+            let (w, h) = (((s.image.width as f32 * k).round() as i32).max(1), ((s.image.height as f32 * k).round() as i32).max(1));
+            let image = crate::pipeline::compose::resize(&s.image, w, h)?;
+            let kx = w as f32 / s.image.width as f32;
+            let ky = h as f32 / s.image.height as f32;
+            let mesh: Vec<Pt> = s.mesh.iter().map(|q| [q[0] * kx, q[1] * ky]).collect();
+            let iris = s.iris.map(|ir| ir.map(|i| Iris { cx: i.cx * kx, cy: i.cy * ky, r: i.r * kx }));
+            let Ok(fs) = FeatureSource::measure(&image, &mesh, iris.as_ref()) else { continue };
+            let Some(descriptor) = mouth_descriptor(&mesh) else { continue };
+            let gain = [0, 1, 2].map(|c| (features.lip_colour[c] as f32 + 1.0) / (fs.lip_colour[c] as f32 + 1.0)).map(|g| g.clamp(0.6, 1.6));
+            shots.push(ShotPatch { image, mesh, features: fs, descriptor, gain });
+        }
+        // Mouth region: triangles touching a lip point; weight 1 on the lips, 0 one ring out.
+        let lips: std::collections::HashSet<usize> = OUTER_LIPS.iter().chain(INNER_LIPS.iter()).copied().collect();
+        let mouth_tris: Vec<usize> =
+            (0..model.triangles().len()).filter(|&k| model.triangles()[k].iter().any(|&v| lips.contains(&(v as usize)))).collect();
+        let mouth_weight: Vec<f32> = (0..model.rest().len()).map(|i| if lips.contains(&i) { 1.0 } else { 0.0 }).collect();
+        let n = shots.len() + 1;
+        let mut weights = vec![0.0; n];
+        weights[0] = 1.0;
+        Ok(WarpRenderer {
+            canvas,
+            lb,
+            model,
+            neutral,
+            neutral_iris,
+            features,
+            shots,
+            mouth_tris,
+            mouth_weight,
+            weights,
+            selected: 0,
+            fallbacks: true,
+            crop_side: crop_side as f32,
+        })
+    }
+
+    /// The cached canvas: the portrait at rest (idle frame).
+    pub fn canvas(&self) -> &Frame {
+        &self.canvas
+    }
+    pub fn letterbox(&self) -> Letterbox {
+        self.lb
+    }
+    /// The portrait's mesh in canvas pixels (the retargeter's target).
+    pub fn neutral(&self) -> &[Pt] {
+        &self.neutral
+    }
+    pub fn neutral_iris(&self) -> Option<[Iris; 2]> {
+        self.neutral_iris
+    }
+    pub fn crop_side(&self) -> f32 {
+        self.crop_side
+    }
+    pub fn model(&self) -> &WarpModel {
+        &self.model
+    }
+    /// Number of extra shots usable for the mouth.
+    pub fn extra_shots(&self) -> usize {
+        self.shots.len()
+    }
+    /// The shot currently chosen for the mouth (0: the portrait).
+    pub fn selected_shot(&self) -> usize {
+        self.selected
+    }
+    /// Turns the deterministic eye and mouth fallbacks on or off.
+    pub fn set_fallbacks(&mut self, on: bool) {
+        self.fallbacks = on;
+    }
+
+    /// Picks the mouth source for `mesh` (canvas pixels) and advances the cross-fade by `dt`.
+    fn select(&mut self, mesh: &[Pt], dt: f32) {
+        if self.shots.is_empty() {
+            return;
+        }
+        if let Some(d) = mouth_descriptor(mesh) {
+            let portrait = mouth_descriptor(&self.neutral).map(|n| descriptor_distance(&n, &d)).unwrap_or(f32::INFINITY);
+            let dists: Vec<f32> = std::iter::once(portrait).chain(self.shots.iter().map(|s| descriptor_distance(&s.descriptor, &d))).collect();
+            let best = (0..dists.len()).min_by(|&a, &b| dists[a].total_cmp(&dists[b])).unwrap_or(0);
+            if best != self.selected && dists[best] < SWITCH_MARGIN * dists[self.selected] {
+                self.selected = best;
+            }
+        }
+        let step = if dt > 0.0 && dt.is_finite() { (dt / SHOT_FADE_S).min(1.0) } else { 1.0 };
+        for (k, w) in self.weights.iter_mut().enumerate() {
+            let goal = if k == self.selected { 1.0 } else { 0.0 };
+            *w = if goal > *w { (*w + step).min(goal) } else { (*w - step).max(goal) };
+        }
+    }
+
+    /// One output frame for the retargeted mesh / irises / head pose (canvas pixels); `dt` is
+    /// the time since the previous frame (cross-fades).
+    pub fn render(&mut self, mesh: &[Pt], iris: Option<&[Iris; 2]>, pose: &Similarity, dt: f32) -> Result<Frame> {
+        let dst = self.model.targets(mesh, pose);
+        let mut out = self.canvas.clone();
+        self.model.render(&self.canvas, &dst, &mut out)?;
+        let n_mesh = self.model.n_mesh();
+        let live = &dst[..n_mesh];
+        self.select(live, dt);
+        let mut gap_src = self.features.gap;
+        for k in 1..self.weights.len() {
+            let w = self.weights[k];
+            if w <= 0.0 {
+                continue;
+            }
+            let shot = &self.shots[k - 1];
+            self.draw_mouth_patch(shot, &dst, w, &mut out);
+            gap_src = gap_src + (shot.features.gap - gap_src) * w;
+        }
+        if self.fallbacks {
+            render_eyes(&self.canvas, &self.features, live, iris, &mut out, 1.0);
+            let fs = FeatureSource { gap: gap_src, ..self.features.clone() };
+            render_mouth(&fs, live, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Draws the lip region of `shot` warped to `dst`, blended by the per-vertex weights × `w`.
+    fn draw_mouth_patch(&self, shot: &ShotPatch, dst: &[Pt], w: f32, out: &mut Frame) {
+        let tris = self.model.triangles();
+        let width = out.width as usize;
+        let roi = self.model.roi();
+        for &k in &self.mouth_tris {
+            let t = tris[k];
+            let (i0, i1, i2) = (t[0] as usize, t[1] as usize, t[2] as usize);
+            // Only mesh vertices have a position in the shot.
+            if i0 >= shot.mesh.len() || i1 >= shot.mesh.len() || i2 >= shot.mesh.len() {
+                continue;
+            }
+            let d = [dst[i0], dst[i1], dst[i2]];
+            let s = [shot.mesh[i0], shot.mesh[i1], shot.mesh[i2]];
+            let wv = [self.mouth_weight[i0], self.mouth_weight[i1], self.mouth_weight[i2]];
+            // Barycentric weights come from the same affine map: map the triangle to itself in
+            // a unit basis to get them per pixel.
+            let unit = [[1.0f32, 0.0], [0.0, 1.0], [0.0, 0.0]];
+            let mut bary: Vec<(u32, u32, f64, f64)> = Vec::new();
+            raster_triangle(d, unit, roi, |x, y, u, v| bary.push((x, y, u, v)));
+            let mut src_pos: Vec<(f64, f64)> = Vec::with_capacity(bary.len());
+            raster_triangle(d, s, roi, |_, _, sx, sy| src_pos.push((sx, sy)));
+            for ((x, y, u, v), (sx, sy)) in bary.into_iter().zip(src_pos) {
+                let a = (wv[0] as f64 * u + wv[1] as f64 * v + wv[2] as f64 * (1.0 - u - v)) as f32 * w;
+                if a <= 0.0 {
+                    continue;
+                }
+                let c = sample_bilinear(&shot.image, sx, sy);
+                let o = 3 * (y as usize * width + x as usize);
+                for ch in 0..3 {
+                    let v = c[ch] as f32 * shot.gain[ch];
+                    let cur = out.data[o + ch] as f32;
+                    out.data[o + ch] = (cur + (v - cur) * a).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::avatar::file::tests::sample_avatar;
+
+    #[test]
+    fn letterbox_and_alignment() {
+        let lb = Letterbox::fit(100, 200, 400, 400);
+        assert_eq!(lb, Letterbox { scale: 2.0, offset: [100.0, 0.0] });
+        let av = sample_avatar(1);
+        let p = &av.shots[0].image;
+        // Same size: the canvas is the portrait, and neutral landmarks are the portrait's.
+        let r = WarpRenderer::new(&av, p.width, p.height).unwrap();
+        assert_eq!(r.canvas().data, p.data);
+        assert_eq!(r.neutral(), &av.shots[0].mesh[..]);
+        // At rest the rendered frame is the portrait (apart from the eye fallback's white ring).
+        let mut r = r;
+        r.set_fallbacks(false);
+        let f = r.render(&av.shots[0].mesh, None, &Similarity::IDENTITY, 0.04).unwrap();
+        assert_eq!(f.data, p.data);
+        assert!(WarpRenderer::new(&av, 0, 10).is_err());
+    }
+
+    #[test]
+    fn mouth_source_switches_with_hysteresis_and_fades() {
+        let mut av = sample_avatar(3);
+        // Shot 2 has an open mouth.
+        let open = &mut av.shots[2].mesh;
+        for &(_, l) in crate::core::mesh::LIP_PAIRS.iter() {
+            open[l][1] += 8.0;
+        }
+        let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
+        let mut r = WarpRenderer::new(&av, w, h).unwrap();
+        assert_eq!(r.extra_shots(), 2);
+        let mut target = av.shots[0].mesh.clone();
+        for &(_, l) in crate::core::mesh::LIP_PAIRS.iter() {
+            target[l][1] += 7.0;
+        }
+        // (Selection is tested on the mesh itself: the synthetic mesh's scattered points fold
+        // under such lip motion, and the fold repair would undo it before drawing.)
+        r.select(&target, 0.04);
+        assert_eq!(r.selected_shot(), 2);
+        assert!((r.weights[2] - 0.4).abs() < 1e-4, "{:?}", r.weights);
+        r.select(&target, 0.04);
+        r.select(&target, 0.04);
+        assert_eq!(r.weights, vec![0.0, 0.0, 1.0]);
+        r.render(&target, None, &Similarity::IDENTITY, 0.04).unwrap();
+        r.select(&av.shots[0].mesh, 1.0);
+        assert_eq!(r.selected_shot(), 0);
+        assert_eq!(r.weights, vec![1.0, 0.0, 0.0]);
+    }
+}
