@@ -50,6 +50,30 @@ pub enum Command {
     /// Write the systemd unit that runs `puppetcam run` (user unit unless --system) and print
     /// the commands that enable it.
     InstallService(InstallServiceArgs),
+    /// Make and inspect avatars.
+    #[command(subcommand)]
+    Avatar(AvatarCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AvatarCommand {
+    /// Make a warp avatar from a portrait (the first image, the one that is animated) and
+    /// optionally more shots of the same face (K = 1..32; e.g. an open-mouth shot gives real
+    /// teeth). Takes seconds.
+    Create(AvatarCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AvatarCreateArgs {
+    /// Images: the portrait first, then more shots of the same face.
+    #[arg(required = true, num_args = 1..=32)]
+    pub images: Vec<PathBuf>,
+    /// Avatar file to write (`.pcav`).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Name shown in the status page (default: the portrait's file name).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -79,7 +103,8 @@ pub struct PipelineArgs {
     /// Output: `/dev/videoN` (v4l2loopback), a `.y4m` file (`-` for stdout), `png:DIR`, `null`.
     #[arg(long)]
     pub output: Option<String>,
-    /// Avatar ONNX file (docs/generator-contract.md).
+    /// Avatar file: a warp avatar (`.pcav`, from `puppetcam avatar create`) or a generator ONNX
+    /// (docs/generator-contract.md).
     #[arg(long)]
     pub avatar: Option<PathBuf>,
     /// Output size, e.g. 1280x720.
@@ -91,6 +116,14 @@ pub struct PipelineArgs {
     /// Run the generator on CPU only (no TensorRT/CUDA attempts).
     #[arg(long)]
     pub cpu: bool,
+    /// Animate this portrait image (repeat for more shots of the same face): a warp avatar is
+    /// made from it and cached by content hash in $XDG_CACHE_HOME/puppetcam/avatars.
+    #[arg(long)]
+    pub portrait: Vec<PathBuf>,
+    /// The driver's neutral face: a still photo of you with a relaxed face, or a calibration
+    /// profile (`.toml`). Without it the neutral is estimated from the first frames.
+    #[arg(long)]
+    pub neutral: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -116,7 +149,7 @@ pub struct DemoArgs {
     /// Number of frames (at 25 fps).
     #[arg(long, default_value_t = 200)]
     pub frames: u64,
-    /// Avatar ONNX file (default: onnx/default_avatar.onnx).
+    /// Avatar file (default: the bundled onnx/default_avatar.pcav).
     #[arg(long)]
     pub avatar: Option<PathBuf>,
     /// Use a video file as the driver instead of the embedded animation.
@@ -248,6 +281,13 @@ pub fn apply_overrides(plan: &mut Plan, a: &PipelineArgs, frames: Option<u64>) -
     if a.cpu {
         plan.runtime.providers = vec![Provider::Cpu];
     }
+    if !a.portrait.is_empty() {
+        plan.portraits = a.portrait.clone();
+    }
+    if let Some(n) = &a.neutral {
+        let models = plan.models()?;
+        plan.calibration = Some(puppetcam::pipeline::Calibration::from_neutral(n, &models)?);
+    }
     Ok(())
 }
 
@@ -295,7 +335,36 @@ pub fn main_with_args() -> anyhow::Result<u8> {
             puppetcam::calibrate::run(&a)?;
             Ok(0)
         }
+        Command::Avatar(AvatarCommand::Create(a)) => cmd_avatar_create(a),
     }
+}
+
+fn cmd_avatar_create(a: AvatarCreateArgs) -> anyhow::Result<u8> {
+    let models = puppetcam::face::FaceModels::locate()?;
+    let name = a.name.clone().unwrap_or_else(|| a.images[0].file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "avatar".into()));
+    let t0 = std::time::Instant::now();
+    let (av, reports) = puppetcam::avatar::create::create(&a.images, &name, &models)?;
+    av.save(&a.out).with_context(|| format!("avatar create: cannot write {}", a.out.display()))?;
+    for (k, r) in reports.iter().enumerate() {
+        println!(
+            "{} {}: {}x{}, {} face(s) found, irises {}",
+            if k == 0 { "portrait" } else { "shot    " },
+            r.path.display(),
+            r.width,
+            r.height,
+            r.faces_found,
+            if r.has_iris { "yes" } else { "no" }
+        );
+    }
+    let size = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} (warp avatar `{name}`, {} shot(s), {:.1} MB) in {:.1} s",
+        a.out.display(),
+        av.shots.len(),
+        size as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(0)
 }
 
 fn cmd_install_service(a: InstallServiceArgs) -> anyhow::Result<u8> {

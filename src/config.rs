@@ -61,6 +61,8 @@ pub struct RawOutput {
 #[serde(deny_unknown_fields)]
 pub struct RawAvatar {
     pub path: Option<PathBuf>,
+    /// A portrait image to animate (a warp avatar is made from it and cached); wins over `path`.
+    pub portrait: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -126,7 +128,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("", &["source", "output", "avatar", "runtime", "face", "retarget", "service"]),
     ("source", &["kind", "device", "path", "width", "height", "fps", "loop", "realtime"]),
     ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every"]),
-    ("avatar", &["path"]),
+    ("avatar", &["path", "portrait"]),
     ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
     ("face", &["model_dir", "min_score", "iris", "one_euro"]),
     ("face.one_euro", &["min_cutoff", "beta", "d_cutoff"]),
@@ -312,6 +314,8 @@ pub struct Config {
     pub source: SourceConfig,
     pub output: OutputConfig,
     pub avatar: PathBuf,
+    /// `[avatar] portrait`: an image to animate through a cached warp avatar.
+    pub portrait: Option<PathBuf>,
     pub runtime: RuntimeConfig,
     pub face: FaceConfig,
     pub retarget: RetargetConfig,
@@ -445,7 +449,8 @@ impl Config {
         };
 
         let a = raw.avatar.unwrap_or_default();
-        let avatar = nonempty_path("avatar.path", a.path)?.unwrap_or_else(|| PathBuf::from("onnx/default_avatar.onnx"));
+        let avatar = nonempty_path("avatar.path", a.path)?.unwrap_or_else(|| PathBuf::from("onnx/default_avatar.pcav"));
+        let portrait = nonempty_path("avatar.portrait", a.portrait)?;
 
         let r = raw.runtime.unwrap_or_default();
         let providers = match r.providers {
@@ -535,7 +540,7 @@ impl Config {
             watch_avatar: v.watch_avatar.unwrap_or(true),
         };
 
-        Ok(Config { source, output, avatar, runtime, face, retarget, service })
+        Ok(Config { source, output, avatar, portrait, runtime, face, retarget, service })
     }
 
     /// Parses and resolves TOML text.
@@ -604,7 +609,8 @@ mod tests {
         assert_eq!(c.source.device, "/dev/video0");
         assert_eq!((c.output.kind, c.output.width, c.output.height, c.output.fps), (OutputKind::V4l2, 1280, 720, 30));
         assert_eq!(c.output.format, PixFormat::Yuyv);
-        assert_eq!(c.avatar, PathBuf::from("onnx/default_avatar.onnx"));
+        assert_eq!(c.avatar, PathBuf::from("onnx/default_avatar.pcav"));
+        assert_eq!(c.portrait, None);
         assert_eq!(c.runtime.providers, vec![ProviderName::TensorRt, ProviderName::Cuda, ProviderName::Cpu]);
         assert!(c.runtime.allow_cpu_fallback);
         assert_eq!(c.service.bind, "127.0.0.1:8765".parse().unwrap());
@@ -788,6 +794,7 @@ mod tests {
         assert_eq!(err("[source]\ndevice = \" \"").0, "source.device");
         assert_eq!(err("[service]\nbind = \"localhost\"").0, "service.bind");
         assert_eq!(err("[avatar]\npath = \"\"").0, "avatar.path");
+        assert_eq!(err("[avatar]\nportrait = \"\"").0, "avatar.portrait");
     }
 
     #[test]

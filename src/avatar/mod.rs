@@ -38,6 +38,9 @@ pub struct WarpStage {
     easer: FaceLostEaser<Posed>,
     /// Turns 68-point-only driver landmarks into a mesh (template: the portrait).
     lift: Lift68,
+    /// A driver neutral known only by its 68 points (a calibration profile): completed into a
+    /// mesh with the first live frame's own mesh detail, then handed to the retargeter.
+    pending: Option<(MeshNeutral, RetargetParams)>,
 }
 
 impl WarpStage {
@@ -46,11 +49,44 @@ impl WarpStage {
         let target = renderer.neutral().to_vec();
         let lift = Lift68::new(&target)?;
         let topo = Topology::mesh468(&target)?;
-        let dn = neutral.map(|n| DriverNeutral { pts: n.mesh.clone().unwrap_or_else(|| lift.apply(&n.pts68)), iris: n.iris });
+        let pending = neutral.filter(|n| n.mesh.is_none()).map(|n| (n.clone(), params.clone()));
+        let dn = neutral.and_then(|n| n.mesh.clone().map(|pts| DriverNeutral { pts, iris: n.iris }));
+        if let (Some(n), None) = (neutral, &dn) {
+            // Validate the 68 points now (a bad profile is an error at load, not mid-stream).
+            crate::core::retarget::Retargeter::new(
+                crate::core::retarget::Shape68 { pts68: crate::core::landmarks::to68(&target.iter().map(|p| [p[0], p[1], 0.0]).collect::<Vec<_>>())?, iris: None },
+                Some(crate::core::retarget::Shape68 { pts68: n.pts68, iris: None }),
+                params.clone(),
+            )?;
+        }
         let retargeter = Retargeter::with_topology(topo, target.clone(), renderer.neutral_iris(), dn, params, renderer.crop_side() as f64)?;
         let rest = Posed { pts: target, iris: renderer.neutral_iris(), pose: Similarity::IDENTITY };
         let easer = FaceLostEaser::new(rest, ease.hold_s, ease.out_s, ease.in_s);
-        Ok(WarpStage { avatar, renderer, retargeter, easer, lift })
+        Ok(WarpStage { avatar, renderer, retargeter, easer, lift, pending })
+    }
+
+    /// Completes a 68-point driver neutral into a mesh: the live frame's mesh, corrected by the
+    /// lifted difference between the neutral's and the frame's 68 points.
+    fn complete_neutral(&mut self, frame_mesh: &[Pt], frame68: &[[f32; 2]; 68]) {
+        let Some((n, params)) = self.pending.take() else { return };
+        // Align the profile's 68 points to this frame first (the profile was recorded elsewhere).
+        let st = crate::core::retarget::STABLE;
+        let to_frame = crate::core::geometry::fit_similarity(&st.map(|i| n.pts68[i]), &st.map(|i| frame68[i]), None).unwrap_or_default();
+        let n68 = n.pts68.map(|p| to_frame.apply(p));
+        let (ln, lf) = (self.lift.apply(&n68), self.lift.apply(frame68));
+        let pts: Vec<Pt> = frame_mesh.iter().zip(ln.iter().zip(&lf)).map(|(m, (a, b))| [m[0] + a[0] - b[0], m[1] + a[1] - b[1]]).collect();
+        let iris = n.iris.map(|ir| ir.map(|i| {
+            let c = to_frame.apply([i.cx, i.cy]);
+            Iris { cx: c[0], cy: c[1], r: i.r * to_frame.scale as f32 }
+        }));
+        let target = self.renderer.neutral().to_vec();
+        let made = Topology::mesh468(&target).and_then(|topo| {
+            Retargeter::with_topology(topo, target, self.renderer.neutral_iris(), Some(DriverNeutral { pts, iris }), params, self.renderer.crop_side() as f64)
+        });
+        match made {
+            Ok(r) => self.retargeter = r,
+            Err(e) => log::warn!("driver neutral from the profile is unusable with this face ({e}); learning it instead"),
+        }
     }
 
     /// The idle frame: the portrait at rest on the canvas.
@@ -84,6 +120,9 @@ impl WarpStage {
     pub fn drive(&mut self, lm: Option<&FaceLandmarks>, dt: f32) -> (Posed, bool) {
         let posed = lm.and_then(|l| {
             let mesh = self.driver_mesh(l);
+            if self.pending.is_some() {
+                self.complete_neutral(&mesh, &l.pts68);
+            }
             self.retargeter.step_points(Some((&mesh, l.iris.as_ref())))
         });
         let used = posed.is_some();

@@ -199,7 +199,19 @@ pub fn render_eyes(src: &Frame, fs: &FeatureSource, mesh: &[Pt], iris: Option<&[
         // Rigid eye motion from the corners (contour slots 0 and 8).
         let Ok(s) = super::geometry::fit_similarity(&[es.contour[0], es.contour[8]], &[poly[0], poly[8]], None) else { continue };
         let Some(inv) = s.inverse() else { continue };
-        let iris_out = iris.map(|i| i[e]).filter(|i| i.cx.is_finite() && i.cy.is_finite() && i.r.is_finite() && i.r > 0.0);
+        let iris_out = iris.map(|i| i[e]).filter(|i| i.cx.is_finite() && i.cy.is_finite() && i.r.is_finite() && i.r > 0.0).map(|mut i| {
+            // The iris centre stays inside the opening (a squint with a noisy gaze estimate
+            // would otherwise hide the whole iris under a lid and leave a white eye).
+            let n = poly.len() as f32;
+            let c = poly.iter().fold([0.0f32, 0.0], |a, p| [a[0] + p[0] / n, a[1] + p[1] / n]);
+            let mut k = 0;
+            while !inside(&poly, [i.cx, i.cy]) && k < 10 {
+                i.cx += (c[0] - i.cx) * 0.25;
+                i.cy += (c[1] - i.cy) * 0.25;
+                k += 1;
+            }
+            i
+        });
         let gaze = match (es.iris, iris_out) {
             (Some(si), Some(oi)) => Some((si, oi)),
             _ => None,

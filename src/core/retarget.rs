@@ -1008,7 +1008,7 @@ impl Retargeter {
             if let (Some(ir), Some((tc, tr))) = (out_iris.as_mut(), tm.iris) {
                 let delta = match (iris, dn.iris) {
                     (Some(di), Some((dc, _))) => to_eye(&p68, eye, [di[e].cx as f64, di[e].cy as f64])
-                        .map(|c| [(gain * (c[0] - dc[0])).clamp(-0.25, 0.25), (gain * (c[1] - dc[1])).clamp(-0.2, 0.2)])
+                        .map(|c| [(gain * (c[0] - dc[0])).clamp(-0.25, 0.25), (gain * (c[1] - dc[1])).clamp(-0.12, 0.12)])
                         .unwrap_or([0.0, 0.0]),
                     _ => [0.0, 0.0],
                 };

@@ -29,8 +29,9 @@ const BORDER_STEPS: usize = 6;
 /// their orientation is meaningless, so they are never "flipped" and are drawn first, under the
 /// others (as are the triangles inside the eye and mouth openings).
 const SLIVER_AREA: f64 = 0.5;
-/// Repair iterations for folded triangles.
-const FOLD_ITERS: usize = 10;
+/// Repair iterations for folded triangles: smoothing first, then pulling to the rigid pose.
+const SMOOTH_ITERS: usize = 12;
+const FOLD_ITERS: usize = 20;
 
 /// Control points and their triangulation for one portrait (in the pixel coordinates of the
 /// image that is warped, the "canvas").
@@ -46,12 +47,17 @@ pub struct WarpModel {
     tris: Vec<[u32; 3]>,
     /// Signed area of each triangle at rest (0 for slivers).
     src_area: Vec<f64>,
+    /// Triangles with two or more vertices on an eye or mouth opening: they may collapse (a
+    /// closing lid), so only a real flip counts as a fold there.
+    may_collapse: Vec<bool>,
     /// Drawing order: slivers first.
     order: Vec<usize>,
     /// Face-oval centre (the rings' centre).
     centre: Pt,
     /// ROI `[x0, y0, x1, y1)` clipped to the canvas.
     roi: [u32; 4],
+    /// Neighbours of each control point in the triangulation (fold repair smooths over them).
+    neighbours: Vec<Vec<u32>>,
 }
 
 fn signed_area(a: Pt, b: Pt, c: Pt) -> f64 {
@@ -170,9 +176,21 @@ impl WarpModel {
                 if a.abs() < SLIVER_AREA || in_hole { 0.0 } else { a }
             })
             .collect();
+        let may_collapse: Vec<bool> = tris.iter().map(|t| holes.iter().any(|h| t.iter().filter(|v| h.contains(v)).count() >= 2)).collect();
         let mut order: Vec<usize> = (0..tris.len()).collect();
         order.sort_by_key(|&i| src_area[i] != 0.0);
-        Ok(WarpModel { width, height, src, n_mesh, n_ring, tris, src_area, order, centre, roi })
+        let mut neighbours = vec![Vec::new(); src.len()];
+        for t in &tris {
+            for (a, b) in [(t[0], t[1]), (t[1], t[2]), (t[2], t[0])] {
+                if !neighbours[a as usize].contains(&b) {
+                    neighbours[a as usize].push(b);
+                }
+                if !neighbours[b as usize].contains(&a) {
+                    neighbours[b as usize].push(a);
+                }
+            }
+        }
+        Ok(WarpModel { width, height, src, n_mesh, n_ring, tris, src_area, may_collapse, order, centre, roi, neighbours })
     }
 
     pub fn width(&self) -> u32 {
@@ -229,9 +247,9 @@ impl WarpModel {
         out
     }
 
-    /// True when triangle `k` of `dst` is folded: its orientation is opposite to its rest shape's
-    /// (by more than 2 % of its rest area; a triangle that merely collapses, as next to a closing
-    /// lid, covers nothing and is harmless). Slivers and eye/mouth-opening triangles never count.
+    /// True when triangle `k` of `dst` is folded: flipped, or squashed to under 3 % of its rest
+    /// area (about to flip). Next to an eye or the mouth opening, collapsing is what closing
+    /// lids and lips do, so only a flip beyond 2 % counts there. Slivers at rest never count.
     fn folded(&self, k: usize, dst: &[Pt]) -> bool {
         let a0 = self.src_area[k];
         if a0 == 0.0 {
@@ -239,7 +257,23 @@ impl WarpModel {
         }
         let t = self.tris[k];
         let a = signed_area(dst[t[0] as usize], dst[t[1] as usize], dst[t[2] as usize]);
-        !(a / a0 > -0.02)
+        let min = if self.may_collapse[k] { -0.02 } else { 0.03 };
+        !(a / a0 > min)
+    }
+
+    /// Triangles of `dst` whose orientation differs from the rest shape's, slivers and
+    /// opening triangles included (diagnostics).
+    pub fn count_flipped_any(&self, dst: &[Pt]) -> (usize, usize) {
+        let mut exempt = 0;
+        let mut normal = 0;
+        for (k, t) in self.tris.iter().enumerate() {
+            let a0 = signed_area(self.src[t[0] as usize], self.src[t[1] as usize], self.src[t[2] as usize]);
+            let a = signed_area(dst[t[0] as usize], dst[t[1] as usize], dst[t[2] as usize]);
+            if a * a0 < 0.0 && a.abs() > 1.0 {
+                if self.src_area[k] == 0.0 { exempt += 1 } else { normal += 1 }
+            }
+        }
+        (normal, exempt)
     }
 
     /// Number of folded (flipped or collapsed) non-sliver triangles in `dst`.
@@ -252,23 +286,70 @@ impl WarpModel {
 
     fn repair_folds(&self, dst: &mut [Pt], safe: &[Pt]) {
         let fixed_from = self.n_mesh + 2 * self.n_ring;
-        for it in 0..=FOLD_ITERS {
+        // First, smooth the non-rigid offsets (dst - safe) around folds: a fold is local shear,
+        // and averaging with the neighbours removes it while keeping the field continuous
+        // (snapping single vertices back would tear the image).
+        let mut marked = vec![false; dst.len()];
+        for _ in 0..SMOOTH_ITERS {
             let bad: Vec<usize> = (0..self.tris.len()).filter(|&k| self.folded(k, dst)).collect();
             if bad.is_empty() {
                 return;
             }
-            // Halve the non-rigid offset of every vertex of a folded triangle; on the last
-            // round snap to the rigid position.
-            let f = if it == FOLD_ITERS { 1.0 } else { 0.5 };
-            for k in bad {
+            marked.iter_mut().for_each(|m| *m = false);
+            for &k in &bad {
                 for &v in &self.tris[k] {
-                    let v = v as usize;
-                    if v >= fixed_from {
-                        continue;
+                    marked[v as usize] = true;
+                    for &n in &self.neighbours[v as usize] {
+                        marked[n as usize] = true;
                     }
-                    dst[v] = [dst[v][0] + f * (safe[v][0] - dst[v][0]), dst[v][1] + f * (safe[v][1] - dst[v][1])];
                 }
             }
+            let off: Vec<[f32; 2]> = dst.iter().zip(safe).map(|(d, s)| [d[0] - s[0], d[1] - s[1]]).collect();
+            for v in 0..fixed_from.min(dst.len()) {
+                if !marked[v] || self.neighbours[v].is_empty() {
+                    continue;
+                }
+                let n = self.neighbours[v].len() as f32;
+                let m = self.neighbours[v].iter().fold([0.0f32, 0.0], |a, &u| [a[0] + off[u as usize][0] / n, a[1] + off[u as usize][1] / n]);
+                let o = [0.5 * off[v][0] + 0.5 * m[0], 0.5 * off[v][1] + 0.5 * m[1]];
+                dst[v] = [safe[v][0] + o[0], safe[v][1] + o[1]];
+            }
+        }
+        // Then shrink the non-rigid offsets around what is left, a little at a time over a
+        // widening neighbourhood (still continuous), ...
+        let mut marked = vec![false; dst.len()];
+        for _ in 0..FOLD_ITERS {
+            let bad: Vec<usize> = (0..self.tris.len()).filter(|&k| self.folded(k, dst)).collect();
+            if bad.is_empty() {
+                return;
+            }
+            for &k in &bad {
+                for &v in &self.tris[k] {
+                    marked[v as usize] = true;
+                    for &n in &self.neighbours[v as usize] {
+                        marked[n as usize] = true;
+                    }
+                }
+            }
+            for v in 0..fixed_from.min(dst.len()) {
+                if marked[v] {
+                    dst[v] = [safe[v][0] + 0.7 * (dst[v][0] - safe[v][0]), safe[v][1] + 0.7 * (dst[v][1] - safe[v][1])];
+                }
+            }
+        }
+        // ... and if that was not enough, shrink all of them until nothing folds (at zero
+        // offset the pose is rigid, which cannot fold).
+        let orig: Vec<Pt> = dst.to_vec();
+        let mut t = 0.7f32;
+        while (0..self.tris.len()).any(|k| self.folded(k, dst)) {
+            if t < 0.01 {
+                dst.copy_from_slice(safe);
+                return;
+            }
+            for v in 0..fixed_from.min(dst.len()) {
+                dst[v] = [safe[v][0] + t * (orig[v][0] - safe[v][0]), safe[v][1] + t * (orig[v][1] - safe[v][1])];
+            }
+            t *= 0.7;
         }
     }
 

@@ -2,23 +2,21 @@
 //! of closed enums (docs/ARCHITECTURE.md). Live mode keeps the latest frame (a full channel drops
 //! its oldest message and counts it); offline mode (a file rendered to a file) blocks instead so
 //! every input frame becomes exactly one output frame.
+pub mod avatar_stage;
 pub mod compose;
 pub mod plan;
 pub mod synthetic;
 
 pub use plan::{default_avatar, DriverSpec, Plan};
 
-use crate::core::raster::{rasterise_into, RASTER_BYTES};
+use crate::core::raster::RASTER_BYTES;
 use crate::core::types::{FaceLandmarks, Frame};
 use crate::ep::RuntimeOptions;
 use crate::error::{Error, Result};
-use crate::generator::{AvatarMeta, Generator};
 use crate::sink::FrameSink;
 use crate::source::FrameSource;
 use crate::stats::{PipelineStats, StageStats};
-use crate::core::pasteback::Compositor;
-use crate::core::retarget::{FaceLostEaser, NeutralStatus, RetargetParams, Retargeter, Shape68};
-use compose::CropPose;
+use crate::core::retarget::{NeutralStatus, RetargetParams, Shape68};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,9 +110,34 @@ pub struct Calibration {
     /// e.g. `profile /home/me/.local/share/puppetcam/profile.toml (camera:/dev/video0, 2024-...)`.
     pub source: String,
     pub neutral: Shape68,
+    /// The neutral's 468-point mesh, when known (profiles from this version, neutral photos):
+    /// warp avatars retarget on the mesh.
+    pub mesh: Option<Vec<[f32; 2]>>,
 }
 
 impl Calibration {
+    /// `--neutral PATH`: a calibration profile (`.toml`) or a still photo of the driver's
+    /// relaxed face (its landmarks, mesh included, become the neutral).
+    pub fn from_neutral(path: &Path, models: &crate::face::FaceModels) -> Result<Calibration> {
+        let is_toml = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+        if is_toml {
+            return Self::load(path);
+        }
+        let img = crate::avatar::create::read_image(path)?;
+        let mut lm = crate::face::still::StillLandmarker::new(models)?;
+        let face = lm
+            .landmarks(&img)?
+            .ok_or_else(|| Error::Invalid(format!("--neutral {}: no face found in the photo", path.display())))?;
+        if let Err(why) = crate::core::retarget::NeutralLimits::default().check(&face.landmarks.pts68) {
+            log::warn!("--neutral {}: this face may not be neutral ({why}); expressions are measured from it", path.display());
+        }
+        Ok(Calibration {
+            source: format!("photo {}", path.display()),
+            neutral: Shape68 { pts68: face.landmarks.pts68, iris: face.landmarks.iris },
+            mesh: Some(face.landmarks.mesh.iter().map(|p| [p[0], p[1]]).collect()),
+        })
+    }
+
     /// Loads and validates a profile written by `puppetcam calibrate`.
     pub fn load(path: &Path) -> Result<Calibration> {
         let p = crate::calibrate::Profile::load(path).map_err(|e| match e {
@@ -125,7 +148,7 @@ impl Calibration {
             Error::Invalid(m) => Error::Config { key: "retarget.profile".into(), msg: m },
             other => other,
         })?;
-        Ok(Calibration { source: format!("profile {} ({}, {})", path.display(), p.source, p.created), neutral: p.shape() })
+        Ok(Calibration { source: format!("profile {} ({}, {})", path.display(), p.source, p.created), neutral: p.shape(), mesh: None })
     }
 }
 
@@ -262,7 +285,7 @@ impl Pipeline {
         // The embedded driver's rest face is known, so retargeting needs no learning phase.
         let calibration = match driver {
             Driver::Synthetic { .. } => {
-                Some(Calibration { source: "embedded driver's rest face".into(), neutral: synthetic::neutral_shape() })
+                Some(Calibration { source: "embedded driver's rest face".into(), neutral: synthetic::neutral_shape(), mesh: None })
             }
             Driver::Video { .. } => calibration,
         };
@@ -610,7 +633,7 @@ fn synthetic_thread(
     Ok(())
 }
 
-struct GenCtx {
+pub(crate) struct GenCtx {
     stats: Arc<PipelineStats>,
     runtime: RuntimeOptions,
     out_w: u32,
@@ -623,46 +646,7 @@ struct GenCtx {
     stop: Arc<AtomicBool>,
 }
 
-/// The loaded avatar with what the generator thread derives from it.
-struct Avatar {
-    gen: Generator,
-    compositor: Compositor,
-    retargeter: Option<Retargeter>,
-    easer: FaceLostEaser,
-    idle: Arc<Frame>,
-}
-
-impl Avatar {
-    fn load(path: &Path, ctx: &GenCtx, raster: &mut [u8]) -> Result<Avatar> {
-        let mut gen = Generator::open(path, &ctx.runtime)?;
-        let meta: &AvatarMeta = gen.meta();
-        let neutral = CropPose { pts68: meta.neutral_lm68, iris: meta.neutral_iris };
-        let mut compositor = Compositor::new(meta.portrait.clone(), meta.crop_box, ctx.out_w, ctx.out_h)?;
-        let target = Shape68 { pts68: neutral.pts68, iris: neutral.iris };
-        let retargeter = match &ctx.retarget {
-            Some(params) => Some(Retargeter::new(target, ctx.calibration.as_ref().map(|c| c.neutral), params.clone())?),
-            None => None,
-        };
-        let easer = FaceLostEaser::new(target, ctx.ease.hold_s, ctx.ease.out_s, ctx.ease.in_s);
-        rasterise_into(&neutral.pts68, neutral.iris.as_ref(), raster)?;
-        let face = gen.run(raster)?;
-        let idle = Arc::new(compositor.compose(&face)?);
-        *ctx.stats.ep.write() = gen.ep_status().clone();
-        *ctx.stats.avatar_name.write() = gen.meta().name.clone();
-        let av = Avatar { gen, compositor, retargeter, easer, idle };
-        av.publish_retarget_state(ctx);
-        Ok(av)
-    }
-
-    fn retarget_status(&self) -> Option<NeutralStatus> {
-        self.retargeter.as_ref().map(Retargeter::status)
-    }
-
-    fn publish_retarget_state(&self, ctx: &GenCtx) {
-        let source = ctx.calibration.as_ref().map_or("", |c| c.source.as_str());
-        *ctx.stats.retarget_state.write() = retarget_state_text(self.retarget_status(), source);
-    }
-}
+use avatar_stage::Avatar;
 
 fn generator_thread(
     avatar_path: PathBuf,
@@ -703,7 +687,7 @@ fn generator_thread(
                             Ok(())
                         }
                         Err(e) => {
-                            log::error!("avatar reload from {} failed, keeping '{}': {e}", path.display(), av.gen.meta().name);
+                            log::error!("avatar reload from {} failed, keeping '{}': {e}", path.display(), av.name());
                             Err(e)
                         }
                     };
@@ -714,7 +698,7 @@ fn generator_thread(
             recv(rx) -> m => match m { Ok(m) => m, Err(_) => break },
         };
         let t0 = Instant::now();
-        let (captured, pose) = match msg {
+        let (captured, frame) = match msg {
             FaceMsg::SourceLost => {
                 if face_present {
                     face_present = false;
@@ -734,33 +718,25 @@ fn generator_thread(
                 };
                 last_t = Some(now);
                 let before = av.retarget_status();
-                let driven: Option<CropPose> = match (&mut av.retargeter, lm.as_ref()) {
-                    (_, None) => None,
-                    (Some(r), Some(l)) => r.step(Some((&l.pts68, l.iris.as_ref()))).map(|s| CropPose { pts68: s.pts68, iris: s.iris }),
-                    (None, Some(l)) => compose::driver_to_crop(l),
-                };
+                let frame = av.frame(lm.as_ref(), dt, &mut raster);
+                let used = matches!(frame, Ok((_, true)));
                 let after = av.retarget_status();
                 if after != before {
                     if after == Some(NeutralStatus::Learned) {
                         log::info!("retarget: driver neutral learned from the first steady frames");
                     }
-                    av.publish_retarget_state(&ctx);
+                    av.publish(&ctx);
                 }
-                if driven.is_some() {
+                if used {
                     face_present = true;
-                } else if face_present {
+                } else if face_present && frame.is_ok() {
                     face_present = false;
                     ctx.stats.face_lost.fetch_add(1, Ordering::Relaxed);
                     log::info!("face lost; easing back to the neutral pose");
                 }
-                let input = driven.map(|p| Shape68 { pts68: p.pts68, iris: p.iris });
-                let eased = av.easer.update(input.as_ref(), dt);
-                (captured, CropPose { pts68: eased.pts68, iris: eased.iris })
+                (captured, frame.map(|(f, _)| f))
             }
         };
-        let frame = rasterise_into(&pose.pts68, pose.iris.as_ref(), &mut raster)
-            .and_then(|()| av.gen.run(&raster))
-            .and_then(|face| av.compositor.compose(&face));
         let out = match frame {
             Ok(f) => {
                 if failing {

@@ -42,8 +42,12 @@ pub struct Plan {
     pub ease: EaseTimes,
     /// Identity-preserving retargeting; `None` drives with the raw driver landmarks.
     pub retarget: Option<RetargetParams>,
-    /// Driver neutral from `[retarget] profile`; `None` learns it from the first steady frames.
+    /// Driver neutral from `[retarget] profile` or `--neutral`; `None` starts from a provisional
+    /// neutral and learns it from the first steady frames.
     pub calibration: Option<Calibration>,
+    /// Portrait (then more shots) to animate: a warp avatar is created from them (cached by
+    /// content hash) and replaces `avatar` when the plan starts.
+    pub portraits: Vec<PathBuf>,
 }
 
 impl Plan {
@@ -64,7 +68,28 @@ impl Plan {
             ease: EaseTimes::default(),
             retarget: Some(RetargetParams::default()),
             calibration: None,
+            portraits: Vec::new(),
         }
+    }
+
+    /// Face models for this plan (configured directory or the usual places).
+    pub fn models(&self) -> Result<FaceModels> {
+        match &self.face_models {
+            Some(dir) => Ok(FaceModels::from_dir(dir)),
+            None => FaceModels::locate(),
+        }
+    }
+
+    /// Creates (or finds in the cache) the warp avatar for `portraits`, and points the plan at
+    /// it. No-op without portraits.
+    pub fn resolve_portraits(&mut self) -> Result<()> {
+        if self.portraits.is_empty() {
+            return Ok(());
+        }
+        let models = self.models()?;
+        self.avatar = crate::avatar::create::cached_avatar(&self.portraits, &models, None)?;
+        self.portraits.clear();
+        Ok(())
     }
 
     fn finite_driver(&self) -> bool {
@@ -86,7 +111,8 @@ impl Plan {
 
     /// Turns the plan into thread factories. Files are not opened here (the threads do), so the
     /// errors come back from `Pipeline::start_spec` naming the stage.
-    pub fn into_spec(self) -> Result<PipelineSpec> {
+    pub fn into_spec(mut self) -> Result<PipelineSpec> {
+        self.resolve_portraits()?;
         let pacing = self.effective_pacing();
         let driver = match self.driver {
             DriverSpec::Embedded { frames } => Driver::Synthetic { frames },
@@ -198,6 +224,7 @@ impl Plan {
             ease: EaseTimes { hold_s: r.ease_hold_s, out_s: r.ease_out_s, in_s: r.ease_in_s },
             retarget: r.enabled.then(|| r.params.clone()),
             calibration,
+            portraits: cfg.portrait.iter().cloned().collect(),
         })
     }
 }
@@ -219,10 +246,10 @@ pub fn search_roots() -> Vec<PathBuf> {
     roots
 }
 
-/// The trained default avatar `onnx/default_avatar.onnx`; until one is bundled, the test fixture
-/// (a contract-following stand-in) so the demo still runs end to end.
+/// The bundled default avatar: the warp avatar `onnx/default_avatar.pcav`, else the generator
+/// `onnx/default_avatar.onnx`, else the test fixture (a contract-following stand-in).
 pub fn default_avatar() -> PathBuf {
-    for rel in ["onnx/default_avatar.onnx", "tests/fixtures/generator_ok.onnx"] {
+    for rel in ["onnx/default_avatar.pcav", "onnx/default_avatar.onnx", "tests/fixtures/generator_ok.onnx"] {
         for root in search_roots() {
             let p = root.join(rel);
             if p.is_file() {
