@@ -1,35 +1,92 @@
 #!/usr/bin/env python3
-"""Self-reenactment evaluation on held-out identities (see puppetcam_train/evaluate.py).
+"""Evaluates avatars through the product's own CLI (docs/quality.md), or a trained generator.
 
-  python scripts/evaluate.py --ckpt runs/meta/latest.pt --identities lp_d5 lp_d18 --out runs/eval.md
+  # self-reenactment on held-out clips: static, plain 468-point warp, warp avatar K=1 and K=8
+  python scripts/evaluate.py self --clips lp_d5 lp_d18 r3_May_5s sh_video --out docs/quality-self.md
+  # cross-identity: portraits x drivers, openness correlations and a contact sheet
+  python scripts/evaluate.py cross --portraits lp_s0 lp_s3 lp_s4 lp_s1 df_img20 --drivers lp_d5 lp_d18 r3_May_5s
+  # the paper's full generator (contract-1 ONNX), on prepared training caches
+  python scripts/evaluate.py generator --ckpt runs/meta/latest.pt --identities lp_d5 lp_d18
+
+Clips and portraits are looked up in $PUPPETCAM_DATA (else ../shared/data) by name.
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from puppetcam_train import checkpoint as ckpt  # noqa: E402
-from puppetcam_train import evaluate as EV  # noqa: E402
-from puppetcam_train.finetune import FinetuneConfig  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def data_dir() -> Path:
+    d = os.environ.get("PUPPETCAM_DATA")
+    return Path(d) if d else (ROOT.parent / "shared" / "data")
+
+
+def find(kind: str, name: str) -> Path:
+    p = Path(name)
+    if p.is_file():
+        return p
+    d = data_dir() / kind
+    hits = sorted(d.glob(name + ".*")) if d.is_dir() else []
+    if not hits:
+        raise SystemExit(f"evaluate: {kind[:-1]} `{name}` not found in {d} (set PUPPETCAM_DATA)")
+    return hits[0]
+
+
+def binary() -> Path:
+    b = os.environ.get("PUPPETCAM_BIN")
+    for c in ([Path(b)] if b else []) + [ROOT / "target/release/puppetcam", ROOT / "target/debug/puppetcam"]:
+        if c.is_file():
+            return c
+    raise SystemExit("evaluate: no puppetcam binary (cargo build --release, or set PUPPETCAM_BIN)")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", required=True)
-    ap.add_argument("--cache", default=".cache/train")
-    ap.add_argument("--identities", nargs="+", default=["lp_d5", "lp_d18"])
-    ap.add_argument("--shots", type=int, nargs="+", default=[1, 8, 32])
-    ap.add_argument("--targets", type=int, default=12, help="target frames per identity")
-    ap.add_argument("--out", default=None, help="write the markdown table here too")
-    ckpt.add_dataclass_args(ap, FinetuneConfig)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("self", help="self-reenactment on held-out clips")
+    s.add_argument("--clips", nargs="+", default=["lp_d5", "lp_d18", "r3_May_5s", "sh_video"])
+    s.add_argument("--shots", type=int, nargs="+", default=[1, 8])
+    s.add_argument("--work", default=None, help="keep renders here (default: a temporary directory)")
+    s.add_argument("--out", default=None, help="write the markdown table here")
+    s.add_argument("--json", default=None)
+    c = sub.add_parser("cross", help="cross-identity correlations and contact sheet")
+    c.add_argument("--portraits", nargs="+", default=["lp_s0", "lp_s3", "lp_s4", "lp_s1", "df_img20"])
+    c.add_argument("--drivers", nargs="+", default=["lp_d5", "lp_d18", "r3_May_5s"])
+    c.add_argument("--sheet", default="docs/quality-cross.png")
+    c.add_argument("--work", default=None)
+    c.add_argument("--json", default=None)
+    g = sub.add_parser("generator", help="the contract-1 generator on training caches (legacy)")
+    g.add_argument("rest", nargs=argparse.REMAINDER)
     a = ap.parse_args()
-    ft = ckpt.dataclass_from_args(FinetuneConfig, a)
-    res = EV.evaluate(a.ckpt, a.cache, a.identities, tuple(a.shots), a.targets, ft)
-    md = EV.markdown(res) + f"\nFine-tune per (identity, K): {ft.steps} steps, batch {ft.batch}; " \
-                            f"checkpoint {a.ckpt} (step {ckpt.load(a.ckpt)['step']}).\n"
-    print(md)
-    if a.out:
-        Path(a.out).write_text(md)
+
+    if a.cmd == "generator":
+        from evaluate_generator import main as gen_main
+        sys.argv = [sys.argv[0], *a.rest]
+        return gen_main()
+    from puppetcam_train import avatar_eval as AE
+    work = Path(a.work) if a.work else AE.tmpdir()
+    if a.cmd == "self":
+        per_clip = {}
+        for name in a.clips:
+            res, _, _ = AE.self_reenactment(binary(), find("videos", name), work / name, tuple(a.shots))
+            per_clip[name] = res
+        md = AE.markdown_table(per_clip)
+        md += f"\nClips (held out: nothing was tuned on them): {', '.join(a.clips)}. Scored frames: the last 60 % of each clip.\n"
+        print(md)
+        if a.out:
+            Path(a.out).write_text(md)
+        if a.json:
+            AE.write_json(a.json, per_clip)
+    else:
+        res = AE.cross_identity(binary(), [find("portraits", p) for p in a.portraits], [find("videos", d) for d in a.drivers], work,
+                                Path(a.sheet))
+        for k, v in res.items():
+            print(f"| {k} | {v['mouth_r']:.3f} | {v['eye_r']:.3f} | {v['face_found']}/{v['frames']} |")
+        if a.json:
+            AE.write_json(a.json, res)
 
 
 if __name__ == "__main__":

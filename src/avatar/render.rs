@@ -227,9 +227,8 @@ impl WarpRenderer {
     /// the time since the previous frame (cross-fades).
     pub fn render(&mut self, mesh: &[Pt], iris: Option<&[Iris; 2]>, pose: &Similarity, dt: f32) -> Result<Frame> {
         let dst = self.model.targets(mesh, pose);
-        if std::env::var_os("PUPPETCAM_DEBUG_WARP").is_some() {
-            let raw = { let mut r = self.model.rest().to_vec(); if mesh.len() == self.model.n_mesh() { r[..mesh.len()].copy_from_slice(mesh); } r };
-            eprintln!("warp: folds before repair {:?}, after {:?}", self.model.count_flipped_any(&raw), self.model.count_flipped_any(&dst));
+        if log::log_enabled!(log::Level::Trace) {
+            log::trace!("warp: {:?} triangles flipped (regular, sliver/opening) after repair", self.model.count_flipped_any(&dst));
         }
         let mut out = self.canvas.clone();
         self.model.render(&self.canvas, &dst, &mut out)?;

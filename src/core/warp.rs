@@ -21,6 +21,10 @@ use crate::error::{Error, Result};
 pub const RING_INNER: f32 = 1.3;
 /// Scale of the outer ring (moves half-way with the head).
 pub const RING_OUTER: f32 = 1.85;
+/// Fraction of the face outline's non-rigid motion the inner ring follows.
+pub const RING_RESIDUAL: f32 = 0.5;
+/// Face-outline points beside the ears (right side, then left): the head's pivot region.
+pub const EAR_SIDES: [usize; 10] = [127, 234, 93, 132, 162, 356, 454, 323, 361, 389];
 /// Fraction of the head motion the outer ring follows.
 pub const OUTER_FOLLOW: f32 = 0.5;
 /// Fixed points per side of the ROI border.
@@ -226,21 +230,46 @@ impl WarpModel {
     pub fn targets(&self, mesh: &[Pt], pose: &Similarity) -> Vec<Pt> {
         let ok = mesh.len() == self.n_mesh && mesh.iter().all(finite) && pose.is_finite();
         let pose = if ok { *pose } else { Similarity::IDENTITY };
-        let rigid = self.rigid(&pose);
+        // Hair, ears and neck turn about the head's pivot, near the ears: a nod moves the face
+        // but hardly the ears or the hair. So the rings follow the motion of the face outline
+        // beside the ears (a similarity fitted there), not the face centre's.
+        let ring_pose = if ok && self.n_mesh == super::landmarks::MESH_POINTS {
+            let a: Vec<Pt> = EAR_SIDES.iter().map(|&i| self.src[i]).collect();
+            let b: Vec<Pt> = EAR_SIDES.iter().map(|&i| mesh[i]).collect();
+            super::geometry::fit_similarity(&a, &b, None).ok().filter(|s| s.is_finite() && s.scale > 0.5 && s.scale < 2.0).unwrap_or(pose)
+        } else {
+            pose
+        };
+        let rigid = self.rigid(&pose, &ring_pose);
         let mut dst = rigid.clone();
         if ok {
             dst[..self.n_mesh].copy_from_slice(mesh);
+            // The inner ring also follows part of the outline's own motion (the jaw dropping,
+            // the forehead rising), the outer ring half as much.
+            if self.n_ring == FACE_OVAL.len() {
+                for (k, &o) in FACE_OVAL.iter().enumerate() {
+                    let r = [mesh[o][0] - rigid[o][0], mesh[o][1] - rigid[o][1]];
+                    // rigid[o] is the pose-moved oval point; measure the residual against the
+                    // ring motion instead, so that both rings see the same reference.
+                    let ro = ring_pose.apply(self.src[o]);
+                    let r = [r[0] + rigid[o][0] - ro[0], r[1] + rigid[o][1] - ro[1]];
+                    for (idx, f) in [(self.n_mesh + k, RING_RESIDUAL), (self.n_mesh + self.n_ring + k, RING_RESIDUAL * OUTER_FOLLOW)] {
+                        dst[idx] = [dst[idx][0] + f * r[0], dst[idx][1] + f * r[1]];
+                    }
+                }
+            }
         }
         self.repair_folds(&mut dst, &rigid);
         dst
     }
 
-    /// Rest points moved by the head pose only (outer ring part-way, border fixed).
-    fn rigid(&self, pose: &Similarity) -> Vec<Pt> {
+    /// Rest points moved rigidly: the mesh by the head pose, the rings by `ring_pose` (the outer
+    /// ring part-way), the border fixed. The fold repair falls back to these.
+    fn rigid(&self, pose: &Similarity, ring_pose: &Similarity) -> Vec<Pt> {
         let mut out = self.src.clone();
         let ring_end = self.n_mesh + 2 * self.n_ring;
         for (i, p) in out.iter_mut().enumerate().take(ring_end) {
-            let q = pose.apply(self.src[i]);
+            let q = if i < self.n_mesh { pose.apply(self.src[i]) } else { ring_pose.apply(self.src[i]) };
             let f = if i < self.n_mesh + self.n_ring { 1.0 } else { OUTER_FOLLOW };
             *p = [p[0] + f * (q[0] - p[0]), p[1] + f * (q[1] - p[1])];
         }

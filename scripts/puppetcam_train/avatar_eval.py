@@ -1,0 +1,306 @@
+"""Scores avatars through the product's own CLI (`puppetcam avatar create` + `puppetcam run`).
+
+Self-reenactment protocol (docs/quality.md): portrait = frame 0 of a held-out clip, plus K-1
+shots spread evenly over the first 40 % of the clip; the driver is the clip itself with
+`--neutral` = frame 0; the output is rendered at the clip's size, so it is pixel-aligned with
+the clip. Metrics over the last 60 % of the frames against the real frames: PSNR, SSIM and L1 on
+the face box (MediaPipe landmarks of the real frame, padded 10 %), PSNR on the mouth box, and
+landmark NME (MediaPipe on the output against MediaPipe on the real frame, 68-point subset,
+divided by the inter-ocular distance). Rows: the static portrait, a plain piecewise-affine warp
+of the 468 points (no outer ring, no eye or mouth handling), and puppetcam warp avatars.
+
+Cross-identity: portraits x drivers, mouth- and eye-openness correlation of the output with the
+driver, and a contact sheet at the frames where the driver's mouth is widest / eyes most closed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+from skimage.metrics import structural_similarity
+
+from .landmarks import MP468_TO_68
+
+# MediaPipe mesh indices (core/mesh.rs): lips, eye openings, inner-lip pairs.
+OUTER_LIPS = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146]
+INNER_LIPS = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
+LIP_PAIRS = [(191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402), (310, 318), (415, 324)]
+EYE_PAIRS = [[(160, 144), (159, 145), (158, 153)], [(385, 380), (386, 374), (387, 373)]]
+EYE_CORNERS = [(33, 133), (362, 263)]
+
+
+class Mesh:
+    """MediaPipe's own Python face mesh (static images): the reference landmark extractor."""
+
+    def __init__(self):
+        import mediapipe as mp
+        self.fm = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                                                  min_detection_confidence=0.3)
+
+    def __call__(self, rgb):
+        r = self.fm.process(rgb)
+        if not r.multi_face_landmarks:
+            return None
+        h, w = rgb.shape[:2]
+        return np.array([(p.x * w, p.y * h) for p in r.multi_face_landmarks[0].landmark[:468]], np.float32)
+
+    def close(self):
+        self.fm.close()
+
+
+def box(pts, w, h, pad):
+    x0, y0 = pts.min(0)
+    x1, y1 = pts.max(0)
+    px, py = (x1 - x0) * pad, (y1 - y0) * pad
+    return (int(max(0, np.floor(x0 - px))), int(max(0, np.floor(y0 - py))),
+            int(min(w, np.ceil(x1 + px))), int(min(h, np.ceil(y1 + py))))
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def crop(img, b):
+    return img[b[1]:b[3], b[0]:b[2]]
+
+
+def mouth_open(mesh):
+    w = np.linalg.norm(mesh[78] - mesh[308])
+    return float(np.mean([np.linalg.norm(mesh[u] - mesh[l]) for u, l in LIP_PAIRS]) / max(w, 1e-6))
+
+
+def eye_open(mesh):
+    v = []
+    for pairs, (a, b) in zip(EYE_PAIRS, EYE_CORNERS):
+        w = np.linalg.norm(mesh[a] - mesh[b])
+        v.append(np.mean([np.linalg.norm(mesh[u] - mesh[l]) for u, l in pairs]) / max(w, 1e-6))
+    return float(np.mean(v))
+
+
+def nme68(pred, gt):
+    p, g = pred[MP468_TO_68], gt[MP468_TO_68]
+    iod = np.linalg.norm(g[36:42].mean(0) - g[42:48].mean(0))
+    return float(np.linalg.norm(p - g, axis=1).mean() / max(iod, 1e-6))
+
+
+def plain_pwa(img, src, dst):
+    """The plain baseline: piecewise-affine warp of the 468 points only (Delaunay of the source
+    mesh); outside the mesh the portrait stays as it is."""
+    out = img.copy()
+    tri = Delaunay(src)
+    h, w = img.shape[:2]
+    for t in tri.simplices:
+        s, d = src[t].astype(np.float32), dst[t].astype(np.float32)
+        if abs(np.cross(d[1] - d[0], d[2] - d[0])) < 1e-3:
+            continue
+        x0, y0 = np.floor(d.min(0)).astype(int)
+        x1, y1 = np.ceil(d.max(0)).astype(int) + 1
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        m = cv2.getAffineTransform((d - [x0, y0]).astype(np.float32), s)
+        patch = cv2.warpAffine(img, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REFLECT)
+        # warpAffine with WARP_INVERSE_MAP samples src at m(x): m maps dst-local -> src.
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillConvexPoly(mask, np.round((d - [x0, y0]) * 16).astype(np.int32), 1, cv2.LINE_8, 4)
+        sub = out[y0:y1, x0:x1]
+        sub[mask > 0] = patch[mask > 0]
+    return out
+
+
+def read_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    if not frames:
+        raise RuntimeError(f"{path}: no frames decoded")
+    return frames
+
+
+def write_png(path, rgb):
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def read_pngs(d):
+    fs = sorted(Path(d).glob("*.png"))
+    return [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in fs]
+
+
+def run_cli(binary, args, log=print):
+    env = dict(os.environ)
+    env.setdefault("RUST_LOG", "warn")
+    r = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"puppetcam {' '.join(map(str, args[:2]))} failed ({r.returncode}): {r.stderr.strip()[-800:]}")
+    return r
+
+
+def render_avatar(binary, avatar, clip, neutral, size, outdir, extra=()):
+    outdir.mkdir(parents=True, exist_ok=True)
+    run_cli(binary, ["run", "--avatar", avatar, "--source", f"file:{clip}", "--output", f"png:{outdir}",
+                     "--size", f"{size[0]}x{size[1]}", "--cpu", "-q", *(["--neutral", neutral] if neutral else []), *extra])
+    return read_pngs(outdir)
+
+
+def shot_indices(n_frames, k):
+    """Frame 0 plus k-1 frames spread evenly over the first 40 % of the clip."""
+    if k <= 1:
+        return [0]
+    last = max(1, int(0.4 * n_frames) - 1)
+    return [0] + [int(round(last * (i + 1) / (k - 1))) for i in range(k - 1)]
+
+
+def score_rows(frames, outputs: dict, meshes_gt, mesher, first):
+    """{row: metrics} for each output sequence over frames[first:]."""
+    h, w = frames[0].shape[:2]
+    res = {}
+    for name, outs in outputs.items():
+        acc = {k: [] for k in ("face_psnr", "face_ssim", "face_l1", "mouth_psnr", "nme")}
+        for i in range(first, len(frames)):
+            g = meshes_gt.get(i)
+            if g is None or i >= len(outs):
+                continue
+            gt, out = frames[i], outs[i]
+            fb = box(g, w, h, 0.10)
+            mb = box(g[OUTER_LIPS], w, h, 0.25)
+            a, b = crop(out, fb), crop(gt, fb)
+            acc["face_psnr"].append(psnr(a, b))
+            acc["face_ssim"].append(structural_similarity(a, b, channel_axis=2, data_range=255))
+            acc["face_l1"].append(float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean()))
+            acc["mouth_psnr"].append(psnr(crop(out, mb), crop(gt, mb)))
+            m = mesher(out)
+            acc["nme"].append(nme68(m, g) if m is not None else np.nan)
+        res[name] = {k: float(np.nanmean(v)) if v else float("nan") for k, v in acc.items()}
+        res[name]["frames"] = len(acc["face_psnr"])
+        res[name]["nme_missing"] = int(np.sum(np.isnan(acc["nme"])))
+    return res
+
+
+def self_reenactment(binary, clip: Path, work: Path, ks=(1, 8), log=print):
+    frames = read_frames(clip)
+    n = len(frames)
+    h, w = frames[0].shape[:2]
+    first = int(np.ceil(0.4 * n))
+    work.mkdir(parents=True, exist_ok=True)
+    mesher = Mesh()
+    meshes_gt = {}
+    for i in list(range(first, n)) + [0]:
+        m = mesher(frames[i])
+        if m is not None:
+            meshes_gt[i] = m
+    if 0 not in meshes_gt:
+        raise RuntimeError(f"{clip}: no face in frame 0")
+    portrait = work / "frame0.png"
+    write_png(portrait, frames[0])
+    outputs = {"static portrait": [frames[0]] * n}
+    outputs["plain 468-point warp"] = [plain_pwa(frames[0], meshes_gt[0], meshes_gt[i]) if i in meshes_gt else frames[0]
+                                       for i in range(n)]
+    timing = {}
+    for k in ks:
+        shots = []
+        for j in shot_indices(n, k)[1:]:
+            p = work / f"shot{j:04d}.png"
+            write_png(p, frames[j])
+            shots.append(p)
+        av = work / f"k{k}.pcav"
+        run_cli(binary, ["avatar", "create", portrait, *shots, "-o", av, "-q"])
+        import time
+        t0 = time.time()
+        outputs[f"puppetcam warp avatar K={k}"] = render_avatar(binary, av, clip, portrait, (w, h), work / f"out_k{k}")
+        timing[k] = time.time() - t0
+    res = score_rows(frames, outputs, meshes_gt, mesher, first)
+    mesher.close()
+    log(f"{clip.name}: {n} frames, scored {first}..{n - 1}; render times {timing}")
+    return res, outputs, frames
+
+
+def markdown_table(per_clip: dict) -> str:
+    rows = list(next(iter(per_clip.values())).keys())
+    cols = ("face_psnr", "face_ssim", "face_l1", "mouth_psnr", "nme")
+    out = ["| method | face PSNR dB | face SSIM | face L1 | mouth PSNR dB | NME |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        vals = [np.nanmean([per_clip[c][r][k] for c in per_clip]) for k in cols]
+        out.append(f"| {r} | {vals[0]:.2f} | {vals[1]:.4f} | {vals[2]:.2f} | {vals[3]:.2f} | {vals[4]:.4f} |")
+    out.append("")
+    out.append("Per clip (face PSNR / face SSIM / mouth PSNR / NME):")
+    out.append("")
+    out.append("| clip | " + " | ".join(rows) + " |")
+    out.append("|---|" + "---|" * len(rows))
+    for c in per_clip:
+        cells = [f"{per_clip[c][r]['face_psnr']:.2f} / {per_clip[c][r]['face_ssim']:.3f} / {per_clip[c][r]['mouth_psnr']:.2f} / "
+                 f"{per_clip[c][r]['nme']:.4f}" for r in rows]
+        out.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log=print):
+    """Portraits x drivers through `run --portrait`: openness correlations and a contact sheet."""
+    mesher = Mesh()
+    results = {}
+    tiles = []
+    for d in drivers:
+        frames = read_frames(d)
+        dm = [mesher(f) for f in frames]
+        mouth_d = np.array([mouth_open(m) if m is not None else np.nan for m in dm])
+        eye_d = np.array([eye_open(m) if m is not None else np.nan for m in dm])
+        i_mouth = int(np.nanargmax(mouth_d))
+        i_eye = int(np.nanargmin(eye_d))
+        neutral = work / f"{d.stem}_frame0.png"
+        write_png(neutral, frames[0])
+        row = [cv2.resize(frames[i_mouth], (192, 192)), cv2.resize(frames[i_eye], (192, 192))]
+        for p in portraits:
+            img = cv2.imread(str(p))
+            h, w = img.shape[:2]
+            s = min(1.0, 720 / max(h, w))
+            size = (int(w * s) // 2 * 2, int(h * s) // 2 * 2)
+            av = work / f"{p.stem}.pcav"
+            if not av.exists():
+                run_cli(binary, ["avatar", "create", p, "-o", av, "-q"])
+            outs = render_avatar(binary, av, d, neutral, size, work / f"{p.stem}_{d.stem}")
+            om = [mesher(o) for o in outs]
+            mouth_o = np.array([mouth_open(m) if m is not None else np.nan for m in om])
+            eye_o = np.array([eye_open(m) if m is not None else np.nan for m in om])
+            n = min(len(mouth_o), len(mouth_d))
+            ok = ~np.isnan(mouth_o[:n]) & ~np.isnan(mouth_d[:n])
+            ok_e = ~np.isnan(eye_o[:n]) & ~np.isnan(eye_d[:n])
+            r_m = float(np.corrcoef(mouth_o[:n][ok], mouth_d[:n][ok])[0, 1])
+            r_e = float(np.corrcoef(eye_o[:n][ok_e], eye_d[:n][ok_e])[0, 1])
+            results[f"{p.stem} x {d.stem}"] = {"mouth_r": r_m, "eye_r": r_e, "frames": int(n), "face_found": int(ok.sum())}
+            log(f"{p.stem} x {d.stem}: mouth r {r_m:.3f}, eye r {r_e:.3f} ({ok.sum()}/{n} frames with a face)")
+            pm = om[0] if om[0] is not None else None
+            for i in (i_mouth, i_eye):
+                o = outs[min(i, len(outs) - 1)]
+                m = om[min(i, len(om) - 1)]
+                ref = m if m is not None else pm
+                if ref is not None:
+                    b = box(ref, o.shape[1], o.shape[0], 0.25)
+                    side = max(b[2] - b[0], b[3] - b[1])
+                    cx, cy = (b[0] + b[2]) // 2, (b[1] + b[3]) // 2
+                    x0, y0 = max(0, cx - side // 2), max(0, cy - side // 2)
+                    o = o[y0:y0 + side, x0:x0 + side]
+                row.append(cv2.resize(o, (192, 192), interpolation=cv2.INTER_AREA))
+        tiles.append(np.hstack(row))
+    mesher.close()
+    sheet = np.vstack(tiles)
+    write_png(sheet_path, sheet)
+    return results
+
+
+def write_json(path, obj):
+    Path(path).write_text(json.dumps(obj, indent=2))
+
+
+def tmpdir():
+    return Path(tempfile.mkdtemp(prefix="puppetcam-eval-"))
