@@ -1,0 +1,200 @@
+//! Warp avatars end to end: `avatar create` on real portraits, clear errors for bad images,
+//! one output frame per input frame pixel-aligned with the portrait, `run --portrait` caching,
+//! and a golden render of the bundled (public-domain) default avatar.
+use puppetcam::avatar::{WarpAvatar, WarpRenderer};
+use puppetcam::core::geometry::Similarity;
+use puppetcam::core::mesh::LIP_PAIRS;
+use puppetcam::core::types::Frame;
+use opencv::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The developers' data set: `$PUPPETCAM_DATA`, else `../shared/data` beside the repository.
+/// Missing data is a failure under `CI=true`, a skip (with a message) elsewhere.
+fn data() -> Option<PathBuf> {
+    let d = std::env::var_os("PUPPETCAM_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    if d.join("videos").is_dir() {
+        return Some(d);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("data set not found at {} (set PUPPETCAM_DATA); CI requires it", d.display());
+    }
+    eprintln!("SKIPPED: no data set at {} (set PUPPETCAM_DATA)", d.display());
+    None
+}
+
+fn puppetcam(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_puppetcam"));
+    c.args(args).current_dir(cwd).env("RUST_LOG", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run puppetcam")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn default_avatar() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/default_avatar.pcav")
+}
+
+#[test]
+fn create_from_real_portraits_paintings_included() {
+    let Some(d) = data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("agnew.pcav");
+    // A painting as the portrait, a photo and another painting as extra shots (K = 3).
+    let imgs = ["lp_s0.jpg", "lp_s3.jpg", "lp_s4.jpg"].map(|n| d.join("portraits").join(n).display().to_string());
+    let o = puppetcam(&["avatar", "create", &imgs[0], &imgs[1], &imgs[2], "--out", &out.display().to_string()], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("3 shot(s)"), "{}", text(&o));
+    let av = WarpAvatar::load(&out).unwrap();
+    assert_eq!(av.shots.len(), 3);
+    assert_eq!(av.shots[0].source, "lp_s0.jpg");
+    // The face is where a face is: the mesh box lies inside the image and is a sensible size.
+    let s = &av.shots[0];
+    let b = puppetcam::core::landmarks::bbox(&s.mesh).unwrap();
+    assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= s.image.width as f32 && b[3] <= s.image.height as f32, "{b:?}");
+    assert!(b[2] - b[0] > 60.0, "face width {}", b[2] - b[0]);
+}
+
+#[test]
+fn bad_images_are_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A flat grey picture: no face.
+    let blank = dir.path().join("blank-wall.png");
+    let grey = Frame { width: 64, height: 48, data: vec![128; 64 * 48 * 3], pts: Default::default(), seq: 0 };
+    let mut sink = puppetcam::sink::png::PngSink::open(dir.path(), 64, 48, 1).unwrap();
+    puppetcam::sink::FrameSink::write(&mut sink, &grey).unwrap();
+    std::fs::rename(sink.file_name(0), &blank).unwrap();
+    let o = puppetcam(&["avatar", "create", &blank.display().to_string(), "-o", "x.pcav"], dir.path(), &[]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o).contains("blank-wall.png") && text(&o).contains("no face"), "{}", text(&o));
+    let o = puppetcam(&["avatar", "create", "missing.jpg", "-o", "x.pcav"], dir.path(), &[]);
+    assert!(text(&o).contains("missing.jpg"), "{}", text(&o));
+    assert!(!dir.path().join("x.pcav").exists());
+    // A corrupt avatar file is refused by `run` with the file named.
+    std::fs::write(dir.path().join("bad.pcav"), b"PCAVATAR\x01\x00\x00\x00garbage").unwrap();
+    let o = puppetcam(&["run", "--avatar", "bad.pcav", "--source", "embedded", "--frames", "2", "--output", "null"], dir.path(), &[]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o).contains("bad.pcav"), "{}", text(&o));
+}
+
+/// Frame 0 of a clip as a PNG (the portrait of a self-reenactment).
+fn frame0(video: &Path, out: &Path) -> (u32, u32) {
+    let mut cap = opencv::videoio::VideoCapture::from_file(&video.display().to_string(), opencv::videoio::CAP_ANY).unwrap();
+    let mut m = opencv::core::Mat::default();
+    assert!(cap.read(&mut m).unwrap());
+    assert!(opencv::imgcodecs::imwrite(&out.display().to_string(), &m, &opencv::core::Vector::new()).unwrap());
+    (m.cols() as u32, m.rows() as u32)
+}
+
+#[test]
+fn one_frame_out_per_frame_in_pixel_aligned_with_the_portrait() {
+    let Some(d) = data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let clip = d.join("videos/lp_d0.mp4"); // 78 frames
+    let portrait = dir.path().join("frame0.png");
+    let (w, h) = frame0(&clip, &portrait);
+    let av = dir.path().join("self.pcav");
+    let o = puppetcam(&["avatar", "create", &portrait.display().to_string(), "-o", &av.display().to_string()], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = dir.path().join("out");
+    let size = format!("{w}x{h}");
+    let o = puppetcam(
+        &[
+            "run", "--avatar", &av.display().to_string(), "--source", &format!("file:{}", clip.display()), "--neutral",
+            &portrait.display().to_string(), "--size", &size, "--output", &format!("png:{}", out.display()), "--cpu",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let n = std::fs::read_dir(&out).unwrap().count();
+    assert_eq!(n, 78, "one output frame per input frame");
+    // Frame 0 drives the portrait with its own neutral: the output is the portrait, pixel for
+    // pixel (no letterbox, crop or resample), up to the eye fallback's few pixels.
+    let first = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+    let a = opencv::imgcodecs::imread(&first.display().to_string(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
+    let b = opencv::imgcodecs::imread(&portrait.display().to_string(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
+    let psnr = opencv::core::psnr(&a, &b, 255.0).unwrap();
+    assert!(psnr > 40.0, "frame 0 vs portrait PSNR {psnr:.1} dB");
+}
+
+#[test]
+fn run_portrait_creates_and_reuses_a_cached_avatar() {
+    let Some(d) = data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let img = d.join("portraits/lp_s4.jpg").display().to_string();
+    let args = ["run", "--portrait", &img, "--source", "embedded", "--frames", "5", "--output", "null", "--size", "320x240"];
+    let o = puppetcam(&args, dir.path(), &[("XDG_CACHE_HOME", &cache)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let files: Vec<PathBuf> = std::fs::read_dir(cache.join("puppetcam/avatars")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let t0 = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+    let o = puppetcam(&args, dir.path(), &[("XDG_CACHE_HOME", &cache)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), t0, "second run reuses the cached avatar");
+}
+
+#[test]
+fn neutral_from_a_photo_or_a_profile_and_errors_for_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = puppetcam(&["run", "--neutral", "nope.jpg", "--source", "embedded", "--frames", "2", "--output", "null"], dir.path(), &[]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o).contains("nope.jpg"), "{}", text(&o));
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/example.toml").display().to_string();
+    let o = puppetcam(&["run", "--neutral", &profile, "--source", "embedded", "--frames", "3", "--output", "null"], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// Golden: the bundled default avatar (public domain) with a fixed expression and head roll.
+/// `PUPPETCAM_BLESS=1` rewrites the golden image after an intended change.
+#[test]
+fn golden_render_of_the_default_avatar() {
+    let av = WarpAvatar::load(&default_avatar()).unwrap();
+    let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
+    let mut r = WarpRenderer::new(&av, w, h).unwrap();
+    let mut mesh = r.neutral().to_vec();
+    for &(_, l) in LIP_PAIRS.iter() {
+        mesh[l][1] += 9.0; // open the mouth
+    }
+    let n = mesh.len() as f32;
+    let c = mesh.iter().fold([0.0f32, 0.0], |a, p| [a[0] + p[0] / n, a[1] + p[1] / n]);
+    let pose = Similarity::about(1.02, 0.08, [c[0] as f64, c[1] as f64], [3.0, -2.0]);
+    let mesh: Vec<[f32; 2]> = mesh.iter().map(|&p| pose.apply(p)).collect();
+    let iris = r.neutral_iris().map(|ir| {
+        ir.map(|i| {
+            let c = pose.apply([i.cx, i.cy]);
+            puppetcam::core::types::Iris { cx: c[0], cy: c[1], r: i.r * pose.scale as f32 }
+        })
+    });
+    let out = r.render(&mesh, iris.as_ref(), &pose, 0.04).unwrap();
+    assert_eq!(r.model().count_folds(&r.model().targets(&mesh, &pose)), 0);
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/warp_default_avatar.png");
+    let to_mat = |f: &Frame| {
+        let rgb = opencv::core::Mat::new_rows_cols_with_bytes::<opencv::core::Vec3b>(f.height as i32, f.width as i32, &f.data).unwrap();
+        let mut bgr = opencv::core::Mat::default();
+        opencv::imgproc::cvt_color_def(&rgb, &mut bgr, opencv::imgproc::COLOR_RGB2BGR).unwrap();
+        bgr
+    };
+    if std::env::var("PUPPETCAM_BLESS").as_deref() == Ok("1") {
+        opencv::imgcodecs::imwrite(&golden.display().to_string(), &to_mat(&out), &opencv::core::Vector::new()).unwrap();
+    }
+    let g = opencv::imgcodecs::imread(&golden.display().to_string(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
+    let mut diff = opencv::core::Mat::default();
+    opencv::core::absdiff(&to_mat(&out), &g, &mut diff).unwrap();
+    let mut max = 0.0;
+    opencv::core::min_max_loc(&diff.reshape(1, 0).unwrap(), None, Some(&mut max), None, None, &opencv::core::no_array()).unwrap();
+    assert!(max <= 1.0, "render differs from tests/golden/warp_default_avatar.png by up to {max} grey levels");
+    // And the render really moved something: the mouth opened and the head turned.
+    let mut d0 = opencv::core::Mat::default();
+    opencv::core::absdiff(&to_mat(&out), &to_mat(r.canvas()), &mut d0).unwrap();
+    let changed = opencv::core::count_non_zero(&d0.reshape(1, 0).unwrap()).unwrap();
+    assert!(changed > 10_000, "{changed}");
+}
