@@ -98,7 +98,8 @@ def plain_pwa(img, src, dst):
     h, w = img.shape[:2]
     for t in tri.simplices:
         s, d = src[t].astype(np.float32), dst[t].astype(np.float32)
-        if abs(np.cross(d[1] - d[0], d[2] - d[0])) < 1e-3:
+        e1, e2 = d[1] - d[0], d[2] - d[0]
+        if abs(e1[0] * e2[1] - e1[1] * e2[0]) < 1e-3:
             continue
         x0, y0 = np.floor(d.min(0)).astype(int)
         x1, y1 = np.ceil(d.max(0)).astype(int) + 1
