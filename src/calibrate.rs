@@ -21,8 +21,9 @@ pub struct CalibrateArgs {
     /// Where to write the profile (TOML).
     #[arg(long, default_value = "calibration/profile.toml")]
     pub out: PathBuf,
-    /// Calibrate from a video or image file instead of a camera.
-    #[arg(long, conflicts_with = "device")]
+    /// Calibrate from a video or image file instead of a camera (`--neutral PHOTO`: your
+    /// relaxed face in one still photo).
+    #[arg(long, alias = "neutral", conflicts_with = "device")]
     pub input: Option<PathBuf>,
     /// Camera to capture from: a path (/dev/video0), an index or part of its name.
     #[arg(long, default_value = "/dev/video0")]

@@ -69,6 +69,8 @@ impl Avatar {
         let stage = WarpStage::new(wa, ctx.out_w, ctx.out_h, params, neutral.as_ref(), ease)?;
         log::info!("avatar: warp avatar `{name}` ({shots} shot(s)) from {}", path.display());
         let idle = Arc::new(stage.idle());
+        // No network runs for a warp avatar: the warp is plain Rust on the CPU.
+        *ctx.stats.ep.write() = crate::stats::EpStatus { active: "CPU (warp avatar, no network)".into(), fallback_reason: None };
         let av = Avatar { kind: Kind::Warp(Box::new(stage)), idle, name };
         av.publish(ctx);
         Ok(av)
