@@ -111,7 +111,9 @@ struct Rig {
     http: Option<HttpServer>,
     wd: Option<Watchdog>,
     live: Arc<Liveness>,
-    sock: std::os::unix::net::UnixDatagram,
+    /// Every notify message with its arrival time. Read continuously by a thread: an unread
+    /// socket fills up (10 datagrams) and blocks the sender, which would skew the timing.
+    notes: Arc<Mutex<Vec<(Instant, String)>>>,
     _dir: tempfile::TempDir,
     gates: Gates,
 }
@@ -126,12 +128,20 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let notes = Arc::new(Mutex::new(Vec::new()));
+        let n2 = notes.clone();
+        // Ends with the test process (the socket outlives the rig only until then).
+        std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            while let Ok(n) = sock.recv(&mut b) {
+                n2.lock().unwrap().push((Instant::now(), String::from_utf8_lossy(&b[..n]).to_string()));
+            }
+        });
         let cfg = WatchdogConfig { ping_every: Some(Duration::from_millis(100)), status_every: Duration::from_millis(200), tick: Duration::from_millis(20) };
         let wd = Watchdog::start_with(Notifier::with_socket(path.as_os_str()), live.clone(), stats.clone(), cfg);
         let http = HttpServer::start(&HttpOptions { bind: "127.0.0.1:0".parse().unwrap(), ..HttpOptions::default() }, stats.clone(), live.clone()).unwrap();
         let handle = Pipeline::start_spec(spec(&gates, source), stats).unwrap();
-        Rig { handle: Some(handle), http: Some(http), wd: Some(wd), live, sock, _dir: dir, gates }
+        Rig { handle: Some(handle), http: Some(http), wd: Some(wd), live, notes, _dir: dir, gates }
     }
 
     fn addr(&self) -> SocketAddr {
@@ -163,17 +173,11 @@ impl Rig {
             .unwrap()
     }
 
-    /// Notify messages received within `d`.
+    /// Notify messages received within the next `d`.
     fn notes(&self, d: Duration) -> Vec<String> {
         let t0 = Instant::now();
-        let mut out = Vec::new();
-        let mut b = [0u8; 4096];
-        while t0.elapsed() < d {
-            if let Ok(n) = self.sock.recv(&mut b) {
-                out.push(String::from_utf8_lossy(&b[..n]).to_string());
-            }
-        }
-        out
+        std::thread::sleep(d);
+        self.notes.lock().unwrap().iter().filter(|(t, _)| *t >= t0).map(|(_, m)| m.clone()).collect()
     }
 
     fn wait_health(&self, what: &str, f: impl Fn(u16, &serde_json::Value) -> bool) -> serde_json::Value {
@@ -192,7 +196,10 @@ impl Rig {
         self.wait_health("status ok", |c, v| c == 200 && v["status"] == "ok");
     }
 
+    /// Pings sent within the next `d`, after two watchdog ticks (a ping decided just before
+    /// the verdict changed may still be on its way).
     fn pings_within(&self, d: Duration) -> usize {
+        std::thread::sleep(Duration::from_millis(250));
         self.notes(d).iter().filter(|m| m.lines().any(|l| l == "WATCHDOG=1")).count()
     }
 }

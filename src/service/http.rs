@@ -235,14 +235,6 @@ fn stages_json(snap: &Snapshot) -> serde_json::Value {
     serde_json::Value::Object(m)
 }
 
-fn or_unknown(s: &str) -> &str {
-    if s.is_empty() {
-        "unknown"
-    } else {
-        s
-    }
-}
-
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
