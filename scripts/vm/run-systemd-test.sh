@@ -7,7 +7,7 @@
 #   1. the unit starts and reaches READY (Type=notify: active only after READY=1)
 #   2. a reader on the loopback device gets frames
 #   3. SIGSTOP of the daemon leads to a watchdog restart
-#   4. a crash (SIGSEGV) leads to Restart=on-failure
+#   4. a crash (SIGABRT, core dump) leads to Restart=on-failure
 #   5. SIGHUP with a changed config is applied (same PID)
 #   6. the daemon runs as the unprivileged `puppetcam` user, supplementary group `video` only
 # Exits 0 only if the guest prints PUPPETCAM-VM: PASS.
@@ -82,9 +82,23 @@ ORT=${ORT_DYLIB_PATH:-$(ls "$ROOT"/.venv/lib/python3*/site-packages/onnxruntime/
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-# Canonical paths only: Debian's /lib is a symlink to usr/lib, and a real `lib` directory in this
-# layer would replace it when the kernel unpacks the archive (and take systemd with it).
-ln -s /usr/lib/systemd/systemd "$stage/init"
+# systemd's sandboxing (ProtectSystem=, the unit's mount namespace) does not work on the
+# initramfs' rootfs, which is not a real mount (the unit fails with 200/CHDIR): /init copies the
+# root into a tmpfs and switches to it, as an initrd switches to the real root.
+cat >"$stage/init" <<'INIT'
+#!/bin/sh
+mount -t proc proc /proc
+mkdir -p /newroot && mount -t tmpfs -o mode=0755 tmpfs /newroot
+for d in /*; do
+    case "$d" in /newroot|/proc|/sys|/dev|/init) ;; *) cp -a "$d" /newroot/ ;; esac
+done
+mkdir -p /newroot/proc /newroot/sys /newroot/dev /newroot/run /newroot/tmp
+umount /proc
+exec switch_root /newroot /usr/lib/systemd/systemd
+INIT
+chmod 0755 "$stage/init"
+# Canonical paths only below: Debian's /lib is a symlink to usr/lib, and a real `lib` directory
+# in this layer would replace it when the kernel unpacks the archive.
 mkdir -p "$stage/usr/local/bin" "$stage/usr/local/lib/puppetcam" "$stage/usr/local/share/puppetcam/onnx" \
     "$stage/etc/systemd/system/multi-user.target.wants" "$stage/etc/systemd/system/puppetcam.service.d" \
     "$stage/etc/modprobe.d" "$stage/etc/modules-load.d" "$stage/etc/puppetcam"
@@ -157,9 +171,9 @@ accel=${PUPPETCAM_VM_ACCEL:-tcg}
 LOG=$CACHE/systemd/last-run.log
 log "booting ($accel, timeout ${TIMEOUT}s, console log $LOG)"
 set +e
-timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 -accel "$accel" -m 2048M -smp "${PUPPETCAM_VM_SMP:-2}" \
+timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 -accel "$accel" -m 3072M -smp "${PUPPETCAM_VM_SMP:-2}" \
     -nographic -no-reboot -kernel "$KDIR/vmlinuz" -initrd "$INITRD" \
-    -append "console=ttyS0 panic=-1 loglevel=4 systemd.log_target=console" \
+    -append "console=ttyS0 panic=-1 loglevel=4" \
     </dev/null >"$LOG" 2>&1
 qrc=$?
 set -e
