@@ -262,21 +262,32 @@ fn sighup_rereads_and_applies_the_whole_config() {
     let status = |port| http_get(port, "/status.json").and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
     wait_until("the daemon's status page", 60, || status(p1).is_some_and(|v| v["ready"]["ready"] == true));
     assert!(!status(p1).unwrap()["retarget_state"].as_str().unwrap().starts_with("off"));
+    let pid = child.id().to_string();
+    let reload_lines = || std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("reload done")).map(String::from).collect::<Vec<_>>();
+
+    // Only [retarget] changed: applied to the generator, the output is not touched.
+    let sink_before = status(p1).unwrap()["sink_state"].clone();
+    std::fs::write(&cfg, config(p1, "[retarget]\nenabled = false\n")).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_until("retargeting off", 30, || status(p1).is_some_and(|v| v["retarget_state"].as_str().unwrap_or("").starts_with("off")));
+    wait_until("the reload log line", 30, || reload_lines().len() == 1);
+    let line = &reload_lines()[0];
+    assert!(line.ends_with("reload done: reloaded: retarget"), "{line}");
+    assert_eq!(status(p1).unwrap()["sink_state"], sink_before, "an unchanged output must not be reopened");
 
     std::fs::write(
         &cfg,
         config(p2, "[retarget]\nenabled = false\n").replace("kind = \"null\"", &format!("kind = \"y4m\"\npath = {:?}", out)),
     )
     .unwrap();
-    let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     wait_until("the new HTTP address", 60, || status(p2).is_some());
     wait_until("retargeting off", 30, || status(p2).is_some_and(|v| v["retarget_state"].as_str().unwrap_or("").starts_with("off")));
     wait_until("frames in the new output", 30, || std::fs::metadata(&out).is_ok_and(|m| m.len() > 160 * 120 * 3));
     assert!(status(p1).is_none(), "the old HTTP address still answers");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let line = text.lines().find(|l| l.contains("reload done")).unwrap_or_else(|| panic!("{text}"));
-    for part in ["retarget", "output", &format!("http on 127.0.0.1:{p2}")] {
+    wait_until("the second reload log line", 30, || reload_lines().len() == 2);
+    let line = &reload_lines()[1];
+    for part in ["output", &format!("http on 127.0.0.1:{p2}")] {
         assert!(line.contains(part), "{line}");
     }
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
