@@ -25,8 +25,8 @@ suite pytest "$PUPPETCAM_PY" -m pytest -q scripts/tests
 if [ -x scripts/vm/run-v4l2-test.sh ] && [ "${PUPPETCAM_SKIP_VM:-0}" != 1 ]; then
   suite v4l2-vm scripts/vm/run-v4l2-test.sh
 fi
-# The system unit under a real systemd (qemu, Debian root, systemd as PID 1): about 5 min cold,
-# 3 min with the root file system cached. PUPPETCAM_SKIP_VM=1 skips both VM suites.
+# The system unit under a real systemd (qemu, Debian root, systemd as PID 1): about 4 min cold,
+# 2 min with the root file system cached. PUPPETCAM_SKIP_VM=1 skips both VM suites.
 if [ -x scripts/vm/run-systemd-test.sh ] && [ "${PUPPETCAM_SKIP_VM:-0}" != 1 ] && [ "${PUPPETCAM_SKIP_SYSTEMD_VM:-0}" != 1 ]; then
   suite systemd-vm env PUPPETCAM_BIN="$PUPPETCAM_BIN" scripts/vm/run-systemd-test.sh
 fi
