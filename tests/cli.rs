@@ -248,15 +248,18 @@ fn sighup_rereads_and_applies_the_whole_config() {
     std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
     let (p1, p2) = (free_port(), free_port());
     let out = dir.path().join("after-reload.y4m");
-    let config = |port: u16, extra: &str| {
+    // Two copies of the valid avatar: the second SIGHUP switches to the other one.
+    let (a1, a2) = (dir.path().join("a1.onnx"), dir.path().join("a2.onnx"));
+    std::fs::copy(fixture("generator_ok.onnx"), &a1).unwrap();
+    std::fs::copy(fixture("generator_ok.onnx"), &a2).unwrap();
+    let config = |port: u16, extra: &str, avatar: &Path| {
         format!(
             "[source]\nkind = \"synthetic\"\nwidth = 160\nheight = 120\nfps = 10\n[output]\nkind = \"null\"\nwidth = 160\nheight = 120\nfps = 10\n\
-             [avatar]\npath = {:?}\n[runtime]\nproviders = [\"cpu\"]\nthreads = 1\n[face]\niris = false\n\
-             [service]\nbind = \"127.0.0.1:{port}\"\nwatch_avatar = false\n{extra}",
-            fixture("generator_ok.onnx")
+             [avatar]\npath = {avatar:?}\n[runtime]\nproviders = [\"cpu\"]\nthreads = 1\n[face]\niris = false\n\
+             [service]\nbind = \"127.0.0.1:{port}\"\nwatch_avatar = true\n{extra}"
         )
     };
-    std::fs::write(&cfg, config(p1, "")).unwrap();
+    std::fs::write(&cfg, config(p1, "", &a1)).unwrap();
     let log = dir.path().join("stderr.log");
     let mut child = isolated(&["run"], dir.path()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
     let status = |port| http_get(port, "/status.json").and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
@@ -267,7 +270,7 @@ fn sighup_rereads_and_applies_the_whole_config() {
 
     // Only [retarget] changed: applied to the generator, the output is not touched.
     let sink_before = status(p1).unwrap()["sink_state"].clone();
-    std::fs::write(&cfg, config(p1, "[retarget]\nenabled = false\n")).unwrap();
+    std::fs::write(&cfg, config(p1, "[retarget]\nenabled = false\n", &a1)).unwrap();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     wait_until("retargeting off", 30, || status(p1).is_some_and(|v| v["retarget_state"].as_str().unwrap_or("").starts_with("off")));
     wait_until("the reload log line", 30, || reload_lines().len() == 1);
@@ -277,7 +280,7 @@ fn sighup_rereads_and_applies_the_whole_config() {
 
     std::fs::write(
         &cfg,
-        config(p2, "[retarget]\nenabled = false\n").replace("kind = \"null\"", &format!("kind = \"y4m\"\npath = {:?}", out)),
+        config(p2, "[retarget]\nenabled = false\n", &a2).replace("kind = \"null\"", &format!("kind = \"y4m\"\npath = {:?}", out)),
     )
     .unwrap();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
@@ -287,7 +290,8 @@ fn sighup_rereads_and_applies_the_whole_config() {
     assert!(status(p1).is_none(), "the old HTTP address still answers");
     wait_until("the second reload log line", 30, || reload_lines().len() == 2);
     let line = &reload_lines()[1];
-    for part in ["output", &format!("http on 127.0.0.1:{p2}")] {
+    // The avatar watcher follows the new avatar file.
+    for part in ["avatar", "output", &format!("http on 127.0.0.1:{p2}"), &format!("watching {}", a2.display())] {
         assert!(line.contains(part), "{line}");
     }
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
