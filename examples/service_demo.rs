@@ -96,6 +96,8 @@ fn main() {
     stats.ep.write().active = args.ep.clone();
     stats.ep.write().fallback_reason = args.fallback.clone();
     *stats.avatar_name.write() = args.avatar.clone();
+    // What READY=1 and /health wait for besides the first captured frame.
+    stats.avatar_loaded.store(true, Ordering::Relaxed);
     *stats.source_state.write() = "streaming (synthetic)".into();
     *stats.sink_state.write() = "writing /dev/video10 (demo: nothing written)".into();
 

@@ -143,8 +143,9 @@ def main():
         elif not a.config:
             cmd += ['--source', 'embedded']
         if not a.config:
-            # Without a config, write nowhere: the soak measures the daemon, not a device.
-            cmd += ['--output', 'null']
+            # Without a config, write nowhere: the soak measures the daemon, not a device; at the
+            # demo geometry (`run` without a config defaults to a camera's 1280x720 at 30 fps).
+            cmd += ['--output', 'null', '--size', '640x480', '--fps', '25']
     metrics_url = f'http://127.0.0.1:{port}/metrics'
 
     print(f'soak: {" ".join(cmd)}\nsoak: {duration:.0f} s, polling {metrics_url} every {interval:g} s, output in {out}')

@@ -8,7 +8,8 @@ use puppetcam::ep::Provider;
 use puppetcam::error::Error;
 use puppetcam::face::extract::ExtractArgs;
 use puppetcam::pipeline::{DriverSpec, Pipeline, Plan};
-use puppetcam::config::Config;
+use puppetcam::config::{config_candidates, locate_config, Config, FoundConfig};
+use puppetcam::service::reload;
 use puppetcam::service::{LoopExit, Service, ServiceOptions};
 use puppetcam::sink::SinkSpec;
 use puppetcam::source::SourceSpec;
@@ -128,7 +129,9 @@ pub struct PipelineArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Config file (TOML); defaults apply to anything it leaves out.
+    /// Config file (TOML); defaults apply to anything it leaves out. Without it: $PUPPETCAM_CONFIG,
+    /// $XDG_CONFIG_HOME/puppetcam/puppetcam.toml (~/.config/...), /etc/puppetcam/puppetcam.toml;
+    /// with none of them, the first camera and the first v4l2loopback output.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -413,46 +416,124 @@ fn cmd_demo(a: DemoArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
-    let cfg = match &a.config {
-        Some(p) => Some(Config::load(p)?),
+/// The config `run` uses: `--config`, else the first of the standard places that exists
+/// (`config::locate_config`), else none.
+fn run_config(a: &RunArgs) -> anyhow::Result<Option<(Config, FoundConfig)>> {
+    let found = match &a.config {
+        Some(p) => Some(FoundConfig { path: p.clone(), from: "--config" }),
+        None => locate_config()?,
+    };
+    Ok(match found {
+        Some(f) => {
+            log::info!("config: {} (from {})", f.path.display(), f.from);
+            Some((Config::load(&f.path)?, f))
+        }
         None => None,
-    };
-    let mut plan = match &cfg {
+    })
+}
+
+/// Cameras and v4l2loopback outputs `run` may pick when neither a config nor a flag says which.
+pub struct Detected {
+    pub cameras: Vec<PathBuf>,
+    pub loopbacks: Vec<PathBuf>,
+}
+
+fn detect_devices() -> Detected {
+    let devs = check::video_devices();
+    let (loop_devs, cams): (Vec<_>, Vec<_>) = devs.into_iter().partition(|d| d.loopback);
+    Detected { cameras: cams.into_iter().map(|d| d.path).collect(), loopbacks: loop_devs.into_iter().map(|d| d.path).collect() }
+}
+
+/// `run`'s plan: the config (the defaults when there is none), the flags on top and, without a
+/// config, the first camera and the first v4l2loopback output for what the flags leave open.
+/// Never the embedded demo: that is `puppetcam demo`.
+pub fn run_plan(cfg: Option<&Config>, a: &PipelineArgs, frames: Option<u64>, detect: &dyn Fn() -> Detected) -> Result<Plan, Error> {
+    let mut plan = match cfg {
         Some(c) => Plan::from_config(c)?,
-        None => Plan::demo(),
+        None => Plan { avatar: puppetcam::pipeline::default_avatar(), ..Plan::from_config(&Config::default())? },
     };
-    apply_overrides(&mut plan, &a.pipeline, a.frames)?;
-    if cfg.is_none() && a.pipeline.source.is_none() && a.pipeline.output.is_none() {
-        log::info!("no config or flags: running the embedded demo (embedded driver -> {:?})", plan.sink);
+    apply_overrides(&mut plan, a, frames)?;
+    if cfg.is_some() || (a.source.is_some() && a.output.is_some()) {
+        return Ok(plan);
     }
-    // HTTP: from the config's [service], or --http; off for the flag-only demo so it never
-    // fights over a port.
-    let svc_opts = match &cfg {
-        Some(c) => ServiceOptions::from_config(&c.service, &plan.avatar, a.http)?,
-        None => match a.http {
-            Some(addr) => ServiceOptions::for_daemon(true, addr, false, Some(plan.avatar.clone()))?,
-            None => ServiceOptions::for_daemon(false, "127.0.0.1:8765".parse().expect("literal address"), false, Some(plan.avatar.clone()))?,
+    let found = detect();
+    let looked = config_candidates(&|k| std::env::var_os(k)).iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>().join(", ");
+    let create = format!(
+        "no config file found (looked for {looked}); create one from puppetcam.example.toml \
+         (e.g. ~/.config/puppetcam/puppetcam.toml), or pass --config, --source and --output; `puppetcam demo` needs no hardware"
+    );
+    if a.source.is_none() {
+        let Some(cam) = found.cameras.first() else {
+            return Err(Error::Config { key: "source".into(), msg: format!("no camera found (no /dev/video* that is not a v4l2loopback output); {create}") });
+        };
+        if let DriverSpec::Source(SourceSpec::Camera { device, .. }) = &mut plan.driver {
+            *device = cam.display().to_string();
+        }
+        log::info!("no config: using the first camera {}", cam.display());
+    }
+    if a.output.is_none() {
+        let Some(out) = found.loopbacks.first() else {
+            return Err(Error::Config {
+                key: "output".into(),
+                msg: format!(
+                    "no v4l2loopback output found: load the module (sudo modprobe v4l2loopback exclusive_caps=1 \
+                     card_label=puppetcam video_nr=10, see docs/service.md) or pass --output; {create}"
+                ),
+            });
+        };
+        if let SinkSpec::V4l2 { device, .. } = &mut plan.sink {
+            *device = out.clone();
+        }
+        log::info!("no config: writing to the first v4l2loopback output {}", out.display());
+    }
+    Ok(plan)
+}
+
+/// HTTP: from the config's [service], or --http; off when there is no config file so that
+/// flag-only runs never fight over a port.
+fn service_options(cfg: Option<&Config>, plan: &Plan, http: Option<std::net::SocketAddr>) -> Result<ServiceOptions, Error> {
+    match cfg {
+        Some(c) => ServiceOptions::from_config(&c.service, &plan.avatar, http),
+        None => match http {
+            Some(addr) => ServiceOptions::for_daemon(true, addr, false, Some(plan.avatar.clone())),
+            None => ServiceOptions::for_daemon(false, "127.0.0.1:8765".parse().expect("literal address"), false, Some(plan.avatar.clone())),
         },
-    };
+    }
+}
+
+fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
+    let loaded = run_config(&a)?;
+    let mut plan = run_plan(loaded.as_ref().map(|(c, _)| c), &a.pipeline, a.frames, &detect_devices)?;
+    // `--portrait` / `[avatar] portrait`: make (or find) the warp avatar now, so that the
+    // watcher and the status page see the file that is actually animated.
+    plan.resolve_portraits()?;
+    let svc_opts = service_options(loaded.as_ref().map(|(c, _)| c), &plan, a.http)?;
     let stats = Arc::new(PipelineStats::default());
     let service = Service::start(&svc_opts, stats.clone()).context("cannot start the service helpers")?;
-    let avatar = plan.avatar.clone();
+    let mut running = plan.clone();
     let handle = Pipeline::start_plan(plan, stats.clone())?;
     if let Some(addr) = service.http_addr() {
         log::info!("status on http://{addr}/ (health, metrics, preview)");
     }
     let exit = service.run_loop(
         || handle.is_finished(),
-        |changed| {
-            // SIGHUP re-reads the config for the avatar path; a watched file change names it.
-            let path = match (changed, &a.config) {
-                (Some(p), _) => p.to_path_buf(),
-                (None, Some(c)) => Plan::from_config(&Config::load(c)?)?.avatar,
-                (None, None) => avatar.clone(),
-            };
-            handle.reload_avatar(&path)?;
-            Ok(format!("avatar {} loaded", path.display()))
+        |changed| match changed {
+            // The watched avatar file was replaced by a valid one.
+            Some(p) => {
+                handle.reload_avatar(p)?;
+                running.avatar = p.to_path_buf();
+                Ok(format!("avatar {} loaded", p.display()))
+            }
+            // SIGHUP: re-read the whole config and apply what changed.
+            None => {
+                let new_cfg = run_config(&a).map_err(|e| Error::Invalid(format!("{e:#}")))?;
+                let mut new_plan = run_plan(new_cfg.as_ref().map(|(c, _)| c), &a.pipeline, a.frames, &detect_devices)?;
+                new_plan.resolve_portraits()?;
+                let opts = service_options(new_cfg.as_ref().map(|(c, _)| c), &new_plan, a.http)?;
+                let report = reload::apply(&handle, &service, &running, &new_plan, &opts)?;
+                running = report.running.clone();
+                Ok(report.summary())
+            }
         },
     );
     service.stopping();

@@ -41,7 +41,6 @@ pub struct RawSource {
     pub fps: Option<i64>,
     #[serde(rename = "loop")]
     pub looping: Option<bool>,
-    pub realtime: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -121,12 +120,14 @@ pub struct RawService {
     pub preview_fps: Option<f64>,
     pub max_preview_clients: Option<i64>,
     pub watch_avatar: Option<bool>,
+    pub stall_timeout_s: Option<f64>,
+    pub source_lost_timeout_s: Option<f64>,
 }
 
 /// Keys each table accepts, for error messages that name the full key (`output.fsp`).
 const SCHEMA: &[(&str, &[&str])] = &[
     ("", &["source", "output", "avatar", "runtime", "face", "retarget", "service"]),
-    ("source", &["kind", "device", "path", "width", "height", "fps", "loop", "realtime"]),
+    ("source", &["kind", "device", "path", "width", "height", "fps", "loop"]),
     ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every"]),
     ("avatar", &["path", "portrait"]),
     ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
@@ -139,14 +140,26 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "pose_smoothing", "expression_gain", "learn_frames", "learn_max_motion", "ease_hold_s", "ease_out_s", "ease_in_s",
         ],
     ),
-    ("service", &["enabled", "bind", "allow_remote", "preview_fps", "max_preview_clients", "watch_avatar"]),
+    (
+        "service",
+        &["enabled", "bind", "allow_remote", "preview_fps", "max_preview_clients", "watch_avatar", "stall_timeout_s", "source_lost_timeout_s"],
+    ),
 ];
+
+/// Keys that used to exist, with what to do instead (an old config gets a useful error).
+const REMOVED: &[(&str, &str)] = &[(
+    "source.realtime",
+    "was removed: it never took effect. A file source is paced by the output: at its own speed into a virtual camera, flat out when rendering to a file",
+)];
 
 /// Reports the first key that is not in `SCHEMA`, with its dotted path.
 fn check_keys(table: &toml::Table, prefix: &str) -> Result<()> {
     let known = SCHEMA.iter().find(|(p, _)| *p == prefix).map(|(_, k)| *k);
     for (k, v) in table {
         let full = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        if let Some((_, why)) = REMOVED.iter().find(|(key, _)| *key == full) {
+            return Err(Error::Config { key: full, msg: why.to_string() });
+        }
         match known {
             Some(keys) if keys.contains(&k.as_str()) => {}
             Some(keys) => {
@@ -240,7 +253,6 @@ pub struct SourceConfig {
     pub height: u32,
     pub fps: u32,
     pub looping: bool,
-    pub realtime: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -306,6 +318,11 @@ pub struct ServiceConfig {
     pub max_preview_clients: u32,
     /// Reload the avatar when its file is replaced (after the generator's contract check).
     pub watch_avatar: bool,
+    /// A stage with work waiting that makes no progress this long makes the daemon unhealthy
+    /// (/health 503, no watchdog pings).
+    pub stall_timeout_s: f32,
+    /// A lost camera is "degraded" (reopened with backoff) and unhealthy after this long.
+    pub source_lost_timeout_s: f32,
 }
 
 /// The complete, validated configuration.
@@ -347,6 +364,9 @@ pub const LEARN_MAX_MOTION: RangeInclusive<f64> = 0.001..=1.0;
 pub const EASE_S: RangeInclusive<f64> = 0.0..=10.0;
 pub const PREVIEW_FPS: RangeInclusive<f64> = 0.1..=60.0;
 pub const PREVIEW_CLIENTS: RangeInclusive<i64> = 1..=64;
+/// Above 1 s so a busy CPU does not look hung; below the units' WatchdogSec=10 by default.
+pub const STALL_TIMEOUT_S: RangeInclusive<f64> = 0.5..=3600.0;
+pub const SOURCE_LOST_TIMEOUT_S: RangeInclusive<f64> = 1.0..=86400.0;
 
 fn cfg_err(key: &str, msg: impl Into<String>) -> Error {
     Error::Config { key: key.to_string(), msg: msg.into() }
@@ -423,7 +443,6 @@ impl Config {
             height: int_in("source.height", s.height, 720, SOURCE_HEIGHT)?,
             fps: int_in("source.fps", s.fps, 30, SOURCE_FPS)?,
             looping: s.looping.unwrap_or(false),
-            realtime: s.realtime.unwrap_or(true),
         };
 
         let o = raw.output.unwrap_or_default();
@@ -538,6 +557,8 @@ impl Config {
             preview_fps: float_in("service.preview_fps", v.preview_fps, 10.0, PREVIEW_FPS)?,
             max_preview_clients: int_in("service.max_preview_clients", v.max_preview_clients, 4, PREVIEW_CLIENTS)?,
             watch_avatar: v.watch_avatar.unwrap_or(true),
+            stall_timeout_s: float_in("service.stall_timeout_s", v.stall_timeout_s, 5.0, STALL_TIMEOUT_S)?,
+            source_lost_timeout_s: float_in("service.source_lost_timeout_s", v.source_lost_timeout_s, 60.0, SOURCE_LOST_TIMEOUT_S)?,
         };
 
         Ok(Config { source, output, avatar, portrait, runtime, face, retarget, service })
@@ -563,7 +584,8 @@ impl Config {
         let path = s.path.clone().unwrap_or_default();
         match s.kind {
             SourceKind::Camera => SourceSpec::Camera { device: s.device.clone(), width: s.width, height: s.height, fps: s.fps },
-            SourceKind::File => SourceSpec::File { path, looping: s.looping, realtime: s.realtime },
+            // Pacing is the plan's decision (`Plan::into_spec`), from the output.
+            SourceKind::File => SourceSpec::File { path, looping: s.looping, realtime: false },
             SourceKind::Image => SourceSpec::Image { path, fps: s.fps },
             SourceKind::Synthetic => SourceSpec::Synthetic { width: s.width, height: s.height, fps: s.fps },
         }
@@ -579,6 +601,59 @@ impl Config {
             OutputKind::Null => SinkSpec::Null,
         }
     }
+}
+
+/// The config file name inside the config directories.
+pub const CONFIG_FILE: &str = "puppetcam.toml";
+/// The system-wide config (also where the system unit's `XDG_CONFIG_HOME=/etc` points).
+pub const SYSTEM_CONFIG: &str = "/etc/puppetcam/puppetcam.toml";
+
+/// A config file found by [`locate_config`], with which rule found it (for the log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundConfig {
+    pub path: PathBuf,
+    pub from: &'static str,
+}
+
+/// The places `run` looks for a config when `--config` is not given, in order:
+/// `$PUPPETCAM_CONFIG`, `$XDG_CONFIG_HOME/puppetcam/puppetcam.toml` (else
+/// `~/.config/puppetcam/puppetcam.toml`), `/etc/puppetcam/puppetcam.toml`.
+pub fn config_candidates(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Vec<FoundConfig> {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut out = Vec::new();
+    if let Some(p) = var("PUPPETCAM_CONFIG") {
+        out.push(FoundConfig { path: p, from: "$PUPPETCAM_CONFIG" });
+    }
+    if let Some(x) = var("XDG_CONFIG_HOME") {
+        out.push(FoundConfig { path: x.join("puppetcam").join(CONFIG_FILE), from: "$XDG_CONFIG_HOME" });
+    } else if let Some(h) = var("HOME") {
+        out.push(FoundConfig { path: h.join(".config/puppetcam").join(CONFIG_FILE), from: "~/.config" });
+    }
+    let sys = FoundConfig { path: PathBuf::from(SYSTEM_CONFIG), from: "/etc" };
+    if !out.iter().any(|c| c.path == sys.path) {
+        out.push(sys);
+    }
+    out
+}
+
+/// The first existing candidate of [`config_candidates`], `Ok(None)` when there is none. A
+/// `$PUPPETCAM_CONFIG` that names a missing file is an error rather than a silent fall-through:
+/// someone asked for exactly that file.
+pub fn locate_config_with(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<Option<FoundConfig>> {
+    for c in config_candidates(env) {
+        if c.path.is_file() {
+            return Ok(Some(c));
+        }
+        if c.from == "$PUPPETCAM_CONFIG" {
+            return Err(cfg_err("PUPPETCAM_CONFIG", format!("{} does not exist or is not a file", c.path.display())));
+        }
+    }
+    Ok(None)
+}
+
+/// [`locate_config_with`] on the process environment.
+pub fn locate_config() -> Result<Option<FoundConfig>> {
+    locate_config_with(&|k| std::env::var_os(k))
 }
 
 impl Display for ProviderName {
@@ -625,7 +700,6 @@ mod tests {
             kind = "file"
             path = "clip.mp4"
             loop = true
-            realtime = false
             [output]
             kind = "y4m"
             path = "-"
@@ -663,6 +737,8 @@ mod tests {
             preview_fps = 5.0
             max_preview_clients = 2
             watch_avatar = false
+            stall_timeout_s = 2.5
+            source_lost_timeout_s = 30
             "#,
         )
         .unwrap();
@@ -681,6 +757,49 @@ mod tests {
         assert_eq!(c.service.bind.port(), 9000);
         assert!(c.service.allow_remote && !c.service.watch_avatar);
         assert_eq!((c.service.preview_fps, c.service.max_preview_clients), (5.0, 2));
+        assert_eq!((c.service.stall_timeout_s, c.service.source_lost_timeout_s), (2.5, 30.0));
+    }
+
+    #[test]
+    fn config_lookup_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let env = |pairs: Vec<(&'static str, PathBuf)>| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone().into_os_string())
+        };
+        let xdg = d.join("xdg");
+        let home = d.join("home");
+        let explicit = d.join("explicit.toml");
+        let all = || vec![("PUPPETCAM_CONFIG", explicit.clone()), ("XDG_CONFIG_HOME", xdg.clone()), ("HOME", home.clone())];
+        let c = config_candidates(&env(all()));
+        let paths: Vec<_> = c.iter().map(|c| c.path.clone()).collect();
+        assert_eq!(paths, vec![explicit.clone(), xdg.join("puppetcam/puppetcam.toml"), PathBuf::from(SYSTEM_CONFIG)]);
+        // Without XDG_CONFIG_HOME: ~/.config.
+        let c = config_candidates(&env(vec![("HOME", home.clone())]));
+        assert_eq!(c[0].path, home.join(".config/puppetcam/puppetcam.toml"));
+        // The system unit's XDG_CONFIG_HOME=/etc gives the system path once.
+        let c = config_candidates(&env(vec![("XDG_CONFIG_HOME", PathBuf::from("/etc"))]));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].path, PathBuf::from(SYSTEM_CONFIG));
+
+        // Found in order of existence; an explicit but missing file is an error.
+        assert!(matches!(locate_config_with(&env(all())), Err(Error::Config { key, .. }) if key == "PUPPETCAM_CONFIG"));
+        std::fs::create_dir_all(home.join(".config/puppetcam")).unwrap();
+        std::fs::write(home.join(".config/puppetcam/puppetcam.toml"), "").unwrap();
+        let found = locate_config_with(&env(vec![("HOME", home.clone())])).unwrap().unwrap();
+        assert_eq!((found.path, found.from), (home.join(".config/puppetcam/puppetcam.toml"), "~/.config"));
+        std::fs::write(&explicit, "").unwrap();
+        assert_eq!(locate_config_with(&env(all())).unwrap().unwrap().path, explicit);
+        let none = locate_config_with(&env(vec![("XDG_CONFIG_HOME", xdg.clone())])).unwrap();
+        assert!(none.is_none() || none.unwrap().path == PathBuf::from(SYSTEM_CONFIG));
+    }
+
+    #[test]
+    fn removed_source_realtime_is_named_with_the_reason() {
+        // It used to parse and then be overwritten by the pacing: a key that silently did nothing.
+        let (k, m) = err("[source]\nkind = \"file\"\npath = \"a.mp4\"\nrealtime = false\n");
+        assert_eq!(k, "source.realtime");
+        assert!(m.contains("removed") && m.contains("paced by the output"), "{m}");
     }
 
     #[test]
@@ -735,6 +854,8 @@ mod tests {
             ("[service]\npreview_fps = 61", "service.preview_fps"),
             ("[service]\nmax_preview_clients = 0", "service.max_preview_clients"),
             ("[service]\nmax_preview_clients = 65", "service.max_preview_clients"),
+            ("[service]\nstall_timeout_s = 0.1", "service.stall_timeout_s"),
+            ("[service]\nsource_lost_timeout_s = 0", "service.source_lost_timeout_s"),
         ] {
             let (k, m) = err(text);
             assert_eq!(k, key, "{text}");

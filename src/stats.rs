@@ -1,7 +1,7 @@
 //! Live pipeline statistics shared by the stages (writers), `bench`, status and /metrics (readers).
 //! Lock-free counters and fixed-bucket latency histograms so the hot path never blocks.
 use parking_lot::{Mutex, RwLock};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// Upper bounds (microseconds) of the latency histogram buckets; the last bucket is +Inf.
@@ -129,6 +129,20 @@ pub struct PipelineStats {
     pub end_to_end: StageStats,
     pub face_lost: AtomicU64,
     pub source_reconnects: AtomicU64,
+    /// Set by the capture stage while a live source is lost and being reopened; liveness calls
+    /// that "degraded" and, after `[service] source_lost_timeout_s`, unhealthy.
+    pub source_lost: AtomicBool,
+    /// The face stage's latest verdict: [`FACE_UNKNOWN`], [`FACE_TRACKED`] or [`FACE_LOST`]. A lost
+    /// face is a normal state (the portrait eases to neutral), reported but never unhealthy.
+    pub face_state: AtomicU8,
+    /// The generator has loaded an avatar (set once the pipeline started); with the first
+    /// captured frame this is what READY=1 waits for.
+    pub avatar_loaded: AtomicBool,
+    /// The output is clocked (realtime pacing): it must write every tick, whatever upstream does.
+    pub paced: AtomicBool,
+    /// Reloads in progress (avatar swap, SIGHUP reconfiguration): stages may legitimately pause,
+    /// so liveness does not count that time as a hang.
+    pub reloading: AtomicU32,
     pub ep: RwLock<EpStatus>,
     /// Short human-readable states for status pages ("streaming", "camera lost: ...").
     pub source_state: RwLock<String>,
@@ -152,6 +166,11 @@ impl Default for PipelineStats {
             end_to_end: StageStats::new("end_to_end"),
             face_lost: AtomicU64::new(0),
             source_reconnects: AtomicU64::new(0),
+            source_lost: AtomicBool::new(false),
+            face_state: AtomicU8::new(FACE_UNKNOWN),
+            avatar_loaded: AtomicBool::new(false),
+            paced: AtomicBool::new(false),
+            reloading: AtomicU32::new(0),
             ep: RwLock::new(EpStatus::default()),
             source_state: RwLock::new(String::new()),
             sink_state: RwLock::new(String::new()),
@@ -162,9 +181,38 @@ impl Default for PipelineStats {
     }
 }
 
+/// `PipelineStats::face_state` values.
+pub const FACE_UNKNOWN: u8 = 0;
+pub const FACE_TRACKED: u8 = 1;
+pub const FACE_LOST: u8 = 2;
+
 impl PipelineStats {
     pub fn stages(&self) -> [&StageStats; 5] {
         [&self.capture, &self.face, &self.generator, &self.output, &self.end_to_end]
+    }
+
+    /// "tracked", "lost" or "unknown" (no frame looked at yet).
+    pub fn face_state_text(&self) -> &'static str {
+        match self.face_state.load(Ordering::Relaxed) {
+            FACE_TRACKED => "tracked",
+            FACE_LOST => "lost",
+            _ => "unknown",
+        }
+    }
+
+    /// Marks a reload in progress until the guard is dropped (see `reloading`).
+    pub fn reload_guard(&self) -> ReloadGuard<'_> {
+        self.reloading.fetch_add(1, Ordering::SeqCst);
+        ReloadGuard(self)
+    }
+}
+
+/// Ends a reload window on drop, also when the reload failed or panicked.
+pub struct ReloadGuard<'a>(&'a PipelineStats);
+
+impl Drop for ReloadGuard<'_> {
+    fn drop(&mut self) {
+        self.0.reloading.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -160,3 +160,140 @@ fn bench_runs_the_config_plan_with_flags_on_top() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("retarget.profile") && text(&o).contains("no-such-profile.toml"), "{}", text(&o));
 }
+
+/// `puppetcam` with a clean environment: no config in HOME, XDG_CONFIG_HOME or PUPPETCAM_CONFIG.
+fn isolated(args: &[&str], home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_puppetcam"));
+    c.args(args)
+        .current_dir(home)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("xdg"))
+        .env_remove("PUPPETCAM_CONFIG")
+        .env("RUST_LOG", "info");
+    c
+}
+
+#[test]
+fn run_without_config_uses_devices_or_says_what_to_create_never_the_demo() {
+    if Path::new("/etc/puppetcam/puppetcam.toml").exists() || Path::new("/dev/video0").exists() {
+        eprintln!("SKIPPED: this machine has a system config or video devices, so `run` would start for real");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = isolated(&["run"], dir.path()).output().unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("no camera found"), "{t}");
+    assert!(t.contains("puppetcam.toml") && t.contains("puppetcam.example.toml") && t.contains("puppetcam demo"), "{t}");
+    assert!(t.contains(&dir.path().join("xdg/puppetcam/puppetcam.toml").display().to_string()), "names where it looked: {t}");
+    assert!(!dir.path().join("out/demo.y4m").exists(), "run must not play the demo");
+    // A source given, no output: the missing loopback device is named with the fix.
+    let o = isolated(&["run", "--source", "embedded"], dir.path()).output().unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("no v4l2loopback output found") && t.contains("modprobe v4l2loopback"), "{t}");
+}
+
+#[test]
+fn run_finds_its_config_in_the_documented_places() {
+    let dir = tempfile::tempdir().unwrap();
+    // $XDG_CONFIG_HOME/puppetcam/puppetcam.toml: an invalid value proves this file was read.
+    let xdg = dir.path().join("xdg/puppetcam/puppetcam.toml");
+    std::fs::create_dir_all(xdg.parent().unwrap()).unwrap();
+    std::fs::write(&xdg, "[output]\nfps = 500\n").unwrap();
+    let o = isolated(&["run"], dir.path()).output().unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("output.fps") && t.contains(&xdg.display().to_string()), "{t}");
+    // ~/.config when XDG_CONFIG_HOME is unset.
+    let home_cfg = dir.path().join(".config/puppetcam/puppetcam.toml");
+    std::fs::create_dir_all(home_cfg.parent().unwrap()).unwrap();
+    std::fs::write(&home_cfg, "[output]\nwidth = 7\n").unwrap();
+    let o = isolated(&["run"], dir.path()).env_remove("XDG_CONFIG_HOME").output().unwrap();
+    assert!(text(&o).contains("output.width") && text(&o).contains(&home_cfg.display().to_string()), "{}", text(&o));
+    // $PUPPETCAM_CONFIG wins, and a missing one is an error, not a fall-through.
+    let o = isolated(&["run"], dir.path()).env("PUPPETCAM_CONFIG", dir.path().join("nope.toml")).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("PUPPETCAM_CONFIG") && text(&o).contains("nope.toml"), "{}", text(&o));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut b = String::new();
+    s.read_to_string(&mut b).ok()?;
+    Some(b.split_once("\r\n\r\n")?.1.to_string())
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(secs), "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// SIGHUP re-reads the whole config: retargeting, the output and the HTTP address change in the
+/// running process (docs/service.md, "Operating it").
+#[test]
+fn sighup_rereads_and_applies_the_whole_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("xdg/puppetcam/puppetcam.toml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let out = dir.path().join("after-reload.y4m");
+    // Two copies of the valid avatar: the second SIGHUP switches to the other one.
+    let (a1, a2) = (dir.path().join("a1.onnx"), dir.path().join("a2.onnx"));
+    std::fs::copy(fixture("generator_ok.onnx"), &a1).unwrap();
+    std::fs::copy(fixture("generator_ok.onnx"), &a2).unwrap();
+    let config = |port: u16, extra: &str, avatar: &Path| {
+        format!(
+            "[source]\nkind = \"synthetic\"\nwidth = 160\nheight = 120\nfps = 10\n[output]\nkind = \"null\"\nwidth = 160\nheight = 120\nfps = 10\n\
+             [avatar]\npath = {avatar:?}\n[runtime]\nproviders = [\"cpu\"]\nthreads = 1\n[face]\niris = false\n\
+             [service]\nbind = \"127.0.0.1:{port}\"\nwatch_avatar = true\n{extra}"
+        )
+    };
+    std::fs::write(&cfg, config(p1, "", &a1)).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = isolated(&["run"], dir.path()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let status = |port| http_get(port, "/status.json").and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
+    wait_until("the daemon's status page", 60, || status(p1).is_some_and(|v| v["ready"]["ready"] == true));
+    assert!(!status(p1).unwrap()["retarget_state"].as_str().unwrap().starts_with("off"));
+    let pid = child.id().to_string();
+    let reload_lines = || std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("reload done")).map(String::from).collect::<Vec<_>>();
+
+    // Only [retarget] changed: applied to the generator, the output is not touched.
+    let sink_before = status(p1).unwrap()["sink_state"].clone();
+    std::fs::write(&cfg, config(p1, "[retarget]\nenabled = false\n", &a1)).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_until("retargeting off", 30, || status(p1).is_some_and(|v| v["retarget_state"].as_str().unwrap_or("").starts_with("off")));
+    wait_until("the reload log line", 30, || reload_lines().len() == 1);
+    let line = &reload_lines()[0];
+    assert!(line.ends_with("reload done: reloaded: retarget"), "{line}");
+    assert_eq!(status(p1).unwrap()["sink_state"], sink_before, "an unchanged output must not be reopened");
+
+    std::fs::write(
+        &cfg,
+        config(p2, "[retarget]\nenabled = false\n", &a2).replace("kind = \"null\"", &format!("kind = \"y4m\"\npath = {:?}", out)),
+    )
+    .unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_until("the new HTTP address", 60, || status(p2).is_some());
+    wait_until("retargeting off", 30, || status(p2).is_some_and(|v| v["retarget_state"].as_str().unwrap_or("").starts_with("off")));
+    wait_until("frames in the new output", 30, || std::fs::metadata(&out).is_ok_and(|m| m.len() > 160 * 120 * 3));
+    assert!(status(p1).is_none(), "the old HTTP address still answers");
+    wait_until("the second reload log line", 30, || reload_lines().len() == 2);
+    let line = &reload_lines()[1];
+    // The avatar watcher follows the new avatar file.
+    for part in ["avatar", "output", &format!("http on 127.0.0.1:{p2}"), &format!("watching {}", a2.display())] {
+        assert!(line.contains(part), "{line}");
+    }
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+}

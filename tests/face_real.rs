@@ -1,4 +1,4 @@
-//! Face tracker on real data: a portrait from /work/shared/data must give plausible landmarks,
+//! Face tracker on real data: a portrait from the data set (tests/common) must give plausible landmarks,
 //! and models of the wrong shape must be rejected with a message naming the file and shapes.
 //! Needs ONNX Runtime (ORT_DYLIB_PATH or the project's .venv).
 use puppetcam::core::landmarks::{eye_centres, inter_ocular};
@@ -8,8 +8,10 @@ use puppetcam::Error;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod common;
+
 fn data_dir() -> PathBuf {
-    std::env::var_os("PUPPETCAM_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/work/shared/data"))
+    common::data_root()
 }
 
 fn models() -> FaceModels {
@@ -44,7 +46,7 @@ fn portraits() -> Vec<PathBuf> {
 fn portrait_landmarks_are_plausible() {
     let ps = portraits();
     if ps.is_empty() {
-        eprintln!("skipped: no portraits under {}", data_dir().display());
+        common::missing("portraits/*.jpg");
         return;
     }
     let mut tracker = FaceTracker::new(&models(), TrackerConfig { filter: None, ..Default::default() }).unwrap();
@@ -135,7 +137,7 @@ fn wrong_shaped_models_are_rejected() {
 fn losing_the_face_resets_the_filter() {
     let ps = portraits();
     if ps.len() < 2 {
-        eprintln!("skipped: need two portraits under {}", data_dir().display());
+        common::missing("two portraits/*.jpg");
         return;
     }
     let (a, b) = (load_rgb(&ps[0]), load_rgb(&ps[1]));

@@ -12,17 +12,12 @@ use puppetcam::source::synthetic::SyntheticSource;
 use puppetcam::source::{open_source, FrameSource, SourceSpec};
 use puppetcam::Error;
 
-/// Shared, read-only developer data (docs: /work/shared/data/MANIFEST.md); tests that need it
-/// skip with a message where it is absent.
+mod common;
+
+/// Shared, read-only developer data (its MANIFEST.md; found as `tests/common` says): tests that
+/// need it skip with a message where it is absent, and fail under CI=true.
 fn shared(rel: &str) -> Option<PathBuf> {
-    let base = std::env::var("PUPPETCAM_DATA").unwrap_or_else(|_| "/work/shared/data".into());
-    let p = Path::new(&base).join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {} not found", p.display());
-        None
-    }
+    common::data(rel)
 }
 
 fn have_ffprobe() -> bool {

@@ -3,7 +3,7 @@
 //! messages received on a real unix datagram socket.
 use puppetcam::core::types::Frame;
 use puppetcam::service::notify::WatchdogConfig;
-use puppetcam::service::{HttpOptions, HttpServer, Liveness, Notifier, Watchdog};
+use puppetcam::service::{HttpOptions, HttpServer, Liveness, LivenessConfig, Notifier, Watchdog};
 use puppetcam::stats::PipelineStats;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -82,8 +82,12 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+fn live_cfg() -> LivenessConfig {
+    LivenessConfig { stall_after: Duration::from_secs(2), source_lost_after: Duration::from_secs(10) }
+}
+
 fn start(stats: &Arc<PipelineStats>, o: HttpOptions) -> (HttpServer, Arc<Liveness>) {
-    let live = Liveness::start(stats.clone(), Duration::from_secs(2));
+    let live = Liveness::start(stats.clone(), live_cfg());
     (HttpServer::start(&o, stats.clone(), live.clone()).unwrap(), live)
 }
 
@@ -95,19 +99,21 @@ fn health_is_503_until_frames_flow_then_200() {
     let r = get(srv.local_addr(), "/health");
     assert_eq!(r.status, 503);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(v["status"], "unhealthy");
+    assert_eq!(v["status"], "starting");
     assert!(v["reason"].as_str().unwrap().contains("opening /dev/video0"), "{v}");
 
+    stats.avatar_loaded.store(true, Ordering::Relaxed);
     let feeder = Feeder::start(stats.clone());
     wait_until("healthy", || get(srv.local_addr(), "/health").status == 200);
     let v: serde_json::Value = serde_json::from_slice(&get(srv.local_addr(), "/health").body).unwrap();
     assert_eq!(v["status"], "ok");
     assert!(v["fps"].as_f64().unwrap() > 0.0);
     drop(feeder);
-    // Frames stop: after the 2 s window the endpoint reports the stall.
+    // Frames stop: after the 2 s window the endpoint reports the stalled stage.
     wait_until("stall detected", || get(srv.local_addr(), "/health").status == 503);
     let v: serde_json::Value = serde_json::from_slice(&get(srv.local_addr(), "/health").body).unwrap();
-    assert!(v["reason"].as_str().unwrap().starts_with("no frame for"), "{v}");
+    assert!(v["reason"].as_str().unwrap().starts_with("capture stage stalled: no frame from the source"), "{v}");
+    assert_eq!(v["stages"]["capture"]["state"], "stalled", "{v}");
     srv.shutdown();
 }
 
@@ -309,7 +315,7 @@ fn status_page_and_json_and_errors() {
 #[test]
 fn non_loopback_bind_is_refused_unless_allowed() {
     let stats = Arc::new(PipelineStats::default());
-    let live = Liveness::start(stats.clone(), Duration::from_secs(2));
+    let live = Liveness::start(stats.clone(), live_cfg());
     let o = HttpOptions { bind: "0.0.0.0:0".parse().unwrap(), ..HttpOptions::default() };
     let e = HttpServer::start(&o, stats.clone(), live.clone()).err().expect("0.0.0.0 must be refused");
     assert!(e.to_string().contains("service.bind"), "{e}");
@@ -367,7 +373,7 @@ fn sd_notify_ready_status_and_progress_gated_watchdog() {
     let ns = NotifySock::new();
     let stats = Arc::new(PipelineStats::default());
     stats.ep.write().active = "CPU".into();
-    let live = Liveness::start(stats.clone(), Duration::from_secs(2));
+    let live = Liveness::start(stats.clone(), live_cfg());
     let cfg = WatchdogConfig { ping_every: Some(Duration::from_millis(100)), status_every: Duration::from_millis(300), tick: Duration::from_millis(20) };
     let notifier = Notifier::with_socket(ns.path.as_os_str());
     let wd = Watchdog::start_with(notifier.clone(), live.clone(), stats.clone(), cfg);
@@ -376,20 +382,25 @@ fn sd_notify_ready_status_and_progress_gated_watchdog() {
     let before = ns.wait_for("WATCHDOG=1");
     assert!(!before.iter().any(|m| m.contains("READY=1")), "{before:?}");
 
-    // First frame -> READY=1 with a status line naming the EP.
+    // Output frames alone (the black start-up frame) are not READY.
+    stats.output.record(Duration::from_millis(1));
+    let early = ns.drain_for(Duration::from_millis(400));
+    assert!(!early.iter().any(|m| m.contains("READY=1")), "READY before the source delivered: {early:?}");
+    // Source frames + avatar loaded -> READY=1 with a status line naming the EP.
+    stats.avatar_loaded.store(true, Ordering::Relaxed);
     let feeder = Feeder::start(stats.clone());
     let msgs = ns.wait_for("READY=1");
     let ready = msgs.iter().find(|m| m.contains("READY=1")).unwrap();
     assert!(ready.contains("STATUS=") && ready.contains("EP CPU"), "{ready}");
     ns.wait_for("WATCHDOG=1");
 
-    // Stalled pipeline: pings stop (systemd would restart us); status lines continue.
+    // Stalled pipeline: once past the stall window, pings stop (systemd would restart us);
+    // status lines continue and say why.
     drop(feeder);
-    std::thread::sleep(Duration::from_millis(300)); // let the last in-flight progress be seen
-    let _ = ns.drain_for(Duration::from_millis(300));
+    let _ = ns.drain_for(Duration::from_millis(2600));
     let stalled = ns.drain_for(Duration::from_millis(800));
     assert!(!stalled.iter().any(|m| m.contains("WATCHDOG=1")), "pinged while stalled: {stalled:?}");
-    assert!(stalled.iter().any(|m| m.starts_with("STATUS=")), "{stalled:?}");
+    assert!(stalled.iter().any(|m| m.starts_with("STATUS=UNHEALTHY: capture stage stalled")), "{stalled:?}");
 
     // Progress again -> pings again.
     let feeder = Feeder::start(stats.clone());

@@ -1,6 +1,6 @@
 """Shared fixtures of the training tests: import path, synthetic faces, videos and caches.
 
-Nothing here reads /work/shared/data: every image is generated, and landmark extraction is
+Nothing here reads the shared data set: every image is generated, and landmark extraction is
 replaced by known synthetic landmarks so the tests need neither the daemon nor a real face.
 """
 import sys

@@ -17,13 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 BIN = Path(os.environ.get("PUPPETCAM_BIN", ROOT / "target" / "debug" / "puppetcam"))
-DATA = Path(os.environ.get("PUPPETCAM_DATA", "/work/shared/data"))
+# The data set: $PUPPETCAM_DATA, else ../shared/data next to the repository. Missing data skips
+# on a developer machine and fails under CI=true, so CI cannot pass by skipping.
+DATA = Path(os.environ.get("PUPPETCAM_DATA") or ROOT.parent / "shared" / "data")
 VIDEOS = sorted((DATA / "videos").glob("*.mp4"))[:5]
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 FRAMES = 30
 MAX_NORM_ERROR = 0.02
 
 needs_bin = pytest.mark.skipif(not BIN.is_file(), reason=f"puppetcam binary not built at {BIN} (set PUPPETCAM_BIN)")
-needs_videos = pytest.mark.skipif(len(VIDEOS) < 5, reason=f"need 5 videos under {DATA / 'videos'}")
+needs_videos = pytest.mark.skipif(len(VIDEOS) < 5 and not IN_CI, reason=f"need 5 videos under {DATA / 'videos'} (set PUPPETCAM_DATA)")
 
 
 def run_landmarks(path: Path, out: Path, *extra: str) -> list:
@@ -61,6 +64,7 @@ def mesh_errors(ours: list, ref: list) -> np.ndarray:
 @needs_bin
 @needs_videos
 def test_mesh_matches_mediapipe_on_real_videos(tmp_path):
+    assert len(VIDEOS) >= 5, f"CI=true and the data set is missing: need 5 videos under {DATA / 'videos'} (set PUPPETCAM_DATA)"
     from mediapipe_reference import reference
 
     report = []

@@ -16,6 +16,8 @@
 #   PUPPETCAM_VM_NO_APT   1: never call apt-get (fail instead when something is missing)
 #   PUPPETCAM_VM_ACCEL    qemu accelerator, tcg (default) or kvm
 #   PUPPETCAM_VM_BIN      use this prebuilt round-trip binary instead of `cargo build --example`
+#   PUPPETCAM_VM_PREPARE_ONLY  1: only cache the kernel and v4l2loopback.ko, print KREL=, KDIR=,
+#                         LBDIR= and exit (run-systemd-test.sh boots the same kernel and module)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -116,6 +118,10 @@ fi
 modfield() { strings -a "$2" | sed -n "s/^$1=//p" | head -1; }
 vermagic=$(modfield vermagic "$LBDIR/v4l2loopback.ko")
 case "$vermagic" in "$KREL "*) ;; *) die "v4l2loopback.ko vermagic '$vermagic' does not match $KREL" ;; esac
+if [ "${PUPPETCAM_VM_PREPARE_ONLY:-0}" = 1 ]; then
+    printf 'KREL=%s\nKDIR=%s\nLBDIR=%s\n' "$KREL" "$KDIR" "$LBDIR"
+    exit 0
+fi
 
 unpack() { # module file (maybe compressed) -> plain .ko on stdout
     case "$1" in

@@ -4,6 +4,7 @@
 //! every input frame becomes exactly one output frame.
 pub mod avatar_stage;
 pub mod compose;
+pub mod timeline;
 pub mod plan;
 pub mod synthetic;
 
@@ -15,7 +16,7 @@ use crate::ep::RuntimeOptions;
 use crate::error::{Error, Result};
 use crate::sink::FrameSink;
 use crate::source::FrameSource;
-use crate::stats::{PipelineStats, StageStats};
+use crate::stats::{PipelineStats, StageStats, FACE_LOST, FACE_TRACKED, FACE_UNKNOWN};
 use crate::core::retarget::{NeutralStatus, RetargetParams, Shape68};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::path::{Path, PathBuf};
@@ -27,11 +28,17 @@ use std::time::{Duration, Instant};
 /// Anything that turns a frame into landmarks (the face tracker; tests use closures).
 pub trait FaceStage: Send {
     fn process(&mut self, frame: &Frame) -> Result<Option<FaceLandmarks>>;
+    /// Forgets the tracked face and the filter state: called when the source was reopened, whose
+    /// frames are unrelated to the last ones seen.
+    fn reset(&mut self) {}
 }
 
 impl FaceStage for crate::face::FaceTracker {
     fn process(&mut self, frame: &Frame) -> Result<Option<FaceLandmarks>> {
         crate::face::FaceTracker::process(self, frame)
+    }
+    fn reset(&mut self) {
+        crate::face::FaceTracker::reset(self)
     }
 }
 
@@ -87,7 +94,13 @@ pub struct PipelineSpec {
     /// The driver's neutral face from a calibration profile; `None` makes the retargeter learn it
     /// from the first steady frames (the embedded driver always uses its own rest face).
     pub calibration: Option<Calibration>,
+    /// Called by the generator stage before each frame. `None` in the daemon; the liveness tests
+    /// inject a hang here, since the generator has no trait object to swap (tests/pipeline.rs).
+    pub generator_hook: Option<StageHook>,
 }
+
+/// See [`PipelineSpec::generator_hook`].
+pub type StageHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Face-lost easing (`core::retarget::FaceLostEaser`), seconds.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -202,9 +215,30 @@ struct OutMsg {
     captured: Option<Instant>,
 }
 
+/// Reply channel of a control request: the outcome, after the stage applied it (or refused).
+type Reply = Sender<Result<()>>;
+
 enum Control {
-    Reload(PathBuf, Sender<Result<()>>),
+    /// Load the avatar at the path; with settings, also switch the generator to those (SIGHUP).
+    Reload(PathBuf, Option<GenSettings>, Reply),
 }
+
+/// What a reconfiguration can change in the generator stage besides the avatar file.
+#[derive(Clone, Debug)]
+pub struct GenSettings {
+    pub runtime: RuntimeOptions,
+    pub retarget: Option<RetargetParams>,
+    pub calibration: Option<Calibration>,
+    pub ease: EaseTimes,
+}
+
+/// Replace the source: the capture stage closes the old one, opens this, and the face stage
+/// starts a new track. `live` as in `Driver::Video`.
+struct SourceSwap(SourceFactory, bool, Reply);
+/// Replace the face stage (new tracker parameters or models).
+struct FaceSwap(FaceFactory, Reply);
+/// Replace the sink; the old one is closed only once the new one opened.
+struct SinkSwap(SinkFactory, Reply);
 
 /// Sender that, in live mode, drops the oldest queued message instead of blocking.
 struct LatestSender<T> {
@@ -248,6 +282,10 @@ pub struct Pipeline;
 pub struct PipelineHandle {
     stop: Arc<AtomicBool>,
     control: Sender<Control>,
+    /// `None` with the embedded driver (no capture or face thread).
+    source_ctl: Option<Sender<SourceSwap>>,
+    face_ctl: Option<Sender<FaceSwap>>,
+    sink_ctl: Sender<SinkSwap>,
     threads: Vec<(&'static str, JoinHandle<Result<()>>)>,
     stats: Arc<PipelineStats>,
 }
@@ -281,7 +319,9 @@ impl Pipeline {
             ease,
             retarget,
             calibration,
+            generator_hook,
         } = spec;
+        stats.paced.store(pacing == Pacing::Realtime, Ordering::Relaxed);
         // The embedded driver's rest face is known, so retargeting needs no learning phase.
         let calibration = match driver {
             Driver::Synthetic { .. } => {
@@ -300,6 +340,8 @@ impl Pipeline {
         let (face_tx, face_rx) = bounded::<FaceMsg>(1);
         let (out_tx, out_rx) = bounded::<OutMsg>(2);
         let (control_tx, control_rx) = bounded::<Control>(4);
+        let (sink_ctl, sink_ctl_rx) = bounded::<SinkSwap>(1);
+        let (mut source_ctl, mut face_ctl) = (None, None);
         let mut threads = Vec::new();
         let mut expected = 0;
 
@@ -308,12 +350,15 @@ impl Pipeline {
             Driver::Video { source, face, live } => {
                 let (cap_tx, cap_rx) = bounded::<CaptureMsg>(1);
                 let cap_tx = LatestSender::new(cap_tx, &cap_rx, pacing, &stats, |s| &s.face);
-                let ctx = CaptureCtx { stop: stop.clone(), stats: stats.clone(), live, max_backoff: reconnect_max_backoff };
+                let (sc, sc_rx) = bounded::<SourceSwap>(1);
+                let (fc, fc_rx) = bounded::<FaceSwap>(1);
+                (source_ctl, face_ctl) = (Some(sc), Some(fc));
+                let ctx = CaptureCtx { stop: stop.clone(), stats: stats.clone(), live, max_backoff: reconnect_max_backoff, swap: sc_rx };
                 let ready = ready_tx.clone();
                 threads.push(("capture", spawn("capture", move || capture_thread(source, cap_tx, ctx, ready))?));
                 let face_tx = LatestSender::new(face_tx, &face_rx, pacing, &stats, |s| &s.generator);
                 let (st, ready, stop2) = (stats.clone(), ready_tx.clone(), stop.clone());
-                threads.push(("face", spawn("face", move || face_thread(face, cap_rx, face_tx, st, ready, stop2))?));
+                threads.push(("face", spawn("face", move || face_thread(face, cap_rx, fc_rx, face_tx, st, ready, stop2))?));
                 expected += 2;
             }
             Driver::Synthetic { frames } => {
@@ -335,6 +380,7 @@ impl Pipeline {
             retarget,
             calibration,
             stop: stop.clone(),
+            hook: generator_hook,
         };
         let out_tx = LatestSender::new(out_tx, &out_rx, pacing, &stats, |s| &s.output);
         let ready = ready_tx.clone();
@@ -342,11 +388,11 @@ impl Pipeline {
         let (st, stop2, ready) = (stats.clone(), stop.clone(), ready_tx);
         threads.push((
             "output",
-            spawn("output", move || output_thread(sink, out_width, out_height, fps, pacing, out_rx, st, stop2, ready))?,
+            spawn("output", move || output_thread(sink, out_width, out_height, fps, pacing, out_rx, sink_ctl_rx, st, stop2, ready))?,
         ));
         expected += 2;
 
-        let handle = PipelineHandle { stop, control: control_tx, threads, stats };
+        let handle = PipelineHandle { stop, control: control_tx, source_ctl, face_ctl, sink_ctl, threads, stats };
         for _ in 0..expected {
             match ready_rx.recv() {
                 Ok((_, Ok(()))) => {}
@@ -363,6 +409,9 @@ impl Pipeline {
                 }
             }
         }
+        // Every stage reported ready, the generator included: the avatar is loaded. With the
+        // source's first frame this is what READY=1 waits for (service::liveness::Readiness).
+        handle.stats.avatar_loaded.store(true, Ordering::SeqCst);
         Ok(handle)
     }
 }
@@ -392,11 +441,60 @@ impl PipelineHandle {
     /// Swaps the avatar without touching the source or the sink. On failure the old avatar keeps
     /// running and the error is returned.
     pub fn reload_avatar(&self, path: &Path) -> Result<()> {
+        // The generator pauses while it loads: not a hang for liveness.
+        let _reloading = self.stats.reload_guard();
         let (tx, rx) = bounded(1);
         self.control
-            .send(Control::Reload(path.to_path_buf(), tx))
+            .send(Control::Reload(path.to_path_buf(), None, tx))
             .map_err(|_| Error::Invalid("the pipeline is not running".into()))?;
         rx.recv().map_err(|_| Error::Invalid("the generator stage ended during the reload".into()))?
+    }
+
+    /// Loads the avatar at `path` with new generator settings (runtime, retargeting, easing); on
+    /// failure the running avatar and settings stay.
+    pub fn reconfigure_generator(&self, path: &Path, settings: GenSettings) -> Result<()> {
+        let _reloading = self.stats.reload_guard();
+        let (tx, rx) = bounded(1);
+        self.control
+            .send(Control::Reload(path.to_path_buf(), Some(settings), tx))
+            .map_err(|_| Error::Invalid("the pipeline is not running".into()))?;
+        rx.recv().map_err(|_| Error::Invalid("the generator stage ended during the reload".into()))?
+    }
+
+    /// Swaps the source (SIGHUP with a changed `[source]`). If the new one does not open, the
+    /// old one is reopened and the error returned.
+    pub fn replace_source(&self, factory: SourceFactory, live: bool) -> Result<()> {
+        let ctl = self.source_ctl.as_ref().ok_or_else(|| Error::Invalid("the embedded driver has no source to replace".into()))?;
+        let _reloading = self.stats.reload_guard();
+        let (tx, rx) = bounded(1);
+        ctl.send(SourceSwap(factory, live, tx)).map_err(|_| Error::Invalid("the capture stage is not running".into()))?;
+        Self::await_reply(rx, "capture")
+    }
+
+    /// Swaps the face stage (new tracker settings or models); on failure the old one stays.
+    pub fn replace_face(&self, factory: FaceFactory) -> Result<()> {
+        let ctl = self.face_ctl.as_ref().ok_or_else(|| Error::Invalid("the embedded driver has no face stage".into()))?;
+        let _reloading = self.stats.reload_guard();
+        let (tx, rx) = bounded(1);
+        ctl.send(FaceSwap(factory, tx)).map_err(|_| Error::Invalid("the face stage is not running".into()))?;
+        Self::await_reply(rx, "face")
+    }
+
+    /// Swaps the sink at the running size and fps; on failure the old one stays open.
+    pub fn replace_sink(&self, factory: SinkFactory) -> Result<()> {
+        let _reloading = self.stats.reload_guard();
+        let (tx, rx) = bounded(1);
+        self.sink_ctl.send(SinkSwap(factory, tx)).map_err(|_| Error::Invalid("the output stage is not running".into()))?;
+        Self::await_reply(rx, "output")
+    }
+
+    fn await_reply(rx: Receiver<Result<()>>, stage: &str) -> Result<()> {
+        // A camera read may block for a few seconds before the stage looks at its mailbox.
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(Error::Invalid(format!("the {stage} stage did not answer within 30 s"))),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Invalid(format!("the {stage} stage ended during the reload"))),
+        }
     }
 
     /// Asks the stages to stop and waits for them.
@@ -468,16 +566,17 @@ struct CaptureCtx {
     stats: Arc<PipelineStats>,
     live: bool,
     max_backoff: Duration,
+    swap: Receiver<SourceSwap>,
 }
 
-fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, ctx: CaptureCtx, ready: Sender<(&'static str, Result<()>)>) -> Result<()> {
+fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, mut ctx: CaptureCtx, ready: Sender<(&'static str, Result<()>)>) -> Result<()> {
     let opened = factory().inspect(|s| {
         log::info!("source: {}", s.describe());
         *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
     });
     let Some(s) = report_ready("capture", opened, ready, &ctx.stop) else { return Ok(()) };
     let mut src = Some(s);
-    let r = capture_loop(&factory, &mut src, &tx, &ctx);
+    let r = capture_loop(factory, &mut src, &tx, &mut ctx);
     *ctx.stats.source_state.write() = match &r {
         Ok(()) => "ended".into(),
         Err(e) => format!("failed: {e}"),
@@ -485,9 +584,39 @@ fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, ctx: Cap
     stop_on_err(&ctx.stop, r)
 }
 
-fn capture_loop(factory: &SourceFactory, src: &mut Option<Box<dyn FrameSource>>, tx: &LatestSender<CaptureMsg>, ctx: &CaptureCtx) -> Result<()> {
+fn capture_loop(
+    mut factory: SourceFactory,
+    src: &mut Option<Box<dyn FrameSource>>,
+    tx: &LatestSender<CaptureMsg>,
+    ctx: &mut CaptureCtx,
+) -> Result<()> {
     let mut backoff = Duration::from_millis(250);
+    let mut clock = timeline::MonotonicPts::default();
     while !ctx.stop.load(Ordering::SeqCst) {
+        if let Ok(SourceSwap(new, live, reply)) = ctx.swap.try_recv() {
+            // Close first: the new source may be the same device at another size.
+            *src = None;
+            match new() {
+                Ok(s) => {
+                    log::info!("source replaced: {}", s.describe());
+                    *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
+                    ctx.stats.source_lost.store(false, Ordering::SeqCst);
+                    (factory, ctx.live) = (new, live);
+                    *src = Some(s);
+                    let _ = reply.send(Ok(()));
+                }
+                // The old source is reopened by the reconnect path below.
+                Err(e) => {
+                    log::error!("new source failed to open, reopening the previous one: {e}");
+                    let _ = reply.send(Err(e));
+                }
+            }
+            clock.new_session();
+            if !tx.send(CaptureMsg::SourceLost("source replaced".into())) {
+                break;
+            }
+            continue;
+        }
         let Some(s) = src.as_mut() else {
             sleep_unless_stopped(backoff, &ctx.stop);
             if ctx.stop.load(Ordering::SeqCst) {
@@ -498,11 +627,18 @@ fn capture_loop(factory: &SourceFactory, src: &mut Option<Box<dyn FrameSource>>,
                     log::warn!("source reconnected: {}", s.describe());
                     *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
                     ctx.stats.source_reconnects.fetch_add(1, Ordering::Relaxed);
+                    ctx.stats.source_lost.store(false, Ordering::SeqCst);
+                    // The new session's timestamps start again from its own zero.
+                    clock.new_session();
                     *src = Some(s);
                     backoff = Duration::from_millis(250);
                 }
                 Err(e) => {
+                    // Each failed reopen is a capture error (docs/service.md), so /metrics shows
+                    // the retrying.
+                    ctx.stats.capture.error_one();
                     log::debug!("source still unavailable: {e}");
+                    *ctx.stats.source_state.write() = format!("lost, reopening: {e}");
                     backoff = (backoff * 2).min(ctx.max_backoff.max(Duration::from_millis(250)));
                 }
             }
@@ -510,7 +646,8 @@ fn capture_loop(factory: &SourceFactory, src: &mut Option<Box<dyn FrameSource>>,
         };
         let t0 = Instant::now();
         match s.next_frame() {
-            Ok(Some(frame)) => {
+            Ok(Some(mut frame)) => {
+                frame.pts = clock.map(frame.pts);
                 ctx.stats.capture.record(t0.elapsed());
                 if !frame.len_ok() {
                     ctx.stats.capture.error_one();
@@ -537,6 +674,7 @@ fn capture_loop(factory: &SourceFactory, src: &mut Option<Box<dyn FrameSource>>,
                 }
                 log::error!("source lost: {e}; reconnecting (the output shows the idle portrait meanwhile)");
                 *ctx.stats.source_state.write() = format!("lost: {e}");
+                ctx.stats.source_lost.store(true, Ordering::SeqCst);
                 *src = None;
                 if !tx.send(CaptureMsg::SourceLost(e.to_string())) {
                     break;
@@ -561,6 +699,7 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
 fn face_thread(
     factory: FaceFactory,
     rx: Receiver<CaptureMsg>,
+    swap: Receiver<FaceSwap>,
     tx: LatestSender<FaceMsg>,
     stats: Arc<PipelineStats>,
     ready: Sender<(&'static str, Result<()>)>,
@@ -568,13 +707,32 @@ fn face_thread(
 ) -> Result<()> {
     let Some(mut face) = report_ready("face", factory(), ready, &stop) else { return Ok(()) };
     let mut failing = false;
-    for msg in rx {
+    let mut swap = swap;
+    loop {
+        let msg = crossbeam_channel::select! {
+            recv(swap) -> m => {
+                let Ok(FaceSwap(new, reply)) = m else {
+                    // The handle is gone: stop polling it (a closed channel is always ready).
+                    swap = crossbeam_channel::never();
+                    continue;
+                };
+                let r = new().map(|f| {
+                    face = f;
+                    log::info!("face stage replaced (new tracker settings)");
+                });
+                let _ = reply.send(r);
+                continue;
+            }
+            recv(rx) -> m => match m { Ok(m) => m, Err(_) => break },
+        };
         let out = match msg {
             CaptureMsg::Frame { frame, captured } => {
                 let t0 = Instant::now();
                 let lm = match face.process(&frame) {
                     Ok(lm) => {
                         failing = false;
+                        let state = if lm.is_some() { FACE_TRACKED } else { FACE_LOST };
+                        stats.face_state.store(state, Ordering::Relaxed);
                         lm
                     }
                     Err(e) => {
@@ -590,7 +748,11 @@ fn face_thread(
                 FaceMsg::Face { lm, captured }
             }
             CaptureMsg::SourceLost(why) => {
+                // The reopened source's frames are unrelated to the last ones: no tracked ROI or
+                // filter state may carry over (a stale One Euro state freezes the landmarks).
                 log::debug!("face: source lost ({why}); the tracker restarts with the next frame");
+                face.reset();
+                stats.face_state.store(FACE_UNKNOWN, Ordering::Relaxed);
                 FaceMsg::SourceLost
             }
         };
@@ -625,6 +787,7 @@ fn synthetic_thread(
         let lm = synthetic::landmarks_at(t);
         stats.capture.record(t0.elapsed());
         stats.face.record(Duration::ZERO);
+        stats.face_state.store(FACE_TRACKED, Ordering::Relaxed);
         if !tx.send(FaceMsg::Face { lm: Some(lm), captured: Instant::now() }) {
             break;
         }
@@ -644,13 +807,26 @@ pub(crate) struct GenCtx {
     retarget: Option<RetargetParams>,
     calibration: Option<Calibration>,
     stop: Arc<AtomicBool>,
+    hook: Option<StageHook>,
+}
+
+impl GenCtx {
+    /// Installs new settings, returning the old ones (restored when the reload fails).
+    fn swap_settings(&mut self, s: GenSettings) -> GenSettings {
+        GenSettings {
+            runtime: std::mem::replace(&mut self.runtime, s.runtime),
+            retarget: std::mem::replace(&mut self.retarget, s.retarget),
+            calibration: std::mem::replace(&mut self.calibration, s.calibration),
+            ease: std::mem::replace(&mut self.ease, s.ease),
+        }
+    }
 }
 
 use avatar_stage::Avatar;
 
 fn generator_thread(
     avatar_path: PathBuf,
-    ctx: GenCtx,
+    mut ctx: GenCtx,
     rx: Receiver<FaceMsg>,
     control: Receiver<Control>,
     tx: LatestSender<OutMsg>,
@@ -672,13 +848,17 @@ fn generator_thread(
     loop {
         let msg = crossbeam_channel::select! {
             recv(control) -> c => {
-                let Ok(Control::Reload(path, reply)) = c else {
+                let Ok(Control::Reload(path, settings, reply)) = c else {
                     // The handle is gone: stop polling it (a closed channel is always ready).
                     control = crossbeam_channel::never();
                     continue;
                 };
                 {
+                    let previous = settings.map(|s| ctx.swap_settings(s));
                     let r = Avatar::load(&path, &ctx, &mut raster);
+                    if let (Err(_), Some(p)) = (&r, previous) {
+                        ctx.swap_settings(p);
+                    }
                     let r = match r {
                         Ok(new) => {
                             log::info!("avatar reloaded from {}", path.display());
@@ -697,6 +877,9 @@ fn generator_thread(
             }
             recv(rx) -> m => match m { Ok(m) => m, Err(_) => break },
         };
+        if let Some(hook) = &ctx.hook {
+            hook();
+        }
         let t0 = Instant::now();
         let (captured, frame) = match msg {
             FaceMsg::SourceLost => {
@@ -772,6 +955,7 @@ fn output_thread(
     fps: f64,
     pacing: Pacing,
     rx: Receiver<OutMsg>,
+    swap: Receiver<SinkSwap>,
     stats: Arc<PipelineStats>,
     stop: Arc<AtomicBool>,
     ready: Sender<(&'static str, Result<()>)>,
@@ -780,8 +964,8 @@ fn output_thread(
         log::info!("output: {}", s.describe());
         *stats.sink_state.write() = format!("writing: {}", s.describe());
     });
-    let Some(mut sink) = report_ready("output", opened, ready, &stop) else { return Ok(()) };
-    let mut w_state = Writer { sink: sink.as_mut(), stats: &stats, reader_gone: false };
+    let Some(sink) = report_ready("output", opened, ready, &stop) else { return Ok(()) };
+    let mut w_state = Writer { sink, stats: &stats, reader_gone: false, swap, geometry: (w, h, fps) };
     let r = match pacing {
         Pacing::EveryFrame => (|| {
             for m in rx.iter() {
@@ -791,7 +975,7 @@ fn output_thread(
         })(),
         Pacing::Realtime => paced_output(&mut w_state, w, h, fps, &rx),
     };
-    let fin = sink.finish();
+    let fin = w_state.sink.finish();
     *stats.sink_state.write() = match (&r, &fin) {
         (Ok(()), Ok(())) => "finished".into(),
         (Err(e), _) | (_, Err(e)) => format!("failed: {e}"),
@@ -800,13 +984,34 @@ fn output_thread(
 }
 
 struct Writer<'a> {
-    sink: &'a mut dyn FrameSink,
+    sink: Box<dyn FrameSink>,
     stats: &'a PipelineStats,
     reader_gone: bool,
+    swap: Receiver<SinkSwap>,
+    /// Output width, height and fps, for a replacement sink.
+    geometry: (u32, u32, f64),
 }
 
 impl Writer<'_> {
+    /// Applies a pending sink replacement: the new sink opens first, so a failure leaves the
+    /// running one (and e.g. the v4l2loopback device) untouched.
+    fn poll_swap(&mut self) {
+        let Ok(SinkSwap(factory, reply)) = self.swap.try_recv() else { return };
+        let (w, h, fps) = self.geometry;
+        let r = factory(w, h, fps).map(|new| {
+            let mut old = std::mem::replace(&mut self.sink, new);
+            if let Err(e) = old.finish() {
+                log::warn!("output: closing the previous sink: {e}");
+            }
+            log::info!("output replaced: {}", self.sink.describe());
+            *self.stats.sink_state.write() = format!("writing: {}", self.sink.describe());
+            self.reader_gone = false;
+        });
+        let _ = reply.send(r);
+    }
+
     fn write(&mut self, frame: &Arc<Frame>, captured: Option<Instant>) -> Result<()> {
+        self.poll_swap();
         let t0 = Instant::now();
         match self.sink.write(frame) {
             Ok(()) => {

@@ -114,39 +114,14 @@ impl Plan {
     pub fn into_spec(mut self) -> Result<PipelineSpec> {
         self.resolve_portraits()?;
         let pacing = self.effective_pacing();
-        let driver = match self.driver {
-            DriverSpec::Embedded { frames } => Driver::Synthetic { frames },
-            DriverSpec::Source(mut spec) => {
-                let live = matches!(spec, SourceSpec::Camera { .. });
-                if let SourceSpec::File { realtime, .. } = &mut spec {
-                    // Offline renders decode flat out; live outputs play the file at its own speed.
-                    *realtime = pacing == Pacing::Realtime;
-                }
-                let models = match &self.face_models {
-                    Some(dir) => FaceModels::from_dir(dir),
-                    None => FaceModels::locate()?,
-                };
-                // The face models build their own (CPU) sessions through crate::ep.
-                let tracker = self.tracker;
-                tracker.validate()?;
-                let source = Arc::new(move || open_source(&spec));
-                let face: super::FaceFactory = Box::new(move || {
-                    let t = FaceTracker::new(&models, tracker)?;
-                    Ok(Box::new(t) as Box<dyn super::FaceStage>)
-                });
-                Driver::Video { source, face, live }
+        let driver = match &self.driver {
+            DriverSpec::Embedded { frames } => Driver::Synthetic { frames: *frames },
+            DriverSpec::Source(_) => {
+                let (source, live) = self.source_factory().expect("a source driver");
+                Driver::Video { source, face: self.face_factory()?, live }
             }
         };
-        let sink_spec = self.sink;
-        let sink: super::SinkFactory = Box::new(move |w, h, fps| {
-            if let SinkSpec::Y4m { path } | SinkSpec::Png { dir: path, .. } = &sink_spec {
-                let dir = if matches!(sink_spec, SinkSpec::Png { .. }) { Some(path.as_path()) } else { path.parent() };
-                if let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(d).map_err(|source| Error::Io { path: d.to_path_buf(), source })?;
-                }
-            }
-            open_sink(&sink_spec, w, h, fps.round() as u32)
-        });
+        let sink = self.sink_factory();
         Ok(PipelineSpec {
             driver,
             avatar: self.avatar,
@@ -160,6 +135,49 @@ impl Plan {
             ease: self.ease,
             retarget: self.retarget,
             calibration: self.calibration,
+            generator_hook: None,
+        })
+    }
+
+    /// The source factory and whether the source is live (reopened when lost); `None` for the
+    /// embedded driver. Also used by a SIGHUP reload to swap the source.
+    pub fn source_factory(&self) -> Option<(super::SourceFactory, bool)> {
+        let DriverSpec::Source(spec) = &self.driver else { return None };
+        let mut spec = spec.clone();
+        let live = matches!(spec, SourceSpec::Camera { .. });
+        if let SourceSpec::File { realtime, .. } = &mut spec {
+            // Offline renders decode flat out; live outputs play the file at its own speed.
+            *realtime = self.effective_pacing() == Pacing::Realtime;
+        }
+        Some((Arc::new(move || open_source(&spec)), live))
+    }
+
+    /// The face stage factory (models located now, loaded in the face thread).
+    pub fn face_factory(&self) -> Result<super::FaceFactory> {
+        let models = match &self.face_models {
+            Some(dir) => FaceModels::from_dir(dir),
+            None => FaceModels::locate()?,
+        };
+        // The face models build their own (CPU) sessions through crate::ep.
+        let tracker = self.tracker;
+        tracker.validate()?;
+        Ok(Box::new(move || {
+            let t = FaceTracker::new(&models, tracker)?;
+            Ok(Box::new(t) as Box<dyn super::FaceStage>)
+        }))
+    }
+
+    /// The sink factory (creates the parent directory of file outputs).
+    pub fn sink_factory(&self) -> super::SinkFactory {
+        let sink_spec = self.sink.clone();
+        Box::new(move |w, h, fps| {
+            if let SinkSpec::Y4m { path } | SinkSpec::Png { dir: path, .. } = &sink_spec {
+                let dir = if matches!(sink_spec, SinkSpec::Png { .. }) { Some(path.as_path()) } else { path.parent() };
+                if let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(d).map_err(|source| Error::Io { path: d.to_path_buf(), source })?;
+                }
+            }
+            open_sink(&sink_spec, w, h, fps.round() as u32)
         })
     }
 }

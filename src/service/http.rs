@@ -3,7 +3,7 @@
 //! the config explicitly allows otherwise, because the preview shows the user's animated face.
 //! Runs on its own worker threads (plus one per preview client, capped) and never touches the
 //! pipeline's hot path beyond reading `PipelineStats`.
-use super::liveness::Liveness;
+use super::liveness::{Liveness, Snapshot, StageState, STAGES};
 use crate::core::types::Frame;
 use crate::error::{Error, Result};
 use crate::stats::{PipelineStats, StageStats, BUCKETS_US};
@@ -199,40 +199,40 @@ fn handle(req: Request, shared: &Arc<Shared>) {
     let _ = req.respond(resp);
 }
 
-/// /health: 200 while frames flowed within the stall window, else 503 with the reason.
+/// /health: 200 while liveness says "ok" or "degraded" (a lost camera being reopened), 503 while
+/// starting or unhealthy (a stalled stage, a camera lost for too long), with the stage and reason.
 fn health_json(shared: &Shared) -> (bool, String) {
     let snap = shared.liveness.snapshot();
     let stats = &shared.stats;
-    let reason = if snap.flowing {
-        None
-    } else if let Some(age) = snap.since_last_frame {
-        Some(format!(
-            "no frame for {:.1} s (source: {}, sink: {})",
-            age.as_secs_f64(),
-            or_unknown(&stats.source_state.read()),
-            or_unknown(&stats.sink_state.read())
-        ))
-    } else {
-        Some(format!("no frame delivered yet (starting; source: {})", or_unknown(&stats.source_state.read())))
-    };
+    let up = snap.status.is_up();
     let body = serde_json::json!({
-        "status": if reason.is_none() { "ok" } else { "unhealthy" },
-        "reason": reason,
+        "status": snap.status.as_str(),
+        "reason": snap.reason,
+        "stages": stages_json(&snap),
+        "face": snap.face,
         "fps": round2(snap.fps),
         "frames": snap.frames,
         "last_frame_age_s": snap.since_last_frame.map(|d| round2(d.as_secs_f64())),
+        "source_lost_s": snap.source_lost_for.map(|d| round2(d.as_secs_f64())),
         "ep": stats.ep.read().active,
         "ep_fallback": stats.ep.read().fallback_reason,
     });
-    (reason.is_none(), body.to_string())
+    (up, body.to_string())
 }
 
-fn or_unknown(s: &str) -> &str {
-    if s.is_empty() {
-        "unknown"
-    } else {
-        s
+/// `{"capture": {"state": "ok", "last_progress_s": 0.03}, ...}`
+fn stages_json(snap: &Snapshot) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for v in &snap.stages {
+        m.insert(
+            v.name.to_string(),
+            serde_json::json!({
+                "state": v.state.as_str(),
+                "last_progress_s": v.since_progress.map(|d| round2(d.as_secs_f64())),
+            }),
+        );
     }
+    serde_json::Value::Object(m)
 }
 
 fn round2(x: f64) -> f64 {
@@ -259,7 +259,11 @@ pub fn status_value(stats: &PipelineStats, liveness: &Liveness) -> serde_json::V
         .collect();
     let drops: u64 = stats.stages().iter().map(|s| s.drops.load(Ordering::Relaxed)).sum();
     serde_json::json!({
-        "healthy": snap.flowing,
+        "healthy": snap.status.is_up(),
+        "health": { "status": snap.status.as_str(), "reason": snap.reason, "stages": stages_json(&snap) },
+        // What READY=1 waits for: the source's first frame and the loaded avatar.
+        "ready": { "ready": snap.readiness.ready(), "source": snap.readiness.source, "avatar": snap.readiness.avatar },
+        "face": snap.face,
         "fps": round2(snap.fps),
         "frames": snap.frames,
         "last_frame_age_s": snap.since_last_frame.map(|d| round2(d.as_secs_f64())),
@@ -354,8 +358,19 @@ pub fn metrics_text(stats: &PipelineStats, liveness: &Liveness) -> String {
     }
     family(&mut o, "puppetcam_ep_fallback", "gauge", "1 when a preferred execution provider failed and a slower one is used.");
     let _ = writeln!(o, "puppetcam_ep_fallback {}", u8::from(ep.fallback_reason.is_some()));
-    family(&mut o, "puppetcam_healthy", "gauge", "1 while frames flowed within the stall window.");
-    let _ = writeln!(o, "puppetcam_healthy {}", u8::from(snap.flowing));
+    family(&mut o, "puppetcam_healthy", "gauge", "1 while /health answers 200 (ok or degraded).");
+    let _ = writeln!(o, "puppetcam_healthy {}", u8::from(snap.status.is_up()));
+    family(&mut o, "puppetcam_ready", "gauge", "1 once the source delivered a frame and the avatar is loaded (READY=1).");
+    let _ = writeln!(o, "puppetcam_ready {}", u8::from(snap.readiness.ready()));
+    family(&mut o, "puppetcam_degraded", "gauge", "1 while the source is lost and being reopened.");
+    let _ = writeln!(o, "puppetcam_degraded {}", u8::from(snap.source_lost_for.is_some()));
+    family(&mut o, "puppetcam_stage_stalled", "gauge", "1 while a stage has work waiting and makes no progress.");
+    for name in STAGES {
+        let stalled = snap.stage(name).is_some_and(|v| v.state == StageState::Stalled);
+        let _ = writeln!(o, "puppetcam_stage_stalled{{stage=\"{name}\"}} {}", u8::from(stalled));
+    }
+    family(&mut o, "puppetcam_face_tracked", "gauge", "1 while the face tracker sees a face (a lost face is normal, not unhealthy).");
+    let _ = writeln!(o, "puppetcam_face_tracked {}", u8::from(snap.face == "tracked"));
     family(&mut o, "puppetcam_uptime_seconds", "gauge", "Seconds since the pipeline started.");
     let _ = writeln!(o, "puppetcam_uptime_seconds {}", prom_f64(round2(stats.started.elapsed().as_secs_f64())));
     o

@@ -2,6 +2,7 @@
 //! variant, embedded from systemd/) with the real binary path substituted and prints the
 //! systemctl commands to enable it. Never runs systemctl itself: enabling a camera daemon is the
 //! user's decision, and the unit may need editing first.
+use crate::config::{CONFIG_FILE, SYSTEM_CONFIG};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -114,13 +115,14 @@ pub fn install(opts: &InstallOptions) -> Result<InstallPlan> {
             "sudo install -m 0644 systemd/modprobe.d/puppetcam-v4l2loopback.conf /etc/modprobe.d/".into(),
             "sudo install -m 0644 systemd/modules-load.d/puppetcam-v4l2loopback.conf /etc/modules-load.d/".into(),
             "sudo modprobe v4l2loopback".into(),
+            format!("sudo install -D -m 0644 puppetcam.example.toml {SYSTEM_CONFIG}   # then edit [source] and [output]"),
             "sudo systemctl daemon-reload".into(),
             "sudo systemctl enable --now puppetcam.service".into(),
             "journalctl -u puppetcam.service -f".into(),
         ]
     } else {
         vec![
-            format!("mkdir -p {}", shell_quote(&default_cache_dir())),
+            format!("install -D -m 0644 puppetcam.example.toml {}   # then edit [source] and [output]", shell_quote(&user_config_path())),
             "systemctl --user daemon-reload".into(),
             "systemctl --user enable --now puppetcam.service".into(),
             "journalctl --user -u puppetcam.service -f".into(),
@@ -142,11 +144,11 @@ pub fn install(opts: &InstallOptions) -> Result<InstallPlan> {
     Ok(InstallPlan { unit_path, unit_text, commands, written })
 }
 
-/// The user unit's writable cache (ReadWritePaths needs it to exist before start).
-fn default_cache_dir() -> String {
-    match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        Some(x) => format!("{}/puppetcam", PathBuf::from(x).display()),
-        None => "~/.cache/puppetcam".into(),
+/// Where the user unit's daemon looks for its config (`config::config_candidates`).
+fn user_config_path() -> String {
+    match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => format!("{}/puppetcam/{CONFIG_FILE}", PathBuf::from(x).display()),
+        None => format!("~/.config/puppetcam/{CONFIG_FILE}"),
     }
 }
 
@@ -203,5 +205,25 @@ mod tests {
         let p = install(&o).unwrap();
         assert!(p.commands.iter().any(|c| c == "sudo systemctl enable --now puppetcam.service"));
         assert!(std::fs::read_to_string(target.join(UNIT_NAME)).unwrap().contains("User=puppetcam"));
+        assert!(p.commands.iter().any(|c| c.contains("/etc/puppetcam/puppetcam.toml")), "{:?}", p.commands);
+    }
+
+    /// The units read the config where `run` looks for it and cache where they may write.
+    #[test]
+    fn units_use_the_documented_config_and_cache_paths() {
+        let sys = SYSTEM_UNIT;
+        // XDG_CONFIG_HOME=/etc makes the lookup's second place /etc/puppetcam/puppetcam.toml.
+        assert!(sys.contains("Environment=XDG_CONFIG_HOME=/etc") && sys.contains("/etc/puppetcam/puppetcam.toml"));
+        let cands = crate::config::config_candidates(&|k| (k == "XDG_CONFIG_HOME").then(|| "/etc".into()));
+        assert_eq!(cands[0].path, PathBuf::from(SYSTEM_CONFIG));
+        assert!(sys.contains("CacheDirectory=puppetcam") && sys.contains("Environment=XDG_CACHE_HOME=/var/cache"));
+        assert!(!sys.contains("config.toml"), "the old, never-read config path");
+        let user = USER_UNIT;
+        assert!(user.contains("CacheDirectory=puppetcam") && user.contains("ReadWritePaths=-%C/puppetcam"));
+        assert!(user.contains("~/.config/puppetcam/puppetcam.toml"));
+        // Both run `puppetcam run` without arguments: the config is looked up, never the demo.
+        for u in [sys, user] {
+            assert!(u.lines().any(|l| l == "ExecStart=/usr/local/bin/puppetcam run"));
+        }
     }
 }

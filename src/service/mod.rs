@@ -5,11 +5,13 @@ pub mod http;
 pub mod install;
 pub mod liveness;
 pub mod notify;
+pub mod reload;
 pub mod signals;
 pub mod watch;
 
 use crate::error::Result;
 use crate::stats::PipelineStats;
+use parking_lot::Mutex;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::config::ServiceConfig;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use http::{HttpOptions, HttpServer};
-pub use liveness::Liveness;
+pub use liveness::{Liveness, LivenessConfig};
 pub use notify::{Notifier, Watchdog};
 pub use signals::{ServiceEvent, SignalListener};
 pub use watch::ModelWatcher;
@@ -39,8 +41,9 @@ pub struct ServiceOptions {
     /// What a replaced avatar must pass before a reload is requested: the generator's contract
     /// check (metadata + tensor shapes, no inference), so a broken file never reaches the pipeline.
     pub avatar_check: fn(&Path) -> Result<()>,
-    /// No new frame for this long counts as "stalled" for /health (and the status line).
-    pub stall_after: Duration,
+    /// When a stage counts as stalled and a lost source as unhealthy (`[service]`
+    /// `stall_timeout_s`, `source_lost_timeout_s`).
+    pub liveness: LivenessConfig,
 }
 
 impl Default for ServiceOptions {
@@ -52,7 +55,7 @@ impl Default for ServiceOptions {
             watch_avatar: None,
             watch_interval: Duration::from_secs(2),
             avatar_check: contract_check,
-            stall_after: Duration::from_secs(2),
+            liveness: LivenessConfig::default(),
         }
     }
 }
@@ -109,7 +112,11 @@ impl ServiceOptions {
             None
         };
         let watch_avatar = cfg.watch_avatar.then(|| avatar.to_path_buf());
-        Ok(ServiceOptions { http, watch_avatar, ..ServiceOptions::default() })
+        let liveness = LivenessConfig {
+            stall_after: Duration::from_secs_f32(cfg.stall_timeout_s),
+            source_lost_after: Duration::from_secs_f32(cfg.source_lost_timeout_s),
+        };
+        Ok(ServiceOptions { http, watch_avatar, liveness, ..ServiceOptions::default() })
     }
 }
 
@@ -120,16 +127,19 @@ pub struct Service {
     liveness: Arc<Liveness>,
     notifier: Notifier,
     watchdog: Option<Watchdog>,
-    http: Option<HttpServer>,
+    stats: Arc<PipelineStats>,
+    /// Behind locks so a SIGHUP reload (inside `run_loop`) can restart them.
+    opts: Mutex<ServiceOptions>,
+    http: Mutex<Option<HttpServer>>,
     signals: Option<SignalListener>,
-    watcher: Option<ModelWatcher>,
+    watcher: Mutex<Option<ModelWatcher>>,
 }
 
 impl Service {
     /// Starts the service helpers around a pipeline that writes into `stats`.
     pub fn start(opts: &ServiceOptions, stats: Arc<PipelineStats>) -> Result<Service> {
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
-        let liveness = Liveness::start(stats.clone(), opts.stall_after);
+        let liveness = Liveness::start(stats.clone(), opts.liveness);
         let notifier = if opts.notify { Notifier::from_env() } else { Notifier::disabled() };
         let watchdog = Some(Watchdog::start(notifier.clone(), liveness.clone(), stats.clone()));
         let http = match &opts.http {
@@ -137,11 +147,71 @@ impl Service {
             None => None,
         };
         let signals = if opts.handle_signals { Some(SignalListener::install(events_tx.clone())?) } else { None };
-        let watcher = opts
-            .watch_avatar
-            .as_ref()
-            .map(|p| ModelWatcher::start(p.clone(), opts.watch_interval, opts.avatar_check, events_tx.clone()));
-        Ok(Service { events_tx, events_rx, liveness, notifier, watchdog, http, signals, watcher })
+        let watcher = Self::start_watcher(opts, &events_tx);
+        Ok(Service {
+            events_tx,
+            events_rx,
+            liveness,
+            notifier,
+            watchdog,
+            stats,
+            opts: Mutex::new(opts.clone()),
+            http: Mutex::new(http),
+            signals,
+            watcher: Mutex::new(watcher),
+        })
+    }
+
+    fn start_watcher(opts: &ServiceOptions, tx: &Sender<ServiceEvent>) -> Option<ModelWatcher> {
+        opts.watch_avatar.as_ref().map(|p| ModelWatcher::start(p.clone(), opts.watch_interval, opts.avatar_check, tx.clone()))
+    }
+
+    /// Applies new options (SIGHUP): restarts the HTTP server when its settings changed, points
+    /// the avatar watcher at the new file, takes the new liveness thresholds. Returns what changed.
+    /// A server that cannot start on the new address leaves the old one running.
+    pub fn reconfigure(&self, new: &ServiceOptions) -> Result<Vec<String>> {
+        let mut changed = Vec::new();
+        let mut opts = self.opts.lock();
+        if format!("{:?}", new.http) != format!("{:?}", opts.http) {
+            let mut http = self.http.lock();
+            // Same address: the old listener must go first or the new one cannot bind.
+            let same_bind = matches!((&*http, &new.http), (Some(h), Some(n)) if h.local_addr() == n.bind);
+            if same_bind {
+                if let Some(h) = http.take() {
+                    h.shutdown();
+                }
+            }
+            let started = match &new.http {
+                Some(h) => Some(HttpServer::start(h, self.stats.clone(), self.liveness.clone())?),
+                None => None,
+            };
+            if let Some(old) = std::mem::replace(&mut *http, started) {
+                old.shutdown();
+            }
+            changed.push(match http.as_ref() {
+                Some(h) => format!("http on {}", h.local_addr()),
+                None => "http off".into(),
+            });
+            opts.http = new.http.clone();
+        }
+        if new.watch_avatar != opts.watch_avatar {
+            let mut w = self.watcher.lock();
+            if let Some(old) = w.take() {
+                old.stop();
+            }
+            *w = Self::start_watcher(new, &self.events_tx);
+            changed.push(match &new.watch_avatar {
+                Some(p) => format!("watching {}", p.display()),
+                None => "avatar watcher off".into(),
+            });
+            opts.watch_avatar = new.watch_avatar.clone();
+        }
+        if new.liveness != opts.liveness {
+            self.liveness.set_config(new.liveness);
+            changed.push("liveness timeouts".into());
+            opts.liveness = new.liveness;
+        }
+        Ok(changed)
     }
 
     /// Waits up to `timeout` for the next signal/watcher event; `None` on timeout so the run loop
@@ -207,7 +277,7 @@ impl Service {
 
     /// The address the HTTP server listens on, when enabled.
     pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
-        self.http.as_ref().map(|h| h.local_addr())
+        self.http.lock().as_ref().map(|h| h.local_addr())
     }
 
     pub fn liveness(&self) -> &Arc<Liveness> {
@@ -232,10 +302,10 @@ impl Service {
         if let Some(w) = self.watchdog.take() {
             w.stop();
         }
-        if let Some(w) = self.watcher.take() {
+        if let Some(w) = self.watcher.lock().take() {
             w.stop();
         }
-        if let Some(h) = self.http.take() {
+        if let Some(h) = self.http.lock().take() {
             h.shutdown();
         }
         if let Some(s) = self.signals.take() {

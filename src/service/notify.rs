@@ -1,8 +1,9 @@
-//! systemd integration through sd_notify: READY=1 once the first frame reached the sink, periodic
-//! STATUS= lines, WATCHDOG=1 pings only while the pipeline makes progress (so systemd restarts a
-//! hung pipeline), RELOADING=1 around SIGHUP reloads and STOPPING=1 on shutdown. Everything is a
-//! no-op when NOTIFY_SOCKET is unset (not started by systemd).
-use super::liveness::Liveness;
+//! systemd integration through sd_notify: READY=1 once the source delivered a frame and the avatar
+//! is loaded, periodic STATUS= lines, WATCHDOG=1 pings only while liveness (per stage, see
+//! `liveness`) does not call the daemon unhealthy (so systemd restarts a hung pipeline),
+//! RELOADING=1 around SIGHUP reloads and STOPPING=1 on shutdown. Everything is a no-op when
+//! NOTIFY_SOCKET is unset (not started by systemd).
+use super::liveness::{Liveness, Status};
 use crate::stats::PipelineStats;
 use parking_lot::Mutex;
 use sd_notify::NotifyState;
@@ -144,16 +145,6 @@ impl WatchdogConfig {
     }
 }
 
-/// Progress counter for the watchdog: anything a live, non-hung pipeline keeps incrementing.
-/// Frames reaching the sink, plus capture errors and reconnects so that a capture thread that is
-/// actively retrying an unplugged camera counts as alive (the pipeline reports each reopen
-/// attempt as a capture error); a thread stuck in a syscall or a deadlock increments nothing.
-pub fn progress_counter(stats: &PipelineStats) -> u64 {
-    stats.output.frames.load(Ordering::Relaxed)
-        + stats.capture.errors.load(Ordering::Relaxed)
-        + stats.source_reconnects.load(Ordering::Relaxed)
-}
-
 /// One STATUS= line: fps, EP (with fallback), face state, source/sink state.
 pub fn status_line(stats: &PipelineStats, fps: f64, face_lost_now: bool) -> String {
     let ep = stats.ep.read().clone();
@@ -237,40 +228,46 @@ fn run(
     let mut ready = false;
     let mut last_ping = Instant::now();
     let mut last_status: Option<Instant> = None;
-    let mut progress_at_ping = progress_counter(&stats);
     let mut face_lost_at_status = stats.face_lost.load(Ordering::Relaxed);
     let mut warned_stall = false;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let snap = liveness.snapshot();
-        if !ready && crate::service::liveness::frames_delivered(&stats) > 0 {
+        let face_lost_now = |at: u64| stats.face_lost.load(Ordering::Relaxed) != at || snap.face == "lost";
+        if !ready && snap.readiness.ready() {
             ready = true;
-            let face_lost = stats.face_lost.load(Ordering::Relaxed);
-            face_lost_at_status = face_lost;
-            notifier.ready(&status_line(&stats, snap.fps, false));
+            face_lost_at_status = stats.face_lost.load(Ordering::Relaxed);
+            notifier.ready(&status_line(&stats, snap.fps, face_lost_now(face_lost_at_status)));
             last_status = Some(now);
-            log::info!("first frame delivered: service ready");
+            log::info!("source delivers and the avatar is loaded: service ready");
         }
         if ready && last_status.map_or(true, |t| now.duration_since(t) >= cfg.status_every) {
-            let face_lost = stats.face_lost.load(Ordering::Relaxed);
-            notifier.status(&status_line(&stats, snap.fps, face_lost != face_lost_at_status));
-            face_lost_at_status = face_lost;
+            let mut line = status_line(&stats, snap.fps, face_lost_now(face_lost_at_status));
+            if let (Status::Degraded | Status::Unhealthy, Some(r)) = (snap.status, &snap.reason) {
+                line = format!("{}: {r}; {line}", snap.status.as_str().to_uppercase());
+            }
+            notifier.status(&line);
+            face_lost_at_status = stats.face_lost.load(Ordering::Relaxed);
+            last_status = Some(now);
+        } else if !ready && last_status.map_or(true, |t| now.duration_since(t) >= cfg.status_every) {
+            notifier.status(snap.reason.as_deref().unwrap_or("starting"));
             last_status = Some(now);
         }
         if let Some(every) = cfg.ping_every {
             if now.duration_since(last_ping) >= every {
-                let progress = progress_counter(&stats);
                 let draining = mode.load(Ordering::Relaxed) == MODE_DRAINING;
                 // Before READY the start is bounded by TimeoutStartSec (model loading, TensorRT
-                // engine builds), so ping unconditionally; afterwards only on progress.
-                if !ready || draining || progress != progress_at_ping {
+                // engine builds), so ping unconditionally; afterwards only while not unhealthy.
+                if !ready || draining || snap.status != Status::Unhealthy {
                     notifier.watchdog();
                     warned_stall = false;
                 } else if !warned_stall {
-                    log::warn!("pipeline made no progress for {every:?}: withholding the watchdog ping");
+                    log::error!(
+                        "unhealthy: {}; withholding the watchdog ping (systemd restarts the service)",
+                        snap.reason.as_deref().unwrap_or("?")
+                    );
                     warned_stall = true;
                 }
-                progress_at_ping = progress;
                 last_ping = now;
             }
         }

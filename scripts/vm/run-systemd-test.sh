@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# The shipped system unit under a real systemd: boots Debian's kernel in qemu with a Debian
+# bookworm root (built from Debian's packages with mmdebstrap) as the initramfs and systemd as
+# PID 1, v4l2loopback loaded at boot through the shipped modprobe.d/modules-load.d files, the
+# puppetcam binary and systemd/puppetcam-system.service installed, then checks inside the guest
+# (scripts/vm/systemd-guest-test.sh):
+#   1. the unit starts and reaches READY (Type=notify: active only after READY=1)
+#   2. a reader on the loopback device gets frames
+#   3. SIGSTOP of the daemon leads to a watchdog restart
+#   4. a crash (SIGABRT, core dump) leads to Restart=on-failure
+#   5. SIGHUP with a changed config is applied (same PID)
+#   6. the daemon runs as the unprivileged `puppetcam` user, supplementary group `video` only
+# Exits 0 only if the guest prints PUPPETCAM-VM: PASS.
+#
+# The kernel and v4l2loopback.ko come from run-v4l2-test.sh's cache (PUPPETCAM_VM_PREPARE_ONLY=1);
+# the root file system is cached per kernel and module version under $PUPPETCAM_VM_CACHE.
+#
+# Environment (besides run-v4l2-test.sh's PUPPETCAM_VM_CACHE/_KREL/_REFRESH/_NO_APT):
+#   PUPPETCAM_VM_TIMEOUT  seconds the VM may run (default 600)
+#   PUPPETCAM_VM_ACCEL    tcg (default) or kvm. As for run-v4l2-test.sh, KVM is opt-in: on the
+#                         sandboxed build host /dev/kvm exists but a KVM guest hangs right after
+#                         the BIOS (no kernel output in 60 s), while TCG boots.
+#   PUPPETCAM_BIN         the puppetcam binary to install (default: cargo build, target/debug)
+#   ORT_DYLIB_PATH        libonnxruntime.so.1.31.x to install (scripts/setup.sh exports it)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CACHE=${PUPPETCAM_VM_CACHE:-$HOME/.cache/puppetcam-vm}
+TIMEOUT=${PUPPETCAM_VM_TIMEOUT:-600}
+START=$(date +%s)
+SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+log() { printf '[systemd-vm %3ss] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+# ---- kernel + v4l2loopback.ko (shared cache with the v4l2 round trip) -------------------------
+eval "$(PUPPETCAM_VM_PREPARE_ONLY=1 "$ROOT/scripts/vm/run-v4l2-test.sh" | grep -E '^(KREL|KDIR|LBDIR)=')"
+[ -n "${KREL:-}" ] && [ -s "$KDIR/vmlinuz" ] && [ -s "$LBDIR/v4l2loopback.ko" ] || die "kernel/module preparation failed"
+log "kernel $KREL, module $LBDIR/v4l2loopback.ko"
+
+command -v mmdebstrap >/dev/null || { log "apt-get install mmdebstrap"; $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
+
+# ---- root file system: Debian + systemd + kernel modules + the puppetcam user (cached) --------
+PKGS=systemd,systemd-sysv,udev,kmod,curl,v4l-utils,procps
+# Bump ROOT_LAYOUT when the root set-up below changes.
+ROOT_LAYOUT=1
+key=$(echo "$ROOT_LAYOUT $PKGS $KREL $(basename "$LBDIR")" | sha256sum | cut -c1-12)
+BASE=$CACHE/systemd/base-$key.cpio
+if [ ! -s "$BASE" ]; then
+    mkdir -p "$CACHE/systemd"
+    rootfs=$CACHE/systemd/root-$key
+    rm -rf "$rootfs"
+    log "mmdebstrap bookworm ($PKGS)"
+    $SUDO mmdebstrap --quiet --variant=minbase --include="$PKGS" bookworm "$rootfs" >"$CACHE/systemd/mmdebstrap.log" 2>&1 \
+        || { tail -20 "$CACHE/systemd/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
+    # The media modules v4l2loopback needs (run-v4l2-test.sh extracted drivers/media) + the module.
+    mdir=$rootfs/lib/modules/$KREL
+    mkdir -p "$mdir/kernel/drivers" "$mdir/updates"
+    cp -a "$KDIR/modules/kernel/drivers/media" "$mdir/kernel/drivers/"
+    cp "$LBDIR/v4l2loopback.ko" "$mdir/updates/"
+    $SUDO chroot "$rootfs" depmod -a "$KREL"
+    # The system unit's dedicated user (docs/service.md).
+    $SUDO chroot "$rootfs" useradd --system --home-dir /var/lib/puppetcam --shell /usr/sbin/nologin --groups video puppetcam
+    # No login prompt on the console; no network needed.
+    $SUDO chroot "$rootfs" systemctl mask serial-getty@ttyS0.service getty@tty1.service systemd-networkd.service >/dev/null 2>&1 || true
+    echo puppetcam-vm >"$rootfs/etc/hostname"
+    log "packing the base root ($(du -sm "$rootfs" | cut -f1) MB)"
+    (cd "$rootfs" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$BASE.tmp"
+    mv "$BASE.tmp" "$BASE"
+    rm -rf "$rootfs"
+fi
+
+# ---- top layer: binary, libraries, models, units, config, the guest test ---------------------
+if [ -z "${PUPPETCAM_BIN:-}" ]; then
+    log "cargo build"
+    (cd "$ROOT" && cargo build --quiet --bin puppetcam) || die "cargo build failed"
+    PUPPETCAM_BIN=$ROOT/target/debug/puppetcam
+fi
+[ -x "$PUPPETCAM_BIN" ] || die "no puppetcam binary at $PUPPETCAM_BIN"
+ORT=${ORT_DYLIB_PATH:-$(ls "$ROOT"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.* 2>/dev/null | head -1)}
+[ -f "$ORT" ] || die "no libonnxruntime (set ORT_DYLIB_PATH or source scripts/setup.sh)"
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+# systemd's sandboxing (ProtectSystem=, the unit's mount namespace) does not work on the
+# initramfs' rootfs, which is not a real mount (the unit fails with 200/CHDIR): /init copies the
+# root into a tmpfs and switches to it, as an initrd switches to the real root.
+cat >"$stage/init" <<'INIT'
+#!/bin/sh
+mount -t proc proc /proc
+mkdir -p /newroot && mount -t tmpfs -o mode=0755 tmpfs /newroot
+for d in /*; do
+    case "$d" in /newroot|/proc|/sys|/dev|/init) ;; *) cp -a "$d" /newroot/ ;; esac
+done
+mkdir -p /newroot/proc /newroot/sys /newroot/dev /newroot/run /newroot/tmp
+umount /proc
+exec switch_root /newroot /usr/lib/systemd/systemd
+INIT
+chmod 0755 "$stage/init"
+# Canonical paths only below: Debian's /lib is a symlink to usr/lib, and a real `lib` directory
+# in this layer would replace it when the kernel unpacks the archive.
+mkdir -p "$stage/usr/local/bin" "$stage/usr/local/lib/puppetcam" "$stage/usr/local/share/puppetcam/onnx" \
+    "$stage/etc/systemd/system/multi-user.target.wants" "$stage/etc/systemd/system/puppetcam.service.d" \
+    "$stage/etc/modprobe.d" "$stage/etc/modules-load.d" "$stage/etc/puppetcam"
+objcopy --strip-debug "$PUPPETCAM_BIN" "$stage/usr/local/bin/puppetcam"
+# Shared libraries the Debian root lacks (OpenCV and its dependencies), at their host paths.
+ldd "$PUPPETCAM_BIN" | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
+    case "$lib" in */libc.so.*|*/libm.so.*|*/libgcc_s.so.*|*/libpthread.so.*|*/libdl.so.*|*/ld-linux*) continue ;; esac
+    dir=$(readlink -f "$(dirname "$lib")")
+    mkdir -p "$stage$dir"
+    cp -L "$lib" "$stage$dir/"
+done
+cp -L "$ORT" "$stage/usr/local/lib/puppetcam/"
+ORT_GUEST=/usr/local/lib/puppetcam/$(basename "$ORT")
+cp "$ROOT"/onnx/face_detector.onnx "$ROOT"/onnx/face_landmarks.onnx "$stage/usr/local/share/puppetcam/onnx/"
+cp "$ROOT/tests/fixtures/generator_ok.onnx" "$stage/usr/local/share/puppetcam/onnx/avatar.onnx"
+install -m 0644 "$ROOT/systemd/puppetcam-system.service" "$stage/etc/systemd/system/puppetcam.service"
+ln -s ../puppetcam.service "$stage/etc/systemd/system/multi-user.target.wants/puppetcam.service"
+# The only local addition: where ONNX Runtime is (a package would ship it next to the binary).
+printf '[Service]\nEnvironment=ORT_DYLIB_PATH=%s\n' "$ORT_GUEST" >"$stage/etc/systemd/system/puppetcam.service.d/ort.conf"
+install -m 0644 "$ROOT/systemd/modprobe.d/puppetcam-v4l2loopback.conf" "$stage/etc/modprobe.d/"
+install -m 0644 "$ROOT/systemd/modules-load.d/puppetcam-v4l2loopback.conf" "$stage/etc/modules-load.d/"
+cat >"$stage/etc/puppetcam/puppetcam.toml" <<EOF
+# The VM test's config: the drawn cartoon face as the camera, the shipped loopback device.
+[source]
+kind = "synthetic"
+width = 160
+height = 120
+fps = 10
+[output]
+device = "/dev/video10"
+width = 320
+height = 240
+fps = 10
+[avatar]
+path = "/usr/local/share/puppetcam/onnx/avatar.onnx"
+[runtime]
+providers = ["cpu"]
+threads = 1
+ort_library = "$ORT_GUEST"
+[face]
+model_dir = "/usr/local/share/puppetcam/onnx"
+iris = false
+[service]
+watch_avatar = false
+# The emulated CPU (TCG) is slow: a face-tracker frame can take seconds.
+stall_timeout_s = 30
+source_lost_timeout_s = 120
+EOF
+install -m 0755 "$ROOT/scripts/vm/systemd-guest-test.sh" "$stage/usr/local/bin/puppetcam-vmtest"
+cat >"$stage/etc/systemd/system/puppetcam-vmtest.service" <<'EOF'
+[Unit]
+Description=puppetcam systemd VM checks
+After=multi-user.target
+[Service]
+Type=oneshot
+ExecStart=/usr/local/bin/puppetcam-vmtest
+StandardOutput=journal+console
+StandardError=journal+console
+EOF
+mkdir -p "$stage/etc/systemd/system/default.target.wants"
+ln -s ../puppetcam-vmtest.service "$stage/etc/systemd/system/default.target.wants/puppetcam-vmtest.service"
+TOP=$CACHE/systemd/top.cpio
+(cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$TOP"
+INITRD=$CACHE/systemd/initrd.cpio
+cat "$BASE" "$TOP" >"$INITRD"
+log "initramfs $(du -m "$INITRD" | cut -f1) MB (top layer $(du -m "$TOP" | cut -f1) MB)"
+
+# ---- boot -------------------------------------------------------------------------------------
+accel=${PUPPETCAM_VM_ACCEL:-tcg}
+LOG=$CACHE/systemd/last-run.log
+log "booting ($accel, timeout ${TIMEOUT}s, console log $LOG)"
+set +e
+timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 -accel "$accel" -m 3072M -smp "${PUPPETCAM_VM_SMP:-2}" \
+    -nographic -no-reboot -kernel "$KDIR/vmlinuz" -initrd "$INITRD" \
+    -append "console=ttyS0 panic=-1 loglevel=4" \
+    </dev/null >"$LOG" 2>&1
+qrc=$?
+set -e
+grep -aoE 'PUPPETCAM-VM[:-].*' "$LOG" | tr -d '\r' >&2 || true
+if grep -aq 'PUPPETCAM-VM: PASS' "$LOG"; then
+    log "PASS"
+    exit 0
+fi
+[ $qrc -eq 124 ] && log "VM timed out after ${TIMEOUT}s"
+tail -60 "$LOG" >&2
+die "systemd checks did not pass (qemu rc $qrc, full log $LOG)"
