@@ -65,29 +65,78 @@ struct Report {
     failed_required: usize,
 }
 
+/// The verdict of one `check` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tag {
+    Ok,
+    /// Required and broken: `check` exits 1.
+    Fail,
+    /// Broken, but nothing needs it.
+    Optional,
+    /// Not available here, and that is expected (e.g. GPU providers on a CPU-only machine).
+    Skip,
+}
+
 impl Report {
     fn line(&mut self, ok: bool, required: bool, what: &str, detail: &str) {
         let tag = match (ok, required) {
-            (true, _) => "OK  ",
-            (false, true) => "FAIL",
-            (false, false) => "FAIL (optional)",
+            (true, _) => Tag::Ok,
+            (false, true) => Tag::Fail,
+            (false, false) => Tag::Optional,
         };
-        println!("{tag} {what}: {detail}");
-        if !ok && required {
+        self.tagged(tag, what, detail);
+    }
+
+    fn tagged(&mut self, tag: Tag, what: &str, detail: &str) {
+        let t = match tag {
+            Tag::Ok => "OK  ",
+            Tag::Fail => "FAIL",
+            Tag::Optional => "FAIL (optional)",
+            Tag::Skip => "SKIP",
+        };
+        println!("{t} {what}: {detail}");
+        if tag == Tag::Fail {
             self.failed_required += 1;
         }
     }
 }
 
+/// The `check` line for one execution provider. `required`: the config cannot run without it
+/// (CPU always; the first GPU provider when CPU fallback is forbidden). A GPU provider that cannot
+/// work on this machine in auto mode is SKIP with the reason and the hint, not a failure; one
+/// that is present but broken says which library is missing.
+pub fn provider_line(p: &ep::ProviderReport, mode: ep::Mode, nvidia_device: bool, required: bool) -> (Tag, String) {
+    if let Ok(()) = &p.usable {
+        return (Tag::Ok, "session created".into());
+    }
+    let why = p.usable.as_ref().err().map(String::as_str).unwrap_or_default();
+    let miss = if p.provider == Provider::Cpu {
+        ep::Miss::Failed(why.to_string())
+    } else {
+        match ep::precheck(p.provider, ep::Mode::Auto, p.compiled_in, nvidia_device) {
+            Some(m) => m,
+            None => ep::Miss::Failed(why.to_string()),
+        }
+    };
+    let benign = matches!(miss, ep::Miss::NotInBuild | ep::Miss::NoDevice);
+    let mut detail = miss.describe();
+    if benign {
+        detail.push_str(&format!("; {}", ep::GPU_HINT));
+    }
+    let tag = if required {
+        Tag::Fail
+    } else if benign && mode == ep::Mode::Auto {
+        Tag::Skip
+    } else {
+        Tag::Optional
+    };
+    (tag, detail)
+}
+
 /// Fixture or avatar used to probe providers: any small contract model will do.
 fn probe_model(avatar: &Path) -> Option<PathBuf> {
-    for root in plan::search_roots() {
-        let p = root.join("tests/fixtures/generator_ok.onnx");
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    avatar.is_file().then(|| avatar.to_path_buf())
+    // A checkout's small fixture is quickest; an installed system probes with the avatar itself.
+    puppetcam::paths::Env::current().find_data(puppetcam::paths::FIXTURE_AVATAR).or_else(|| avatar.is_file().then(|| avatar.to_path_buf()))
 }
 
 pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Result<u8> {
@@ -112,7 +161,13 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
         }
     }
 
-    // Execution providers: each one alone, on a small contract model.
+    // GPU and execution providers: each one alone, on a small contract model.
+    let nvidia = ep::nvidia_device_present();
+    let mode = rt.mode();
+    match (nvidia, nvidia_name()) {
+        (true, name) => r.tagged(Tag::Ok, "NVIDIA GPU", &name.unwrap_or_else(|| "device nodes present".into())),
+        (false, _) => r.tagged(Tag::Skip, "NVIDIA GPU", "none found (no /proc/driver/nvidia, no /dev/nvidia*)"),
+    }
     let wanted_gpu = rt.providers.iter().any(|p| *p != Provider::Cpu);
     match probe_model(&avatar) {
         Some(probe) => match ep::available_providers(&probe, &rt) {
@@ -121,12 +176,8 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
                     // CPU is what everything falls back to; GPUs are required only when the
                     // config forbids falling back.
                     let required = p.provider == Provider::Cpu || (!rt.allow_cpu_fallback && wanted_gpu && rt.providers.first() == Some(&p.provider));
-                    let detail = match &p.usable {
-                        Ok(()) => "session created".to_string(),
-                        Err(why) if !p.compiled_in => format!("not in this ONNX Runtime build ({})", first_line(why)),
-                        Err(why) => first_line(why).to_string(),
-                    };
-                    r.line(p.usable.is_ok(), required, &format!("execution provider {}", p.provider.name()), &detail);
+                    let (tag, detail) = provider_line(&p, mode, nvidia, required);
+                    r.tagged(tag, &format!("execution provider {}", p.provider.name()), &detail);
                 }
             }
             Err(e) => r.line(false, true, "execution providers", &e.to_string()),
@@ -204,8 +255,12 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
     }
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
+/// The GPU's model name from the driver's /proc entry, when there is one.
+fn nvidia_name() -> Option<String> {
+    let gpus = std::fs::read_dir("/proc/driver/nvidia/gpus").ok()?;
+    let info = gpus.flatten().next()?.path().join("information");
+    let text = std::fs::read_to_string(info).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Model:")).map(|m| m.trim().to_string())
 }
 
 fn or_none(s: &str) -> String {
@@ -219,5 +274,43 @@ fn driver_name(d: &DriverSpec) -> &'static str {
         DriverSpec::Source(SourceSpec::Image { .. }) => "image",
         DriverSpec::Source(SourceSpec::Synthetic { .. }) => "cartoon",
         DriverSpec::Source(SourceSpec::Camera { .. }) => "camera",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ep::{Mode, ProviderReport};
+
+    fn report(provider: Provider, compiled_in: bool, usable: Result<(), &str>) -> ProviderReport {
+        ProviderReport { provider, compiled_in, usable: usable.map_err(str::to_string) }
+    }
+
+    #[test]
+    fn cpu_only_machine_skips_gpu_providers_with_a_hint() {
+        let p = report(Provider::Cuda, false, Err("CUDA execution provider is not enabled in this build"));
+        let (tag, detail) = provider_line(&p, Mode::Auto, false, false);
+        assert_eq!(tag, Tag::Skip);
+        assert!(detail.starts_with("not in this ONNX Runtime build (CPU-only); for an NVIDIA GPU install onnxruntime-gpu"), "{detail}");
+        // GPU build, no device.
+        let (tag, detail) = provider_line(&report(Provider::TensorRT, true, Err("x")), Mode::Auto, false, false);
+        assert_eq!((tag, detail.starts_with("no NVIDIA GPU found")), (Tag::Skip, true), "{detail}");
+    }
+
+    #[test]
+    fn broken_gpu_provider_names_the_missing_library() {
+        let why = "Failed to load library libonnxruntime_providers_cuda.so with error: libcudnn.so.9: cannot open shared object file: No such file or directory";
+        let (tag, detail) = provider_line(&report(Provider::Cuda, true, Err(why)), Mode::Auto, true, false);
+        assert_eq!(tag, Tag::Optional);
+        assert!(detail.starts_with("missing libcudnn.so.9 (cuDNN 9 for CUDA 13)"), "{detail}");
+    }
+
+    #[test]
+    fn required_or_explicit_gpu_provider_is_not_skipped() {
+        let p = report(Provider::Cuda, false, Err("not enabled"));
+        assert_eq!(provider_line(&p, Mode::Auto, false, true).0, Tag::Fail);
+        assert_eq!(provider_line(&p, Mode::Explicit, false, false).0, Tag::Optional);
+        assert_eq!(provider_line(&report(Provider::Cpu, true, Err("boom")), Mode::Auto, false, true).0, Tag::Fail);
+        assert_eq!(provider_line(&report(Provider::Cpu, true, Ok(())), Mode::Auto, false, true), (Tag::Ok, "session created".into()));
     }
 }
