@@ -179,6 +179,9 @@ fn version_from_path(p: &Path) -> String {
 /// Registers one provider on `b`, returning ORT's reason when it fails.
 fn register(b: &mut SessionBuilder, p: Provider, o: &RuntimeOptions) -> std::result::Result<(), String> {
     let r = match p {
+        // The engine cache is created only for a runtime that has TensorRT, so CPU-only
+        // machines get no empty cache directories.
+        Provider::TensorRT if !p.compiled_in() => Err(ort::Error::new("TensorRT execution provider is not enabled in this build")),
         Provider::TensorRT => {
             if let Err(e) = std::fs::create_dir_all(&o.trt_cache_dir) {
                 return Err(format!("cannot create engine cache {}: {e}", o.trt_cache_dir.display()));
@@ -618,5 +621,13 @@ mod tests {
         assert!(st.fallback_reason.as_deref().is_some_and(|r| r.contains("CUDA: not in this ONNX Runtime build")), "{st:?}");
         let e = build_session(&model, &opts(&[Provider::Cuda, Provider::Cpu], false), "probe").unwrap_err();
         assert!(e.to_string().contains("allow_cpu_fallback = false forbids"), "{e}");
+
+        // Neither sessions nor `check`'s probes leave a TensorRT cache directory behind here.
+        let dir = tempfile::tempdir().unwrap();
+        let o = RuntimeOptions { trt_cache_dir: dir.path().join("trt"), ..opts(&[Provider::TensorRT, Provider::Cpu], true) };
+        build_session(&model, &o, "probe").unwrap();
+        let reports = available_providers(&model, &o).unwrap();
+        assert!(reports.iter().any(|r| r.provider == Provider::TensorRT && r.usable.is_err()));
+        assert!(!dir.path().join("trt").exists());
     }
 }
