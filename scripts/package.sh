@@ -72,7 +72,8 @@ grep -q '^path = "/usr/share/puppetcam/onnx/default_avatar.onnx"' "$STAGE/puppet
 if [ "$BUILD" = 1 ]; then
   cargo build --release --locked
 fi
-cargo deb --no-build >/dev/null
+# --strip: the release profile keeps line tables for backtraces (debug = 1); the package does not.
+cargo deb --no-build --strip >/dev/null
 DEB="$(ls -t target/debian/puppetcam_*.deb | head -n1)"
 echo "package: $(du -h "$DEB" | cut -f1) $DEB"
 echo "$DEB"
