@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every test of puppetcam on a fresh machine: set-up (idempotent),
 # Rust unit + integration tests, Python tests, the v4l2loopback round trip and the systemd unit in
-# VMs, a short soak.
+# VMs, the Debian package installed and purged in a clean Debian root, a short soak.
 # Each suite runs even when an earlier one failed; the exit code is non-zero if any failed.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +29,11 @@ fi
 # 2 min with the root file system cached. PUPPETCAM_SKIP_VM=1 skips both VM suites.
 if [ -x scripts/vm/run-systemd-test.sh ] && [ "${PUPPETCAM_SKIP_VM:-0}" != 1 ] && [ "${PUPPETCAM_SKIP_SYSTEMD_VM:-0}" != 1 ]; then
   suite systemd-vm env PUPPETCAM_BIN="$PUPPETCAM_BIN" scripts/vm/run-systemd-test.sh
+fi
+if [ "${PUPPETCAM_SKIP_DEB:-0}" != 1 ]; then
+  # Release build + cargo-deb, then install/check/demo/purge in a clean Debian root (needs root).
+  deb_install() { local deb; deb="$(scripts/package.sh | tail -n1)" && packaging/test-install.sh "$deb"; }
+  suite deb-install deb_install
 fi
 if [ -x scripts/soak.sh ] && [ "${PUPPETCAM_SKIP_SOAK:-0}" != 1 ]; then
   suite soak-short scripts/soak.sh --seconds 20

@@ -65,29 +65,82 @@ struct Report {
     failed_required: usize,
 }
 
+/// The verdict of one `check` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tag {
+    Ok,
+    /// Required and broken: `check` exits 1.
+    Fail,
+    /// Broken, but nothing needs it.
+    Optional,
+    /// Not available here, and that is expected (e.g. GPU providers on a CPU-only machine).
+    Skip,
+}
+
 impl Report {
     fn line(&mut self, ok: bool, required: bool, what: &str, detail: &str) {
         let tag = match (ok, required) {
-            (true, _) => "OK  ",
-            (false, true) => "FAIL",
-            (false, false) => "FAIL (optional)",
+            (true, _) => Tag::Ok,
+            (false, true) => Tag::Fail,
+            (false, false) => Tag::Optional,
         };
-        println!("{tag} {what}: {detail}");
-        if !ok && required {
+        self.tagged(tag, what, detail);
+    }
+
+    fn tagged(&mut self, tag: Tag, what: &str, detail: &str) {
+        let t = match tag {
+            Tag::Ok => "OK  ",
+            Tag::Fail => "FAIL",
+            Tag::Optional => "FAIL (optional)",
+            Tag::Skip => "SKIP",
+        };
+        println!("{t} {what}: {detail}");
+        if tag == Tag::Fail {
             self.failed_required += 1;
         }
     }
 }
 
+/// The `check` line for one execution provider. `required`: the config cannot run without it
+/// (CPU always; the first GPU provider when CPU fallback is forbidden). A GPU provider that cannot
+/// work on this machine in auto mode is SKIP with the reason and the hint, not a failure; one
+/// that is present but broken says which library is missing.
+pub fn provider_line(p: &ep::ProviderReport, mode: ep::Mode, nvidia_device: bool, required: bool) -> (Tag, String) {
+    if let Ok(()) = &p.usable {
+        return (Tag::Ok, "session created".into());
+    }
+    let why = p.usable.as_ref().err().map(String::as_str).unwrap_or_default();
+    let miss = if p.provider == Provider::Cpu {
+        ep::Miss::Failed(why.to_string())
+    } else {
+        match ep::precheck(p.provider, ep::Mode::Auto, p.compiled_in, nvidia_device) {
+            Some(m) => m,
+            None => ep::Miss::Failed(why.to_string()),
+        }
+    };
+    let benign = matches!(miss, ep::Miss::NotInBuild | ep::Miss::NoDevice);
+    let mut detail = miss.describe();
+    if miss == ep::Miss::NotInBuild {
+        detail.push_str(&format!("; {}", ep::GPU_HINT));
+    }
+    let tag = if required {
+        Tag::Fail
+    } else if benign && mode == ep::Mode::Auto {
+        Tag::Skip
+    } else {
+        Tag::Optional
+    };
+    (tag, detail)
+}
+
 /// Fixture or avatar used to probe providers: any small contract model will do.
 fn probe_model(avatar: &Path) -> Option<PathBuf> {
-    for root in plan::search_roots() {
-        let p = root.join("tests/fixtures/generator_ok.onnx");
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    avatar.is_file().then(|| avatar.to_path_buf())
+    // A checkout's small fixture is quickest; an installed system probes with the avatar itself.
+    // A warp avatar runs no network: probe with the face detector then.
+    let env = puppetcam::paths::Env::current();
+    env.find_data(puppetcam::paths::FIXTURE_AVATAR)
+        .or_else(|| (avatar.is_file() && !puppetcam::avatar::file::path_is_warp_avatar(avatar)).then(|| avatar.to_path_buf()))
+        .or_else(|| env.face_model_dirs().into_iter().map(|d| d.join(puppetcam::face::DETECTOR_FILE)).find(|p| p.is_file()))
 }
 
 pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Result<u8> {
@@ -112,7 +165,13 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
         }
     }
 
-    // Execution providers: each one alone, on a small contract model.
+    // GPU and execution providers: each one alone, on a small contract model.
+    let nvidia = ep::nvidia_device_present();
+    let mode = rt.mode();
+    match (nvidia, nvidia_name()) {
+        (true, name) => r.tagged(Tag::Ok, "NVIDIA GPU", &name.unwrap_or_else(|| "device nodes present".into())),
+        (false, _) => r.tagged(Tag::Skip, "NVIDIA GPU", "none found (no /proc/driver/nvidia, no /dev/nvidia*)"),
+    }
     let wanted_gpu = rt.providers.iter().any(|p| *p != Provider::Cpu);
     match probe_model(&avatar) {
         Some(probe) => match ep::available_providers(&probe, &rt) {
@@ -121,12 +180,8 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
                     // CPU is what everything falls back to; GPUs are required only when the
                     // config forbids falling back.
                     let required = p.provider == Provider::Cpu || (!rt.allow_cpu_fallback && wanted_gpu && rt.providers.first() == Some(&p.provider));
-                    let detail = match &p.usable {
-                        Ok(()) => "session created".to_string(),
-                        Err(why) if !p.compiled_in => format!("not in this ONNX Runtime build ({})", first_line(why)),
-                        Err(why) => first_line(why).to_string(),
-                    };
-                    r.line(p.usable.is_ok(), required, &format!("execution provider {}", p.provider.name()), &detail);
+                    let (tag, detail) = provider_line(&p, mode, nvidia, required);
+                    r.tagged(tag, &format!("execution provider {}", p.provider.name()), &detail);
                 }
             }
             Err(e) => r.line(false, true, "execution providers", &e.to_string()),
@@ -169,8 +224,30 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
         Err(e) => r.line(false, face_required, "face models", &e.to_string()),
     }
 
-    // The avatar: full contract validation and one inference, on CPU.
+    // The avatar. A warp avatar: the file's full validation and the renderer built at the
+    // configured size. A generator: full contract validation and one inference, on CPU.
     let cpu = RuntimeOptions { providers: vec![Provider::Cpu], ..rt.clone() };
+    if puppetcam::avatar::file::path_is_warp_avatar(&avatar) {
+        let made = puppetcam::avatar::WarpAvatar::load(&avatar)
+            .and_then(|a| puppetcam::avatar::WarpRenderer::new(&a, plan.width, plan.height).map(|_| a));
+        match made {
+            Ok(a) => r.line(
+                true,
+                true,
+                "avatar",
+                &format!(
+                    "{}: warp avatar '{}', {} shot(s), portrait {}x{}{}",
+                    avatar.display(),
+                    a.name,
+                    a.shots.len(),
+                    a.shots[0].image.width,
+                    a.shots[0].image.height,
+                    if a.refiner.is_some() { ", with a refiner" } else { "" }
+                ),
+            ),
+            Err(e) => r.line(false, true, "avatar", &e.to_string()),
+        }
+    } else {
     match Generator::open(&avatar, &cpu) {
         Ok(g) => {
             let m = g.meta();
@@ -194,6 +271,7 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
         }
         Err(e) => r.line(false, true, "avatar", &e.to_string()),
     }
+    }
 
     if r.failed_required > 0 {
         println!("{} required check(s) failed", r.failed_required);
@@ -204,8 +282,12 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
     }
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
+/// The GPU's model name from the driver's /proc entry, when there is one.
+fn nvidia_name() -> Option<String> {
+    let gpus = std::fs::read_dir("/proc/driver/nvidia/gpus").ok()?;
+    let info = gpus.flatten().next()?.path().join("information");
+    let text = std::fs::read_to_string(info).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Model:")).map(|m| m.trim().to_string())
 }
 
 fn or_none(s: &str) -> String {
@@ -219,5 +301,43 @@ fn driver_name(d: &DriverSpec) -> &'static str {
         DriverSpec::Source(SourceSpec::Image { .. }) => "image",
         DriverSpec::Source(SourceSpec::Synthetic { .. }) => "cartoon",
         DriverSpec::Source(SourceSpec::Camera { .. }) => "camera",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ep::{Mode, ProviderReport};
+
+    fn report(provider: Provider, compiled_in: bool, usable: Result<(), &str>) -> ProviderReport {
+        ProviderReport { provider, compiled_in, usable: usable.map_err(str::to_string) }
+    }
+
+    #[test]
+    fn cpu_only_machine_skips_gpu_providers_with_a_hint() {
+        let p = report(Provider::Cuda, false, Err("CUDA execution provider is not enabled in this build"));
+        let (tag, detail) = provider_line(&p, Mode::Auto, false, false);
+        assert_eq!(tag, Tag::Skip);
+        assert!(detail.starts_with("not in this ONNX Runtime build (CPU-only); for an NVIDIA GPU install onnxruntime-gpu"), "{detail}");
+        // GPU build, no device.
+        let (tag, detail) = provider_line(&report(Provider::TensorRT, true, Err("x")), Mode::Auto, false, false);
+        assert_eq!((tag, detail.as_str()), (Tag::Skip, "no NVIDIA GPU found"));
+    }
+
+    #[test]
+    fn broken_gpu_provider_names_the_missing_library() {
+        let why = "Failed to load library libonnxruntime_providers_cuda.so with error: libcudnn.so.9: cannot open shared object file: No such file or directory";
+        let (tag, detail) = provider_line(&report(Provider::Cuda, true, Err(why)), Mode::Auto, true, false);
+        assert_eq!(tag, Tag::Optional);
+        assert!(detail.starts_with("missing libcudnn.so.9 (cuDNN 9 for CUDA 13)"), "{detail}");
+    }
+
+    #[test]
+    fn required_or_explicit_gpu_provider_is_not_skipped() {
+        let p = report(Provider::Cuda, false, Err("not enabled"));
+        assert_eq!(provider_line(&p, Mode::Auto, false, true).0, Tag::Fail);
+        assert_eq!(provider_line(&p, Mode::Explicit, false, false).0, Tag::Optional);
+        assert_eq!(provider_line(&report(Provider::Cpu, true, Err("boom")), Mode::Auto, false, true).0, Tag::Fail);
+        assert_eq!(provider_line(&report(Provider::Cpu, true, Ok(())), Mode::Auto, false, true), (Tag::Ok, "session created".into()));
     }
 }

@@ -496,7 +496,7 @@ impl Config {
         };
         let runtime = RuntimeConfig {
             providers,
-            trt_cache_dir: nonempty_path("runtime.trt_cache_dir", r.trt_cache_dir)?.unwrap_or_else(|| PathBuf::from(".cache/trt")),
+            trt_cache_dir: nonempty_path("runtime.trt_cache_dir", r.trt_cache_dir)?.unwrap_or_else(|| crate::paths::Env::current().trt_cache_dir()),
             fp16: r.fp16.unwrap_or(true),
             threads: int_in("runtime.threads", r.threads, 0, THREADS)?,
             allow_cpu_fallback: r.allow_cpu_fallback.unwrap_or(true),

@@ -5,6 +5,7 @@ pub mod source;
 pub mod sink;
 pub mod face;
 pub mod ep;
+pub mod paths;
 pub mod generator;
 pub mod pipeline;
 pub mod config;

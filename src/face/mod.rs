@@ -41,29 +41,10 @@ impl FaceModels {
         }
     }
 
-    /// Directories searched by [`FaceModels::locate`], in order: `$PUPPETCAM_MODEL_DIR`, `onnx/`
-    /// next to the executable and one and two levels up (an installed binary, `target/debug`),
-    /// then the crate's own `onnx/` (development builds).
+    /// Directories searched by [`FaceModels::locate`], in order: `$PUPPETCAM_MODEL_DIR`, then
+    /// `onnx/` of the source tree or installed prefix the binary runs from (`crate::paths`).
     pub fn search_dirs() -> Vec<PathBuf> {
-        let mut dirs = Vec::new();
-        if let Some(d) = std::env::var_os("PUPPETCAM_MODEL_DIR").filter(|d| !d.is_empty()) {
-            dirs.push(PathBuf::from(d));
-        }
-        if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-            let mut d = Some(exe_dir.as_path());
-            for _ in 0..3 {
-                if let Some(p) = d {
-                    dirs.push(p.join("onnx"));
-                    d = p.parent();
-                }
-            }
-            // `share/puppetcam/onnx` for a binary installed under `<prefix>/bin`.
-            if let Some(prefix) = exe_dir.parent() {
-                dirs.push(prefix.join("share/puppetcam/onnx"));
-            }
-        }
-        dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx"));
-        dirs
+        crate::paths::Env::current().face_model_dirs()
     }
 
     /// The first search directory holding both the detector and the landmark model.

@@ -306,6 +306,9 @@ impl Pipeline {
     /// is reported here rather than from a thread later.
     pub fn start_spec(spec: PipelineSpec, stats: Arc<PipelineStats>) -> Result<PipelineHandle> {
         spec.validate()?;
+        // ONNX Runtime is loaded once per process: from the configured library, before any stage
+        // thread can load it from the default places first.
+        crate::ep::ensure_ort_loaded(spec.runtime.ort_library.as_deref())?;
         let PipelineSpec {
             driver,
             avatar,

@@ -248,34 +248,16 @@ impl Plan {
 }
 
 /// Directories searched for bundled files (`onnx/...`, `tests/fixtures/...`): the working
-/// directory, the executable's directory and its ancestors (`target/debug/../..`), the crate root.
+/// directory, then the source tree or installed prefix the binary runs from (`crate::paths`).
 pub fn search_roots() -> Vec<PathBuf> {
-    let mut roots = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        roots.push(cwd);
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).take(3).map(Path::to_path_buf));
-        if let Some(prefix) = exe.parent().and_then(Path::parent) {
-            roots.push(prefix.join("share/puppetcam"));
-        }
-    }
-    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    roots
+    let env = crate::paths::Env::current();
+    env.cwd.iter().cloned().chain(env.data_roots()).collect()
 }
 
 /// The bundled default avatar: the warp avatar `onnx/default_avatar.pcav`, else the generator
 /// `onnx/default_avatar.onnx`, else the test fixture (a contract-following stand-in).
 pub fn default_avatar() -> PathBuf {
-    for rel in ["onnx/default_avatar.pcav", "onnx/default_avatar.onnx", "tests/fixtures/generator_ok.onnx"] {
-        for root in search_roots() {
-            let p = root.join(rel);
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    PathBuf::from("onnx/default_avatar.onnx")
+    crate::paths::Env::current().default_avatar().unwrap_or_else(|| PathBuf::from(crate::paths::DEFAULT_AVATAR))
 }
 
 #[cfg(test)]

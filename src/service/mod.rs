@@ -60,8 +60,12 @@ impl Default for ServiceOptions {
     }
 }
 
-/// The default `avatar_check`: `generator::validate_contract` without the metadata.
+/// The default `avatar_check`: a warp avatar's full file validation, or
+/// `generator::validate_contract` (without the metadata) for a generator ONNX.
 pub fn contract_check(path: &Path) -> Result<()> {
+    if crate::avatar::file::path_is_warp_avatar(path) {
+        return crate::avatar::WarpAvatar::load(path).map(|_| ());
+    }
     crate::generator::validate_contract(path).map(|_| ())
 }
 

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Install test of the Debian package in a clean Debian root of this machine's release (so the
+# package's shlibdeps resolve to the libraries the binary was linked against): apt installs the
+# .deb with its dependencies, `puppetcam check` and `puppetcam demo` run from /usr/bin with no
+# environment variable pointing anywhere, then the package is purged and the root must be exactly
+# as before (files, users, groups).
+# Usage: packaging/test-install.sh [path/to/puppetcam_*.deb]   (default: the newest in target/debian)
+# Needs root (chroot, mounts) and mmdebstrap (installed when missing).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEB="${1:-$(ls -t "$ROOT"/target/debian/puppetcam_*.deb 2>/dev/null | head -n1)}"
+[ -f "$DEB" ] || { echo "test-install: no .deb (run scripts/package.sh first)" >&2; exit 2; }
+[ "$(id -u)" -eq 0 ] || { echo "test-install: needs root (chroot)" >&2; exit 2; }
+command -v mmdebstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
+SUITE="$(. /etc/os-release && echo "$VERSION_CODENAME")"
+
+WORK="$(mktemp -d /tmp/puppetcam-deb-test.XXXXXX)"
+R="$WORK/root"
+cleanup() {
+  for m in "$R/dev/pts" "$R/dev" "$R/proc" "$R/sys"; do mountpoint -q "$m" 2>/dev/null && umount -l "$m"; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() { echo "test-install: FAIL: $*" >&2; exit 1; }
+t0=$SECONDS
+
+echo "test-install: building a clean $SUITE root (mmdebstrap minbase)"
+mmdebstrap --quiet --variant=minbase --include=systemd,systemd-sysv,udev,kmod "$SUITE" "$R"
+mount -t proc proc "$R/proc"
+mount -t sysfs sysfs "$R/sys"
+mount --bind /dev "$R/dev"
+cp /etc/resolv.conf "$R/etc/resolv.conf"
+in_root() { chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
+in_root apt-get update -qq
+
+# State before: every path outside runtime/package-manager bookkeeping, and the accounts.
+snapshot() {
+  (cd "$R" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./tmp -o -path ./run \
+      -o -path ./var/lib/apt -o -path ./var/lib/dpkg -o -path ./var/cache/apt -o -path ./var/cache/debconf \
+      -o -path ./var/cache/ldconfig -o -path ./var/log -o -path ./etc/ld.so.cache -o -path ./root \) -prune -o -print | sort)
+  cat "$R/etc/passwd" "$R/etc/group" "$R/etc/shadow" "$R/etc/gshadow"
+}
+snapshot > "$WORK/before"
+
+echo "test-install: apt install $(basename "$DEB")"
+cp "$DEB" "$R/tmp/puppetcam.deb"
+# Without Recommends: v4l2loopback-dkms would build a kernel module a chroot cannot load (the
+# VM test of scripts/vm covers v4l2loopback).
+in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends /tmp/puppetcam.deb >"$WORK/apt.log" 2>&1 || { tail -30 "$WORK/apt.log"; fail "apt install"; }
+
+# Layout and package metadata.
+for f in /usr/bin/puppetcam /usr/share/puppetcam/onnx/default_avatar.pcav /usr/share/puppetcam/onnx/face_detector.onnx \
+         /usr/share/puppetcam/onnx/face_landmarks.onnx /usr/share/doc/puppetcam/onnxruntime/LICENSE \
+         /etc/puppetcam/puppetcam.toml /lib/systemd/system/puppetcam.service /usr/lib/systemd/user/puppetcam.service \
+         /lib/modprobe.d/puppetcam-v4l2loopback.conf /usr/lib/modules-load.d/puppetcam-v4l2loopback.conf; do
+  [ -f "$R$f" ] || fail "$f not installed"
+done
+ls "$R"/usr/lib/puppetcam/libonnxruntime.so.* >/dev/null || fail "no libonnxruntime in /usr/lib/puppetcam"
+in_root dpkg-query -W -f='${Conffiles}\n' puppetcam | grep -q '/etc/puppetcam/puppetcam.toml' || fail "puppetcam.toml is not a conffile"
+in_root dpkg-query -W -f='${Recommends}\n' puppetcam | grep -q 'v4l2loopback-dkms' || fail "no Recommends: v4l2loopback-dkms"
+in_root dpkg-query -W -f='${Depends}\n' puppetcam | grep -q 'libopencv' || fail "Depends lacks the shlibdeps (libopencv)"
+grep -q '^ExecStart=/usr/bin/puppetcam' "$R/lib/systemd/system/puppetcam.service" || fail "system unit does not run /usr/bin/puppetcam"
+in_root id -nG puppetcam | tr ' ' '\n' | grep -qx video || fail "user puppetcam is not in group video"
+in_root ldd /usr/bin/puppetcam | grep -q "not found" && fail "unresolved libraries: $(in_root ldd /usr/bin/puppetcam | grep 'not found')"
+
+# check and demo from /usr/bin, from a directory with nothing of the source tree.
+echo "test-install: puppetcam check"
+set +e
+in_root sh -c 'cd /tmp && puppetcam check' >"$WORK/check.log" 2>&1
+check_rc=$?
+set -e
+cat "$WORK/check.log"
+grep -q '^OK   ONNX Runtime: 1\.31\.[0-9]* from /usr/lib/puppetcam/libonnxruntime\.so' "$WORK/check.log" || fail "check: ONNX Runtime not from /usr/lib/puppetcam"
+grep -q '^OK   execution provider CPU' "$WORK/check.log" || fail "check: CPU provider"
+grep -q '^OK   face models: /usr/share/puppetcam/onnx/face_detector.onnx' "$WORK/check.log" || fail "check: face models not from /usr/share/puppetcam"
+grep -q '^OK   avatar: /usr/share/puppetcam/onnx/default_avatar.pcav' "$WORK/check.log" || fail "check: avatar not from /usr/share/puppetcam"
+grep -q 'ERROR' "$WORK/check.log" && fail "check logged an ERROR on a CPU-only machine"
+[ "$check_rc" -eq 0 ] || fail "check exited $check_rc"
+
+echo "test-install: puppetcam check --config /etc/puppetcam/puppetcam.toml (the conffile parses, paths resolve)"
+in_root puppetcam check --config /etc/puppetcam/puppetcam.toml >"$WORK/check-etc.log" 2>&1 || true
+grep -q '^OK   avatar: /usr/share/puppetcam/onnx/default_avatar.pcav' "$WORK/check-etc.log" || { cat "$WORK/check-etc.log"; fail "check --config /etc/puppetcam/puppetcam.toml"; }
+
+echo "test-install: puppetcam demo (as the puppetcam user)"
+in_root sh -c 'mkdir -p /tmp/demo && chown puppetcam /tmp/demo && cd /tmp/demo && setpriv --reuid=puppetcam --regid=puppetcam --init-groups env RUST_LOG=info,ort=warn puppetcam demo --frames 25 --out /tmp/demo/demo.y4m' >"$WORK/demo.log" 2>&1 \
+  || { cat "$WORK/demo.log"; fail "demo"; }
+cat "$WORK/demo.log"
+# Y4M: one header line, then per frame "FRAME\n" and a 640x480 I420 image.
+y4m="$R/tmp/demo/demo.y4m"
+head -n1 "$y4m" | grep -q '^YUV4MPEG2 W640 H480 ' || fail "demo output is not a 640x480 Y4M"
+size=$(stat -c %s "$y4m"); header=$(head -n1 "$y4m" | wc -c)
+[ "$size" -eq $((header + 25 * (6 + 640 * 480 * 3 / 2))) ] || fail "demo wrote $size bytes, not 25 frames of 640x480"
+grep -q 'ERROR' "$WORK/demo.log" && fail "demo logged an ERROR on a CPU-only machine"
+grep -q 'CPU-only ONNX Runtime, running on CPU' "$WORK/demo.log" || fail "demo: no 'CPU-only ONNX Runtime' line"
+rm -rf "$R/tmp/demo"
+
+echo "test-install: apt purge"
+in_root env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq --autoremove puppetcam >>"$WORK/apt.log" 2>&1 || { tail -30 "$WORK/apt.log"; fail "apt purge"; }
+in_root dpkg-query -W -f='${db:Status-Status}\n' puppetcam 2>/dev/null | grep -qv 'not-installed' && fail "puppetcam still known to dpkg"
+rm -f "$R/tmp/puppetcam.deb"
+snapshot > "$WORK/after"
+if ! diff -u "$WORK/before" "$WORK/after" > "$WORK/diff"; then
+  cat "$WORK/diff"; fail "the root differs after purge"
+fi
+left="$(cd "$R" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev \) -prune -o -name '*puppetcam*' -print)"
+[ -z "$left" ] || fail "left behind: $left"
+echo "test-install: ok ($((SECONDS - t0)) s; $(du -h "$DEB" | cut -f1) package, $(wc -l < "$WORK/before") paths compared)"
