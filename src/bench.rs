@@ -25,7 +25,8 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool) -> anyh
     plan.pacing = Some(if live { Pacing::Realtime } else { Pacing::EveryFrame });
     // Flat out: files decode as fast as the stages go. Live: at their own timestamps. Both loop.
     match &mut plan.driver {
-        DriverSpec::Embedded { frames } => *frames = Some(total),
+        // Slack: the warm-up may overshoot by a frame or two on a fast pipeline.
+        DriverSpec::Embedded { frames } => *frames = Some(total + WARMUP),
         DriverSpec::Source(SourceSpec::File { looping, realtime, .. }) => {
             *looping = true;
             *realtime = live;
@@ -40,7 +41,9 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool) -> anyh
     let mut measuring_since: Option<(Instant, u64)> = None;
     let mut gen0 = 0;
     let timeout = Instant::now() + Duration::from_secs(600);
-    while out(&stats) < total && !handle.is_finished() && Instant::now() < timeout {
+    // Measure exactly `frames` frames from wherever the warm-up ended (a fast pipeline writes
+    // several frames between two polls).
+    while measuring_since.map_or(true, |(_, n0)| out(&stats) < n0 + frames) && !handle.is_finished() && Instant::now() < timeout {
         if measuring_since.is_none() && out(&stats) >= WARMUP {
             for s in stats.stages() {
                 s.reset_recent();
@@ -48,7 +51,7 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool) -> anyh
             measuring_since = Some((Instant::now(), out(&stats)));
             gen0 = gen(&stats);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
     let end = Instant::now();
     let done = out(&stats);

@@ -44,7 +44,8 @@ fn bench_json_reports_every_stage() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {t}"));
-    assert_eq!(v["execution_provider"], "CPU");
+    // The default avatar is a warp avatar: no network, plain CPU code.
+    assert!(v["execution_provider"].as_str().unwrap().starts_with("CPU"), "{v}");
     assert!(v["frames"].as_u64().unwrap() >= 5, "{v}");
     for stage in ["capture", "generator", "output", "end_to_end"] {
         let med = v["stages"][stage]["median_ms"].as_f64().unwrap_or_else(|| panic!("{stage}: {v}"));

@@ -91,14 +91,23 @@ fn cpu_only_runtime_logs_info_not_error() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("d.y4m");
-    let o = bin().args(["demo", "--frames", "3", "--out", out.to_str().unwrap()]).current_dir(dir.path()).output().unwrap();
+    // A generator avatar (the default warp avatar runs no network, so no provider is chosen).
+    let gen = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/generator_ok.onnx");
+    let o = bin().args(["demo", "--frames", "3", "--out", out.to_str().unwrap(), "--avatar", gen.to_str().unwrap()]).current_dir(dir.path()).output().unwrap();
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(!t.contains("ERROR"), "{t}");
     assert!(t.contains("CPU-only ONNX Runtime, running on CPU; for an NVIDIA GPU install onnxruntime-gpu==1.31.1"), "{t}");
 
     let cfg = dir.path().join("cuda.toml");
-    std::fs::write(&cfg, "[source]\nkind = \"synthetic\"\n[output]\nkind = \"null\"\n[runtime]\nproviders = [\"cuda\", \"cpu\"]\nallow_cpu_fallback = false\n[service]\nenabled = false\n").unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nkind = \"synthetic\"\n[output]\nkind = \"null\"\n[avatar]\npath = \"{}\"\n[runtime]\nproviders = [\"cuda\", \"cpu\"]\nallow_cpu_fallback = false\n[service]\nenabled = false\n",
+            gen.display()
+        ),
+    )
+    .unwrap();
     let o = bin().args(["run", "--config", cfg.to_str().unwrap()]).current_dir(dir.path()).output().unwrap();
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");

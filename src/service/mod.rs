@@ -382,6 +382,13 @@ mod tests {
         // A non-empty file that `basic_validate` accepts but the contract refuses.
         assert!(watch::basic_validate(&fixture("generator_missing_crop_box.onnx")).is_ok());
         assert!(contract_check(&fixture("generator_missing_crop_box.onnx")).is_err());
+        // Warp avatars: the bundled one passes, a truncated copy is refused.
+        let pcav = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/default_avatar.pcav");
+        assert!(contract_check(&pcav).is_ok());
+        let cut = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(&pcav).unwrap();
+        std::fs::write(cut.path().join("cut.pcav"), &bytes[..bytes.len() / 2]).unwrap();
+        assert!(contract_check(&cut.path().join("cut.pcav")).unwrap_err().to_string().contains("cut.pcav"));
 
         // End to end with the default options: a broken replacement raises no event, a valid one does.
         let dir = tempfile::tempdir().unwrap();
