@@ -336,7 +336,7 @@ fn retarget_state_after_20_neutral_frames(learn_frames: usize, calibration: Opti
 #[test]
 fn retarget_state_shows_learning_learned_and_profile() {
     let s = retarget_state_after_20_neutral_frames(30, None);
-    assert!(s.starts_with("learning 20/30") && s.contains("no calibration profile"), "{s}");
+    assert!(s.starts_with("provisional 20/30") && s.contains("no calibration profile"), "{s}");
     let s = retarget_state_after_20_neutral_frames(5, None);
     assert!(s.starts_with("learned") && s.contains("first steady frames"), "{s}");
     let cal = Calibration { source: "profile /x/profile.toml (camera:0, t)".into(), neutral: synthetic::neutral_shape(), mesh: None };
@@ -553,14 +553,14 @@ fn reload_swaps_source_face_sink_and_generator_settings_in_place() {
     wait_for("the running sink kept", || frames2.load(Ordering::Relaxed) > n3 + 5);
     assert_eq!(fin2.load(Ordering::Relaxed), 0, "a failed swap must not finish the running sink");
 
-    // Generator: new retargeting settings take effect (status shows the retargeter learning).
+    // Generator: new retargeting settings take effect (status shows the provisional neutral).
     assert!(stats.retarget_state.read().starts_with("off"), "{}", stats.retarget_state.read());
     let settings = GenSettings { runtime: cpu(), retarget: Some(RetargetParams::default()), calibration: None, ease: EaseTimes::default() };
     h.reconfigure_generator(&fixture("generator_ok.onnx"), settings.clone()).unwrap();
-    assert!(stats.retarget_state.read().starts_with("learn"), "{}", stats.retarget_state.read());
+    assert!(stats.retarget_state.read().starts_with("provisional"), "{}", stats.retarget_state.read());
     // A broken avatar keeps the running avatar and settings.
     assert!(h.reconfigure_generator(&fixture("generator_bad_output_name.onnx"), GenSettings { retarget: None, ..settings }).is_err());
-    assert!(stats.retarget_state.read().starts_with("learn"), "{}", stats.retarget_state.read());
+    assert!(stats.retarget_state.read().starts_with("provisional"), "{}", stats.retarget_state.read());
     h.shutdown().unwrap();
     assert_eq!(fin2.load(Ordering::Relaxed), 1, "the replacement sink is finished at shutdown");
 }

@@ -296,7 +296,7 @@ fn status_page_and_json_and_errors() {
     let stats = Arc::new(PipelineStats::default());
     *stats.avatar_name.write() = "<b>mona</b>".into();
     stats.ep.write().active = "CUDA".into();
-    *stats.retarget_state.write() = "learning 3/30: no calibration profile".into();
+    *stats.retarget_state.write() = "provisional 3/30: no calibration profile".into();
     let (srv, _l) = start(&stats, opts());
     let r = get(srv.local_addr(), "/");
     assert_eq!(r.status, 200);
@@ -306,7 +306,7 @@ fn status_page_and_json_and_errors() {
     let v: serde_json::Value = serde_json::from_slice(&get(srv.local_addr(), "/status.json").body).unwrap();
     assert_eq!(v["avatar"], "<b>mona</b>");
     assert_eq!(v["ep"]["active"], "CUDA");
-    assert_eq!(v["retarget_state"], "learning 3/30: no calibration profile");
+    assert_eq!(v["retarget_state"], "provisional 3/30: no calibration profile");
     assert_eq!(v["stages"].as_array().unwrap().len(), 5);
     assert_eq!(get(srv.local_addr(), "/nope").status, 404);
     srv.shutdown();

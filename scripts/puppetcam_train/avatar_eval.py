@@ -148,6 +148,17 @@ def run_cli(binary, args, log=print):
     return r
 
 
+def product_meshes(binary, path, out, smooth):
+    """{frame: (468, 2) mesh} from `puppetcam landmarks` (the daemon's own face stage)."""
+    run_cli(binary, ["landmarks", path, "--out", out, "-q", *(["--smooth"] if smooth else [])])
+    res = {}
+    for line in Path(out).read_text().splitlines():
+        r = json.loads(line)
+        if r.get("face") and r.get("mesh"):
+            res[int(r["frame"])] = np.array(r["mesh"], np.float32)[:, :2]
+    return res
+
+
 def render_avatar(binary, avatar, clip, neutral, size, outdir, extra=()):
     outdir.mkdir(parents=True, exist_ok=True)
     run_cli(binary, ["run", "--avatar", avatar, "--source", f"file:{clip}", "--output", f"png:{outdir}",
@@ -208,6 +219,13 @@ def self_reenactment(binary, clip: Path, work: Path, ks=(1, 8), log=print):
     outputs = {"static portrait": [frames[0]] * n}
     outputs["plain 468-point warp"] = [plain_pwa(frames[0], meshes_gt[0], meshes_gt[i]) if i in meshes_gt else frames[0]
                                        for i in range(n)]
+    # The same plain warp driven by puppetcam's own (tracked, smoothed) landmarks, as the avatar
+    # is: separates what the landmark source costs from what the warp method gains.
+    ours = product_meshes(binary, clip, work / "landmarks.jsonl", smooth=True)
+    p0 = product_meshes(binary, portrait, work / "portrait.jsonl", smooth=False).get(0)
+    if p0 is not None:
+        outputs["plain 468-point warp, puppetcam landmarks"] = [plain_pwa(frames[0], p0, ours[i]) if i in ours else frames[0]
+                                                             for i in range(n)]
     timing = {}
     for k in ks:
         shots = []

@@ -171,7 +171,7 @@ pub fn retarget_state_text(status: Option<NeutralStatus>, calibration: &str) -> 
         None => "off (driver landmarks used as they are)".into(),
         Some(NeutralStatus::Profile) => format!("profile: {calibration}"),
         Some(NeutralStatus::Learning { have, need }) => {
-            format!("learning {have}/{need}: no calibration profile, learning the neutral from the first steady frames")
+            format!("provisional {have}/{need}: no calibration profile; a running estimate of the neutral drives the portrait until {need} steady frames are seen")
         }
         Some(NeutralStatus::Learned) => "learned: no calibration profile, neutral learned from the first steady frames".into(),
     }

@@ -299,7 +299,7 @@ mod tests {
             Some(crate::core::retarget::NeutralStatus::Learning { have: 4, need: 30 }),
             "",
         );
-        assert!(status_line(&s, 30.0, false).ends_with(", retarget learning 4/30"), "{}", status_line(&s, 30.0, false));
+        assert!(status_line(&s, 30.0, false).ends_with(", retarget provisional 4/30"), "{}", status_line(&s, 30.0, false));
         *s.retarget_state.write() = crate::pipeline::retarget_state_text(Some(crate::core::retarget::NeutralStatus::Profile), "profile /p.toml (camera:0, t)");
         assert!(status_line(&s, 30.0, false).ends_with(", retarget profile"), "{}", status_line(&s, 30.0, false));
     }
