@@ -812,13 +812,12 @@ impl Retargeter {
     /// [`FaceLostEaser::update`].
     pub fn step(&mut self, driver: Option<(&Pts68, Option<&[Iris; 2]>)>) -> Option<Shape68> {
         let (p, i) = driver?;
-        match self.retarget(p, i) {
-            Ok(s) => Some(s),
-            Err(_) => {
-                self.rejected += 1;
-                None
-            }
+        if self.topo.len() != 68 {
+            self.rejected += 1;
+            return None;
         }
+        let posed = self.step_points(Some((p, i)))?;
+        Some(Shape68 { pts68: self.topo.sub(&posed.pts), iris: posed.iris })
     }
 
     /// [`Self::step`] for any topology.
