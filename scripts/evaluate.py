@@ -52,12 +52,14 @@ def main():
     s.add_argument("--work", default=None, help="keep renders here (default: a temporary directory)")
     s.add_argument("--out", default=None, help="write the markdown table here")
     s.add_argument("--json", default=None)
+    s.add_argument("--sheet", default=None, help="contact sheet PNG (real frame, plain warp, K=1, K=8)")
     c = sub.add_parser("cross", help="cross-identity correlations and contact sheet")
     c.add_argument("--portraits", nargs="+", default=["lp_s0", "lp_s3", "lp_s4", "lp_s1", "df_img20"])
     c.add_argument("--drivers", nargs="+", default=["lp_d5", "lp_d18", "r3_May_5s"])
     c.add_argument("--sheet", default="docs/quality-cross.png")
     c.add_argument("--work", default=None)
     c.add_argument("--json", default=None)
+    c.add_argument("--neutral-frame0", action="store_true", help="pass the driver's frame 0 as --neutral")
     g = sub.add_parser("generator", help="the contract-1 generator on training caches (legacy)")
     g.add_argument("rest", nargs=argparse.REMAINDER)
     a = ap.parse_args()
@@ -70,9 +72,14 @@ def main():
     work = Path(a.work) if a.work else AE.tmpdir()
     if a.cmd == "self":
         per_clip = {}
+        sheet = []
         for name in a.clips:
-            res, _, _ = AE.self_reenactment(binary(), find("videos", name), work / name, tuple(a.shots))
+            res, outputs, frames = AE.self_reenactment(binary(), find("videos", name), work / name, tuple(a.shots))
             per_clip[name] = res
+            if a.sheet:
+                sheet.append((name, frames, {k: v for k, v in outputs.items() if "plain 468-point warp" == k or "avatar" in k}))
+        if a.sheet:
+            AE.self_sheet(sheet, a.sheet)
         md = AE.markdown_table(per_clip)
         md += f"\nClips (held out: nothing was tuned on them): {', '.join(a.clips)}. Scored frames: the last 60 % of each clip.\n"
         print(md)
@@ -82,7 +89,7 @@ def main():
             AE.write_json(a.json, per_clip)
     else:
         res = AE.cross_identity(binary(), [find("portraits", p) for p in a.portraits], [find("videos", d) for d in a.drivers], work,
-                                Path(a.sheet))
+                                Path(a.sheet), use_neutral=a.neutral_frame0)
         for k, v in res.items():
             print(f"| {k} | {v['mouth_r']:.3f} | {v['eye_r']:.3f} | {v['face_found']}/{v['frames']} |")
         if a.json:

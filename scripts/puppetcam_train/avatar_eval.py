@@ -131,7 +131,8 @@ def read_frames(path):
 
 
 def write_png(path, rgb):
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise RuntimeError(f"cannot write {path}")
 
 
 def read_pngs(d):
@@ -245,6 +246,30 @@ def self_reenactment(binary, clip: Path, work: Path, ks=(1, 8), log=print):
     return res, outputs, frames
 
 
+def self_sheet(clips, path, rows=("plain 468-point warp", "puppetcam warp avatar K=1", "puppetcam warp avatar K=8"), tile=160):
+    """Contact sheet: per clip, the frames of the scored part with the widest mouth and the
+    most head motion; columns: real frame, then each row's output (face crops)."""
+    mesher = Mesh()
+    lines = []
+    for name, frames, outputs in clips:
+        n = len(frames)
+        first = int(np.ceil(0.4 * n))
+        ms = {i: mesher(frames[i]) for i in range(first, n, 3)}
+        ms = {i: m for i, m in ms.items() if m is not None}
+        if not ms:
+            continue
+        m0 = mesher(frames[0])
+        wide = max(ms, key=lambda i: mouth_open(ms[i]))
+        moved = max(ms, key=lambda i: float(np.abs(ms[i] - m0).mean()) if m0 is not None else 0.0)
+        for i in (wide, moved):
+            h, w = frames[i].shape[:2]
+            b = box(ms[i], w, h, 0.15)
+            cells = [frames[i]] + [outputs[r][i] for r in rows if r in outputs]
+            lines.append(np.hstack([cv2.resize(crop(c, b), (tile, tile), interpolation=cv2.INTER_AREA) for c in cells]))
+    mesher.close()
+    write_png(path, np.vstack(lines))
+
+
 def markdown_table(per_clip: dict) -> str:
     rows = list(next(iter(per_clip.values())).keys())
     cols = ("face_psnr", "face_ssim", "face_l1", "mouth_psnr", "nme")
@@ -264,8 +289,12 @@ def markdown_table(per_clip: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log=print):
-    """Portraits x drivers through `run --portrait`: openness correlations and a contact sheet."""
+def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log=print, use_neutral=False):
+    """Portraits x drivers: openness correlations and a contact sheet. By default without
+    `--neutral` (the out-of-the-box experience: provisional neutral from the first frames);
+    `use_neutral` passes the driver's frame 0 as the neutral instead."""
+    work = Path(work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
     mesher = Mesh()
     results = {}
     tiles = []
@@ -287,7 +316,7 @@ def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log
             av = work / f"{p.stem}.pcav"
             if not av.exists():
                 run_cli(binary, ["avatar", "create", p, "-o", av, "-q"])
-            outs = render_avatar(binary, av, d, neutral, size, work / f"{p.stem}_{d.stem}")
+            outs = render_avatar(binary, av, d, neutral if use_neutral else None, size, work / f"{p.stem}_{d.stem}")
             om = [mesher(o) for o in outs]
             mouth_o = np.array([mouth_open(m) if m is not None else np.nan for m in om])
             eye_o = np.array([eye_open(m) if m is not None else np.nan for m in om])

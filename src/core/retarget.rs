@@ -997,7 +997,7 @@ impl Retargeter {
             let dn = &d.eyes[e];
             let tm = &self.t_eyes[e];
             let ear = openness::eye(&p68, eye).map(|v| v as f64).unwrap_or(dn.ear);
-            let ratio = if dn.ear > 1e-6 { (1.0 + gain * (ear / dn.ear - 1.0)).clamp(0.0, 1.6) } else { 1.0 };
+            let ratio = if dn.ear > 1e-6 { (1.0 + gain * (lid_opening(ear / dn.ear) - 1.0)).clamp(0.0, 1.6) } else { 1.0 };
             let o68 = self.topo.sub(&out);
             for (slot, &idx) in self.topo.lids[e].iter().enumerate() {
                 let uv = tm.lids[slot];
@@ -1061,6 +1061,23 @@ impl Retargeter {
         let n = (p.t[0] * p.t[0] + p.t[1] * p.t[1]).sqrt();
         let t = if n > max_t && n > 0.0 { [p.t[0] * max_t / n, p.t[1] * max_t / n] } else { p.t };
         Pose { angle: p.angle.clamp(-max_a, max_a), log_scale: ls, t }
+    }
+}
+
+/// A shut eye still reads about this fraction of its open eye-aspect ratio in MediaPipe's 2-D
+/// landmarks (lid thickness, lashes).
+const CLOSED_EAR_FRACTION: f64 = 0.3;
+/// Below this fraction of the neutral opening the lids are remapped (see `lid_opening`).
+const LID_REMAP_BELOW: f64 = 0.6;
+
+/// Lid opening to show (fraction of the neutral) for a measured eye-aspect-ratio fraction `x`:
+/// the same above `LID_REMAP_BELOW`, and below it stretched so that a shut driver eye (which
+/// measures `CLOSED_EAR_FRACTION`, not 0) shuts the portrait's eye. Continuous and increasing.
+fn lid_opening(x: f64) -> f64 {
+    if x >= LID_REMAP_BELOW {
+        x
+    } else {
+        (LID_REMAP_BELOW * (x - CLOSED_EAR_FRACTION) / (LID_REMAP_BELOW - CLOSED_EAR_FRACTION)).max(0.0)
     }
 }
 
@@ -1556,10 +1573,29 @@ pub(crate) mod tests {
             let out = r.retarget(&d.pts(), None).unwrap();
             for (e, eh) in [(Eye::Right, eh_r), (Eye::Left, eh_l)] {
                 let got = openness::eye(&out.pts68, e).unwrap();
-                let want = t_ear[e as usize] * eh / 6.0;
+                let want = t_ear[e as usize] * lid_opening(eh as f64 / 6.0) as f32;
                 assert!((got - want).abs() < 1e-3, "{e:?} {eh}: {got} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn a_shut_driver_eye_shuts_the_portrait_eye_and_the_remap_is_continuous() {
+        assert_eq!(lid_opening(1.0), 1.0);
+        assert_eq!(lid_opening(0.6), 0.6);
+        assert_eq!(lid_opening(CLOSED_EAR_FRACTION), 0.0);
+        assert_eq!(lid_opening(0.1), 0.0);
+        let mut prev = -1.0;
+        for k in 0..=200 {
+            let v = lid_opening(k as f64 / 100.0);
+            assert!(v >= prev && (v - prev) < 0.03 || k == 0, "{k}: {prev} -> {v}");
+            prev = v;
+        }
+        // A driver eye at 30 % of its neutral opening (shut, as MediaPipe sees it) shuts the target's.
+        let mut r = retargeter();
+        let d = Face { eh: [1.8, 6.0], ..Face::other() };
+        let out = r.retarget(&d.pts(), None).unwrap();
+        assert!(openness::eye(&out.pts68, Eye::Right).unwrap() < 1e-3);
     }
 
     #[test]
