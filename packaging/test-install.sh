@@ -91,7 +91,12 @@ head -n1 "$y4m" | grep -q '^YUV4MPEG2 W640 H480 ' || fail "demo output is not a 
 size=$(stat -c %s "$y4m"); header=$(head -n1 "$y4m" | wc -c)
 [ "$size" -eq $((header + 25 * (6 + 640 * 480 * 3 / 2))) ] || fail "demo wrote $size bytes, not 25 frames of 640x480"
 grep -q 'ERROR' "$WORK/demo.log" && fail "demo logged an ERROR on a CPU-only machine"
-grep -q 'CPU-only ONNX Runtime, running on CPU' "$WORK/demo.log" || fail "demo: no 'CPU-only ONNX Runtime' line"
+grep -q "warp avatar \`astronaut\`" "$WORK/demo.log" || fail "demo: the default warp avatar was not used"
+# The generator avatar (an ONNX network) picks an execution provider: one INFO line, no ERROR.
+in_root sh -c 'cd /tmp/demo && setpriv --reuid=puppetcam --regid=puppetcam --init-groups env RUST_LOG=info,ort=warn puppetcam demo --frames 5 --out /tmp/demo/gen.y4m --avatar /usr/share/puppetcam/onnx/default_avatar.onnx' >"$WORK/demo-gen.log" 2>&1 \
+  || { cat "$WORK/demo-gen.log"; fail "demo with the generator avatar"; }
+grep -q 'ERROR' "$WORK/demo-gen.log" && { cat "$WORK/demo-gen.log"; fail "generator demo logged an ERROR on a CPU-only machine"; }
+grep -q 'CPU-only ONNX Runtime, running on CPU' "$WORK/demo-gen.log" || { cat "$WORK/demo-gen.log"; fail "generator demo: no 'CPU-only ONNX Runtime' line"; }
 rm -rf "$R/tmp/demo"
 
 echo "test-install: apt purge"
