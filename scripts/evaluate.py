@@ -56,7 +56,7 @@ def main():
     c = sub.add_parser("cross", help="cross-identity correlations and contact sheet")
     c.add_argument("--portraits", nargs="+", default=["lp_s0", "lp_s3", "lp_s4", "lp_s1", "df_img20"])
     c.add_argument("--drivers", nargs="+", default=["lp_d5", "lp_d18", "r3_May_5s"])
-    c.add_argument("--sheet", default="docs/quality-cross.png")
+    c.add_argument("--sheet", default="docs/quality-cross.jpg")
     c.add_argument("--work", default=None)
     c.add_argument("--json", default=None)
     c.add_argument("--neutral-frame0", action="store_true", help="pass the driver's frame 0 as --neutral")
