@@ -76,20 +76,112 @@ pub fn mouth_descriptor(mesh: &[Pt]) -> Option<Vec<[f32; 2]>> {
     )
 }
 
+/// Eye shape descriptor: both eye contours in their own eye frames (origin at corner a, x towards
+/// corner b, unit = eye width): lid opening and shape, invariant to pose and size.
+pub fn eye_descriptor(mesh: &[Pt]) -> Option<Vec<[f32; 2]>> {
+    let mut out = Vec::with_capacity(32);
+    for e in 0..2 {
+        let c = crate::core::mesh::eye_contour(e);
+        let (a, b) = (mesh[c[0]], mesh[c[8]]);
+        let (ex, ey) = (b[0] - a[0], b[1] - a[1]);
+        let w2 = ex * ex + ey * ey;
+        if !(w2 > 1e-6) {
+            return None;
+        }
+        out.extend(c.iter().map(|&i| {
+            let (dx, dy) = (mesh[i][0] - a[0], mesh[i][1] - a[1]);
+            [(dx * ex + dy * ey) / w2, (-dx * ey + dy * ex) / w2]
+        }));
+    }
+    Some(out)
+}
+
 fn descriptor_distance(a: &[[f32; 2]], b: &[[f32; 2]]) -> f32 {
     let s: f32 = a.iter().zip(b).map(|(p, q)| (p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2)).sum();
     (s / a.len().max(1) as f32).sqrt()
 }
 
-/// An extra shot prepared for drawing its mouth region onto the canvas.
+/// An extra shot prepared for drawing its mouth or eye region onto the canvas.
 struct ShotPatch {
     image: Frame,
     /// Mesh in `image` pixels.
     mesh: Vec<Pt>,
     features: FeatureSource,
-    descriptor: Vec<[f32; 2]>,
-    /// Per-channel gain matching the shot's lip colour to the portrait's.
-    gain: [f32; 3],
+    /// Per-channel gains matching the shot's colours to the portrait's: lips (mouth region)
+    /// and skin at the mesh points (eye region).
+    gain: [[f32; 3]; 2],
+}
+
+/// Which face region a patch covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RegionKind {
+    Mouth,
+    Eyes,
+}
+
+/// A face region that is drawn from whichever source (portrait or extra shot) matches the live
+/// shape best, cross-fading when the choice changes.
+struct PatchRegion {
+    kind: RegionKind,
+    /// Triangles touching the region's points, and per-vertex blend weights (1 on the region's
+    /// points, 0 one ring out: the patch feathers into the warp).
+    tris: Vec<usize>,
+    vertex_weight: Vec<f32>,
+    /// Shape descriptor of each source (index 0: the portrait).
+    descriptors: Vec<Option<Vec<[f32; 2]>>>,
+    /// Cross-fade weight of each source.
+    weights: Vec<f32>,
+    selected: usize,
+}
+
+impl PatchRegion {
+    fn new(kind: RegionKind, model: &WarpModel, points: &[usize], descriptors: Vec<Option<Vec<[f32; 2]>>>) -> PatchRegion {
+        let set: std::collections::HashSet<usize> = points.iter().copied().collect();
+        let tris = (0..model.triangles().len()).filter(|&k| model.triangles()[k].iter().any(|&v| set.contains(&(v as usize)))).collect();
+        let vertex_weight = (0..model.rest().len()).map(|i| if set.contains(&i) { 1.0 } else { 0.0 }).collect();
+        let mut weights = vec![0.0; descriptors.len()];
+        weights[0] = 1.0;
+        PatchRegion { kind, tris, vertex_weight, descriptors, weights, selected: 0 }
+    }
+
+    fn describe(&self, mesh: &[Pt]) -> Option<Vec<[f32; 2]>> {
+        match self.kind {
+            RegionKind::Mouth => mouth_descriptor(mesh),
+            RegionKind::Eyes => eye_descriptor(mesh),
+        }
+    }
+
+    /// Picks the source nearest to `mesh` (with hysteresis) and advances the cross-fade.
+    fn select(&mut self, mesh: &[Pt], dt: f32) {
+        if self.weights.len() < 2 {
+            return;
+        }
+        if let Some(d) = self.describe(mesh) {
+            let dists: Vec<f32> =
+                self.descriptors.iter().map(|s| s.as_ref().map(|s| descriptor_distance(s, &d)).unwrap_or(f32::INFINITY)).collect();
+            let best = (0..dists.len()).min_by(|&a, &b| dists[a].total_cmp(&dists[b])).unwrap_or(0);
+            if best != self.selected && dists[best] < SWITCH_MARGIN * dists[self.selected] {
+                self.selected = best;
+            }
+        }
+        let step = if dt > 0.0 && dt.is_finite() { (dt / SHOT_FADE_S).min(1.0) } else { 1.0 };
+        for (k, w) in self.weights.iter_mut().enumerate() {
+            let goal = if k == self.selected { 1.0 } else { 0.0 };
+            *w = if goal > *w { (*w + step).min(goal) } else { (*w - step).max(goal) };
+        }
+    }
+}
+
+/// Mean colour of `img` at the mesh points (a robust skin/face colour for gain matching).
+fn mesh_colour(img: &Frame, mesh: &[Pt]) -> [f32; 3] {
+    let mut acc = [0.0f64; 3];
+    for p in mesh {
+        let c = sample_bilinear(img, p[0] as f64, p[1] as f64);
+        for k in 0..3 {
+            acc[k] += c[k] as f64;
+        }
+    }
+    acc.map(|v| (v / mesh.len().max(1) as f64) as f32)
 }
 
 /// Per-avatar, per-output-size renderer.
@@ -102,12 +194,8 @@ pub struct WarpRenderer {
     neutral_iris: Option<[Iris; 2]>,
     features: FeatureSource,
     shots: Vec<ShotPatch>,
-    /// Triangles drawn from a shot for the mouth region, and per-vertex blend weights.
-    mouth_tris: Vec<usize>,
-    mouth_weight: Vec<f32>,
-    /// Weight of each shot's mouth (index 0: the portrait itself), cross-fading.
-    weights: Vec<f32>,
-    selected: usize,
+    /// Mouth and eye regions drawn from the best-matching shot.
+    regions: [PatchRegion; 2],
     /// Eye and mouth fallbacks (off when a refiner does that job).
     fallbacks: bool,
     /// Side of the portrait's face crop in canvas pixels (the retargeter's reference size).
@@ -141,18 +229,20 @@ impl WarpRenderer {
             let mesh: Vec<Pt> = s.mesh.iter().map(|q| [q[0] * kx, q[1] * ky]).collect();
             let iris = s.iris.map(|ir| ir.map(|i| Iris { cx: i.cx * kx, cy: i.cy * ky, r: i.r * kx }));
             let Ok(fs) = FeatureSource::measure(&image, &mesh, iris.as_ref()) else { continue };
-            let Some(descriptor) = mouth_descriptor(&mesh) else { continue };
-            let gain = [0, 1, 2].map(|c| (features.lip_colour[c] as f32 + 1.0) / (fs.lip_colour[c] as f32 + 1.0)).map(|g| g.clamp(0.6, 1.6));
-            shots.push(ShotPatch { image, mesh, features: fs, descriptor, gain });
+            let lips = [0, 1, 2].map(|c| (features.lip_colour[c] as f32 + 1.0) / (fs.lip_colour[c] as f32 + 1.0)).map(|g| g.clamp(0.6, 1.6));
+            let (pc, sc) = (mesh_colour(&canvas, &neutral), mesh_colour(&image, &mesh));
+            let skin = [0, 1, 2].map(|c| ((pc[c] + 1.0) / (sc[c] + 1.0)).clamp(0.6, 1.6));
+            shots.push(ShotPatch { image, mesh, features: fs, gain: [lips, skin] });
         }
-        // Mouth region: triangles touching a lip point; weight 1 on the lips, 0 one ring out.
-        let lips: std::collections::HashSet<usize> = OUTER_LIPS.iter().chain(INNER_LIPS.iter()).copied().collect();
-        let mouth_tris: Vec<usize> =
-            (0..model.triangles().len()).filter(|&k| model.triangles()[k].iter().any(|&v| lips.contains(&(v as usize)))).collect();
-        let mouth_weight: Vec<f32> = (0..model.rest().len()).map(|i| if lips.contains(&i) { 1.0 } else { 0.0 }).collect();
-        let n = shots.len() + 1;
-        let mut weights = vec![0.0; n];
-        weights[0] = 1.0;
+        let lips: Vec<usize> = OUTER_LIPS.iter().chain(INNER_LIPS.iter()).copied().collect();
+        let eyes: Vec<usize> = crate::core::mesh::EYE_R.iter().chain(crate::core::mesh::EYE_L.iter()).copied().collect();
+        let descs = |f: fn(&[Pt]) -> Option<Vec<[f32; 2]>>| -> Vec<Option<Vec<[f32; 2]>>> {
+            std::iter::once(f(&neutral)).chain(shots.iter().map(|s| f(&s.mesh))).collect()
+        };
+        let regions = [
+            PatchRegion::new(RegionKind::Mouth, &model, &lips, descs(mouth_descriptor)),
+            PatchRegion::new(RegionKind::Eyes, &model, &eyes, descs(eye_descriptor)),
+        ];
         Ok(WarpRenderer {
             canvas,
             lb,
@@ -161,10 +251,7 @@ impl WarpRenderer {
             neutral_iris,
             features,
             shots,
-            mouth_tris,
-            mouth_weight,
-            weights,
-            selected: 0,
+            regions,
             fallbacks: true,
             crop_side: crop_side as f32,
         })
@@ -196,30 +283,21 @@ impl WarpRenderer {
     }
     /// The shot currently chosen for the mouth (0: the portrait).
     pub fn selected_shot(&self) -> usize {
-        self.selected
+        self.regions[0].selected
+    }
+    /// The shot currently chosen for the eyes (0: the portrait).
+    pub fn selected_eye_shot(&self) -> usize {
+        self.regions[1].selected
     }
     /// Turns the deterministic eye and mouth fallbacks on or off.
     pub fn set_fallbacks(&mut self, on: bool) {
         self.fallbacks = on;
     }
 
-    /// Picks the mouth source for `mesh` (canvas pixels) and advances the cross-fade by `dt`.
+    /// Picks the mouth and eye sources for `mesh` (canvas pixels) and advances the cross-fades.
     fn select(&mut self, mesh: &[Pt], dt: f32) {
-        if self.shots.is_empty() {
-            return;
-        }
-        if let Some(d) = mouth_descriptor(mesh) {
-            let portrait = mouth_descriptor(&self.neutral).map(|n| descriptor_distance(&n, &d)).unwrap_or(f32::INFINITY);
-            let dists: Vec<f32> = std::iter::once(portrait).chain(self.shots.iter().map(|s| descriptor_distance(&s.descriptor, &d))).collect();
-            let best = (0..dists.len()).min_by(|&a, &b| dists[a].total_cmp(&dists[b])).unwrap_or(0);
-            if best != self.selected && dists[best] < SWITCH_MARGIN * dists[self.selected] {
-                self.selected = best;
-            }
-        }
-        let step = if dt > 0.0 && dt.is_finite() { (dt / SHOT_FADE_S).min(1.0) } else { 1.0 };
-        for (k, w) in self.weights.iter_mut().enumerate() {
-            let goal = if k == self.selected { 1.0 } else { 0.0 };
-            *w = if goal > *w { (*w + step).min(goal) } else { (*w - step).max(goal) };
+        for r in self.regions.iter_mut() {
+            r.select(mesh, dt);
         }
     }
 
@@ -236,14 +314,18 @@ impl WarpRenderer {
         let live = &dst[..n_mesh];
         self.select(live, dt);
         let mut gap_src = self.features.gap;
-        for k in 1..self.weights.len() {
-            let w = self.weights[k];
-            if w <= 0.0 {
-                continue;
+        for (ri, region) in self.regions.iter().enumerate() {
+            for k in 1..region.weights.len() {
+                let w = region.weights[k];
+                if w <= 0.0 {
+                    continue;
+                }
+                let shot = &self.shots[k - 1];
+                draw_patch(region, shot, self.model.triangles(), self.model.roi(), &dst, w, shot.gain[ri], &mut out);
+                if region.kind == RegionKind::Mouth {
+                    gap_src = gap_src + (shot.features.gap - gap_src) * w;
+                }
             }
-            let shot = &self.shots[k - 1];
-            self.draw_mouth_patch(shot, &dst, w, &mut out);
-            gap_src = gap_src + (shot.features.gap - gap_src) * w;
         }
         if self.fallbacks {
             render_eyes(&self.canvas, &self.features, live, iris, &mut out, 1.0);
@@ -253,40 +335,41 @@ impl WarpRenderer {
         Ok(out)
     }
 
-    /// Draws the lip region of `shot` warped to `dst`, blended by the per-vertex weights × `w`.
-    fn draw_mouth_patch(&self, shot: &ShotPatch, dst: &[Pt], w: f32, out: &mut Frame) {
-        let tris = self.model.triangles();
-        let width = out.width as usize;
-        let roi = self.model.roi();
-        for &k in &self.mouth_tris {
-            let t = tris[k];
-            let (i0, i1, i2) = (t[0] as usize, t[1] as usize, t[2] as usize);
-            // Only mesh vertices have a position in the shot.
-            if i0 >= shot.mesh.len() || i1 >= shot.mesh.len() || i2 >= shot.mesh.len() {
+}
+
+/// Draws `region` of `shot` warped to `dst`, colour-matched by `gain`, blended by the region's
+/// per-vertex weights times `w`.
+#[allow(clippy::too_many_arguments)]
+fn draw_patch(region: &PatchRegion, shot: &ShotPatch, tris: &[[u32; 3]], roi: [u32; 4], dst: &[Pt], w: f32, gain: [f32; 3], out: &mut Frame) {
+    let width = out.width as usize;
+    for &k in &region.tris {
+        let t = tris[k];
+        let (i0, i1, i2) = (t[0] as usize, t[1] as usize, t[2] as usize);
+        // Only mesh vertices have a position in the shot.
+        if i0 >= shot.mesh.len() || i1 >= shot.mesh.len() || i2 >= shot.mesh.len() {
+            continue;
+        }
+        let d = [dst[i0], dst[i1], dst[i2]];
+        let s = [shot.mesh[i0], shot.mesh[i1], shot.mesh[i2]];
+        let wv = [region.vertex_weight[i0], region.vertex_weight[i1], region.vertex_weight[i2]];
+        // Barycentric weights come from the same affine map: map the triangle to itself in a
+        // unit basis to get them per pixel.
+        let unit = [[1.0f32, 0.0], [0.0, 1.0], [0.0, 0.0]];
+        let mut bary: Vec<(u32, u32, f64, f64)> = Vec::new();
+        raster_triangle(d, unit, roi, |x, y, u, v| bary.push((x, y, u, v)));
+        let mut src_pos: Vec<(f64, f64)> = Vec::with_capacity(bary.len());
+        raster_triangle(d, s, roi, |_, _, sx, sy| src_pos.push((sx, sy)));
+        for ((x, y, u, v), (sx, sy)) in bary.into_iter().zip(src_pos) {
+            let a = (wv[0] as f64 * u + wv[1] as f64 * v + wv[2] as f64 * (1.0 - u - v)) as f32 * w;
+            if a <= 0.0 {
                 continue;
             }
-            let d = [dst[i0], dst[i1], dst[i2]];
-            let s = [shot.mesh[i0], shot.mesh[i1], shot.mesh[i2]];
-            let wv = [self.mouth_weight[i0], self.mouth_weight[i1], self.mouth_weight[i2]];
-            // Barycentric weights come from the same affine map: map the triangle to itself in
-            // a unit basis to get them per pixel.
-            let unit = [[1.0f32, 0.0], [0.0, 1.0], [0.0, 0.0]];
-            let mut bary: Vec<(u32, u32, f64, f64)> = Vec::new();
-            raster_triangle(d, unit, roi, |x, y, u, v| bary.push((x, y, u, v)));
-            let mut src_pos: Vec<(f64, f64)> = Vec::with_capacity(bary.len());
-            raster_triangle(d, s, roi, |_, _, sx, sy| src_pos.push((sx, sy)));
-            for ((x, y, u, v), (sx, sy)) in bary.into_iter().zip(src_pos) {
-                let a = (wv[0] as f64 * u + wv[1] as f64 * v + wv[2] as f64 * (1.0 - u - v)) as f32 * w;
-                if a <= 0.0 {
-                    continue;
-                }
-                let c = sample_bilinear(&shot.image, sx, sy);
-                let o = 3 * (y as usize * width + x as usize);
-                for ch in 0..3 {
-                    let v = c[ch] as f32 * shot.gain[ch];
-                    let cur = out.data[o + ch] as f32;
-                    out.data[o + ch] = (cur + (v - cur) * a).round().clamp(0.0, 255.0) as u8;
-                }
+            let c = sample_bilinear(&shot.image, sx, sy);
+            let o = 3 * (y as usize * width + x as usize);
+            for ch in 0..3 {
+                let v = c[ch] as f32 * gain[ch];
+                let cur = out.data[o + ch] as f32;
+                out.data[o + ch] = (cur + (v - cur) * a).round().clamp(0.0, 255.0) as u8;
             }
         }
     }
@@ -318,7 +401,15 @@ mod tests {
     #[test]
     fn mouth_source_switches_with_hysteresis_and_fades() {
         let mut av = sample_avatar(3);
-        // Shot 2 has an open mouth.
+        // Shot 1 has shut eyes (lids on the corner line), shot 2 an open mouth.
+        for e in 0..2 {
+            let c = crate::core::mesh::eye_contour(e);
+            let (a, b) = (av.shots[1].mesh[c[0]], av.shots[1].mesh[c[8]]);
+            for (k, &i) in c.iter().enumerate() {
+                let t = if k <= 8 { k as f32 / 8.0 } else { (16 - k) as f32 / 8.0 };
+                av.shots[1].mesh[i] = [a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])];
+            }
+        }
         let open = &mut av.shots[2].mesh;
         for &(_, l) in crate::core::mesh::LIP_PAIRS.iter() {
             open[l][1] += 8.0;
@@ -334,13 +425,25 @@ mod tests {
         // under such lip motion, and the fold repair would undo it before drawing.)
         r.select(&target, 0.04);
         assert_eq!(r.selected_shot(), 2);
-        assert!((r.weights[2] - 0.4).abs() < 1e-4, "{:?}", r.weights);
+        assert!((r.regions[0].weights[2] - 0.4).abs() < 1e-4, "{:?}", r.regions[0].weights);
         r.select(&target, 0.04);
         r.select(&target, 0.04);
-        assert_eq!(r.weights, vec![0.0, 0.0, 1.0]);
+        assert_eq!(r.regions[0].weights, vec![0.0, 0.0, 1.0]);
         r.render(&target, None, &Similarity::IDENTITY, 0.04).unwrap();
+        // The eyes choose on their own: a target with shut lids takes the shut-eyed shot 1.
+        assert_eq!(r.selected_eye_shot(), 0);
         r.select(&av.shots[0].mesh, 1.0);
         assert_eq!(r.selected_shot(), 0);
-        assert_eq!(r.weights, vec![1.0, 0.0, 0.0]);
+        assert_eq!(r.regions[0].weights, vec![1.0, 0.0, 0.0]);
+        let mut shut = av.shots[0].mesh.clone();
+        for e in 0..2 {
+            let c = crate::core::mesh::eye_contour(e);
+            for &i in c.iter() {
+                shut[i] = av.shots[1].mesh[i];
+            }
+        }
+        r.select(&shut, 1.0);
+        assert_eq!((r.selected_eye_shot(), r.selected_shot()), (1, 0));
+        assert_eq!(r.regions[1].weights, vec![0.0, 1.0, 0.0]);
     }
 }
