@@ -1,6 +1,6 @@
 //! Renders a warp avatar at the output size: the portrait letterboxed once into a cached canvas,
 //! then per frame only the face's region of interest is redrawn: dense warp, then the mouth and
-//! eye regions from the best-matching shot (K > 1), then the eye and mouth fallbacks.
+//! eye regions from the best-matching shots (K > 1), then the eye and mouth fallbacks.
 //!
 //! Everything happens in canvas (output) pixels: when `--size` equals the portrait's size the
 //! canvas *is* the portrait, pixel for pixel (no letterbox, crop or resample).
