@@ -9,20 +9,12 @@ use opencv::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The developers' data set: `$PUPPETCAM_DATA`, else `../shared/data` beside the repository.
-/// Missing data is a failure under `CI=true`, a skip (with a message) elsewhere.
+mod common;
+
+/// The developers' data set (tests/common: `$PUPPETCAM_DATA`, else ../shared/data; missing data
+/// skips on a developer machine and fails under CI=true).
 fn data() -> Option<PathBuf> {
-    let d = std::env::var_os("PUPPETCAM_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    if d.join("videos").is_dir() {
-        return Some(d);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("data set not found at {} (set PUPPETCAM_DATA); CI requires it", d.display());
-    }
-    eprintln!("SKIPPED: no data set at {} (set PUPPETCAM_DATA)", d.display());
-    None
+    common::data("videos").map(|_| common::data_root())
 }
 
 fn puppetcam(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> Output {

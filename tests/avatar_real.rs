@@ -8,7 +8,7 @@
 //! it on a developer machine, a failure under CI=true.
 use puppetcam::avatar::create::create;
 use puppetcam::avatar::{Ease, MeshNeutral, WarpStage};
-use puppetcam::core::landmarks::to68;
+use puppetcam::core::landmarks::{to68, to68_2d};
 use puppetcam::core::retarget::{openness, openness::Eye, RetargetParams};
 use puppetcam::core::types::{FaceLandmarks, Iris};
 use puppetcam::face::extract::{extract_with, ExtractArgs, FrameRecord};
@@ -65,7 +65,7 @@ fn portraits_follow_held_out_drivers_mouth_and_eyes() {
             for (k, lm) in lms.iter().enumerate() {
                 let (posed, used) = st.drive(Some(lm), 1.0 / 30.0);
                 assert!(used, "{p} x {name}: frame {k} rejected");
-                let o68 = to68(&posed.pts.iter().map(|q| [q[0], q[1], 0.0]).collect::<Vec<_>>()).unwrap();
+                let o68 = to68_2d(&posed.pts).unwrap();
                 m_d.push(openness::mouth(&lm.pts68).unwrap_or(0.0) as f64);
                 m_o.push(openness::mouth(&o68).unwrap_or(0.0) as f64);
                 e_d.push(eye_mean(&lm.pts68));

@@ -7,7 +7,7 @@ pub mod render;
 
 use crate::core::geometry::{Pt, Similarity};
 use crate::core::mesh::Lift68;
-use crate::core::retarget::{DriverNeutral, FaceLostEaser, NeutralStatus, Posed, RetargetParams, Retargeter, Topology};
+use crate::core::retarget::{DriverNeutral, FaceLostEaser, NeutralStatus, Posed, RetargetParams, Retargeter, Shape68, Topology};
 use crate::core::types::{FaceLandmarks, Frame, Iris};
 use crate::error::Result;
 pub use file::WarpAvatar;
@@ -43,6 +43,12 @@ pub struct WarpStage {
     pending: Option<(MeshNeutral, RetargetParams)>,
 }
 
+/// The retargeter of a warp avatar: the portrait's mesh on the canvas is the target, with the
+/// given driver neutral (or none: provisional, then learned).
+fn mesh_retargeter(renderer: &WarpRenderer, topo: Topology, dn: Option<DriverNeutral>, params: RetargetParams) -> Result<Retargeter> {
+    Retargeter::with_topology(topo, renderer.neutral().to_vec(), renderer.neutral_iris(), dn, params, renderer.crop_side() as f64)
+}
+
 impl WarpStage {
     pub fn new(avatar: WarpAvatar, out_w: u32, out_h: u32, params: RetargetParams, neutral: Option<&MeshNeutral>, ease: Ease) -> Result<WarpStage> {
         let renderer = WarpRenderer::new(&avatar, out_w, out_h)?;
@@ -53,13 +59,9 @@ impl WarpStage {
         let dn = neutral.and_then(|n| n.mesh.clone().map(|pts| DriverNeutral { pts, iris: n.iris }));
         if let (Some(n), None) = (neutral, &dn) {
             // Validate the 68 points now (a bad profile is an error at load, not mid-stream).
-            crate::core::retarget::Retargeter::new(
-                crate::core::retarget::Shape68 { pts68: crate::core::landmarks::to68(&target.iter().map(|p| [p[0], p[1], 0.0]).collect::<Vec<_>>())?, iris: None },
-                Some(crate::core::retarget::Shape68 { pts68: n.pts68, iris: None }),
-                params.clone(),
-            )?;
+            Retargeter::new(Shape68 { pts68: topo.sub(&target), iris: None }, Some(Shape68 { pts68: n.pts68, iris: None }), params.clone())?;
         }
-        let retargeter = Retargeter::with_topology(topo, target.clone(), renderer.neutral_iris(), dn, params, renderer.crop_side() as f64)?;
+        let retargeter = mesh_retargeter(&renderer, topo, dn, params)?;
         let rest = Posed { pts: target, iris: renderer.neutral_iris(), pose: Similarity::IDENTITY };
         let easer = FaceLostEaser::new(rest, ease.hold_s, ease.out_s, ease.in_s);
         Ok(WarpStage { avatar, renderer, retargeter, easer, lift, pending })
@@ -79,11 +81,7 @@ impl WarpStage {
             let c = to_frame.apply([i.cx, i.cy]);
             Iris { cx: c[0], cy: c[1], r: i.r * to_frame.scale as f32 }
         }));
-        let target = self.renderer.neutral().to_vec();
-        let made = Topology::mesh468(&target).and_then(|topo| {
-            Retargeter::with_topology(topo, target, self.renderer.neutral_iris(), Some(DriverNeutral { pts, iris }), params, self.renderer.crop_side() as f64)
-        });
-        match made {
+        match mesh_retargeter(&self.renderer, self.retargeter.topology().clone(), Some(DriverNeutral { pts, iris }), params) {
             Ok(r) => self.retargeter = r,
             Err(e) => log::warn!("driver neutral from the profile is unusable with this face ({e}); learning it instead"),
         }
@@ -100,10 +98,6 @@ impl WarpStage {
 
     pub fn renderer(&self) -> &WarpRenderer {
         &self.renderer
-    }
-
-    pub fn renderer_mut(&mut self) -> &mut WarpRenderer {
-        &mut self.renderer
     }
 
     /// The driver's mesh (2-D) from its landmarks, lifting 68-point-only landmarks.

@@ -54,44 +54,37 @@ pub fn letterbox(img: &Frame, out_w: u32, out_h: u32) -> Result<(Frame, Letterbo
     Ok((canvas, lb))
 }
 
-/// Mouth shape descriptor: outer and inner lip points in the mouth's own frame (origin at one
-/// inner corner, x towards the other, unit = mouth width). Invariant to pose and size.
-pub fn mouth_descriptor(mesh: &[Pt]) -> Option<Vec<[f32; 2]>> {
-    let a = mesh[MOUTH_CORNERS.0];
-    let b = mesh[MOUTH_CORNERS.1];
+/// Points `idx` of `mesh` in the frame of the segment `a` -> `b` (origin at `a`, x towards `b`,
+/// unit = its length): a shape with pose and size taken out. `None` for a degenerate segment.
+fn in_segment_frame(mesh: &[Pt], a: usize, b: usize, idx: impl Iterator<Item = usize>) -> Option<Vec<[f32; 2]>> {
+    let (a, b) = (mesh[a], mesh[b]);
     let (ex, ey) = (b[0] - a[0], b[1] - a[1]);
     let w2 = ex * ex + ey * ey;
     if !(w2 > 1e-6) {
         return None;
     }
     Some(
-        OUTER_LIPS
-            .iter()
-            .chain(INNER_LIPS.iter())
-            .map(|&i| {
-                let (dx, dy) = (mesh[i][0] - a[0], mesh[i][1] - a[1]);
-                [(dx * ex + dy * ey) / w2, (-dx * ey + dy * ex) / w2]
-            })
-            .collect(),
+        idx.map(|i| {
+            let (dx, dy) = (mesh[i][0] - a[0], mesh[i][1] - a[1]);
+            [(dx * ex + dy * ey) / w2, (-dx * ey + dy * ex) / w2]
+        })
+        .collect(),
     )
 }
 
-/// Eye shape descriptor: both eye contours in their own eye frames (origin at corner a, x towards
-/// corner b, unit = eye width): lid opening and shape, invariant to pose and size.
+/// Mouth shape descriptor: outer and inner lip points in the mouth's own frame (inner corner
+/// to inner corner). Invariant to pose and size.
+pub fn mouth_descriptor(mesh: &[Pt]) -> Option<Vec<[f32; 2]>> {
+    in_segment_frame(mesh, MOUTH_CORNERS.0, MOUTH_CORNERS.1, OUTER_LIPS.iter().chain(INNER_LIPS.iter()).copied())
+}
+
+/// Eye shape descriptor: both eye contours in their own eye frames (corner to corner): lid
+/// opening and shape, invariant to pose and size.
 pub fn eye_descriptor(mesh: &[Pt]) -> Option<Vec<[f32; 2]>> {
     let mut out = Vec::with_capacity(32);
     for e in 0..2 {
         let c = crate::core::mesh::eye_contour(e);
-        let (a, b) = (mesh[c[0]], mesh[c[8]]);
-        let (ex, ey) = (b[0] - a[0], b[1] - a[1]);
-        let w2 = ex * ex + ey * ey;
-        if !(w2 > 1e-6) {
-            return None;
-        }
-        out.extend(c.iter().map(|&i| {
-            let (dx, dy) = (mesh[i][0] - a[0], mesh[i][1] - a[1]);
-            [(dx * ex + dy * ey) / w2, (-dx * ey + dy * ex) / w2]
-        }));
+        out.extend(in_segment_frame(mesh, c[0], c[8], c.iter().copied())?);
     }
     Some(out)
 }
@@ -187,7 +180,6 @@ fn mesh_colour(img: &Frame, mesh: &[Pt]) -> [f32; 3] {
 /// Per-avatar, per-output-size renderer.
 pub struct WarpRenderer {
     canvas: Frame,
-    lb: Letterbox,
     model: WarpModel,
     /// The portrait's mesh and irises in canvas pixels.
     neutral: Vec<Pt>,
@@ -214,7 +206,7 @@ impl WarpRenderer {
         let neutral_iris = p.iris.map(|ir| ir.map(|i| lb.apply_iris(i)));
         let model = WarpModel::with_triangles(out_w, out_h, &neutral, av.triangles.clone())?;
         let features = FeatureSource::measure(&canvas, &neutral, neutral_iris.as_ref())?;
-        let crop_side = crop_box_from_68(&crate::core::landmarks::to68(&neutral.iter().map(|q| [q[0], q[1], 0.0]).collect::<Vec<_>>())?)?.side;
+        let crop_side = crop_box_from_68(&crate::core::landmarks::to68_2d(&neutral)?)?.side;
         // Extra shots: scaled so that their mouth is as wide as the portrait's on the canvas
         // (sampling them at about 1:1 keeps them sharp and unaliased).
         let pw = crate::core::geometry::dist(neutral[MOUTH_CORNERS.0], neutral[MOUTH_CORNERS.1]) as f32;
@@ -245,7 +237,6 @@ impl WarpRenderer {
         ];
         Ok(WarpRenderer {
             canvas,
-            lb,
             model,
             neutral,
             neutral_iris,
@@ -260,9 +251,6 @@ impl WarpRenderer {
     /// The cached canvas: the portrait at rest (idle frame).
     pub fn canvas(&self) -> &Frame {
         &self.canvas
-    }
-    pub fn letterbox(&self) -> Letterbox {
-        self.lb
     }
     /// The portrait's mesh in canvas pixels (the retargeter's target).
     pub fn neutral(&self) -> &[Pt] {
@@ -352,18 +340,17 @@ fn draw_patch(region: &PatchRegion, shot: &ShotPatch, tris: &[[u32; 3]], roi: [u
         let d = [dst[i0], dst[i1], dst[i2]];
         let s = [shot.mesh[i0], shot.mesh[i1], shot.mesh[i2]];
         let wv = [region.vertex_weight[i0], region.vertex_weight[i1], region.vertex_weight[i2]];
-        // Barycentric weights come from the same affine map: map the triangle to itself in a
-        // unit basis to get them per pixel.
+        // Mapping the triangle onto the unit basis gives each pixel's barycentric coordinates
+        // (u, v, 1 - u - v); the shot position and the blend weight follow from them.
         let unit = [[1.0f32, 0.0], [0.0, 1.0], [0.0, 0.0]];
-        let mut bary: Vec<(u32, u32, f64, f64)> = Vec::new();
-        raster_triangle(d, unit, roi, |x, y, u, v| bary.push((x, y, u, v)));
-        let mut src_pos: Vec<(f64, f64)> = Vec::with_capacity(bary.len());
-        raster_triangle(d, s, roi, |_, _, sx, sy| src_pos.push((sx, sy)));
-        for ((x, y, u, v), (sx, sy)) in bary.into_iter().zip(src_pos) {
-            let a = (wv[0] as f64 * u + wv[1] as f64 * v + wv[2] as f64 * (1.0 - u - v)) as f32 * w;
+        raster_triangle(d, unit, roi, |x, y, u, v| {
+            let l = [u, v, 1.0 - u - v];
+            let a = (wv[0] as f64 * l[0] + wv[1] as f64 * l[1] + wv[2] as f64 * l[2]) as f32 * w;
             if a <= 0.0 {
-                continue;
+                return;
             }
+            let sx = s[0][0] as f64 * l[0] + s[1][0] as f64 * l[1] + s[2][0] as f64 * l[2];
+            let sy = s[0][1] as f64 * l[0] + s[1][1] as f64 * l[1] + s[2][1] as f64 * l[2];
             let c = sample_bilinear(&shot.image, sx, sy);
             let o = 3 * (y as usize * width + x as usize);
             for ch in 0..3 {
@@ -371,7 +358,7 @@ fn draw_patch(region: &PatchRegion, shot: &ShotPatch, tris: &[[u32; 3]], roi: [u
                 let cur = out.data[o + ch] as f32;
                 out.data[o + ch] = (cur + (v - cur) * a).round().clamp(0.0, 255.0) as u8;
             }
-        }
+        });
     }
 }
 

@@ -40,6 +40,14 @@ pub fn to68(mesh: &[[f32; 3]]) -> Result<[[f32; 2]; 68]> {
     Ok(out)
 }
 
+/// The 68 iBUG points of a 2-D mesh (mesh points without z, as retargeting and the warp use).
+pub fn to68_2d(mesh: &[[f32; 2]]) -> Result<[[f32; 2]; 68]> {
+    if mesh.len() < MESH_POINTS {
+        return Err(Error::Invalid(format!("face mesh has {} points, expected {MESH_POINTS}", mesh.len())));
+    }
+    Ok(MP468_TO_68.map(|i| mesh[i]))
+}
+
 fn mean(pts: &[[f32; 2]]) -> [f32; 2] {
     let n = pts.len() as f32;
     let (sx, sy) = pts.iter().fold((0.0, 0.0), |(x, y), p| (x + p[0], y + p[1]));

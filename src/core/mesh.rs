@@ -36,10 +36,6 @@ pub const LIP_PAIRS: [(usize, usize); 9] =
 /// Mouth corners of the inner-lip contour (iBUG 60 and 64).
 pub const MOUTH_CORNERS: (usize, usize) = (78, 308);
 
-/// Eyebrows (not used for regions: those come from the nearest 68-point landmark).
-pub const BROW_R: [usize; 10] = [46, 53, 52, 65, 55, 70, 63, 105, 66, 107];
-pub const BROW_L: [usize; 10] = [276, 283, 282, 295, 285, 300, 293, 334, 296, 336];
-
 /// The eye contour of eye `e` (0 = subject's right, 1 = left).
 pub fn eye_contour(e: usize) -> &'static [usize; 16] {
     if e == 0 {
@@ -62,18 +58,6 @@ pub fn tables_consistent() -> bool {
         && INNER_LIPS[10] == MP468_TO_68[64]
         && OUTER_LIPS[0] == MP468_TO_68[48]
         && MOUTH_CORNERS == (MP468_TO_68[60], MP468_TO_68[64])
-}
-
-/// Polygon area (shoelace), absolute value, of the points `idx` of `pts`.
-pub fn polygon_area(pts: &[[f32; 2]], idx: &[usize]) -> f32 {
-    let n = idx.len();
-    let mut a = 0.0f64;
-    for k in 0..n {
-        let p = pts[idx[k]];
-        let q = pts[idx[(k + 1) % n]];
-        a += p[0] as f64 * q[1] as f64 - q[0] as f64 * p[1] as f64;
-    }
-    (a.abs() / 2.0) as f32
 }
 
 /// Mean inner-lip gap (pairs' distances) divided by the mouth width: 0 closed, ~0.3-0.6 wide open.
@@ -110,7 +94,7 @@ mod tests {
     }
 
     #[test]
-    fn area_and_gap_of_a_square_mouth() {
+    fn gap_of_a_square_mouth() {
         let mut pts = vec![[0.0f32, 0.0]; 468];
         pts[MOUTH_CORNERS.0] = [0.0, 0.0];
         pts[MOUTH_CORNERS.1] = [10.0, 0.0];
@@ -119,8 +103,6 @@ mod tests {
             pts[l] = [5.0, 1.0];
         }
         assert!((mouth_gap(&pts) - 0.2).abs() < 1e-6);
-        let sq = [[0.0, 0.0], [2.0, 0.0], [2.0, 3.0], [0.0, 3.0]];
-        assert_eq!(polygon_area(&sq, &[0, 1, 2, 3]), 6.0);
         assert_eq!(mouth_gap(&vec![[1.0, 1.0]; 468]), 0.0);
     }
 }
@@ -186,7 +168,7 @@ impl Lift68 {
         if template.len() != super::landmarks::MESH_POINTS || !template.iter().all(|p| p[0].is_finite() && p[1].is_finite()) {
             return Err(Error::Invalid("lift: template mesh missing or not finite".into()));
         }
-        let t68: Vec<[f32; 2]> = MP468_TO_68.iter().map(|&i| template[i]).collect();
+        let t68 = super::landmarks::to68_2d(template)?;
         let mut ties: Vec<Option<Tie>> = vec![None; template.len()];
         for (c, (_, contour)) in CHAINS.iter().enumerate() {
             let pts: Vec<[f32; 2]> = contour.iter().map(|&i| template[i]).collect();
@@ -257,7 +239,7 @@ mod lift_tests {
         let m = crate::core::warp::tests::synthetic_mesh(200.0, 200.0, 90.0);
         // Give the synthetic mesh a proper open mouth and eyes along the chains.
         let lift = Lift68::new(&m).unwrap();
-        let p68: [[f32; 2]; 68] = std::array::from_fn(|k| m[MP468_TO_68[k]]);
+        let p68 = crate::core::landmarks::to68_2d(&m).unwrap();
         let back = lift.apply(&p68);
         for i in 0..468 {
             let on_chain = CHAINS.iter().any(|(_, c)| c.contains(&i));

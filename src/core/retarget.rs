@@ -781,11 +781,6 @@ impl Retargeter {
         &self.target
     }
 
-    /// The portrait's neutral points in the retargeter's topology.
-    pub fn target_points(&self) -> &[Pt] {
-        &self.target_all
-    }
-
     /// The driver neutral (68-point subset) the retargeter is using or heading to, if any.
     pub fn driver_neutral(&self) -> Option<Pts68> {
         match &self.goal {
@@ -1163,10 +1158,6 @@ impl Blend for Posed {
     }
 }
 
-fn lerp_shape<T: Blend>(a: &T, b: &T, w: f32) -> T {
-    a.blend(b, w)
-}
-
 /// Phase of the face-lost easing, for status and tests.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum EasePhase {
@@ -1263,7 +1254,7 @@ impl<T: Blend> FaceLostEaser<T> {
             self.phase = EasePhase::Tracking;
             return s.clone();
         }
-        lerp_shape(&self.from, s, smoothstep(self.t / self.in_s))
+        self.from.blend(s, smoothstep(self.t / self.in_s))
     }
 
     fn hold_or_ease(&mut self) -> T {
@@ -1278,7 +1269,7 @@ impl<T: Blend> FaceLostEaser<T> {
             self.phase = EasePhase::Neutral;
             return self.neutral.clone();
         }
-        lerp_shape(&self.from, &self.neutral, smoothstep(self.t / self.out_s))
+        self.from.blend(&self.neutral, smoothstep(self.t / self.out_s))
     }
 }
 

@@ -56,8 +56,6 @@ pub struct WarpModel {
     may_collapse: Vec<bool>,
     /// Drawing order: slivers first.
     order: Vec<usize>,
-    /// Face-oval centre (the rings' centre).
-    centre: Pt,
     /// ROI `[x0, y0, x1, y1)` clipped to the canvas.
     roi: [u32; 4],
     /// Neighbours of each control point in the triangulation (fold repair smooths over them).
@@ -73,8 +71,8 @@ fn finite(p: &Pt) -> bool {
 }
 
 /// The control points at rest for a mesh on a canvas: mesh, inner ring, outer ring, ROI border
-/// (exact multiples of the mesh geometry, so they scale with it), the oval centre and the ROI.
-fn control_points(width: u32, height: u32, mesh: &[Pt]) -> Result<(Vec<Pt>, Pt, [u32; 4])> {
+/// (exact multiples of the mesh geometry, so they scale with it), and the ROI.
+fn control_points(width: u32, height: u32, mesh: &[Pt]) -> Result<(Vec<Pt>, [u32; 4])> {
     if width == 0 || height == 0 {
         return Err(Error::Invalid("warp: empty canvas".into()));
     }
@@ -117,32 +115,32 @@ fn control_points(width: u32, height: u32, mesh: &[Pt]) -> Result<(Vec<Pt>, Pt, 
         (x1.floor() + 1.0).clamp(0.0, width as f32) as u32,
         (y1.floor() + 1.0).clamp(0.0, height as f32) as u32,
     ];
-    Ok((src, centre, roi))
+    Ok((src, roi))
 }
 
 impl WarpModel {
     /// `mesh`: the portrait's 468 mesh points in canvas pixels; `width` x `height`: the canvas.
     /// Triangulates the control points (Delaunay).
     pub fn new(width: u32, height: u32, mesh: &[Pt]) -> Result<WarpModel> {
-        let (src, centre, roi) = control_points(width, height, mesh)?;
+        let (src, roi) = control_points(width, height, mesh)?;
         let pts: Vec<delaunator::Point> = src.iter().map(|p| delaunator::Point { x: p[0] as f64, y: p[1] as f64 }).collect();
         let t = delaunator::triangulate(&pts);
         if t.triangles.is_empty() {
             return Err(Error::Invalid("warp: landmarks are degenerate (no triangulation)".into()));
         }
         let tris: Vec<[u32; 3]> = t.triangles.chunks_exact(3).map(|c| [c[0] as u32, c[1] as u32, c[2] as u32]).collect();
-        Self::from_parts(width, height, src, mesh.len(), FACE_OVAL.len(), tris, centre, roi)
+        Self::from_parts(width, height, src, mesh.len(), FACE_OVAL.len(), tris, roi)
     }
 
     /// Like [`Self::new`] with a stored triangulation (an avatar file keeps it: the control points
     /// scale with the canvas, and Delaunay triangulations are invariant under scaling). Checks
     /// that the triangles fit these points: valid indices, one orientation.
     pub fn with_triangles(width: u32, height: u32, mesh: &[Pt], tris: Vec<[u32; 3]>) -> Result<WarpModel> {
-        let (src, centre, roi) = control_points(width, height, mesh)?;
+        let (src, roi) = control_points(width, height, mesh)?;
         if tris.is_empty() {
             return Err(Error::Invalid("warp: empty triangulation".into()));
         }
-        let m = Self::from_parts(width, height, src, mesh.len(), FACE_OVAL.len(), tris, centre, roi)?;
+        let m = Self::from_parts(width, height, src, mesh.len(), FACE_OVAL.len(), tris, roi)?;
         let pos = m.src_area.iter().filter(|&&a| a > 0.0).count();
         let neg = m.src_area.iter().filter(|&&a| a < 0.0).count();
         if pos > 0 && neg > 0 {
@@ -154,7 +152,7 @@ impl WarpModel {
     /// Rebuilds a model from stored parts (an avatar file keeps the triangulation), validating
     /// every index.
     #[allow(clippy::too_many_arguments)]
-    pub fn from_parts(width: u32, height: u32, src: Vec<Pt>, n_mesh: usize, n_ring: usize, tris: Vec<[u32; 3]>, centre: Pt, roi: [u32; 4]) -> Result<WarpModel> {
+    pub fn from_parts(width: u32, height: u32, src: Vec<Pt>, n_mesh: usize, n_ring: usize, tris: Vec<[u32; 3]>, roi: [u32; 4]) -> Result<WarpModel> {
         if n_mesh + 2 * n_ring > src.len() || tris.iter().any(|t| t.iter().any(|&i| i as usize >= src.len())) {
             return Err(Error::Invalid("warp: triangulation refers to a missing control point".into()));
         }
@@ -194,7 +192,7 @@ impl WarpModel {
                 }
             }
         }
-        Ok(WarpModel { width, height, src, n_mesh, n_ring, tris, src_area, may_collapse, order, centre, roi, neighbours })
+        Ok(WarpModel { width, height, src, n_mesh, n_ring, tris, src_area, may_collapse, order, roi, neighbours })
     }
 
     pub fn width(&self) -> u32 {
@@ -215,9 +213,6 @@ impl WarpModel {
     }
     pub fn n_ring(&self) -> usize {
         self.n_ring
-    }
-    pub fn centre(&self) -> Pt {
-        self.centre
     }
     /// ROI `[x0, y0, x1, y1)` in canvas pixels: outside it the warp is the identity.
     pub fn roi(&self) -> [u32; 4] {
@@ -248,11 +243,9 @@ impl WarpModel {
             // the forehead rising), the outer ring half as much.
             if self.n_ring == FACE_OVAL.len() {
                 for (k, &o) in FACE_OVAL.iter().enumerate() {
-                    let r = [mesh[o][0] - rigid[o][0], mesh[o][1] - rigid[o][1]];
-                    // rigid[o] is the pose-moved oval point; measure the residual against the
-                    // ring motion instead, so that both rings see the same reference.
+                    // The oval point's motion beyond what the ring pose gives it.
                     let ro = ring_pose.apply(self.src[o]);
-                    let r = [r[0] + rigid[o][0] - ro[0], r[1] + rigid[o][1] - ro[1]];
+                    let r = [mesh[o][0] - ro[0], mesh[o][1] - ro[1]];
                     for (idx, f) in [(self.n_mesh + k, RING_RESIDUAL), (self.n_mesh + self.n_ring + k, RING_RESIDUAL * OUTER_FOLLOW)] {
                         dst[idx] = [dst[idx][0] + f * r[0], dst[idx][1] + f * r[1]];
                     }
@@ -714,7 +707,7 @@ pub(crate) mod tests {
         let mut small = Frame::black(10, 10);
         assert!(m.render(&img, m.rest(), &mut small).is_err());
         assert!(m.render(&img, &m.rest()[..5], &mut img.clone()).is_err());
-        assert!(WarpModel::from_parts(300, 300, m.rest().to_vec(), 468, 36, vec![[0, 1, 9999]], [0.0, 0.0], [0, 0, 1, 1]).is_err());
+        assert!(WarpModel::from_parts(300, 300, m.rest().to_vec(), 468, 36, vec![[0, 1, 9999]], [0, 0, 1, 1]).is_err());
     }
 
     #[test]
