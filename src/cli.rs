@@ -54,6 +54,9 @@ pub enum Command {
     /// Make and inspect avatars.
     #[command(subcommand)]
     Avatar(AvatarCommand),
+    /// Cut the refiner's training crops from a talking-head clip (used by training).
+    #[command(hide = true)]
+    RefinerData(puppetcam::refine::data::RefinerDataArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +78,13 @@ pub struct AvatarCreateArgs {
     /// Name shown in the status page (default: the portrait's file name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Fine-tuning steps of the learned refiner on these shots (paper section 3.3; needs the
+    /// training extras). 0: the meta-learned refiner feed-forward, in seconds.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// No learned refiner: a warp-only avatar (deterministic eye and mouth fallbacks).
+    #[arg(long)]
+    pub no_refiner: bool,
 }
 
 #[derive(Debug, Args)]
@@ -339,6 +349,11 @@ pub fn main_with_args() -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Avatar(AvatarCommand::Create(a)) => cmd_avatar_create(a),
+        Command::RefinerData(a) => {
+            let (pairs, shots) = puppetcam::refine::data::run(&a)?;
+            log::info!("{}: {pairs} pairs, {shots} shots written to {}", a.video.display(), a.out.display());
+            Ok(0)
+        }
     }
 }
 
@@ -346,7 +361,14 @@ fn cmd_avatar_create(a: AvatarCreateArgs) -> anyhow::Result<u8> {
     let models = puppetcam::face::FaceModels::locate()?;
     let name = a.name.clone().unwrap_or_else(|| a.images[0].file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "avatar".into()));
     let t0 = std::time::Instant::now();
-    let (av, reports) = puppetcam::avatar::create::create(&a.images, &name, &models)?;
+    let (mut av, reports) = puppetcam::avatar::create::create(&a.images, &name, &models)?;
+    use puppetcam::refine::personalise::{personalise, Mode};
+    let mode = match (a.no_refiner, a.steps) {
+        (true, _) => Mode::Off,
+        (false, 0) => Mode::FeedForward,
+        (false, n) => Mode::FineTune(n),
+    };
+    let how = personalise(&mut av, mode, &puppetcam::ep::RuntimeOptions::cpu())?;
     av.save(&a.out).with_context(|| format!("avatar create: cannot write {}", a.out.display()))?;
     for (k, r) in reports.iter().enumerate() {
         println!(
@@ -360,6 +382,7 @@ fn cmd_avatar_create(a: AvatarCreateArgs) -> anyhow::Result<u8> {
         );
     }
     let size = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
+    println!("refiner: {how}");
     println!(
         "wrote {} (warp avatar `{name}`, {} shot(s), {:.1} MB) in {:.1} s",
         a.out.display(),

@@ -218,8 +218,31 @@ fn new_builder(o: &RuntimeOptions) -> Result<SessionBuilder> {
 /// NVIDIA device) is not tried at all. The outcome is logged as one line whose level
 /// [`verdict`] decides; `purpose` names the model in messages.
 pub fn build_session(model: &Path, o: &RuntimeOptions, purpose: &str) -> Result<(Session, EpStatus)> {
-    if !model.is_file() {
-        return Err(Error::Model { path: model.to_path_buf(), msg: "file not found".into() });
+    build_session_from(ModelBytes::File(model), o, purpose)
+}
+
+/// Where a model comes from: a file, or bytes in memory (a refiner inside an avatar file; the
+/// `&str` names it in messages).
+#[derive(Clone, Copy, Debug)]
+pub enum ModelBytes<'a> {
+    File(&'a Path),
+    Memory(&'a [u8], &'a str),
+}
+
+/// [`build_session`] for a model in a file or in memory.
+pub fn build_session_from(src: ModelBytes<'_>, o: &RuntimeOptions, purpose: &str) -> Result<(Session, EpStatus)> {
+    let named;
+    let model: &Path = match src {
+        ModelBytes::File(p) => p,
+        ModelBytes::Memory(_, name) => {
+            named = std::path::PathBuf::from(name);
+            &named
+        }
+    };
+    if let ModelBytes::File(p) = src {
+        if !p.is_file() {
+            return Err(Error::Model { path: p.to_path_buf(), msg: "file not found".into() });
+        }
     }
     if o.providers.is_empty() {
         return Err(Error::Config { key: "runtime.providers".into(), msg: "empty provider list".into() });
@@ -246,7 +269,11 @@ pub fn build_session(model: &Path, o: &RuntimeOptions, purpose: &str) -> Result<
                 log::warn!("{purpose}: secondary provider {} not registered: {why}", later.name());
             }
         }
-        match b.commit_from_file(model) {
+        let committed = match src {
+            ModelBytes::File(p) => b.commit_from_file(p),
+            ModelBytes::Memory(bytes, _) => b.commit_from_memory(bytes),
+        };
+        match committed {
             Ok(session) => {
                 let v = verdict(purpose, mode, o.allow_cpu_fallback, o.providers[0], p, &misses);
                 log::log!(v.level, "{}", v.message);

@@ -13,5 +13,6 @@ pub mod service;
 pub mod stats;
 pub mod calibrate;
 pub mod avatar;
+pub mod refine;
 
 pub use error::{Error, Result};

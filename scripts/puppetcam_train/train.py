@@ -128,7 +128,10 @@ class Trainer:
         fm = LS.feature_matching([f[n:] for f in feats], [f[:n] for f in feats])
         adv = LS.g_hinge(score[n:])
         l1 = LS.l1(fake, img)
-        mch = LS.embedding_match(e_hat, w[:n].detach())  # W moves towards e_hat in the D step
+        # L_MCH matches e_hat against the video's own row W_i (the score uses W_i + w0; w0 is
+        # shared by all videos, and fine-tuning starts from w' = w0 + e_new).
+        W_i = unwrap(D).W[vid]
+        mch = LS.embedding_match(e_hat, W_i.detach())  # W moves towards e_hat in the D step
         perc = self.perc(fake, img)
         loss_g = c.w_adv * adv + c.w_fm * fm + c.w_l1 * l1 + c.w_mch * mch + perc
         self.opt_g.zero_grad(set_to_none=True)
@@ -137,7 +140,7 @@ class Trainer:
 
         # Discriminator step (its grads from the G step are discarded).
         score, _, w = D(torch.cat([img, fake.detach()]), torch.cat([raster, raster]), torch.cat([vid, vid]))
-        loss_d = LS.d_hinge(score[:n], score[n:]) + c.w_mch * LS.embedding_match(e_hat.detach(), w[:n])
+        loss_d = LS.d_hinge(score[:n], score[n:]) + c.w_mch * LS.embedding_match(e_hat.detach(), unwrap(D).W[vid])
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()

@@ -97,6 +97,12 @@ pub fn content_key(images: &[PathBuf]) -> Result<String> {
     let mut h = Sha256::new();
     h.update(b"puppetcam warp avatar v");
     h.update(super::file::VERSION.to_le_bytes());
+    // A refiner made feed-forward from the bundled weights: their bytes are part of the key.
+    if let Some(a) = crate::refine::personalise::Assets::locate() {
+        for p in [&a.refiner, &a.embedder] {
+            h.update(std::fs::read(p).unwrap_or_default());
+        }
+    }
     for p in images {
         let bytes = std::fs::read(p).map_err(|source| Error::Io { path: p.clone(), source })?;
         h.update((bytes.len() as u64).to_le_bytes());
@@ -118,7 +124,10 @@ pub fn cached_avatar(images: &[PathBuf], models: &FaceModels, dir: Option<&Path>
         return Ok(path);
     }
     let name = images[0].file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "portrait".into());
-    let (av, _) = create(images, &name, models)?;
+    let (mut av, _) = create(images, &name, models)?;
+    // Feed-forward refiner (seconds): fine-tuning takes minutes, too long for starting `run`.
+    let how = crate::refine::personalise::personalise(&mut av, crate::refine::personalise::Mode::FeedForward, &crate::ep::RuntimeOptions::cpu())?;
+    log::info!("avatar: {how}");
     av.save(&path)?;
     log::info!("avatar: created {} from {}", path.display(), images[0].display());
     Ok(path)

@@ -17,7 +17,9 @@ use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"PCAVATAR";
 /// Version written by this build; files of a newer version are refused with a clear message.
-pub const VERSION: u32 = 1;
+/// 2: the refiner slot holds the ONNX plus its embeddings (version-1 files, which never had a
+/// refiner, still load).
+pub const VERSION: u32 = 2;
 /// The usual file extension.
 pub const EXTENSION: &str = "pcav";
 /// Most shots an avatar holds (the paper's K goes to 32).
@@ -45,10 +47,33 @@ pub struct WarpAvatar {
     pub shots: Vec<Shot>,
     /// Triangulation of the portrait's warp control points (see `core::warp`).
     pub triangles: Vec<[u32; 3]>,
-    /// A refiner network (ONNX bytes), when the avatar was personalised with one.
-    pub refiner: Option<Vec<u8>>,
+    /// The learned refiner (mouth and eyes), when the avatar has one.
+    pub refiner: Option<RefinerBlob>,
     pub created: String,
     pub provenance: String,
+}
+
+/// A refiner inside an avatar: the ONNX (contract refiner-1, docs/refiner.md) and the embeddings
+/// it is conditioned on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefinerBlob {
+    pub onnx: Vec<u8>,
+    pub e_mouth: Vec<f32>,
+    pub e_eye: Vec<f32>,
+    /// How it was made (fine-tuning steps, K, the meta-learned weights' step), for `check`.
+    pub info: String,
+}
+
+/// Longest embedding accepted.
+const MAX_EMBEDDING: usize = 4096;
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RefinerHeader {
+    onnx: Blob,
+    e_mouth: Vec<f32>,
+    e_eye: Vec<f32>,
+    info: String,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -80,7 +105,7 @@ struct Header {
     provenance: String,
     shots: Vec<ShotHeader>,
     triangles: Vec<[u32; 3]>,
-    refiner: Option<Blob>,
+    refiner: Option<RefinerHeader>,
 }
 
 const FORMAT: &str = "puppetcam warp avatar";
@@ -147,6 +172,16 @@ impl WarpAvatar {
                 }
             }
         }
+        if let Some(r) = &self.refiner {
+            for (what, e) in [("e_mouth", &r.e_mouth), ("e_eye", &r.e_eye)] {
+                if e.is_empty() || e.len() > MAX_EMBEDDING || e.iter().any(|v| !v.is_finite()) {
+                    return Err(format!("refiner: embedding {what} has {} values or a non-finite one (1..={MAX_EMBEDDING} finite expected)", e.len()));
+                }
+            }
+            if r.onnx.is_empty() {
+                return Err("refiner: empty ONNX".into());
+            }
+        }
         let p = &self.shots[0];
         crate::core::warp::WarpModel::with_triangles(p.image.width, p.image.height, &p.mesh, self.triangles.clone())
             .map_err(|e| format!("triangulation: {e}"))?;
@@ -172,9 +207,9 @@ impl WarpAvatar {
             });
         }
         let refiner = self.refiner.as_ref().map(|r| {
-            let b = Blob { offset: blobs.len() as u64, len: r.len() as u64 };
-            blobs.extend_from_slice(r);
-            b
+            let b = Blob { offset: blobs.len() as u64, len: r.onnx.len() as u64 };
+            blobs.extend_from_slice(&r.onnx);
+            RefinerHeader { onnx: b, e_mouth: r.e_mouth.clone(), e_eye: r.e_eye.clone(), info: r.info.clone() }
         });
         let header = Header {
             format: FORMAT.into(),
@@ -257,8 +292,8 @@ impl WarpAvatar {
                 source: s.source,
             });
         }
-        let refiner = match &header.refiner {
-            Some(b) => Some(blob(b, "refiner")?.to_vec()),
+        let refiner = match header.refiner {
+            Some(r) => Some(RefinerBlob { onnx: blob(&r.onnx, "refiner")?.to_vec(), e_mouth: r.e_mouth, e_eye: r.e_eye, info: r.info }),
             None => None,
         };
         let av = WarpAvatar {
@@ -295,7 +330,7 @@ pub(crate) mod tests {
     #[test]
     fn round_trip_is_exact() {
         let mut av = sample_avatar(3);
-        av.refiner = Some(vec![1, 2, 3, 4]);
+        av.refiner = Some(RefinerBlob { onnx: vec![1, 2, 3, 4], e_mouth: vec![0.5; 8], e_eye: vec![-1.0; 8], info: "test".into() });
         let bytes = av.to_bytes().unwrap();
         assert!(is_warp_avatar(&bytes));
         let back = WarpAvatar::from_bytes(&bytes, Path::new("x.pcav")).unwrap();
@@ -341,6 +376,10 @@ pub(crate) mod tests {
         assert!(e.contains("0 shots"), "{e}");
         let e = tweak(&|h| h["shots"][0]["iris"] = serde_json::json!([[1.0, 2.0, 0.0], [1.0, 2.0, 3.0]]));
         assert!(e.contains("iris"), "{e}");
+        let e = tweak(&|h| h["refiner"] = serde_json::json!({"onnx": {"offset": 0, "len": 4}, "e_mouth": [], "e_eye": [1.0], "info": ""}));
+        assert!(e.contains("refiner: embedding e_mouth has 0 values"), "{e}");
+        let e = tweak(&|h| h["refiner"] = serde_json::json!({"onnx": {"offset": 0, "len": 99999999}, "e_mouth": [1.0], "e_eye": [1.0], "info": ""}));
+        assert!(e.contains("refiner: data range"), "{e}");
         let e = tweak(&|h| h["bogus"] = serde_json::json!(1));
         assert!(e.contains("unknown field"), "{e}");
         assert!(WarpAvatar::load(Path::new("/nonexistent/a.pcav")).unwrap_err().to_string().contains("/nonexistent/a.pcav"));

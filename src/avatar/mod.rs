@@ -10,7 +10,7 @@ use crate::core::mesh::Lift68;
 use crate::core::retarget::{DriverNeutral, FaceLostEaser, NeutralStatus, Posed, RetargetParams, Retargeter, Shape68, Topology};
 use crate::core::types::{FaceLandmarks, Frame, Iris};
 use crate::error::Result;
-pub use file::WarpAvatar;
+pub use file::{RefinerBlob, WarpAvatar};
 pub use render::WarpRenderer;
 
 /// A driver's neutral face for a warp avatar: the mesh when known (calibration profile with a
@@ -41,6 +41,8 @@ pub struct WarpStage {
     /// A driver neutral known only by its 68 points (a calibration profile): completed into a
     /// mesh with the first live frame's own mesh detail, then handed to the retargeter.
     pending: Option<(MeshNeutral, RetargetParams)>,
+    /// The learned refiner (mouth and eyes), when the avatar has one and a runtime was given.
+    refiner: Option<crate::refine::Refiner>,
 }
 
 /// The retargeter of a warp avatar: the portrait's mesh on the canvas is the target, with the
@@ -51,7 +53,32 @@ fn mesh_retargeter(renderer: &WarpRenderer, topo: Topology, dn: Option<DriverNeu
 
 impl WarpStage {
     pub fn new(avatar: WarpAvatar, out_w: u32, out_h: u32, params: RetargetParams, neutral: Option<&MeshNeutral>, ease: Ease) -> Result<WarpStage> {
-        let renderer = WarpRenderer::new(&avatar, out_w, out_h)?;
+        Self::with_runtime(avatar, out_w, out_h, params, neutral, ease, None)
+    }
+
+    /// [`WarpStage::new`], running the avatar's refiner (if it has one) with `runtime`; without a
+    /// runtime the refiner is ignored and the fallbacks draw the eyes and mouth.
+    pub fn with_runtime(
+        avatar: WarpAvatar,
+        out_w: u32,
+        out_h: u32,
+        params: RetargetParams,
+        neutral: Option<&MeshNeutral>,
+        ease: Ease,
+        runtime: Option<&crate::ep::RuntimeOptions>,
+    ) -> Result<WarpStage> {
+        let mut renderer = WarpRenderer::new(&avatar, out_w, out_h)?;
+        let refiner = match (&avatar.refiner, runtime) {
+            (Some(r), Some(rt)) => {
+                let emb = crate::refine::Embedding { mouth: r.e_mouth.clone(), eye: r.e_eye.clone() };
+                let refiner = crate::refine::Refiner::new(&r.onnx, emb, rt)
+                    .map_err(|e| crate::error::Error::Invalid(format!("avatar `{}`: its refiner does not load: {e}", avatar.name)))?;
+                // The refiner paints eyes and mouth itself, from the plain warp.
+                renderer.set_fallbacks(false);
+                Some(refiner)
+            }
+            _ => None,
+        };
         let target = renderer.neutral().to_vec();
         let lift = Lift68::new(&target)?;
         let topo = Topology::mesh468(&target)?;
@@ -64,7 +91,7 @@ impl WarpStage {
         let retargeter = mesh_retargeter(&renderer, topo, dn, params)?;
         let rest = Posed { pts: target, iris: renderer.neutral_iris(), pose: Similarity::IDENTITY };
         let easer = FaceLostEaser::new(rest, ease.hold_s, ease.out_s, ease.in_s);
-        Ok(WarpStage { avatar, renderer, retargeter, easer, lift, pending })
+        Ok(WarpStage { avatar, renderer, retargeter, easer, lift, pending, refiner })
     }
 
     /// Completes a 68-point driver neutral into a mesh: the live frame's mesh, corrected by the
@@ -100,6 +127,11 @@ impl WarpStage {
         &self.renderer
     }
 
+    /// The refiner's execution provider, when a refiner runs.
+    pub fn refiner_ep(&self) -> Option<&crate::stats::EpStatus> {
+        self.refiner.as_ref().map(|r| r.ep_status())
+    }
+
     /// The driver's mesh (2-D) from its landmarks, lifting 68-point-only landmarks.
     pub fn driver_mesh(&self, lm: &FaceLandmarks) -> Vec<Pt> {
         if lm.mesh.len() == crate::core::landmarks::MESH_POINTS {
@@ -126,7 +158,10 @@ impl WarpStage {
     /// One frame for a driver face (or none) `dt` seconds after the previous one.
     pub fn frame(&mut self, lm: Option<&FaceLandmarks>, dt: f32) -> Result<(Frame, bool)> {
         let (p, used) = self.drive(lm, dt);
-        let f = self.renderer.render(&p.pts, p.iris.as_ref(), &p.pose, dt)?;
+        let mut f = self.renderer.render(&p.pts, p.iris.as_ref(), &p.pose, dt)?;
+        if let Some(r) = self.refiner.as_mut() {
+            r.refine(&mut f, &p.pts, p.iris.as_ref())?;
+        }
         Ok((f, used))
     }
 }

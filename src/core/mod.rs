@@ -10,3 +10,4 @@ pub mod mesh;
 pub mod warp;
 pub mod features;
 pub mod pasteback;
+pub mod regions;

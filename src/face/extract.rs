@@ -117,13 +117,13 @@ fn bgr_to_frame(bgr: &Mat, pts: Duration, seq: u64) -> Result<Frame> {
 }
 
 /// Frames of a video or a single image, in order.
-enum Input {
+pub(crate) enum Input {
     Image(Option<Frame>),
     Video { cap: videoio::VideoCapture, fps: f64, index: u64, last_ms: f64 },
 }
 
 impl Input {
-    fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::Io {
                 path: path.to_path_buf(),
@@ -150,7 +150,7 @@ impl Input {
     }
 
     /// The next frame with its index, or `None` at the end.
-    fn next(&mut self) -> Result<Option<(u64, Frame)>> {
+    pub(crate) fn next(&mut self) -> Result<Option<(u64, Frame)>> {
         match self {
             Input::Image(f) => Ok(f.take().map(|f| (0, f))),
             Input::Video { cap, fps, index, last_ms } => {

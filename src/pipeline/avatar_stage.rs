@@ -66,11 +66,15 @@ impl Avatar {
         let ease = Ease { hold_s: ctx.ease.hold_s, out_s: ctx.ease.out_s, in_s: ctx.ease.in_s };
         let name = wa.name.clone();
         let shots = wa.shots.len();
-        let stage = WarpStage::new(wa, ctx.out_w, ctx.out_h, params, neutral.as_ref(), ease)?;
-        log::info!("avatar: warp avatar `{name}` ({shots} shot(s)) from {}", path.display());
+        let stage = WarpStage::with_runtime(wa, ctx.out_w, ctx.out_h, params, neutral.as_ref(), ease, Some(&ctx.runtime))?;
+        let refined = if stage.refiner_ep().is_some() { ", learned refiner" } else { "" };
+        log::info!("avatar: warp avatar `{name}` ({shots} shot(s){refined}) from {}", path.display());
         let idle = Arc::new(stage.idle());
-        // No network runs for a warp avatar: the warp is plain Rust on the CPU.
-        *ctx.stats.ep.write() = crate::stats::EpStatus { active: "CPU (warp avatar, no network)".into(), fallback_reason: None };
+        *ctx.stats.ep.write() = match stage.refiner_ep() {
+            // The warp is plain Rust on the CPU; the refiner network runs where ORT put it.
+            Some(ep) => crate::stats::EpStatus { active: format!("{} (refiner; warp on the CPU)", ep.active), fallback_reason: ep.fallback_reason.clone() },
+            None => crate::stats::EpStatus { active: "CPU (warp avatar, no network)".into(), fallback_reason: None },
+        };
         let av = Avatar { kind: Kind::Warp(Box::new(stage)), idle, name };
         av.publish(ctx);
         Ok(av)

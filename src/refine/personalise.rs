@@ -1,0 +1,159 @@
+//! Gives a warp avatar its refiner (`avatar create`, `run --portrait`):
+//! - fine-tuned (paper section 3.3): the shots' crops and shot-to-shot pairs are cut here, by
+//!   the daemon's code, and `scripts/train_refiner.py finetune` (PyTorch) trains G and D on them
+//!   from the shipped meta-learned weights, then exports the ONNX;
+//! - feed-forward (`--steps 0`, or no PyTorch): the shipped embedder ONNX gives the avatar's
+//!   embedding and the shipped meta-learned refiner ONNX is used as it is. Needs only ONNX
+//!   Runtime, so it works in an installed package.
+use super::{embed, pair_sample, shot_sample, Sample, SampleSet};
+use crate::avatar::{RefinerBlob, WarpAvatar};
+use crate::core::warp::WarpModel;
+use crate::ep::RuntimeOptions;
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The shipped refiner files (in `onnx/`).
+pub const REFINER_ONNX: &str = "onnx/refiner.onnx";
+pub const EMBEDDER_ONNX: &str = "onnx/refiner_embedder.onnx";
+pub const META_WEIGHTS: &str = "onnx/refiner_meta.pt";
+const SCRIPT: &str = "scripts/train_refiner.py";
+
+/// What `avatar create` does about the refiner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// No refiner: a warp-only avatar with the deterministic eye and mouth fallbacks.
+    Off,
+    /// Meta-learned refiner conditioned on the shots' embedding (seconds, no PyTorch).
+    FeedForward,
+    /// Fine-tuned on the shots for this many steps (needs PyTorch; falls back to feed-forward
+    /// with a message when it is missing).
+    FineTune(usize),
+}
+
+/// Where the shipped refiner files and the Python side are.
+#[derive(Clone, Debug)]
+pub struct Assets {
+    pub refiner: PathBuf,
+    pub embedder: PathBuf,
+    pub meta: Option<PathBuf>,
+    pub script: Option<PathBuf>,
+}
+
+impl Assets {
+    /// The bundled files; `None` when this install has no refiner.
+    pub fn locate() -> Option<Assets> {
+        let env = crate::paths::Env::current();
+        let refiner = env.find_data(REFINER_ONNX)?;
+        let embedder = env.find_data(EMBEDDER_ONNX)?;
+        Some(Assets { refiner, embedder, meta: env.find_data(META_WEIGHTS), script: env.source_root().map(|r| r.join(SCRIPT)).filter(|p| p.is_file()) })
+    }
+}
+
+/// The Python that has the training extras: `$PUPPETCAM_PYTHON`, the checkout's `.venv`, or
+/// `python3`; `Err(why)` when none can import torch.
+fn training_python(script: &Path) -> std::result::Result<PathBuf, String> {
+    let root = script.parent().and_then(Path::parent).map(Path::to_path_buf);
+    let mut cands: Vec<PathBuf> = std::env::var_os("PUPPETCAM_PYTHON").filter(|v| !v.is_empty()).map(PathBuf::from).into_iter().collect();
+    if let Some(r) = &root {
+        cands.push(r.join(".venv/bin/python"));
+    }
+    cands.push(PathBuf::from("python3"));
+    for py in cands {
+        let ok = Command::new(&py).args(["-c", "import torch, onnx, onnxruntime"]).output().map(|o| o.status.success()).unwrap_or(false);
+        if ok {
+            return Ok(py);
+        }
+    }
+    Err("PyTorch is not installed (fine-tuning needs the training extras: `source scripts/setup.sh full` in a checkout)".into())
+}
+
+/// The shots' own crops (embedder input), in shot order; shots without usable boxes are skipped.
+pub fn shot_samples(av: &WarpAvatar) -> Vec<Sample> {
+    av.shots.iter().filter_map(|s| shot_sample(&s.image, &s.mesh, s.iris.as_ref())).collect()
+}
+
+/// Fine-tuning pairs: every shot warped to every shot's landmarks (itself included).
+pub fn shot_pairs(av: &WarpAvatar) -> Result<SampleSet> {
+    let mut set = SampleSet::default();
+    for a in &av.shots {
+        let model = WarpModel::new(a.image.width, a.image.height, &a.mesh)?;
+        for b in &av.shots {
+            if let Some(s) = pair_sample(&a.image, &a.mesh, &model, &b.image, &b.mesh, b.iris.as_ref()) {
+                set.push(s);
+            }
+        }
+    }
+    Ok(set)
+}
+
+#[derive(serde::Deserialize)]
+struct FineTuned {
+    e_mouth: Vec<f32>,
+    e_eye: Vec<f32>,
+    info: serde_json::Value,
+}
+
+/// Gives `av` a refiner as `mode` says. Returns a line saying what was done.
+pub fn personalise(av: &mut WarpAvatar, mode: Mode, runtime: &RuntimeOptions) -> Result<String> {
+    if mode == Mode::Off {
+        av.refiner = None;
+        return Ok("no refiner (warp-only avatar; eyes and mouth by the deterministic fallbacks)".into());
+    }
+    let Some(assets) = Assets::locate() else {
+        av.refiner = None;
+        return Ok(format!("no refiner: this install has no {REFINER_ONNX} / {EMBEDDER_ONNX} (warp-only avatar)"));
+    };
+    let shots = shot_samples(av);
+    if shots.is_empty() {
+        return Err(Error::Invalid("avatar create: no shot gives usable mouth and eye regions for the refiner (use --no-refiner)".into()));
+    }
+    if let Mode::FineTune(steps) = mode {
+        let why_not = match (&assets.meta, &assets.script) {
+            (Some(meta), Some(script)) => match training_python(script) {
+                Ok(py) => return fine_tune(av, &shots, steps, meta, script, &py),
+                Err(why) => why,
+            },
+            (None, _) => format!("the meta-learned weights {META_WEIGHTS} are not installed"),
+            (_, None) => format!("{SCRIPT} is not here (an installed package fine-tunes nothing)"),
+        };
+        log::warn!("avatar create: not fine-tuning the refiner: {why_not}; using the meta-learned refiner feed-forward");
+    }
+    let e = embed(&assets.embedder, &shots, runtime)?;
+    let onnx = std::fs::read(&assets.refiner).map_err(|source| Error::Io { path: assets.refiner.clone(), source })?;
+    let info = format!("feed-forward: meta-learned refiner, embedding of {} shot(s), no fine-tuning", shots.len());
+    av.refiner = Some(RefinerBlob { onnx, e_mouth: e.mouth, e_eye: e.eye, info: info.clone() });
+    Ok(info)
+}
+
+fn fine_tune(av: &mut WarpAvatar, shots: &[Sample], steps: usize, meta: &Path, script: &Path, py: &Path) -> Result<String> {
+    let dir = tempfile::tempdir().map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
+    let mut set = SampleSet::default();
+    for s in shots {
+        set.push(Sample { input: s.input.clone(), raster: s.raster.clone(), target: None });
+    }
+    set.write(dir.path(), "avatar.shots", false)?;
+    shot_pairs(av)?.write(dir.path(), "avatar.pairs", true)?;
+    let out = dir.path().join("out");
+    let status = Command::new(py)
+        .arg(script)
+        .args(["finetune", "--meta"])
+        .arg(meta)
+        .arg("--shots")
+        .arg(dir.path())
+        .args(["--steps", &steps.to_string(), "--out"])
+        .arg(&out)
+        .status()
+        .map_err(|source| Error::Io { path: py.to_path_buf(), source })?;
+    if !status.success() {
+        return Err(Error::Invalid(format!("avatar create: fine-tuning the refiner failed ({status}); `--steps 0` makes a feed-forward avatar without it")));
+    }
+    let onnx_path = out.join("refiner.onnx");
+    let onnx = std::fs::read(&onnx_path).map_err(|source| Error::Io { path: onnx_path.clone(), source })?;
+    let json_path = out.join("refiner.json");
+    let text = std::fs::read_to_string(&json_path).map_err(|source| Error::Io { path: json_path.clone(), source })?;
+    let ft: FineTuned = serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", json_path.display())))?;
+    let info = format!("fine-tuned: {steps} steps on {} shot(s) from the meta-learned refiner ({})", shots.len(), ft.info);
+    av.refiner = Some(RefinerBlob { onnx, e_mouth: ft.e_mouth, e_eye: ft.e_eye, info: info.clone() });
+    Ok(info)
+}
