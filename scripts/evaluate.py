@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Evaluates avatars through the product's own CLI (docs/quality.md), or a trained generator.
 
-  # self-reenactment on held-out clips: static, plain 468-point warp, warp avatar K=1 and K=8
+  # self-reenactment on held-out clips: static, plain 468-point warp, warp and refined avatars
+  # at K=1 and K=8 (plus ablations: refiner weights trained without a part, in --ablation-root)
   python scripts/evaluate.py self --clips lp_d5 lp_d18 r3_May_5s sh_video --out docs/quality-self.md
+  python scripts/evaluate.py self --variants warp refined ff noemb noadv --ablation-root runs/ablations
   # cross-identity: portraits x drivers, openness correlations and a contact sheet
   python scripts/evaluate.py cross --portraits lp_s0 lp_s3 lp_s4 lp_s1 df_img20 --drivers lp_d5 lp_d18 r3_May_5s
   # the paper's full generator (contract-1 ONNX), on prepared training caches
@@ -52,7 +54,12 @@ def main():
     s.add_argument("--work", default=None, help="keep renders here (default: a temporary directory)")
     s.add_argument("--out", default=None, help="write the markdown table here")
     s.add_argument("--json", default=None)
-    s.add_argument("--sheet", default=None, help="contact sheet PNG (real frame, plain warp, K=1, K=8)")
+    s.add_argument("--sheet", default=None, help="contact sheet PNG (real frame, plain warp, warp / refined avatars)")
+    s.add_argument("--variants", nargs="+", default=["warp", "refined"], help="avatar kinds: " + ", ".join(
+        f"{k} ({v[0]})" for k, v in __import__("puppetcam_train.avatar_eval", fromlist=["VARIANTS"]).VARIANTS.items()))
+    s.add_argument("--ablation-root", default=None, help="directory with noemb/ and noadv/ refiner weights")
+    s.add_argument("--ablation-shots", type=int, nargs="+", default=None, help="K values for the ablation rows (default: all)")
+    s.add_argument("--no-identity", action="store_true", help="skip the dlib identity distance")
     c = sub.add_parser("cross", help="cross-identity correlations and contact sheet")
     c.add_argument("--portraits", nargs="+", default=["lp_s0", "lp_s3", "lp_s4", "lp_s1", "df_img20"])
     c.add_argument("--drivers", nargs="+", default=["lp_d5", "lp_d18", "r3_May_5s"])
@@ -60,6 +67,8 @@ def main():
     c.add_argument("--work", default=None)
     c.add_argument("--json", default=None)
     c.add_argument("--neutral-frame0", action="store_true", help="pass the driver's frame 0 as --neutral")
+    c.add_argument("--variant", default="refined", help="avatar kind (see self --variants)")
+    c.add_argument("--no-identity", action="store_true")
     g = sub.add_parser("generator", help="the contract-1 generator on training caches (legacy)")
     g.add_argument("rest", nargs=argparse.REMAINDER)
     a = ap.parse_args()
@@ -70,14 +79,18 @@ def main():
         return gen_main()
     from puppetcam_train import avatar_eval as AE
     work = Path(a.work) if a.work else AE.tmpdir()
+    ident = None if a.no_identity else AE.identity_or_none()
     if a.cmd == "self":
         per_clip = {}
         sheet = []
         for name in a.clips:
-            res, outputs, frames = AE.self_reenactment(binary(), find("videos", name), work / name, tuple(a.shots))
+            res, outputs, frames = AE.self_reenactment(binary(), find("videos", name), work / name, tuple(a.shots),
+                                                       variants=tuple(a.variants), ablation_root=a.ablation_root,
+                                                       ablation_ks=a.ablation_shots, ident=ident)
             per_clip[name] = res
             if a.sheet:
                 sheet.append((name, frames, {k: v for k, v in outputs.items() if "plain 468-point warp" == k or "avatar" in k}))
+                del outputs
         if a.sheet:
             AE.self_sheet(sheet, a.sheet)
         md = AE.markdown_table(per_clip)
@@ -89,9 +102,9 @@ def main():
             AE.write_json(a.json, per_clip)
     else:
         res = AE.cross_identity(binary(), [find("portraits", p) for p in a.portraits], [find("videos", d) for d in a.drivers], work,
-                                Path(a.sheet), use_neutral=a.neutral_frame0)
+                                Path(a.sheet), use_neutral=a.neutral_frame0, variant=a.variant, ident=ident)
         for k, v in res.items():
-            print(f"| {k} | {v['mouth_r']:.3f} | {v['eye_r']:.3f} | {v['face_found']}/{v['frames']} |")
+            print(f"| {k} | {v['mouth_r']:.3f} | {v['eye_r']:.3f} | {v.get('id_dist', float('nan')):.3f} | {v['face_found']}/{v['frames']} |")
         if a.json:
             AE.write_json(a.json, res)
 

@@ -4,7 +4,7 @@
   scripts/prepare_refiner.sh .cache/refiner                     # crops, by the daemon's own code
   python scripts/train_refiner.py train --data .cache/refiner --out runs/refiner
   torchrun --nproc-per-node 2 scripts/train_refiner.py train ... --threads 1    # DDP
-  python scripts/train_refiner.py ship runs/refiner/latest.pt onnx/refiner_meta.pt
+  python scripts/train_refiner.py ship runs/refiner/latest.pt onnx     # refiner_meta.pt, refiner.onnx, refiner_embedder.onnx
   python scripts/train_refiner.py finetune --meta onnx/refiner_meta.pt --shots DIR --steps 200 --out DIR
 
 Training resumes from <out>/latest.pt when it exists. `finetune` is what `puppetcam avatar
@@ -29,9 +29,10 @@ def main():
     t.add_argument("--resume", default=None, help="checkpoint (default: <out>/latest.pt if present)")
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many more steps")
     t.add_argument("--no-progress", action="store_true")
-    s = sub.add_parser("ship", help="strip optimiser state: the weights users fine-tune from")
+    s = sub.add_parser("ship", help="the files avatar create uses: refiner_meta.pt (weights to fine-tune, no "
+                                     "optimiser state), refiner.onnx (feed-forward), refiner_embedder.onnx")
     s.add_argument("checkpoint")
-    s.add_argument("out")
+    s.add_argument("out_dir")
     f = sub.add_parser("finetune", help="personalise on an avatar's shots (run by avatar create)")
     f.add_argument("--meta", required=True, help="meta-learned weights (onnx/refiner_meta.pt)")
     f.add_argument("--shots", required=True, help="directory puppetcam wrote the shots to")
@@ -40,15 +41,24 @@ def main():
     f.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
     f.add_argument("--out", required=True, help="directory for refiner.onnx and refiner.json")
     f.add_argument("--no-progress", action="store_true")
-    e = sub.add_parser("export-embedder", help="write the K-shot embedder ONNX (feed-forward avatars)")
-    e.add_argument("--meta", required=True)
-    e.add_argument("--out", required=True)
     a = ap.parse_args()
     if a.cmd == "train":
         cfg = ckpt.dataclass_from_args(R.RefinerConfig, a)
         R.train(cfg, resume=a.resume, max_steps=a.max_steps, progress=not a.no_progress)
     elif a.cmd == "ship":
-        R.ship(ckpt.load(a.checkpoint), Path(a.out))
+        out = Path(a.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        state = ckpt.load(a.checkpoint)
+        R.ship(state, out / "refiner_meta.pt")
+        meta = ckpt.load(out / "refiner_meta.pt")
+        nets = R.load_nets(meta)
+        zero = meta["config"].get("no_embedder", False)
+        prov = json.dumps(dict(meta_step=meta["step"], meta_git=meta.get("versions", {}).get("git", ""),
+                               held_out=meta.get("held_out"), videos=len(meta["videos"])))
+        w = R.export_refiner(nets.Gm, nets.Ge, nets.Dm.W.mean(0) * 0, nets.De.W.mean(0) * 0, out / "refiner.onnx",
+                             meta={"puppetcam.refiner": prov})
+        we = R.export_embedder(nets.Em, nets.Ee, out / "refiner_embedder.onnx", zero=zero)
+        print(f"shipped step {meta['step']} to {out}: ORT vs torch refiner {w:.2g}, embedder {we:.2g}", file=sys.stderr)
     elif a.cmd == "finetune":
         meta = ckpt.load(a.meta)
         shots, pairs = R.load_shot_dir(Path(a.shots))
@@ -62,11 +72,6 @@ def main():
             e_mouth=pers.em.detach().reshape(-1).tolist(), e_eye=pers.ee.detach().reshape(-1).tolist(),
             info=dict(provenance, ort_vs_torch=worst, precision=a.precision))))
         print(f"refiner: K={info['k']}, {a.steps} fine-tuning steps, ORT vs torch {worst:.2g}", file=sys.stderr)
-    elif a.cmd == "export-embedder":
-        meta = ckpt.load(a.meta)
-        nets = R.load_nets(meta)
-        w = R.export_embedder(nets.Em, nets.Ee, Path(a.out), zero=meta["config"].get("no_embedder", False))
-        print(f"embedder: ORT vs torch {w:.2g}", file=sys.stderr)
 
 
 if __name__ == "__main__":

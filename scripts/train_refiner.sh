@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One command for the shipped refiner: crops -> meta-training (resumes) -> onnx/refiner_meta.pt
-# and onnx/refiner_embedder.onnx. Extra arguments go to `train_refiner.py train`.
+# One command for the shipped refiner: crops -> meta-training (resumes) -> onnx/refiner_meta.pt,
+# onnx/refiner.onnx and onnx/refiner_embedder.onnx (SHIP_DIR). Extra arguments go to
+# `train_refiner.py train`.
 #   scripts/train_refiner.sh --steps 4000
 #   NPROC=2 scripts/train_refiner.sh ...     # DDP over 2 processes (torchrun)
 set -euo pipefail
@@ -14,5 +15,4 @@ if [ "${NPROC:-1}" -gt 1 ]; then
 else
   "$PY" scripts/train_refiner.py train --data "$DATA" --out "$RUN" --threads "${THREADS:-2}" "$@"
 fi
-"$PY" scripts/train_refiner.py ship "$RUN/latest.pt" onnx/refiner_meta.pt
-"$PY" scripts/train_refiner.py export-embedder --meta onnx/refiner_meta.pt --out onnx/refiner_embedder.onnx
+"$PY" scripts/train_refiner.py ship "$RUN/latest.pt" "${SHIP_DIR:-onnx}"

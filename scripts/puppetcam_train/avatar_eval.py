@@ -6,8 +6,11 @@ shots spread evenly over the first 40 % of the clip; the driver is the clip itse
 the clip. Metrics over the last 60 % of the frames against the real frames: PSNR, SSIM and L1 on
 the face box (MediaPipe landmarks of the real frame, padded 10 %), PSNR on the mouth box, and
 landmark NME (MediaPipe on the output against MediaPipe on the real frame, 68-point subset,
-divided by the inter-ocular distance). Rows: the static portrait, a plain piecewise-affine warp
-of the 468 points (no outer ring, no eye or mouth handling), and puppetcam warp avatars.
+divided by the inter-ocular distance), and identity distance (dlib's 128-d face descriptor of
+the output against the real frame, every 5th scored frame; dlib and face-recognition-models
+from PyPI, no download at run time). Rows: the static portrait, a plain piecewise-affine warp
+of the 468 points (no outer ring, no eye or mouth handling), puppetcam warp avatars (no
+refiner) and refined avatars (learned refiner, fine-tuned), plus the ablations asked for.
 
 Cross-identity: portraits x drivers, mouth- and eye-openness correlation of the output with the
 driver, and a contact sheet at the frames where the driver's mouth is widest / eyes most closed.
@@ -33,6 +36,45 @@ INNER_LIPS = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 3
 LIP_PAIRS = [(191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402), (310, 318), (415, 324)]
 EYE_PAIRS = [[(160, 144), (159, 145), (158, 153)], [(385, 380), (386, 374), (387, 373)]]
 EYE_CORNERS = [(33, 133), (362, 263)]
+
+
+# Avatar variants: row name, `avatar create` arguments, refiner directory (an ablation's weights,
+# relative to --ablation-root; None: the shipped ones).
+VARIANTS = {
+    "warp": ("warp avatar", ["--no-refiner"], None),
+    "refined": ("refined avatar", [], None),
+    "ff": ("refined, no fine-tuning", ["--steps", "0"], None),
+    "noemb": ("refined, no embedder", [], "noemb"),
+    "noadv": ("refined, no adversarial", [], "noadv"),
+}
+
+
+class Identity:
+    """dlib's 128-d face descriptor (ResNet, face-recognition-models weights); distance < 0.6
+    is dlib's "same person" threshold."""
+
+    def __init__(self):
+        import dlib
+        import face_recognition_models as frm
+        self.det = dlib.get_frontal_face_detector()
+        self.sp = dlib.shape_predictor(frm.pose_predictor_model_location())
+        self.rec = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+
+    def __call__(self, rgb):
+        rgb = np.ascontiguousarray(rgb)
+        faces = self.det(rgb, 1)
+        if not faces:
+            return None
+        f = max(faces, key=lambda r: r.width() * r.height())
+        return np.array(self.rec.compute_face_descriptor(rgb, self.sp(rgb, f)), np.float32)
+
+
+def identity_or_none():
+    try:
+        return Identity()
+    except Exception as e:  # dlib missing: the column is left out, with the reason
+        print(f"identity distance: not measured ({e}); install dlib and face-recognition-models")
+        return None
 
 
 class Mesh:
@@ -140,8 +182,8 @@ def read_pngs(d):
     return [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in fs]
 
 
-def run_cli(binary, args, log=print):
-    env = dict(os.environ)
+def run_cli(binary, args, log=print, env=None):
+    env = {**os.environ, **(env or {})}
     env.setdefault("RUST_LOG", "warn")
     r = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -175,10 +217,16 @@ def shot_indices(n_frames, k):
     return [0] + [int(round(last * (i + 1) / (k - 1))) for i in range(k - 1)]
 
 
-def score_rows(frames, outputs: dict, meshes_gt, mesher, first):
+def score_rows(frames, outputs: dict, meshes_gt, mesher, first, ident=None):
     """{row: metrics} for each output sequence over frames[first:]."""
     h, w = frames[0].shape[:2]
     res = {}
+    gt_id = {}
+    if ident is not None:
+        for i in range(first, len(frames), 5):
+            d = ident(frames[i])
+            if d is not None:
+                gt_id[i] = d
     for name, outs in outputs.items():
         acc = {k: [] for k in ("face_psnr", "face_ssim", "face_l1", "mouth_psnr", "nme")}
         for i in range(first, len(frames)):
@@ -195,13 +243,20 @@ def score_rows(frames, outputs: dict, meshes_gt, mesher, first):
             acc["mouth_psnr"].append(psnr(crop(out, mb), crop(gt, mb)))
             m = mesher(out)
             acc["nme"].append(nme68(m, g) if m is not None else np.nan)
-        res[name] = {k: float(np.nanmean(v)) if v else float("nan") for k, v in acc.items()}
+        ids = []
+        for i, d in gt_id.items():
+            if i < len(outs):
+                o = ident(outs[i])
+                ids.append(float(np.linalg.norm(o - d)) if o is not None else np.nan)
+        acc["id_dist"] = ids
+        res[name] = {k: float(np.nanmean(v)) if v and not np.all(np.isnan(v)) else float("nan") for k, v in acc.items()}
         res[name]["frames"] = len(acc["face_psnr"])
         res[name]["nme_missing"] = int(np.sum(np.isnan(acc["nme"])))
     return res
 
 
-def self_reenactment(binary, clip: Path, work: Path, ks=(1, 8), log=print):
+def self_reenactment(binary, clip: Path, work: Path, ks=(1, 8), log=print, variants=("warp", "refined"),
+                     ablation_root: Path | None = None, ablation_ks=None, ident=None):
     frames = read_frames(clip)
     n = len(frames)
     h, w = frames[0].shape[:2]
@@ -234,19 +289,29 @@ def self_reenactment(binary, clip: Path, work: Path, ks=(1, 8), log=print):
             p = work / f"shot{j:04d}.png"
             write_png(p, frames[j])
             shots.append(p)
-        av = work / f"k{k}.pcav"
-        run_cli(binary, ["avatar", "create", portrait, *shots, "-o", av, "-q"])
-        import time
-        t0 = time.time()
-        outputs[f"puppetcam warp avatar K={k}"] = render_avatar(binary, av, clip, portrait, (w, h), work / f"out_k{k}")
-        timing[k] = time.time() - t0
-    res = score_rows(frames, outputs, meshes_gt, mesher, first)
+        for v in variants:
+            if v not in ("warp", "refined") and ablation_ks and k not in ablation_ks:
+                continue
+            label, args, sub = VARIANTS[v]
+            env = None
+            if sub is not None:
+                if ablation_root is None:
+                    continue
+                env = {"PUPPETCAM_REFINER_DIR": str(Path(ablation_root) / sub)}
+            av = work / f"k{k}_{v}.pcav"
+            import time
+            t0 = time.time()
+            run_cli(binary, ["avatar", "create", portrait, *shots, "-o", av, "-q", *args], env=env)
+            t1 = time.time()
+            outputs[f"{label} K={k}"] = render_avatar(binary, av, clip, portrait, (w, h), work / f"out_k{k}_{v}")
+            timing[f"{v} K={k}"] = (round(t1 - t0, 1), round(time.time() - t1, 1))
+    res = score_rows(frames, outputs, meshes_gt, mesher, first, ident)
     mesher.close()
-    log(f"{clip.name}: {n} frames, scored {first}..{n - 1}; render times {timing}")
+    log(f"{clip.name}: {n} frames, scored {first}..{n - 1}; (create s, render s) {timing}")
     return res, outputs, frames
 
 
-def self_sheet(clips, path, rows=("plain 468-point warp", "puppetcam warp avatar K=1", "puppetcam warp avatar K=8"), tile=160):
+def self_sheet(clips, path, rows=("plain 468-point warp", "warp avatar K=1", "refined avatar K=1", "warp avatar K=8", "refined avatar K=8"), tile=160):
     """Contact sheet: per clip, the frames of the scored part with the widest mouth and the
     most head motion; columns: real frame, then each row's output (face crops)."""
     mesher = Mesh()
@@ -272,11 +337,11 @@ def self_sheet(clips, path, rows=("plain 468-point warp", "puppetcam warp avatar
 
 def markdown_table(per_clip: dict) -> str:
     rows = list(next(iter(per_clip.values())).keys())
-    cols = ("face_psnr", "face_ssim", "face_l1", "mouth_psnr", "nme")
-    out = ["| method | face PSNR dB | face SSIM | face L1 | mouth PSNR dB | NME |", "|---|---|---|---|---|---|"]
+    cols = ("face_psnr", "face_ssim", "face_l1", "mouth_psnr", "nme", "id_dist")
+    out = ["| method | face PSNR dB | face SSIM | face L1 | mouth PSNR dB | NME | identity distance |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        vals = [np.nanmean([per_clip[c][r][k] for c in per_clip]) for k in cols]
-        out.append(f"| {r} | {vals[0]:.2f} | {vals[1]:.4f} | {vals[2]:.2f} | {vals[3]:.2f} | {vals[4]:.4f} |")
+        vals = [np.nanmean([per_clip[c][r].get(k, np.nan) for c in per_clip]) for k in cols]
+        out.append(f"| {r} | {vals[0]:.2f} | {vals[1]:.4f} | {vals[2]:.2f} | {vals[3]:.2f} | {vals[4]:.4f} | {vals[5]:.3f} |")
     out.append("")
     out.append("Per clip (face PSNR / face SSIM / mouth PSNR / NME):")
     out.append("")
@@ -289,7 +354,8 @@ def markdown_table(per_clip: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log=print, use_neutral=False):
+def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log=print, use_neutral=False,
+                   variant="refined", ident=None):
     """Portraits x drivers: openness correlations and a contact sheet. By default without
     `--neutral` (the out-of-the-box experience: provisional neutral from the first frames);
     `use_neutral` passes the driver's frame 0 as the neutral instead."""
@@ -313,10 +379,10 @@ def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log
             h, w = img.shape[:2]
             s = min(1.0, 720 / max(h, w))
             size = (int(w * s) // 2 * 2, int(h * s) // 2 * 2)
-            av = work / f"{p.stem}.pcav"
+            av = work / f"{p.stem}_{variant}.pcav"
             if not av.exists():
-                run_cli(binary, ["avatar", "create", p, "-o", av, "-q"])
-            outs = render_avatar(binary, av, d, neutral if use_neutral else None, size, work / f"{p.stem}_{d.stem}")
+                run_cli(binary, ["avatar", "create", p, "-o", av, "-q", *VARIANTS[variant][1]])
+            outs = render_avatar(binary, av, d, neutral if use_neutral else None, size, work / f"{p.stem}_{d.stem}_{variant}")
             om = [mesher(o) for o in outs]
             mouth_o = np.array([mouth_open(m) if m is not None else np.nan for m in om])
             eye_o = np.array([eye_open(m) if m is not None else np.nan for m in om])
@@ -326,6 +392,11 @@ def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log
             r_m = float(np.corrcoef(mouth_o[:n][ok], mouth_d[:n][ok])[0, 1])
             r_e = float(np.corrcoef(eye_o[:n][ok_e], eye_d[:n][ok_e])[0, 1])
             results[f"{p.stem} x {d.stem}"] = {"mouth_r": r_m, "eye_r": r_e, "frames": int(n), "face_found": int(ok.sum())}
+            if ident is not None:
+                ref = ident(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+                ds = [ident(outs[i]) for i in range(0, len(outs), 10)]
+                ds = [float(np.linalg.norm(x - ref)) for x in ds if x is not None and ref is not None]
+                results[f"{p.stem} x {d.stem}"]["id_dist"] = float(np.mean(ds)) if ds else float("nan")
             log(f"{p.stem} x {d.stem}: mouth r {r_m:.3f}, eye r {r_e:.3f} ({ok.sum()}/{n} frames with a face)")
             pm = om[0] if om[0] is not None else None
             for i in (i_mouth, i_eye):

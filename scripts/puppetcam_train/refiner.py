@@ -340,6 +340,8 @@ class RefinerConfig:
     log_every: int = 25
     val_every: int = 250
     ckpt_every: int = 100
+    snapshots: tuple = ()                  # steps at which to keep a copy (step_N.pt), e.g. to
+                                           # compare ablations at equal training time
     seed: int = 0
 
 
@@ -565,6 +567,8 @@ def train(cfg: RefinerConfig, resume: str | None = None, max_steps: int | None =
             tr.save_sample(out / f"sample_{tr.step:06d}.jpg")
         if main and (tr.step % cfg.ckpt_every == 0 or tr.step == stop):
             ckpt.save(latest, tr.state())
+        if main and str(tr.step) in {str(x) for x in cfg.snapshots}:
+            ckpt.save(out / f"step_{tr.step}.pt", tr.state())
     if bar:
         bar.close()
     if dist.is_initialized():

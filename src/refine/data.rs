@@ -66,7 +66,8 @@ fn spread(len: usize, n: usize) -> Vec<usize> {
         return Vec::new();
     }
     let n = n.min(len);
-    (0..n).map(|k| (k * len + len / (2 * n)) / n).map(|i| i.min(len - 1)).collect()
+    // The centre of each of n equal bins.
+    (0..n).map(|k| ((2 * k + 1) * len / (2 * n)).min(len - 1)).collect()
 }
 
 /// One analysed frame: image, mesh (2-D), irises.

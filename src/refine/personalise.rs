@@ -41,24 +41,33 @@ pub struct Assets {
 }
 
 impl Assets {
-    /// The bundled files; `None` when this install has no refiner.
+    /// The bundled files (or `$PUPPETCAM_REFINER_DIR/{refiner.onnx, refiner_embedder.onnx,
+    /// refiner_meta.pt}`, e.g. an ablation's weights); `None` when this install has no refiner.
     pub fn locate() -> Option<Assets> {
         let env = crate::paths::Env::current();
+        if let Some(d) = std::env::var_os("PUPPETCAM_REFINER_DIR").filter(|v| !v.is_empty()).map(PathBuf::from) {
+            let f = |n: &str| Some(d.join(n)).filter(|p| p.is_file());
+            return Some(Assets {
+                refiner: f("refiner.onnx")?,
+                embedder: f("refiner_embedder.onnx")?,
+                meta: f("refiner_meta.pt"),
+                script: env.source_root().map(|r| r.join(SCRIPT)).filter(|p| p.is_file()),
+            });
+        }
         let refiner = env.find_data(REFINER_ONNX)?;
         let embedder = env.find_data(EMBEDDER_ONNX)?;
         Some(Assets { refiner, embedder, meta: env.find_data(META_WEIGHTS), script: env.source_root().map(|r| r.join(SCRIPT)).filter(|p| p.is_file()) })
     }
 }
 
-/// The Python that has the training extras: `$PUPPETCAM_PYTHON`, the checkout's `.venv`, or
-/// `python3`; `Err(why)` when none can import torch.
+/// The Python that has the training extras: `$PUPPETCAM_PYTHON` (then only that one), else the
+/// checkout's `.venv`, else `python3`; `Err(why)` when none can import torch.
 fn training_python(script: &Path) -> std::result::Result<PathBuf, String> {
     let root = script.parent().and_then(Path::parent).map(Path::to_path_buf);
-    let mut cands: Vec<PathBuf> = std::env::var_os("PUPPETCAM_PYTHON").filter(|v| !v.is_empty()).map(PathBuf::from).into_iter().collect();
-    if let Some(r) = &root {
-        cands.push(r.join(".venv/bin/python"));
-    }
-    cands.push(PathBuf::from("python3"));
+    let cands: Vec<PathBuf> = match std::env::var_os("PUPPETCAM_PYTHON").filter(|v| !v.is_empty()) {
+        Some(p) => vec![PathBuf::from(p)],
+        None => root.iter().map(|r| r.join(".venv/bin/python")).chain([PathBuf::from("python3")]).collect(),
+    };
     for py in cands {
         let ok = Command::new(&py).args(["-c", "import torch, onnx, onnxruntime"]).output().map(|o| o.status.success()).unwrap_or(false);
         if ok {
