@@ -229,7 +229,16 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
     let cpu = RuntimeOptions { providers: vec![Provider::Cpu], ..rt.clone() };
     if puppetcam::avatar::file::path_is_warp_avatar(&avatar) {
         let made = puppetcam::avatar::WarpAvatar::load(&avatar)
-            .and_then(|a| puppetcam::avatar::WarpRenderer::new(&a, plan.width, plan.height).map(|_| a));
+            .and_then(|a| puppetcam::avatar::WarpRenderer::new(&a, plan.width, plan.height).map(|_| a))
+            .and_then(|a| {
+                // The refiner: one dry run on the CPU checks its ONNX contract.
+                if let Some(r) = &a.refiner {
+                    let emb = puppetcam::refine::Embedding { mouth: r.e_mouth.clone(), eye: r.e_eye.clone() };
+                    puppetcam::refine::Refiner::new(&r.onnx, emb, &cpu)
+                        .map_err(|e| puppetcam::Error::Invalid(format!("{}: its refiner does not load: {e}", avatar.display())))?;
+                }
+                Ok(a)
+            });
         match made {
             Ok(a) => r.line(
                 true,
@@ -242,7 +251,7 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
                     a.shots.len(),
                     a.shots[0].image.width,
                     a.shots[0].image.height,
-                    if a.refiner.is_some() { ", with a refiner" } else { "" }
+                    a.refiner.as_ref().map(|r| format!(", refiner ({})", r.info)).unwrap_or_else(|| ", no refiner".into())
                 ),
             ),
             Err(e) => r.line(false, true, "avatar", &e.to_string()),

@@ -44,6 +44,7 @@ VARIANTS = {
     "warp": ("warp avatar", ["--no-refiner"], None),
     "refined": ("refined avatar", [], None),
     "ff": ("refined, no fine-tuning", ["--steps", "0"], None),
+    "main1000": ("refined, 1000 meta steps", [], "main1000"),
     "noemb": ("refined, no embedder", [], "noemb"),
     "noadv": ("refined, no adversarial", [], "noadv"),
 }

@@ -564,7 +564,7 @@ def train(cfg: RefinerConfig, resume: str | None = None, max_steps: int | None =
             log.write(json.dumps(st) + "\n")
             log.flush()
         if main and tr.step % cfg.val_every == 0:
-            tr.save_sample(out / f"sample_{tr.step:06d}.jpg")
+            tr.save_sample(out / f"sample_{tr.step:06d}.png")
         if main and (tr.step % cfg.ckpt_every == 0 or tr.step == stop):
             ckpt.save(latest, tr.state())
         if main and str(tr.step) in {str(x) for x in cfg.snapshots}:
