@@ -7,7 +7,6 @@ use puppetcam::core::mesh::LIP_PAIRS;
 use puppetcam::core::types::Frame;
 use opencv::prelude::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 mod common;
 
@@ -17,18 +16,7 @@ fn data() -> Option<PathBuf> {
     common::data("videos").map(|_| common::data_root())
 }
 
-fn puppetcam(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_puppetcam"));
-    c.args(args).current_dir(cwd).env("RUST_LOG", "warn");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run puppetcam")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use common::{puppetcam, text};
 
 fn default_avatar() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/default_avatar.pcav")
@@ -125,12 +113,12 @@ fn run_portrait_creates_and_reuses_a_cached_avatar() {
     let cache = dir.path().join("cache");
     let img = d.join("portraits/lp_s4.jpg").display().to_string();
     let args = ["run", "--portrait", &img, "--source", "embedded", "--frames", "5", "--output", "null", "--size", "320x240"];
-    let o = puppetcam(&args, dir.path(), &[("XDG_CACHE_HOME", &cache)]);
+    let o = puppetcam(&args, dir.path(), &[("XDG_CACHE_HOME", cache.as_os_str())]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let files: Vec<PathBuf> = std::fs::read_dir(cache.join("puppetcam/avatars")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let t0 = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
-    let o = puppetcam(&args, dir.path(), &[("XDG_CACHE_HOME", &cache)]);
+    let o = puppetcam(&args, dir.path(), &[("XDG_CACHE_HOME", cache.as_os_str())]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), t0, "second run reuses the cached avatar");
 }

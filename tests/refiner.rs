@@ -7,22 +7,10 @@ use puppetcam::core::mesh::LIP_PAIRS;
 use puppetcam::core::retarget::RetargetParams;
 use puppetcam::core::types::FaceLandmarks;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 mod common;
 
-fn puppetcam(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_puppetcam"));
-    c.args(args).current_dir(cwd).env("RUST_LOG", "warn");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run puppetcam")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use common::{puppetcam, text};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -125,7 +113,7 @@ fn fine_tuned_avatar_is_made_with_a_progress_report_or_a_clear_fallback() {
     let o = puppetcam(
         &["avatar", "create", &img.display().to_string(), "--steps", "3", "-o", &out2.display().to_string()],
         dir.path(),
-        &[("PUPPETCAM_PYTHON", "/bin/false"), ("PUPPETCAM_REFINER_DIR", &repo("onnx").display().to_string())],
+        &[("PUPPETCAM_PYTHON", std::ffi::OsStr::new("/bin/false")), ("PUPPETCAM_REFINER_DIR", repo("onnx").as_os_str())],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let t = text(&o);

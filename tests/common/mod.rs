@@ -43,3 +43,18 @@ pub fn data(rel: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// Runs the built `puppetcam` binary in `cwd` with `RUST_LOG=warn` and extra environment.
+pub fn puppetcam(args: &[&str], cwd: &Path, env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_puppetcam"));
+    c.args(args).current_dir(cwd).env("RUST_LOG", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run puppetcam")
+}
+
+/// stdout and stderr of a run, for assertion messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
