@@ -85,6 +85,9 @@ pub struct AvatarCreateArgs {
     /// No learned refiner: a warp-only avatar (deterministic eye and mouth fallbacks).
     #[arg(long)]
     pub no_refiner: bool,
+    /// Export the fine-tuned refiner in fp16 (for GPUs; on a CPU fp32 is as fast).
+    #[arg(long)]
+    pub fp16: bool,
 }
 
 #[derive(Debug, Args)]
@@ -366,7 +369,7 @@ fn cmd_avatar_create(a: AvatarCreateArgs) -> anyhow::Result<u8> {
     let mode = match (a.no_refiner, a.steps) {
         (true, _) => Mode::Off,
         (false, 0) => Mode::FeedForward,
-        (false, n) => Mode::FineTune(n),
+        (false, n) => Mode::FineTune { steps: n, fp16: a.fp16 },
     };
     let how = personalise(&mut av, mode, &puppetcam::ep::RuntimeOptions::cpu())?;
     av.save(&a.out).with_context(|| format!("avatar create: cannot write {}", a.out.display()))?;

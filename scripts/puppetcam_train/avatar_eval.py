@@ -44,9 +44,11 @@ VARIANTS = {
     "warp": ("warp avatar", ["--no-refiner"], None),
     "refined": ("refined avatar", [], None),
     "ff": ("refined, no fine-tuning", ["--steps", "0"], None),
-    "main1000": ("refined, 1000 meta steps", [], "main1000"),
-    "noemb": ("refined, no embedder", [], "noemb"),
-    "noadv": ("refined, no adversarial", [], "noadv"),
+    # Ablations at equal meta-training (1000 steps), feed-forward so that only the meta-learned
+    # refiner differs (fine-tuning is the "ff" row's ablation).
+    "main1000": ("refined feed-forward, 1000 meta steps", ["--steps", "0"], "main1000"),
+    "noemb": ("refined feed-forward, no embedder, 1000 meta steps", ["--steps", "0"], "noemb"),
+    "noadv": ("refined feed-forward, no adversarial, 1000 meta steps", ["--steps", "0"], "noadv"),
 }
 
 

@@ -26,9 +26,9 @@ pub enum Mode {
     Off,
     /// Meta-learned refiner conditioned on the shots' embedding (seconds, no PyTorch).
     FeedForward,
-    /// Fine-tuned on the shots for this many steps (needs PyTorch; falls back to feed-forward
-    /// with a message when it is missing).
-    FineTune(usize),
+    /// Fine-tuned on the shots for `steps` steps, exported in fp16 or fp32 (needs PyTorch;
+    /// falls back to feed-forward with a message when it is missing).
+    FineTune { steps: usize, fp16: bool },
 }
 
 /// Where the shipped refiner files and the Python side are.
@@ -117,10 +117,10 @@ pub fn personalise(av: &mut WarpAvatar, mode: Mode, runtime: &RuntimeOptions) ->
     if shots.is_empty() {
         return Err(Error::Invalid("avatar create: no shot gives usable mouth and eye regions for the refiner (use --no-refiner)".into()));
     }
-    if let Mode::FineTune(steps) = mode {
+    if let Mode::FineTune { steps, fp16 } = mode {
         let why_not = match (&assets.meta, &assets.script) {
             (Some(meta), Some(script)) => match training_python(script) {
-                Ok(py) => return fine_tune(av, &shots, steps, meta, script, &py),
+                Ok(py) => return fine_tune(av, &shots, steps, fp16, meta, script, &py),
                 Err(why) => why,
             },
             (None, _) => format!("the meta-learned weights {META_WEIGHTS} are not installed"),
@@ -135,7 +135,7 @@ pub fn personalise(av: &mut WarpAvatar, mode: Mode, runtime: &RuntimeOptions) ->
     Ok(info)
 }
 
-fn fine_tune(av: &mut WarpAvatar, shots: &[Sample], steps: usize, meta: &Path, script: &Path, py: &Path) -> Result<String> {
+fn fine_tune(av: &mut WarpAvatar, shots: &[Sample], steps: usize, fp16: bool, meta: &Path, script: &Path, py: &Path) -> Result<String> {
     let dir = tempfile::tempdir().map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
     let mut set = SampleSet::default();
     for s in shots {
@@ -145,12 +145,15 @@ fn fine_tune(av: &mut WarpAvatar, shots: &[Sample], steps: usize, meta: &Path, s
     shot_pairs(av)?.write(dir.path(), "avatar.pairs", true)?;
     let out = dir.path().join("out");
     let status = Command::new(py)
+        // Idle OpenMP threads sleep instead of spinning: on a 2-core machine that is also
+        // running the daemon, spinning threads made torch several times slower.
+        .env("OMP_WAIT_POLICY", "PASSIVE")
         .arg(script)
         .args(["finetune", "--meta"])
         .arg(meta)
         .arg("--shots")
         .arg(dir.path())
-        .args(["--steps", &steps.to_string(), "--out"])
+        .args(["--steps", &steps.to_string(), "--precision", if fp16 { "fp16" } else { "fp32" }, "--out"])
         .arg(&out)
         .status()
         .map_err(|source| Error::Io { path: py.to_path_buf(), source })?;
