@@ -160,25 +160,21 @@ pub enum RegionKind {
     Eye(usize),
 }
 
-/// The landmark raster of a region: `size * size * 3` bytes (0 or up to 255, anti-aliased lines
-/// about 2 crop pixels wide), drawn from the mesh (and iris) in canvas pixels.
-pub fn raster(b: &RegionBox, kind: RegionKind, mesh: &[Pt], iris: Option<&[Iris; 2]>) -> Vec<u8> {
-    let n = b.size;
-    let mut out = vec![0u8; n * n * 3];
+/// The points of a region's raster, in crop coordinates: (contour line, second line, opening
+/// polygon, iris disc).
+type RasterGeometry = (Vec<[f64; 2]>, Vec<[f64; 2]>, Vec<[f64; 2]>, Option<([f64; 2], f64)>);
+
+fn raster_geometry(b: &RegionBox, kind: RegionKind, mesh: &[Pt], iris: Option<&[Iris; 2]>) -> RasterGeometry {
     let to = |i: usize| b.to_crop([mesh[i][0] as f64, mesh[i][1] as f64]).unwrap_or([-1e6, -1e6]);
-    let (line0, line1, fill): (Vec<[f64; 2]>, Vec<[f64; 2]>, Vec<[f64; 2]>);
-    let mut disc: Option<([f64; 2], f64)> = None;
     match kind {
         RegionKind::Mouth => {
-            line0 = OUTER_LIPS.iter().map(|&i| to(i)).collect();
-            line1 = INNER_LIPS.iter().map(|&i| to(i)).collect();
-            fill = line1.clone();
+            let inner: Vec<[f64; 2]> = INNER_LIPS.iter().map(|&i| to(i)).collect();
+            (OUTER_LIPS.iter().map(|&i| to(i)).collect(), inner.clone(), inner, None)
         }
         RegionKind::Eye(e) => {
             let idx = if e == 0 { &EYE_R } else { &EYE_L };
-            line0 = idx.iter().map(|&i| to(i)).collect();
-            line1 = Vec::new();
-            fill = line0.clone();
+            let contour: Vec<[f64; 2]> = idx.iter().map(|&i| to(i)).collect();
+            let mut disc = None;
             if let Some(ir) = iris {
                 let i = ir[e.min(1)];
                 if let Some(c) = b.to_crop([i.cx as f64, i.cy as f64]) {
@@ -188,28 +184,67 @@ pub fn raster(b: &RegionBox, kind: RegionKind, mesh: &[Pt], iris: Option<&[Iris;
                     }
                 }
             }
+            (contour.clone(), Vec::new(), contour, disc)
         }
     }
-    let line_v = |p: [f64; 2], poly: &[[f64; 2]]| -> f64 {
-        let m = poly.len();
-        let d = (0..m).map(|k| seg_dist(p, poly[k], poly[(k + 1) % m])).fold(f64::MAX, f64::min);
-        (1.5 - d).clamp(0.0, 1.0)
-    };
-    for v in 0..n {
-        for u in 0..n {
-            let p = [u as f64, v as f64];
-            let o = 3 * (v * n + u);
-            let in_open = fill.len() >= 3 && inside(p, &fill);
-            out[o] = (255.0 * line_v(p, &line0)).round() as u8;
-            out[o + 1] = match (kind, disc) {
-                (RegionKind::Mouth, _) => (255.0 * line_v(p, &line1)).round() as u8,
-                (RegionKind::Eye(_), Some((c, r))) => {
-                    let d = (p[0] - c[0]).hypot(p[1] - c[1]);
-                    if in_open { (255.0 * (r + 0.5 - d).clamp(0.0, 1.0)).round() as u8 } else { 0 }
+}
+
+/// Integer pixel range `[lo, hi]` covering `[a - pad, b + pad]`, clipped to `0..n`; `None` when
+/// empty.
+fn span(a: f64, b: f64, pad: f64, n: usize) -> Option<(usize, usize)> {
+    let lo = (a.min(b) - pad).ceil().max(0.0);
+    let hi = (a.max(b) + pad).floor().min(n as f64 - 1.0);
+    (lo.is_finite() && hi.is_finite() && lo <= hi).then(|| (lo as usize, hi as usize))
+}
+
+/// Draws a closed polyline into plane `ch` of `out` (max with what is there), visiting only the
+/// pixels near each segment: value `clamp(1.5 - distance, 0, 1) * 255`.
+fn draw_polyline(out: &mut [u8], n: usize, ch: usize, poly: &[[f64; 2]]) {
+    let m = poly.len();
+    for k in 0..m {
+        let (a, b) = (poly[k], poly[(k + 1) % m]);
+        let (Some((x0, x1)), Some((y0, y1))) = (span(a[0], b[0], 1.5, n), span(a[1], b[1], 1.5, n)) else { continue };
+        for v in y0..=y1 {
+            for u in x0..=x1 {
+                let d = seg_dist([u as f64, v as f64], a, b);
+                let val = (255.0 * (1.5 - d).clamp(0.0, 1.0)).round() as u8;
+                let o = 3 * (v * n + u) + ch;
+                out[o] = out[o].max(val);
+            }
+        }
+    }
+}
+
+/// The landmark raster of a region: `size * size * 3` bytes (0 or up to 255, anti-aliased lines
+/// about 2 crop pixels wide), drawn from the mesh (and iris) in canvas pixels. Only the pixels
+/// near each line, inside each polygon's bounds and around the iris are visited (the whole-crop
+/// reference, `raster_reference` in the tests, gives the same bytes).
+pub fn raster(b: &RegionBox, kind: RegionKind, mesh: &[Pt], iris: Option<&[Iris; 2]>) -> Vec<u8> {
+    let n = b.size;
+    let mut out = vec![0u8; n * n * 3];
+    let (line0, line1, fill, disc) = raster_geometry(b, kind, mesh, iris);
+    draw_polyline(&mut out, n, 0, &line0);
+    if kind == RegionKind::Mouth {
+        draw_polyline(&mut out, n, 1, &line1);
+    }
+    if fill.len() >= 3 {
+        let (fx0, fx1) = fill.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p[0]), hi.max(p[0])));
+        let (fy0, fy1) = fill.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p[1]), hi.max(p[1])));
+        if let (Some((x0, x1)), Some((y0, y1))) = (span(fx0, fx1, 0.0, n), span(fy0, fy1, 0.0, n)) {
+            for v in y0..=y1 {
+                for u in x0..=x1 {
+                    let p = [u as f64, v as f64];
+                    if !inside(p, &fill) {
+                        continue;
+                    }
+                    let o = 3 * (v * n + u);
+                    out[o + 2] = 255;
+                    if let (RegionKind::Eye(_), Some((c, r))) = (kind, disc) {
+                        let d = (p[0] - c[0]).hypot(p[1] - c[1]);
+                        out[o + 1] = (255.0 * (r + 0.5 - d).clamp(0.0, 1.0)).round() as u8;
+                    }
                 }
-                _ => 0,
-            };
-            out[o + 2] = if in_open { 255 } else { 0 };
+            }
         }
     }
     out
@@ -387,6 +422,53 @@ mod tests {
         // A box from a degenerate frame draws nothing rather than panicking.
         let b = RegionBox::new([0.0, 0.0], 0.0, 0.0, 8, false);
         assert!(raster(&b, RegionKind::Mouth, &mesh, None).iter().all(|&v| v == 0));
+    }
+
+    /// The straightforward whole-crop raster (every pixel against every segment): the fast one
+    /// must give the same bytes, since the refiner was trained on these rasters.
+    fn raster_reference(b: &RegionBox, kind: RegionKind, mesh: &[Pt], iris: Option<&[Iris; 2]>) -> Vec<u8> {
+        let n = b.size;
+        let mut out = vec![0u8; n * n * 3];
+        let (line0, line1, fill, disc) = raster_geometry(b, kind, mesh, iris);
+        let line_v = |p: [f64; 2], poly: &[[f64; 2]]| -> f64 {
+            let m = poly.len();
+            let d = (0..m).map(|k| seg_dist(p, poly[k], poly[(k + 1) % m])).fold(f64::MAX, f64::min);
+            (1.5 - d).clamp(0.0, 1.0)
+        };
+        for v in 0..n {
+            for u in 0..n {
+                let p = [u as f64, v as f64];
+                let o = 3 * (v * n + u);
+                let in_open = fill.len() >= 3 && inside(p, &fill);
+                out[o] = (255.0 * line_v(p, &line0)).round() as u8;
+                out[o + 1] = match (kind, disc) {
+                    (RegionKind::Mouth, _) => (255.0 * line_v(p, &line1)).round() as u8,
+                    (RegionKind::Eye(_), Some((c, r))) if in_open => (255.0 * (r + 0.5 - (p[0] - c[0]).hypot(p[1] - c[1])).clamp(0.0, 1.0)).round() as u8,
+                    _ => 0,
+                };
+                out[o + 2] = if in_open { 255 } else { 0 };
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fast_raster_equals_the_whole_crop_reference() {
+        let av = crate::avatar::WarpAvatar::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/default_avatar.pcav")).unwrap();
+        let base = av.shots[0].mesh.clone();
+        let iris = av.shots[0].iris;
+        for (open, roll, shift) in [(0.0f32, 0.0f64, 0.0f32), (9.0, 0.2, 3.3), (20.0, -0.4, -7.1)] {
+            let mut mesh = base.clone();
+            for &(_, l) in crate::core::mesh::LIP_PAIRS.iter() {
+                mesh[l][1] += open;
+            }
+            let t = crate::core::geometry::Similarity::about(1.1, roll, [250.0, 250.0], [shift as f64, 0.0]);
+            let mesh: Vec<Pt> = mesh.iter().map(|&p| t.apply(p)).collect();
+            let bx = boxes(&mesh).unwrap();
+            for (k, kind) in [RegionKind::Mouth, RegionKind::Eye(0), RegionKind::Eye(1)].into_iter().enumerate() {
+                assert_eq!(raster(&bx[k], kind, &mesh, iris.as_ref()), raster_reference(&bx[k], kind, &mesh, iris.as_ref()), "{kind:?} open {open}");
+            }
+        }
     }
 
     #[test]
