@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
     let iris = rend.neutral_iris();
     for threads in [1usize, 2] {
         let opts = puppetcam::ep::RuntimeOptions { intra_threads: threads, ..puppetcam::ep::RuntimeOptions::cpu() };
-        let mut refiner = puppetcam::refine::Refiner::new(&r.onnx, puppetcam::refine::Embedding { mouth: r.e_mouth.clone(), eye: r.e_eye.clone() }, &opts)?;
+        let mut refiner = puppetcam::refine::Refiner::from_blob(&r, &opts)?;
         let (mut t_render, mut t_prep, mut t_all) = (vec![], vec![], vec![]);
         for _ in 0..60 {
             let t = Instant::now();

@@ -233,8 +233,7 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
             .and_then(|a| {
                 // The refiner: one dry run on the CPU checks its ONNX contract.
                 if let Some(r) = &a.refiner {
-                    let emb = puppetcam::refine::Embedding { mouth: r.e_mouth.clone(), eye: r.e_eye.clone() };
-                    puppetcam::refine::Refiner::new(&r.onnx, emb, &cpu)
+                    puppetcam::refine::Refiner::from_blob(r, &cpu)
                         .map_err(|e| puppetcam::Error::Invalid(format!("{}: its refiner does not load: {e}", avatar.display())))?;
                 }
                 Ok(a)

@@ -130,6 +130,13 @@ impl Env {
         dedup(d)
     }
 
+    /// Python virtual environments of the project, in search order: `$PUPPETCAM_VENV`, the
+    /// checkout's `.venv`, `./.venv`.
+    pub fn venvs(&self) -> Vec<PathBuf> {
+        let v = self.var("PUPPETCAM_VENV").into_iter().chain(self.source_root().map(|r| r.join(".venv"))).chain(self.cwd.as_ref().map(|c| c.join(".venv")));
+        dedup(v.collect())
+    }
+
     /// `libonnxruntime` candidates in order. An explicit path (config `runtime.ort_library`) is
     /// the only candidate: it is a decision, so no other library is used silently. Otherwise:
     /// `$ORT_DYLIB_PATH`, the installed `<prefix>/lib/puppetcam`, next to the executable, the
@@ -145,12 +152,7 @@ impl Env {
         if let Some(d) = self.exe_dir() {
             c.extend(libs_in(d));
         }
-        let venvs = self
-            .var("PUPPETCAM_VENV")
-            .into_iter()
-            .chain(self.source_root().map(|r| r.join(".venv")))
-            .chain(self.cwd.as_ref().map(|c| c.join(".venv")));
-        for v in venvs {
+        for v in self.venvs() {
             c.extend(venv_libs(&v));
         }
         for d in SYSTEM_LIB_DIRS {

@@ -28,16 +28,6 @@ pub fn read_image(path: &Path) -> Result<Frame> {
         .map_err(|_| Error::Invalid(format!("{}: not a readable image", path.display())))
 }
 
-/// Shrinks an image whose long side exceeds `MAX_SIDE` (landmarks are found on the result).
-fn limit_size(f: Frame) -> Result<Frame> {
-    let long = f.width.max(f.height);
-    if long <= MAX_SIDE {
-        return Ok(f);
-    }
-    let k = MAX_SIDE as f64 / long as f64;
-    crate::pipeline::compose::resize(&f, ((f.width as f64 * k).round() as i32).max(1), ((f.height as f64 * k).round() as i32).max(1))
-}
-
 /// Builds a warp avatar from `images` (first = portrait). Errors name the image with no face.
 pub fn create(images: &[PathBuf], name: &str, models: &FaceModels) -> Result<(WarpAvatar, Vec<ShotReport>)> {
     if images.is_empty() {
@@ -50,7 +40,8 @@ pub fn create(images: &[PathBuf], name: &str, models: &FaceModels) -> Result<(Wa
     let mut shots = Vec::new();
     let mut reports = Vec::new();
     for path in images {
-        let img = limit_size(read_image(path)?)?;
+        // Landmarks are found on the shrunk image.
+        let img = crate::pipeline::compose::fit_within(read_image(path)?, MAX_SIDE)?;
         let face = lm
             .landmarks(&img)?
             .ok_or_else(|| Error::Invalid(format!("{}: no face found (a frontal, well-lit face of at least ~100 pixels works best)", path.display())))?;

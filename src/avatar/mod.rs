@@ -70,8 +70,7 @@ impl WarpStage {
         let mut renderer = WarpRenderer::new(&avatar, out_w, out_h)?;
         let refiner = match (&avatar.refiner, runtime) {
             (Some(r), Some(rt)) => {
-                let emb = crate::refine::Embedding { mouth: r.e_mouth.clone(), eye: r.e_eye.clone() };
-                let refiner = crate::refine::Refiner::new(&r.onnx, emb, rt)
+                let refiner = crate::refine::Refiner::from_blob(r, rt)
                     .map_err(|e| crate::error::Error::Invalid(format!("avatar `{}`: its refiner does not load: {e}", avatar.name)))?;
                 // The refiner paints eyes and mouth itself, from the plain warp.
                 renderer.set_fallbacks(false);
@@ -104,10 +103,7 @@ impl WarpStage {
         let n68 = n.pts68.map(|p| to_frame.apply(p));
         let (ln, lf) = (self.lift.apply(&n68), self.lift.apply(frame68));
         let pts: Vec<Pt> = frame_mesh.iter().zip(ln.iter().zip(&lf)).map(|(m, (a, b))| [m[0] + a[0] - b[0], m[1] + a[1] - b[1]]).collect();
-        let iris = n.iris.map(|ir| ir.map(|i| {
-            let c = to_frame.apply([i.cx, i.cy]);
-            Iris { cx: c[0], cy: c[1], r: i.r * to_frame.scale as f32 }
-        }));
+        let iris = n.iris.map(|ir| ir.map(|i| to_frame.apply_iris(i)));
         match mesh_retargeter(&self.renderer, self.retargeter.topology().clone(), Some(DriverNeutral { pts, iris }), params) {
             Ok(r) => self.retargeter = r,
             Err(e) => log::warn!("driver neutral from the profile is unusable with this face ({e}); learning it instead"),

@@ -58,6 +58,12 @@ impl Similarity {
         [q[0] as f32, q[1] as f32]
     }
 
+    /// An iris carried by the transform: centre moved, radius scaled.
+    pub fn apply_iris(&self, i: super::types::Iris) -> super::types::Iris {
+        let c = self.apply([i.cx, i.cy]);
+        super::types::Iris { cx: c[0], cy: c[1], r: i.r * self.scale as f32 }
+    }
+
     /// Applies only the linear part (for displacement vectors).
     pub fn apply_vec(&self, v: [f64; 2]) -> [f64; 2] {
         let (a, b) = self.ab();

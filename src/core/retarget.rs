@@ -921,10 +921,7 @@ impl Retargeter {
                 let r = g[k].r * t.scale as f32;
                 Iris { cx: c[k].cx + a * (q[0] - c[k].cx), cy: c[k].cy + a * (q[1] - c[k].cy), r: c[k].r + a * (r - c[k].r) }
             })),
-            (_, g) => g.map(|g| g.map(|i| {
-                let q = t.apply([i.cx, i.cy]);
-                Iris { cx: q[0], cy: q[1], r: i.r * t.scale as f32 }
-            })),
+            (_, g) => g.map(|g| g.map(|i| t.apply_iris(i))),
         };
         self.driver = Some(self.driver_model(&DriverNeutral { pts, iris })?);
         if done {

@@ -90,6 +90,17 @@ impl Paster {
     }
 }
 
+/// Shrinks a frame whose long side exceeds `max_side` to that size (aspect kept); smaller
+/// frames are returned as they are.
+pub fn fit_within(f: Frame, max_side: u32) -> Result<Frame> {
+    let long = f.width.max(f.height);
+    if long <= max_side {
+        return Ok(f);
+    }
+    let k = max_side as f64 / long as f64;
+    resize(&f, ((f.width as f64 * k).round() as i32).max(1), ((f.height as f64 * k).round() as i32).max(1))
+}
+
 /// Resizes an RGB frame with INTER_AREA when shrinking, INTER_LINEAR when enlarging.
 pub fn resize(f: &Frame, w: i32, h: i32) -> Result<Frame> {
     if f.width as i32 == w && f.height as i32 == h {

@@ -71,19 +71,10 @@ fn spread(len: usize, n: usize) -> Vec<usize> {
 }
 
 /// One analysed frame: image, mesh (2-D), irises.
-pub(crate) struct Analysed {
+struct Analysed {
     pub frame: Frame,
     pub mesh: Vec<[f32; 2]>,
     pub iris: Option<[crate::core::types::Iris; 2]>,
-}
-
-fn shrink(f: Frame, max_side: u32) -> Result<Frame> {
-    let long = f.width.max(f.height);
-    if long <= max_side {
-        return Ok(f);
-    }
-    let k = max_side as f64 / long as f64;
-    crate::pipeline::compose::resize(&f, ((f.width as f64 * k).round() as i32).max(1), ((f.height as f64 * k).round() as i32).max(1))
 }
 
 /// Decodes the clip, keeps `max_frames` evenly spaced frames and finds their landmarks.
@@ -110,7 +101,7 @@ fn analyse(args: &RefinerDataArgs, models: &FaceModels) -> Result<Vec<Analysed>>
         if !chosen {
             continue;
         }
-        let f = shrink(f, args.max_side)?;
+        let f = crate::pipeline::compose::fit_within(f, args.max_side)?;
         if let Some(lm) = tracker.process(&f)? {
             if lm.mesh.len() == crate::core::landmarks::MESH_POINTS {
                 let mesh = lm.mesh.iter().map(|p| [p[0], p[1]]).collect();

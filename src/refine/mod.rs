@@ -5,7 +5,7 @@
 //! - `Sample`/`SampleSet`, [`pair_sample`] and [`shot_sample`]: the crops and rasters the
 //!   network sees, for training data (`data`) and personalisation (`avatar create`);
 //! - [`Refiner`]: runs a refiner ONNX on a rendered frame (the generator stage);
-//! - [`Embedder`]: the K-shot embedder ONNX (a feed-forward avatar without PyTorch).
+//! - [`embed`]: the K-shot embedder ONNX (a feed-forward avatar without PyTorch).
 //!
 //! ONNX contract "refiner-1" (docs/refiner.md): inputs `mouth` [1, 6, 96, 96] and `eyes`
 //! [2, 6, 48, 48] (crop RGB in [-1, 1], then the 3-channel raster in [0, 1]), `e_mouth` [1, D]
@@ -32,19 +32,17 @@ pub struct Sample {
     pub target: Option<[Vec<u8>; 3]>,
 }
 
-fn region_kinds() -> [RegionKind; 3] {
-    [RegionKind::Mouth, RegionKind::Eye(0), RegionKind::Eye(1)]
+/// The crops of `img` under the three boxes (mouth, right eye, left eye) and their landmark
+/// rasters from `mesh` / `iris`: what the network sees of one frame.
+fn cut(img: &Frame, bx: &[regions::RegionBox; 3], mesh: &[Pt], iris: Option<&[Iris; 2]>) -> ([Vec<u8>; 3], [Vec<u8>; 3]) {
+    let kinds = [RegionKind::Mouth, RegionKind::Eye(0), RegionKind::Eye(1)];
+    ([0, 1, 2].map(|k| regions::crop(img, &bx[k])), [0, 1, 2].map(|k| regions::raster(&bx[k], kinds[k], mesh, iris)))
 }
 
 /// The regions of `img` at its own landmarks (a shot for the embedder).
 pub fn shot_sample(img: &Frame, mesh: &[Pt], iris: Option<&[Iris; 2]>) -> Option<Sample> {
-    let bx = regions::boxes(mesh)?;
-    let kinds = region_kinds();
-    Some(Sample {
-        input: [0, 1, 2].map(|k| regions::crop(img, &bx[k])),
-        raster: [0, 1, 2].map(|k| regions::raster(&bx[k], kinds[k], mesh, iris)),
-        target: None,
-    })
+    let (input, raster) = cut(img, &regions::boxes(mesh)?, mesh, iris);
+    Some(Sample { input, raster, target: None })
 }
 
 /// Landmark points both images' alignment uses: the rigid part of the face (68-point STABLE
@@ -62,23 +60,14 @@ pub fn pair_sample(src: &Frame, src_mesh: &[Pt], model: &WarpModel, dst: &Frame,
     let t = fit_similarity(&a, &b, None).ok().filter(|t| t.is_finite() && t.scale > 0.2 && t.scale < 5.0)?;
     let inv = t.inverse()?;
     let moved: Vec<Pt> = dst_mesh.iter().map(|&p| t.apply(p)).collect();
-    let iris = dst_iris.map(|ir| {
-        ir.map(|i| {
-            let c = t.apply([i.cx, i.cy]);
-            Iris { cx: c[0], cy: c[1], r: i.r * t.scale as f32 }
-        })
-    });
+    let iris = dst_iris.map(|ir| ir.map(|i| t.apply_iris(i)));
     let pose = fit_similarity(&b, &stable_points(&moved)?, None).ok()?;
     let dst_pts = model.targets(&moved, &pose);
     let mut warped = src.clone();
     model.render(src, &dst_pts, &mut warped).ok()?;
     let bx = regions::boxes(&moved)?;
-    let kinds = region_kinds();
-    Some(Sample {
-        input: [0, 1, 2].map(|k| regions::crop(&warped, &bx[k])),
-        raster: [0, 1, 2].map(|k| regions::raster(&bx[k], kinds[k], &moved, iris.as_ref())),
-        target: Some([0, 1, 2].map(|k| regions::crop(dst, &bx[k].mapped(&inv)))),
-    })
+    let (input, raster) = cut(&warped, &bx, &moved, iris.as_ref());
+    Some(Sample { input, raster, target: Some([0, 1, 2].map(|k| regions::crop(dst, &bx[k].mapped(&inv)))) })
 }
 
 /// Samples stacked for `.npy` output: mouth arrays [N, 96, 96, 3], eye arrays [N, 2, 48, 48, 3].
@@ -155,6 +144,11 @@ impl Refiner {
         Ok(r)
     }
 
+    /// The refiner stored in an avatar file, with its embeddings.
+    pub fn from_blob(blob: &crate::avatar::RefinerBlob, opts: &RuntimeOptions) -> Result<Refiner> {
+        Self::new(&blob.onnx, Embedding { mouth: blob.e_mouth.clone(), eye: blob.e_eye.clone() }, opts)
+    }
+
     pub fn ep_status(&self) -> &crate::stats::EpStatus {
         &self.ep
     }
@@ -186,15 +180,13 @@ impl Refiner {
     /// of pixels changed; 0 (frame untouched) when the mesh gives no usable boxes.
     pub fn refine(&mut self, frame: &mut Frame, mesh: &[Pt], iris: Option<&[Iris; 2]>) -> Result<usize> {
         let Some(bx) = regions::boxes(mesh) else { return Ok(0) };
-        let kinds = region_kinds();
         let mut mouth = std::mem::take(&mut self.mouth);
         let mut eyes = std::mem::take(&mut self.eyes);
         mouth.clear();
         eyes.clear();
+        let (crops, rasters) = cut(frame, &bx, mesh, iris);
         for k in 0..3 {
-            let c = regions::crop(frame, &bx[k]);
-            let r = regions::raster(&bx[k], kinds[k], mesh, iris);
-            regions::push_input(if k == 0 { &mut mouth } else { &mut eyes }, &c, &r, bx[k].size);
+            regions::push_input(if k == 0 { &mut mouth } else { &mut eyes }, &crops[k], &rasters[k], bx[k].size);
         }
         let res = self.run(&mouth, &eyes);
         self.mouth = mouth;

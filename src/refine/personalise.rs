@@ -61,12 +61,11 @@ impl Assets {
 }
 
 /// The Python that has the training extras: `$PUPPETCAM_PYTHON` (then only that one), else the
-/// checkout's `.venv`, else `python3`; `Err(why)` when none can import torch.
-fn training_python(script: &Path) -> std::result::Result<PathBuf, String> {
-    let root = script.parent().and_then(Path::parent).map(Path::to_path_buf);
+/// project venvs' (`paths::Env::venvs`), else `python3`; `Err(why)` when none can import torch.
+fn training_python() -> std::result::Result<PathBuf, String> {
     let cands: Vec<PathBuf> = match std::env::var_os("PUPPETCAM_PYTHON").filter(|v| !v.is_empty()) {
         Some(p) => vec![PathBuf::from(p)],
-        None => root.iter().map(|r| r.join(".venv/bin/python")).chain([PathBuf::from("python3")]).collect(),
+        None => crate::paths::Env::current().venvs().into_iter().map(|v| v.join("bin/python")).chain([PathBuf::from("python3")]).collect(),
     };
     for py in cands {
         let ok = Command::new(&py).args(["-c", "import torch, onnx, onnxruntime"]).output().map(|o| o.status.success()).unwrap_or(false);
@@ -119,8 +118,8 @@ pub fn personalise(av: &mut WarpAvatar, mode: Mode, runtime: &RuntimeOptions) ->
     }
     if let Mode::FineTune { steps, fp16 } = mode {
         let why_not = match (&assets.meta, &assets.script) {
-            (Some(meta), Some(script)) => match training_python(script) {
-                Ok(py) => return fine_tune(av, &shots, steps, fp16, meta, script, &py),
+            (Some(meta), Some(script)) => match training_python() {
+                Ok(py) => return fine_tune(av, shots, steps, fp16, meta, script, &py),
                 Err(why) => why,
             },
             (None, _) => format!("the meta-learned weights {META_WEIGHTS} are not installed"),
@@ -135,11 +134,12 @@ pub fn personalise(av: &mut WarpAvatar, mode: Mode, runtime: &RuntimeOptions) ->
     Ok(info)
 }
 
-fn fine_tune(av: &mut WarpAvatar, shots: &[Sample], steps: usize, fp16: bool, meta: &Path, script: &Path, py: &Path) -> Result<String> {
+fn fine_tune(av: &mut WarpAvatar, shots: Vec<Sample>, steps: usize, fp16: bool, meta: &Path, script: &Path, py: &Path) -> Result<String> {
     let dir = tempfile::tempdir().map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
+    let k = shots.len();
     let mut set = SampleSet::default();
     for s in shots {
-        set.push(Sample { input: s.input.clone(), raster: s.raster.clone(), target: None });
+        set.push(s);
     }
     set.write(dir.path(), "avatar.shots", false)?;
     shot_pairs(av)?.write(dir.path(), "avatar.pairs", true)?;
@@ -165,7 +165,7 @@ fn fine_tune(av: &mut WarpAvatar, shots: &[Sample], steps: usize, fp16: bool, me
     let json_path = out.join("refiner.json");
     let text = std::fs::read_to_string(&json_path).map_err(|source| Error::Io { path: json_path.clone(), source })?;
     let ft: FineTuned = serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", json_path.display())))?;
-    let info = format!("fine-tuned: {steps} steps on {} shot(s) from the meta-learned refiner ({})", shots.len(), ft.info);
+    let info = format!("fine-tuned: {steps} steps on {k} shot(s) from the meta-learned refiner ({})", ft.info);
     av.refiner = Some(RefinerBlob { onnx, e_mouth: ft.e_mouth, e_eye: ft.e_eye, info: info.clone() });
     Ok(info)
 }
