@@ -247,6 +247,37 @@ def composite(x_in, rgb, alpha):
     return alpha * rgb + (1 - alpha) * x_in[:, :3]
 
 
+def g_region_loss(cfg, G, D, x_in, gt, e, w):
+    """G (and E, through e) loss of one region, for meta-training and fine-tuning alike:
+    weighted L1 + Laplacian L1 + mean alpha, plus hinge adversarial and feature matching unless
+    `cfg.no_adversarial`. `w` is D's projection per sample (this loss does not train it).
+    Returns (loss, composited output, stats)."""
+    rgb, alpha = G(x_in, e)
+    out = composite(x_in, rgb, alpha)
+    ras = x_in[:, 3:]
+    l1 = weighted_l1(out, gt, ras, cfg.inside)
+    lap = laplacian_l1(out, gt)
+    loss = cfg.w_l1 * l1 + cfg.w_lap * lap + cfg.w_alpha * alpha.mean()
+    st = dict(l1=l1.item(), lap=lap.item(), alpha=alpha.mean().item())
+    if not cfg.no_adversarial:
+        n = x_in.shape[0]
+        w = w.detach()
+        score, feats = D(torch.cat([gt, out]), torch.cat([ras, ras]), torch.cat([w, w]))
+        adv = -score[n:].mean()
+        fm = feature_matching([f[n:] for f in feats], [f[:n] for f in feats])
+        loss = loss + cfg.w_adv * adv + cfg.w_fm * fm
+        st.update(adv=adv.item(), fm=fm.item())
+    return loss, out, st
+
+
+def d_region_loss(D, x_in, gt, out, w):
+    """D's hinge loss of one region: real `gt` against the (detached) output, projection `w`."""
+    n = x_in.shape[0]
+    ras = x_in[:, 3:]
+    score, _ = D(torch.cat([gt, out.detach()]), torch.cat([ras, ras]), torch.cat([w, w]))
+    return d_hinge(score[:n], score[n:])
+
+
 # ---------------------------------------------------------------------------------------------
 # Data
 def _u8_to_t(a: np.ndarray) -> torch.Tensor:
@@ -407,24 +438,6 @@ class RefinerTrainer:
         self.opt_d.load_state_dict(s["opt_d"])
         self.step, self.cpu_s = s["step"], s.get("cpu_seconds", 0.0)
 
-    def region_losses(self, G, D, x_in, gt, e, vid_w):
-        rgb, alpha = G(x_in, e)
-        out = composite(x_in, rgb, alpha)
-        c = self.cfg
-        ras = x_in[:, 3:]
-        l1 = weighted_l1(out, gt, ras, c.inside)
-        lap = laplacian_l1(out, gt)
-        loss = c.w_l1 * l1 + c.w_lap * lap + c.w_alpha * alpha.mean()
-        st = dict(l1=l1.item(), lap=lap.item(), alpha=alpha.mean().item())
-        if not c.no_adversarial:
-            n = x_in.shape[0]
-            score, feats = D(torch.cat([gt, out]), torch.cat([ras, ras]), torch.cat([vid_w, vid_w]))
-            adv = -score[n:].mean()
-            fm = feature_matching([f[n:] for f in feats], [f[:n] for f in feats])
-            loss = loss + c.w_adv * adv + c.w_fm * fm
-            st.update(adv=adv.item(), fm=fm.item())
-        return loss, out, st
-
     def train_step(self) -> dict:
         c = self.cfg
         rng = np.random.default_rng((c.seed, self.step, self.rank))
@@ -436,8 +449,8 @@ class RefinerTrainer:
         em, ee = N.embed(b, zero=c.no_embedder)
         ee2 = ee.repeat_interleave(2, 0)
         wm, we = N.Dm.W[vid] + N.Dm.w0, N.De.W[vid] + N.De.w0
-        lm, out_m, sm = self.region_losses(N.Gm, N.Dm, b["m_in"], b["m_gt"], em, wm.detach())
-        le, out_e, se = self.region_losses(N.Ge, N.De, b["e_in"], b["e_gt"], ee2, we.repeat_interleave(2, 0).detach())
+        lm, out_m, sm = g_region_loss(c, N.Gm, N.Dm, b["m_in"], b["m_gt"], em, wm)
+        le, out_e, se = g_region_loss(c, N.Ge, N.De, b["e_in"], b["e_gt"], ee2, we.repeat_interleave(2, 0))
         # Embedding match: e_hat towards the video's row W_i (not W_i + w0: w0 is what all
         # videos share, and fine-tuning starts from w0 + e_new).
         mch = F.l1_loss(em, N.Dm.W[vid].detach()) + F.l1_loss(ee, N.De.W[vid].detach())
@@ -448,14 +461,8 @@ class RefinerTrainer:
         self.opt_g.step()
         stats = {f"m_{k}": v for k, v in sm.items()} | {f"e_{k}": v for k, v in se.items()} | dict(k=k, mch=mch.item())
         if not c.no_adversarial:
-            ld = 0
-            for D, x_in, gt, out, w, mult in ((N.Dm, b["m_in"], b["m_gt"], out_m, N.Dm.W[vid] + N.Dm.w0, 1),
-                                              (N.De, b["e_in"], b["e_gt"], out_e, N.De.W[vid] + N.De.w0, 2)):
-                w = w.repeat_interleave(mult, 0)
-                n = x_in.shape[0]
-                ras = x_in[:, 3:]
-                score, _ = D(torch.cat([gt, out.detach()]), torch.cat([ras, ras]), torch.cat([w, w]))
-                ld = ld + d_hinge(score[:n], score[n:])
+            ld = d_region_loss(N.Dm, b["m_in"], b["m_gt"], out_m, N.Dm.W[vid] + N.Dm.w0) \
+                + d_region_loss(N.De, b["e_in"], b["e_gt"], out_e, (N.De.W[vid] + N.De.w0).repeat_interleave(2, 0))
             ld = ld + c.w_mch * (F.l1_loss(em.detach(), N.Dm.W[vid]) + F.l1_loss(ee.detach(), N.De.W[vid]))
             self.opt_d.zero_grad(set_to_none=True)
             ld.backward()
@@ -671,27 +678,14 @@ def finetune(meta: dict, shots: dict, pairs: dict | None, steps: int, lr_g: floa
         outs = []
         for G, D, x_in, gt, e, w in ((pers.Gm, nets.Dm, b["m_in"], b["m_gt"], pers.em, wm), (pers.Ge, nets.De, b["e_in"], b["e_gt"], pers.ee, we)):
             m = x_in.shape[0]
-            rgb, a = G(x_in, e.expand(m, -1))
-            o = composite(x_in, rgb, a)
-            ras = x_in[:, 3:]
-            wv = w.expand(m, -1)
-            score, feats = D(torch.cat([gt, o]), torch.cat([ras, ras]), torch.cat([wv, wv]))
-            loss = loss + cfg.w_l1 * weighted_l1(o, gt, ras, cfg.inside) + cfg.w_lap * laplacian_l1(o, gt) \
-                + cfg.w_alpha * a.mean()
-            if not cfg.no_adversarial:
-                loss = loss + cfg.w_adv * -score[m:].mean() + cfg.w_fm * feature_matching([f[m:] for f in feats], [f[:m] for f in feats])
-            outs.append((D, x_in, gt, o.detach(), w))
+            lg, o, _ = g_region_loss(cfg, G, D, x_in, gt, e.expand(m, -1), w.expand(m, -1))
+            loss = loss + lg
+            outs.append((D, x_in, gt, o, w.expand(m, -1)))
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
         if not cfg.no_adversarial:
-            ld = 0
-            for D, x_in, gt, o, w in outs:
-                m = x_in.shape[0]
-                ras = x_in[:, 3:]
-                wv = w.expand(m, -1)
-                score, _ = D(torch.cat([gt, o]), torch.cat([ras, ras]), torch.cat([wv, wv]))
-                ld = ld + d_hinge(score[:m], score[m:])
+            ld = sum(d_region_loss(*o) for o in outs)
             opt_d.zero_grad(set_to_none=True)
             ld.backward()
             opt_d.step()
