@@ -351,7 +351,8 @@ pub const THREADS: RangeInclusive<i64> = 0..=256;
 pub const DEVICE_ID: RangeInclusive<i64> = 0..=64;
 pub const UNIT: RangeInclusive<f64> = 0.0..=1.0;
 pub const ONE_EURO_CUTOFF: RangeInclusive<f64> = 0.001..=100.0;
-pub const ONE_EURO_BETA: RangeInclusive<f64> = 0.0..=10.0;
+/// Per inter-ocular distance per second; values in (0, 1) were the old per-pixel unit.
+pub const ONE_EURO_BETA: RangeInclusive<f64> = 0.0..=1000.0;
 pub const ROLL_DEG: RangeInclusive<f64> = 0.0..=60.0;
 pub const EXPRESSION_GAIN: RangeInclusive<f64> = 0.0..=2.0;
 pub const MAX_TRANSLATION: RangeInclusive<f64> = 0.0..=1.0;
@@ -506,13 +507,20 @@ impl Config {
 
         let f = raw.face.unwrap_or_default();
         let e = f.one_euro.unwrap_or_default();
+        let od = crate::core::one_euro::OneEuroParams::default();
+        if let Some(b) = e.beta.filter(|b| *b > 0.0 && *b < 1.0) {
+            return Err(cfg_err(
+                "face.one_euro.beta",
+                format!("{b} looks like the old per-pixel setting; beta is now per inter-ocular distance per second (default {}, 0 = no speed adaptation)", od.beta),
+            ));
+        }
         let face = FaceConfig {
             model_dir: nonempty_path("face.model_dir", f.model_dir)?,
             min_score: float_in("face.min_score", f.min_score, 0.5, UNIT)?,
             iris: f.iris.unwrap_or(true),
-            min_cutoff: float_in("face.one_euro.min_cutoff", e.min_cutoff, 1.5, ONE_EURO_CUTOFF)?,
-            beta: float_in("face.one_euro.beta", e.beta, 0.03, ONE_EURO_BETA)?,
-            d_cutoff: float_in("face.one_euro.d_cutoff", e.d_cutoff, 1.0, ONE_EURO_CUTOFF)?,
+            min_cutoff: float_in("face.one_euro.min_cutoff", e.min_cutoff, od.min_cutoff.into(), ONE_EURO_CUTOFF)?,
+            beta: float_in("face.one_euro.beta", e.beta, od.beta.into(), ONE_EURO_BETA)?,
+            d_cutoff: float_in("face.one_euro.d_cutoff", e.d_cutoff, od.d_cutoff.into(), ONE_EURO_CUTOFF)?,
         };
 
         let t = raw.retarget.unwrap_or_default();
@@ -718,7 +726,7 @@ mod tests {
             min_score = 0.7
             [face.one_euro]
             min_cutoff = 2.0
-            beta = 0.1
+            beta = 10.0
             [retarget]
             enabled = false
             max_translation = 0.3
@@ -747,7 +755,7 @@ mod tests {
         assert_eq!((c.output.width, c.output.height, c.output.fps, c.output.format), (640, 480, 25, PixFormat::I420));
         assert_eq!(c.runtime.providers, vec![ProviderName::Cuda, ProviderName::Cpu]);
         assert_eq!((c.runtime.threads, c.runtime.fp16, c.runtime.allow_cpu_fallback), (4, false, false));
-        assert_eq!((c.face.min_score, c.face.min_cutoff, c.face.beta), (0.7, 2.0, 0.1));
+        assert_eq!((c.face.min_score, c.face.min_cutoff, c.face.beta), (0.7, 2.0, 10.0));
         assert!(!c.retarget.enabled && !c.service.enabled);
         let r = &c.retarget;
         let p = &r.params;
@@ -861,6 +869,13 @@ mod tests {
             assert_eq!(k, key, "{text}");
             assert!(m.contains("out of range"), "{text}: {m}");
         }
+    }
+
+    #[test]
+    fn old_per_pixel_beta_is_refused_with_the_new_unit() {
+        let (k, m) = err("[face.one_euro]\nbeta = 0.03");
+        assert_eq!(k, "face.one_euro.beta");
+        assert!(m.contains("inter-ocular distance per second"), "{m}");
     }
 
     #[test]

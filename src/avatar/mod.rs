@@ -123,6 +123,10 @@ impl WarpStage {
         &self.renderer
     }
 
+    pub fn renderer_mut(&mut self) -> &mut WarpRenderer {
+        &mut self.renderer
+    }
+
     /// The refiner's execution provider, when a refiner runs.
     pub fn refiner_ep(&self) -> Option<&crate::stats::EpStatus> {
         self.refiner.as_ref().map(|r| r.ep_status())

@@ -277,6 +277,10 @@ impl WarpRenderer {
     pub fn selected_eye_shot(&self) -> usize {
         self.regions[1].selected
     }
+    /// How hair, ears and neck follow the head (see [`crate::core::warp::RingMotion`]).
+    pub fn set_ring_motion(&mut self, m: crate::core::warp::RingMotion) {
+        self.model.set_ring_motion(m);
+    }
     /// Turns the deterministic eye and mouth fallbacks on or off.
     pub fn set_fallbacks(&mut self, on: bool) {
         self.fallbacks = on;

@@ -226,6 +226,12 @@ pub fn centroid<I: IntoIterator<Item = Pt>>(pts: I) -> [f64; 2] {
     if n == 0 { [f64::NAN, f64::NAN] } else { [x / n as f64, y / n as f64] }
 }
 
+/// Hermite step: 0 below 0, 1 above 1, smooth (zero slope at both ends) in between.
+pub fn smoothstep(x: f32) -> f32 {
+    let x = x.clamp(0.0, 1.0);
+    x * x * (3.0 - 2.0 * x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

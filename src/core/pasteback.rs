@@ -7,6 +7,7 @@
 //! Everything that does not depend on the face (mask, sampling tables, the letterboxed portrait
 //! outside the face) is computed once in `new`; `compose` only touches the crop box.
 //! Pure Rust, no I/O.
+use super::geometry::smoothstep;
 use super::types::Frame;
 use crate::error::{Error, Result};
 
@@ -89,10 +90,6 @@ fn to_u8(v: f32) -> u8 {
     (v + 0.5).clamp(0.0, 255.0) as u8
 }
 
-fn smoothstep(x: f32) -> f32 {
-    let x = x.clamp(0.0, 1.0);
-    x * x * (3.0 - 2.0 * x)
-}
 
 /// Crops the square `crop_box = [x0, y0, side]` of `frame` to `res x res` with the rasteriser's
 /// crop rule (`u = (x - x0) * res / side`, bilinear, border replicate). Used to build avatar

@@ -12,7 +12,7 @@
 //!
 //! Then the pose is re-applied (limited and smoothed) around the portrait's face centre.
 //! See docs/retargeting.md. Pure: no I/O, never panics on bad input.
-use super::geometry::{centroid, dist, fit_similarity, rms_size, wrap_angle, Pt, Similarity};
+use super::geometry::{centroid, dist, fit_similarity, rms_size, smoothstep, wrap_angle, Pt, Similarity};
 use super::types::Iris;
 use crate::error::{Error, Result};
 
@@ -1094,10 +1094,6 @@ fn uncross_lips(p: &mut [Pt], pairs: &[(usize, usize)], axis: (usize, usize)) {
             p[l] = m;
         }
     }
-}
-fn smoothstep(x: f32) -> f32 {
-    let x = x.clamp(0.0, 1.0);
-    x * x * (3.0 - 2.0 * x)
 }
 
 /// What the face-lost easer can blend: a 68-point shape or a retargeted mesh with its pose.

@@ -3,30 +3,56 @@
 //!
 //! Why a warp: the portrait's pixels carry its identity and sharpness; a generator trained on a
 //! CPU cannot. The warp is piecewise affine over a Delaunay triangulation (computed once per
-//! avatar) of the mesh plus two rings extrapolated outward from the face oval (hair, ears and
-//! neck move with the head: the inner ring rigidly, the outer ring half-way) and the fixed
+//! avatar) of the mesh plus two rings extrapolated outward from the face oval and the fixed
 //! border of the region of interest (ROI), so the face fades into a still background and the
-//! per-frame cost depends on the face size, not the portrait's.
+//! per-frame cost depends on the face size, not the portrait's. How far each ring point follows
+//! the head depends on where it lies ([`RingMotion`]): above the ear line hair and ears move
+//! with the skull; below it the neck and the collar stay nearly where they are.
 //!
 //! Fold-overs: a target triangle whose orientation flips (or collapses) is repaired by pulling its
 //! vertices towards their rigidly moved positions (pose only), which can never fold.
 //! Sampling: bilinear with OpenCV's 1/32-pixel fixed-point weights, so that a similarity warp
 //! matches `cv::warpAffine` to within one grey level.
-use super::geometry::{Pt, Similarity};
+use super::geometry::{smoothstep, Pt, Similarity};
 use super::mesh::FACE_OVAL;
 use super::types::Frame;
 use crate::error::{Error, Result};
 
-/// Scale of the inner ring (moves rigidly with the head) around the face-oval centre.
+/// Scale of the inner ring around the face-oval centre.
 pub const RING_INNER: f32 = 1.3;
-/// Scale of the outer ring (moves half-way with the head).
+/// Scale of the outer ring.
 pub const RING_OUTER: f32 = 1.85;
-/// Fraction of the face outline's non-rigid motion the inner ring follows.
-pub const RING_RESIDUAL: f32 = 0.5;
 /// Face-outline points beside the ears (right side, then left): the head's pivot region.
 pub const EAR_SIDES: [usize; 10] = [127, 234, 93, 132, 162, 356, 454, 323, 361, 389];
-/// Fraction of the head motion the outer ring follows.
-pub const OUTER_FOLLOW: f32 = 0.5;
+
+/// How the two rings around the face follow it. Each ring point moves by `follow` x the head
+/// motion (a similarity fitted to the outline beside the ears) plus `residual` x the nearest
+/// outline point's own non-rigid motion (a jaw dropping, a forehead rising). Both are
+/// interpolated between their `_up` values (at and above the ear line: hair, ears) and their
+/// `_down` values (straight below the face: neck, collar) by the ring point's direction from
+/// the face centre. The outer ring gets `outer_*` of the head motion and half the inner ring's
+/// residual.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RingMotion {
+    pub inner_up: f32,
+    pub inner_down: f32,
+    pub outer_up: f32,
+    pub outer_down: f32,
+    pub residual_up: f32,
+    pub residual_down: f32,
+}
+
+impl RingMotion {
+    /// Everything follows as the first version did: inner ring rigid, outer ring half-way,
+    /// half the outline's residual, the same all around the face.
+    pub const UNIFORM: RingMotion = RingMotion { inner_up: 1.0, inner_down: 1.0, outer_up: 0.5, outer_down: 0.5, residual_up: 0.5, residual_down: 0.5 };
+}
+
+impl Default for RingMotion {
+    fn default() -> Self {
+        RingMotion::UNIFORM
+    }
+}
 /// Fixed points per side of the ROI border.
 const BORDER_STEPS: usize = 6;
 /// Source triangles smaller than this (pixels²) are slivers (e.g. a closed mouth's inner lips):
@@ -60,6 +86,9 @@ pub struct WarpModel {
     roi: [u32; 4],
     /// Neighbours of each control point in the triangulation (fold repair smooths over them).
     neighbours: Vec<Vec<u32>>,
+    motion: RingMotion,
+    /// Per ring point (inner ring, then outer ring): (head follow, residual follow).
+    ring_w: Vec<(f32, f32)>,
 }
 
 fn signed_area(a: Pt, b: Pt, c: Pt) -> f64 {
@@ -192,7 +221,67 @@ impl WarpModel {
                 }
             }
         }
-        Ok(WarpModel { width, height, src, n_mesh, n_ring, tris, src_area, may_collapse, order, roi, neighbours })
+        let mut m = WarpModel {
+            width,
+            height,
+            src,
+            n_mesh,
+            n_ring,
+            tris,
+            src_area,
+            may_collapse,
+            order,
+            roi,
+            neighbours,
+            motion: RingMotion::default(),
+            ring_w: Vec::new(),
+        };
+        m.set_ring_motion(RingMotion::default());
+        Ok(m)
+    }
+
+    /// How the rings follow the head (see [`RingMotion`]).
+    pub fn ring_motion(&self) -> RingMotion {
+        self.motion
+    }
+
+    /// Sets how the rings follow the head; the per-point weights come from the rest geometry.
+    pub fn set_ring_motion(&mut self, motion: RingMotion) {
+        self.motion = motion;
+        let n = self.n_ring;
+        // "Down" in the face: forehead top (10) to chin (152), when this is a face mesh.
+        let mesh = super::landmarks::MESH_POINTS;
+        let down = if self.n_mesh == mesh && n == FACE_OVAL.len() {
+            let (a, b) = (self.src[10], self.src[152]);
+            let d = [(b[0] - a[0]) as f64, (b[1] - a[1]) as f64];
+            let l = (d[0] * d[0] + d[1] * d[1]).sqrt();
+            if l > 1e-6 { [d[0] / l, d[1] / l] } else { [0.0, 1.0] }
+        } else {
+            [0.0, 1.0]
+        };
+        let centre = if n > 0 {
+            let r = &self.src[self.n_mesh..self.n_mesh + n];
+            let k = n as f64;
+            r.iter().fold([0.0f64, 0.0], |c, p| [c[0] + p[0] as f64 / k, c[1] + p[1] as f64 / k])
+        } else {
+            [0.0, 0.0]
+        };
+        let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
+        self.ring_w = (0..2 * n)
+            .map(|j| {
+                let p = self.src[self.n_mesh + j];
+                let v = [p[0] as f64 - centre[0], p[1] as f64 - centre[1]];
+                let l = (v[0] * v[0] + v[1] * v[1]).sqrt();
+                // 0 at and above the line through the centre across the face, 1 straight down.
+                let t = if l > 1e-9 { smoothstep(((v[0] * down[0] + v[1] * down[1]) / l) as f32) } else { 0.0 };
+                let res = lerp(motion.residual_up, motion.residual_down, t);
+                if j < n {
+                    (lerp(motion.inner_up, motion.inner_down, t), res)
+                } else {
+                    (lerp(motion.outer_up, motion.outer_down, t), 0.5 * res)
+                }
+            })
+            .collect();
     }
 
     pub fn width(&self) -> u32 {
@@ -220,8 +309,7 @@ impl WarpModel {
     }
 
     /// Where the control points go for a retargeted mesh `mesh` and head pose `pose` (both in
-    /// canvas pixels): mesh as given, inner ring rigid with the pose, outer ring half-way,
-    /// border fixed. Folds are repaired (see module doc). Non-finite input gives the rest pose.
+    /// canvas pixels): mesh as given, rings as [`RingMotion`] says, border fixed. Folds are repaired (see module doc). Non-finite input gives the rest pose.
     pub fn targets(&self, mesh: &[Pt], pose: &Similarity) -> Vec<Pt> {
         let ok = mesh.len() == self.n_mesh && mesh.iter().all(finite) && pose.is_finite();
         let pose = if ok { *pose } else { Similarity::IDENTITY };
@@ -239,14 +327,15 @@ impl WarpModel {
         let mut dst = rigid.clone();
         if ok {
             dst[..self.n_mesh].copy_from_slice(mesh);
-            // The inner ring also follows part of the outline's own motion (the jaw dropping,
-            // the forehead rising), the outer ring half as much.
+            // The rings also follow part of the outline's own motion (the jaw dropping, the
+            // forehead rising).
             if self.n_ring == FACE_OVAL.len() {
                 for (k, &o) in FACE_OVAL.iter().enumerate() {
                     // The oval point's motion beyond what the ring pose gives it.
                     let ro = ring_pose.apply(self.src[o]);
                     let r = [mesh[o][0] - ro[0], mesh[o][1] - ro[1]];
-                    for (idx, f) in [(self.n_mesh + k, RING_RESIDUAL), (self.n_mesh + self.n_ring + k, RING_RESIDUAL * OUTER_FOLLOW)] {
+                    for j in [k, self.n_ring + k] {
+                        let (idx, f) = (self.n_mesh + j, self.ring_w[j].1);
                         dst[idx] = [dst[idx][0] + f * r[0], dst[idx][1] + f * r[1]];
                     }
                 }
@@ -256,14 +345,13 @@ impl WarpModel {
         dst
     }
 
-    /// Rest points moved rigidly: the mesh by the head pose, the rings by `ring_pose` (the outer
-    /// ring part-way), the border fixed. The fold repair falls back to these.
+    /// Rest points moved rigidly: the mesh by the head pose, the rings part-way by `ring_pose`
+    /// (their follow weights), the border fixed. The fold repair falls back to these.
     fn rigid(&self, pose: &Similarity, ring_pose: &Similarity) -> Vec<Pt> {
         let mut out = self.src.clone();
         let ring_end = self.n_mesh + 2 * self.n_ring;
         for (i, p) in out.iter_mut().enumerate().take(ring_end) {
-            let q = if i < self.n_mesh { pose.apply(self.src[i]) } else { ring_pose.apply(self.src[i]) };
-            let f = if i < self.n_mesh + self.n_ring { 1.0 } else { OUTER_FOLLOW };
+            let (q, f) = if i < self.n_mesh { (pose.apply(self.src[i]), 1.0) } else { (ring_pose.apply(self.src[i]), self.ring_w[i - self.n_mesh].0) };
             *p = [p[0] + f * (q[0] - p[0]), p[1] + f * (q[1] - p[1])];
         }
         out

@@ -106,14 +106,21 @@ impl FaceTracker {
         };
         let t = frame.pts.as_secs_f64();
         let mut mesh = res.mesh;
+        // Speeds in inter-ocular distances per second (outer eye corners 33 and 263): the same
+        // smoothing for a small face far away and a large one close up.
+        let iod = {
+            let (a, b) = (mesh[33], mesh[263]);
+            ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+        };
+        let speed_scale = if iod > 1.0 { 1.0 / iod } else { 1.0 };
         if let Some(f) = &mut self.mesh_filter {
             let flat: &mut [f32] = mesh.as_flattened_mut();
-            f.filter(flat, t);
+            f.filter_scaled(flat, t, speed_scale);
         }
         let iris = iris.map(|mut ir| {
             if let Some(f) = &mut self.iris_filter {
                 let mut v = [ir[0].cx, ir[0].cy, ir[0].r, ir[1].cx, ir[1].cy, ir[1].r];
-                f.filter(&mut v, t);
+                f.filter_scaled(&mut v, t, speed_scale);
                 ir[0].cx = v[0];
                 ir[0].cy = v[1];
                 ir[0].r = v[2];

@@ -320,7 +320,7 @@ mod tests {
     fn runtime_and_face_sections_reach_their_stages() {
         let cfg = Config::from_toml(
             "[runtime]\nproviders = [\"cpu\", \"tensorrt\"]\ntrt_cache_dir = \"/tmp/trt-x\"\nfp16 = false\nthreads = 3\nallow_cpu_fallback = false\ndevice_id = 2\nort_library = \"/x/libonnxruntime.so\"\n\
-             [face]\nmodel_dir = \"/models/face\"\nmin_score = 0.65\niris = false\n[face.one_euro]\nmin_cutoff = 2.5\nbeta = 0.2\nd_cutoff = 1.7\n",
+             [face]\nmodel_dir = \"/models/face\"\nmin_score = 0.65\niris = false\n[face.one_euro]\nmin_cutoff = 2.5\nbeta = 20.0\nd_cutoff = 1.7\n",
         )
         .unwrap();
         let p = Plan::from_config(&cfg).unwrap();
@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(p.face_models.as_deref(), Some(Path::new("/models/face")));
         assert_eq!(p.tracker.min_detection_score, 0.65);
         assert!(!p.tracker.iris);
-        assert_eq!(p.tracker.filter, Some(OneEuroParams { min_cutoff: 2.5, beta: 0.2, d_cutoff: 1.7 }));
+        assert_eq!(p.tracker.filter, Some(OneEuroParams { min_cutoff: 2.5, beta: 20.0, d_cutoff: 1.7 }));
         // The defaults differ from every value above, so a dropped field fails the test.
         let d = Plan::from_config(&Config::default()).unwrap();
         assert_ne!(d.runtime, p.runtime);
