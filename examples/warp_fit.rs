@@ -3,7 +3,8 @@
 //! head-box PSNR over the last 60 % of the frames, for each candidate ring motion.
 //!   cargo run --release --example warp_fit -- CONFIGS.jsonl CLIP...
 //! CONFIGS.jsonl: one JSON array per line, [inner_up, inner_down, outer_up, outer_down,
-//! residual_up, residual_down] and optionally [.., fallbacks 0/1, bypass retargeting 0/1]. Prints one line per config: mean face PSNR, head PSNR, mouth
+//! residual_up, residual_down] and optionally [.., fallbacks 0/1, bypass retargeting 0/1,
+//! pose smoothing]. Prints one line per config: mean face PSNR, head PSNR, mouth
 //! PSNR over the clips, then per clip. Use only clips of training identities (docs/quality.md).
 use puppetcam::avatar::{Ease, MeshNeutral, WarpStage};
 use puppetcam::core::geometry::Pt;
@@ -79,10 +80,10 @@ fn load(path: &PathBuf, models: &FaceModels, tmp: &std::path::Path) -> anyhow::R
 
 /// `fallbacks`: the eye and mouth fallbacks; `bypass`: the driver's mesh drives the warp as is
 /// (no retargeting), as the plain-warp baseline does.
-fn score(c: &Clip, m: RingMotion, fallbacks: bool, bypass: bool) -> anyhow::Result<[f64; 3]> {
+fn score(c: &Clip, m: RingMotion, fallbacks: bool, bypass: bool, params: &RetargetParams) -> anyhow::Result<[f64; 3]> {
     let (w, h) = (c.frames[0].width, c.frames[0].height);
     let ease = Ease { hold_s: 0.2, out_s: 0.3, in_s: 0.15 };
-    let mut st = WarpStage::new(c.avatar.clone(), w, h, RetargetParams::default(), Some(&c.neutral), ease)?;
+    let mut st = WarpStage::new(c.avatar.clone(), w, h, params.clone(), Some(&c.neutral), ease)?;
     st.renderer_mut().set_ring_motion(m);
     st.renderer_mut().set_fallbacks(fallbacks);
     let first = (0.4 * c.frames.len() as f64).ceil() as usize;
@@ -121,10 +122,14 @@ fn main() -> anyhow::Result<()> {
     eprintln!("loaded {} clips", clips.len());
     for line in std::fs::read_to_string(&args[0])?.lines().filter(|l| !l.trim().is_empty()) {
         let v: Vec<f32> = serde_json::from_str(line)?;
-        anyhow::ensure!(v.len() == 6 || v.len() == 8, "config needs 6 numbers (+ fallbacks, bypass): {line}");
-        let (fb, bypass) = if v.len() == 8 { (v[6] != 0.0, v[7] != 0.0) } else { (true, false) };
+        anyhow::ensure!(matches!(v.len(), 6 | 8 | 9), "config needs 6 numbers (+ fallbacks, bypass, pose smoothing): {line}");
+        let (fb, bypass) = if v.len() >= 8 { (v[6] != 0.0, v[7] != 0.0) } else { (true, false) };
+        let mut params = RetargetParams::default();
+        if v.len() == 9 {
+            params.pose_smoothing = v[8];
+        }
         let m = RingMotion { inner_up: v[0], inner_down: v[1], outer_up: v[2], outer_down: v[3], residual_up: v[4], residual_down: v[5] };
-        let per: Vec<[f64; 3]> = clips.iter().map(|c| score(c, m, fb, bypass)).collect::<anyhow::Result<_>>()?;
+        let per: Vec<[f64; 3]> = clips.iter().map(|c| score(c, m, fb, bypass, &params)).collect::<anyhow::Result<_>>()?;
         let mean = |k: usize| per.iter().map(|p| p[k]).sum::<f64>() / per.len() as f64;
         let detail: Vec<String> = clips.iter().zip(&per).map(|(c, p)| format!("{} {:.2}/{:.2}", c.name, p[0], p[1])).collect();
         println!("{line}\tface {:.3}\thead {:.3}\tmouth {:.3}\t{}", mean(0), mean(1), mean(2), detail.join(" "));
