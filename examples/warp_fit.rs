@@ -4,10 +4,11 @@
 //!   cargo run --release --example warp_fit -- CONFIGS.jsonl CLIP...
 //! CONFIGS.jsonl: one JSON array per line, [inner_up, inner_down, outer_up, outer_down,
 //! residual_up, residual_down] and optionally [.., fallbacks 0/1, bypass retargeting 0/1,
-//! pose smoothing]. Prints one line per config: mean face PSNR, head PSNR, mouth
+//! pose smoothing, cavity opacity, rim, deep]. Prints one line per config: mean face PSNR, head PSNR, mouth
 //! PSNR over the clips, then per clip. Use only clips of training identities (docs/quality.md).
 use puppetcam::avatar::{Ease, MeshNeutral, WarpStage};
 use puppetcam::core::geometry::Pt;
+use puppetcam::core::features::Cavity;
 use puppetcam::core::retarget::RetargetParams;
 use puppetcam::core::types::{FaceLandmarks, Frame};
 use puppetcam::core::warp::RingMotion;
@@ -80,12 +81,13 @@ fn load(path: &PathBuf, models: &FaceModels, tmp: &std::path::Path) -> anyhow::R
 
 /// `fallbacks`: the eye and mouth fallbacks; `bypass`: the driver's mesh drives the warp as is
 /// (no retargeting), as the plain-warp baseline does.
-fn score(c: &Clip, m: RingMotion, fallbacks: bool, bypass: bool, params: &RetargetParams) -> anyhow::Result<[f64; 3]> {
+fn score(c: &Clip, m: RingMotion, fallbacks: bool, bypass: bool, params: &RetargetParams, cavity: Cavity) -> anyhow::Result<[f64; 3]> {
     let (w, h) = (c.frames[0].width, c.frames[0].height);
     let ease = Ease { hold_s: 0.2, out_s: 0.3, in_s: 0.15 };
     let mut st = WarpStage::new(c.avatar.clone(), w, h, params.clone(), Some(&c.neutral), ease)?;
     st.renderer_mut().set_ring_motion(m);
     st.renderer_mut().set_fallbacks(fallbacks);
+    st.renderer_mut().set_cavity(cavity);
     let first = (0.4 * c.frames.len() as f64).ceil() as usize;
     let mut acc = [0.0f64; 3];
     let mut n = 0;
@@ -122,14 +124,15 @@ fn main() -> anyhow::Result<()> {
     eprintln!("loaded {} clips", clips.len());
     for line in std::fs::read_to_string(&args[0])?.lines().filter(|l| !l.trim().is_empty()) {
         let v: Vec<f32> = serde_json::from_str(line)?;
-        anyhow::ensure!(matches!(v.len(), 6 | 8 | 9), "config needs 6 numbers (+ fallbacks, bypass, pose smoothing): {line}");
+        anyhow::ensure!(matches!(v.len(), 6 | 8 | 9 | 12), "config needs 6 numbers (+ fallbacks, bypass, pose smoothing, cavity opacity, rim, deep): {line}");
         let (fb, bypass) = if v.len() >= 8 { (v[6] != 0.0, v[7] != 0.0) } else { (true, false) };
         let mut params = RetargetParams::default();
-        if v.len() == 9 {
+        if v.len() >= 9 {
             params.pose_smoothing = v[8];
         }
+        let cavity = if v.len() == 12 { Cavity { opacity: v[9], rim: v[10], deep: v[11] } } else { Cavity::default() };
         let m = RingMotion { inner_up: v[0], inner_down: v[1], outer_up: v[2], outer_down: v[3], residual_up: v[4], residual_down: v[5] };
-        let per: Vec<[f64; 3]> = clips.iter().map(|c| score(c, m, fb, bypass, &params)).collect::<anyhow::Result<_>>()?;
+        let per: Vec<[f64; 3]> = clips.iter().map(|c| score(c, m, fb, bypass, &params, cavity)).collect::<anyhow::Result<_>>()?;
         let mean = |k: usize| per.iter().map(|p| p[k]).sum::<f64>() / per.len() as f64;
         let detail: Vec<String> = clips.iter().zip(&per).map(|(c, p)| format!("{} {:.2}/{:.2}", c.name, p[0], p[1])).collect();
         println!("{line}\tface {:.3}\thead {:.3}\tmouth {:.3}\t{}", mean(0), mean(1), mean(2), detail.join(" "));

@@ -5,7 +5,7 @@
 //! Everything happens in canvas (output) pixels: when `--size` equals the portrait's size the
 //! canvas *is* the portrait, pixel for pixel (no letterbox, crop or resample).
 use super::file::WarpAvatar;
-use crate::core::features::{render_eyes, render_mouth, FeatureSource};
+use crate::core::features::{render_eyes, render_mouth_with, Cavity, FeatureSource};
 use crate::core::geometry::{Pt, Similarity};
 use crate::core::mesh::{INNER_LIPS, MOUTH_CORNERS, OUTER_LIPS};
 use crate::core::raster::crop_box_from_68;
@@ -190,6 +190,8 @@ pub struct WarpRenderer {
     regions: [PatchRegion; 2],
     /// Eye and mouth fallbacks (off when a refiner does that job).
     fallbacks: bool,
+    /// The mouth fallback's shading.
+    cavity: Cavity,
     /// Side of the portrait's face crop in canvas pixels (the retargeter's reference size).
     crop_side: f32,
 }
@@ -244,6 +246,7 @@ impl WarpRenderer {
             shots,
             regions,
             fallbacks: true,
+            cavity: Cavity::default(),
             crop_side: crop_side as f32,
         })
     }
@@ -280,6 +283,10 @@ impl WarpRenderer {
     /// How hair, ears and neck follow the head (see [`crate::core::warp::RingMotion`]).
     pub fn set_ring_motion(&mut self, m: crate::core::warp::RingMotion) {
         self.model.set_ring_motion(m);
+    }
+    /// How the mouth fallback shades an opening.
+    pub fn set_cavity(&mut self, c: Cavity) {
+        self.cavity = c;
     }
     /// Turns the deterministic eye and mouth fallbacks on or off.
     pub fn set_fallbacks(&mut self, on: bool) {
@@ -322,7 +329,7 @@ impl WarpRenderer {
         if self.fallbacks {
             render_eyes(&self.canvas, &self.features, live, iris, &mut out, 1.0);
             let fs = FeatureSource { gap: gap_src, ..self.features.clone() };
-            render_mouth(&fs, live, &mut out);
+            render_mouth_with(&fs, live, &self.cavity, &mut out);
         }
         Ok(out)
     }
