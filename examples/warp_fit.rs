@@ -14,7 +14,6 @@ use puppetcam::core::types::{FaceLandmarks, Frame};
 use puppetcam::core::warp::RingMotion;
 use puppetcam::face::{tracker::FaceTracker, FaceModels, TrackerConfig};
 use puppetcam::source::FrameSource;
-use std::path::PathBuf;
 
 struct Clip {
     name: String,
@@ -55,7 +54,7 @@ fn psnr(m: f64) -> f64 {
     if m <= 0.0 { 99.0 } else { 10.0 * (255.0f64 * 255.0 / m).log10() }
 }
 
-fn load(path: &PathBuf, models: &FaceModels, tmp: &std::path::Path) -> anyhow::Result<Clip> {
+fn load(path: &std::path::Path, models: &FaceModels, tmp: &std::path::Path) -> anyhow::Result<Clip> {
     let mut src = puppetcam::source::file::FileSource::open(path, false, false)?;
     let mut frames = Vec::new();
     while let Some(f) = src.next_frame()? {
@@ -73,7 +72,7 @@ fn load(path: &PathBuf, models: &FaceModels, tmp: &std::path::Path) -> anyhow::R
     let mut bgr = opencv::core::Mat::default();
     opencv::imgproc::cvt_color_def(&rgb, &mut bgr, opencv::imgproc::COLOR_RGB2BGR)?;
     opencv::imgcodecs::imwrite_def(png.to_str().unwrap(), &bgr)?;
-    let (avatar, _) = puppetcam::avatar::create::create(&[png.clone()], &name, models)?;
+    let (avatar, _) = puppetcam::avatar::create::create(std::slice::from_ref(&png), &name, models)?;
     let c = puppetcam::pipeline::Calibration::from_neutral(&png, models)?;
     let neutral = MeshNeutral { pts68: c.neutral.pts68, mesh: c.mesh.clone(), iris: c.neutral.iris };
     Ok(Clip { name, frames, lms, avatar, neutral })
@@ -120,7 +119,7 @@ fn main() -> anyhow::Result<()> {
     let models = FaceModels::locate()?;
     let tmp = std::env::temp_dir().join(format!("warp_fit_{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let clips = args[1..].iter().map(|p| load(&PathBuf::from(p), &models, &tmp)).collect::<anyhow::Result<Vec<_>>>()?;
+    let clips = args[1..].iter().map(|p| load(std::path::Path::new(p), &models, &tmp)).collect::<anyhow::Result<Vec<_>>>()?;
     eprintln!("loaded {} clips", clips.len());
     for line in std::fs::read_to_string(&args[0])?.lines().filter(|l| !l.trim().is_empty()) {
         let v: Vec<f32> = serde_json::from_str(line)?;
@@ -137,5 +136,6 @@ fn main() -> anyhow::Result<()> {
         let detail: Vec<String> = clips.iter().zip(&per).map(|(c, p)| format!("{} {:.2}/{:.2}", c.name, p[0], p[1])).collect();
         println!("{line}\tface {:.3}\thead {:.3}\tmouth {:.3}\t{}", mean(0), mean(1), mean(2), detail.join(" "));
     }
+    std::fs::remove_dir_all(&tmp).ok();
     Ok(())
 }

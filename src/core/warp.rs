@@ -57,6 +57,7 @@ impl Default for RingMotion {
         RingMotion { inner_up: 1.0, inner_down: 0.5, outer_up: 0.5, outer_down: 0.0, residual_up: 0.25, residual_down: 0.0 }
     }
 }
+
 /// Fixed points per side of the ROI border.
 const BORDER_STEPS: usize = 6;
 /// Source triangles smaller than this (pixels²) are slivers (e.g. a closed mouth's inner lips):
