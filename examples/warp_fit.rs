@@ -23,14 +23,9 @@ struct Clip {
     neutral: MeshNeutral,
 }
 
+/// The box of `pts` padded by `pad` of its size on each side, clipped to `w` x `h`.
 fn bbox(pts: &[Pt], pad: f32, w: u32, h: u32) -> [u32; 4] {
-    let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
-    for p in pts {
-        x0 = x0.min(p[0]);
-        y0 = y0.min(p[1]);
-        x1 = x1.max(p[0]);
-        y1 = y1.max(p[1]);
-    }
+    let [x0, y0, x1, y1] = puppetcam::core::landmarks::bbox(pts).unwrap_or([0.0, 0.0, w as f32, h as f32]);
     let (px, py) = ((x1 - x0) * pad, (y1 - y0) * pad);
     [(x0 - px).floor().max(0.0) as u32, (y0 - py).floor().max(0.0) as u32, ((x1 + px).ceil() as u32).min(w), ((y1 + py).ceil() as u32).min(h)]
 }

@@ -5,7 +5,7 @@
 //! Everything happens in canvas (output) pixels: when `--size` equals the portrait's size the
 //! canvas *is* the portrait, pixel for pixel (no letterbox, crop or resample).
 use super::file::WarpAvatar;
-use crate::core::features::{render_eyes, render_mouth_with, Cavity, FeatureSource};
+use crate::core::features::{render_eyes, render_mouth, Cavity, FeatureSource};
 use crate::core::geometry::{Pt, Similarity};
 use crate::core::mesh::{INNER_LIPS, MOUTH_CORNERS, OUTER_LIPS};
 use crate::core::raster::crop_box_from_68;
@@ -329,7 +329,7 @@ impl WarpRenderer {
         if self.fallbacks {
             render_eyes(&self.canvas, &self.features, live, iris, &mut out, 1.0);
             let fs = FeatureSource { gap: gap_src, ..self.features.clone() };
-            render_mouth_with(&fs, live, &self.cavity, &mut out);
+            render_mouth(&fs, live, &self.cavity, &mut out);
         }
         Ok(out)
     }

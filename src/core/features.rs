@@ -11,7 +11,7 @@
 //!   stretch a line of lip pixels across it).
 //!
 //! These are the fallback that a learned refiner improves on. Pure, no I/O.
-use super::geometry::{dist, Pt, Similarity};
+use super::geometry::{dist, smoothstep, Pt, Similarity};
 use super::mesh::{eye_contour, mouth_gap, INNER_LIPS, OUTER_LIPS};
 use super::types::{Frame, Iris};
 use super::warp::sample_bilinear;
@@ -245,7 +245,7 @@ fn eye_pixel(src: &Frame, es: &EyeSource, inv: &Similarity, gaze: Option<(Iris, 
     if g <= 0.0 {
         return base;
     }
-    mix(base, gaze_pixel(src, es, si, oi, q, base, p), g * g * (3.0 - 2.0 * g))
+    mix(base, gaze_pixel(src, es, si, oi, q, base, p), smoothstep(g))
 }
 
 fn gaze_pixel(src: &Frame, es: &EyeSource, si: Iris, oi: Iris, q: Pt, base: [f32; 3], p: Pt) -> [f32; 3] {
@@ -287,8 +287,8 @@ fn mix(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
 /// How strongly the cavity is painted for a retargeted mouth opening `gap_out` over a source
 /// opening `gap_src`: 0 up to the source's opening, smoothly 1 by `CAVITY_RAMP` more.
 pub fn cavity_strength(gap_out: f32, gap_src: f32) -> f32 {
-    let t = ((gap_out - gap_src) / CAVITY_RAMP).clamp(0.0, 1.0);
-    if t.is_finite() { t * t * (3.0 - 2.0 * t) } else { 0.0 }
+    let s = smoothstep((gap_out - gap_src) / CAVITY_RAMP);
+    if s.is_finite() { s } else { 0.0 }
 }
 
 /// How the mouth fallback shades an opening: lip colour times `rim` at the lips to times `deep`
@@ -309,14 +309,9 @@ impl Default for Cavity {
     }
 }
 
-/// Paints the mouth opening of `mesh` as a dark cavity shaded from `fs.lip_colour` when it is
-/// open wider than the source (`fs.gap`). Returns the strength used (0: nothing drawn).
-pub fn render_mouth(fs: &FeatureSource, mesh: &[Pt], out: &mut Frame) -> f32 {
-    render_mouth_with(fs, mesh, &Cavity::default(), out)
-}
-
-/// [`render_mouth`] with a given shading.
-pub fn render_mouth_with(fs: &FeatureSource, mesh: &[Pt], cavity: &Cavity, out: &mut Frame) -> f32 {
+/// Paints the mouth opening of `mesh` as a dark cavity shaded (`cavity`) from `fs.lip_colour`
+/// when it is open wider than the source (`fs.gap`). Returns the strength used (0: nothing drawn).
+pub fn render_mouth(fs: &FeatureSource, mesh: &[Pt], cavity: &Cavity, out: &mut Frame) -> f32 {
     if mesh.len() < super::landmarks::MESH_POINTS {
         return 0.0;
     }
@@ -346,9 +341,7 @@ pub fn render_mouth_with(fs: &FeatureSource, mesh: &[Pt], cavity: &Cavity, out: 
             }
             let d = edge_dist(&poly, p);
             let cover = (d / (FEATHER_PX * 1.5)).min(1.0) * strength * cavity.opacity;
-            let t = (d / half_open).clamp(0.0, 1.0);
-            let t = t * t * (3.0 - 2.0 * t);
-            let c = mix(rim, deep, t);
+            let c = mix(rim, deep, smoothstep(d / half_open));
             blend_px(out, x, y, c, cover);
         }
     }
@@ -477,11 +470,11 @@ mod tests {
         let fs = FeatureSource::measure(&img, &face_mesh(8.0, 0.0), None).unwrap();
         let mut out = img.clone();
         // Closed: nothing.
-        assert_eq!(render_mouth(&fs, &face_mesh(8.0, 0.0), &mut out), 0.0);
+        assert_eq!(render_mouth(&fs, &face_mesh(8.0, 0.0), &Cavity::default(), &mut out), 0.0);
         assert_eq!(out.data, img.data);
         let open = face_mesh(8.0, 12.0);
         assert!(mouth_gap(&open) > 0.2);
-        let s = render_mouth(&fs, &open, &mut out);
+        let s = render_mouth(&fs, &open, &Cavity::default(), &mut out);
         assert!((s - 1.0).abs() < 1e-6);
         let c = px(&out, 150, 200);
         let (lip, under) = (fs.lip_colour, px(&img, 150, 200));

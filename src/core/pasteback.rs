@@ -90,7 +90,6 @@ fn to_u8(v: f32) -> u8 {
     (v + 0.5).clamp(0.0, 255.0) as u8
 }
 
-
 /// Crops the square `crop_box = [x0, y0, side]` of `frame` to `res x res` with the rasteriser's
 /// crop rule (`u = (x - x0) * res / side`, bilinear, border replicate). Used to build avatar
 /// crops and in tests (a generator that reproduced its input exactly would return this).

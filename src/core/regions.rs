@@ -8,7 +8,7 @@
 //! Boxes are squares rotated with the eye line and scaled by the outer inter-ocular distance
 //! (stable under expression, unlike the mouth's own width). The subject's left eye is mirrored
 //! so that both eyes look like a right eye to the network (one eye model, twice the data).
-use super::geometry::Pt;
+use super::geometry::{smoothstep, Pt};
 use super::mesh::{EYE_L, EYE_R, INNER_LIPS, OUTER_LIPS};
 use super::types::{Frame, Iris};
 use super::warp::sample_bilinear;
@@ -282,8 +282,7 @@ pub fn paste(out: &mut Frame, b: &RegionBox, gen: &[f32]) -> usize {
             if edge <= 0.0 {
                 continue;
             }
-            let t = (edge / fw).min(1.0) as f32;
-            let feather = t * t * (3.0 - 2.0 * t);
+            let feather = smoothstep((edge / fw) as f32);
             let a = sample_planar(gen, n, 3, q[0], q[1]).clamp(0.0, 1.0) * feather;
             if a <= 1.0 / 512.0 {
                 continue;

@@ -7,6 +7,7 @@ use super::iris::IrisModel;
 use super::landmarker::{roi_from_mesh, Landmarker};
 use super::roi::{frame_mat, RotRect};
 use super::{FaceModels, TrackerConfig};
+use crate::core::geometry::dist;
 use crate::core::landmarks::to68;
 use crate::core::one_euro::OneEuroBank;
 use crate::core::types::{FaceLandmarks, Frame};
@@ -108,10 +109,7 @@ impl FaceTracker {
         let mut mesh = res.mesh;
         // Speeds in inter-ocular distances per second (outer eye corners 33 and 263): the same
         // smoothing for a small face far away and a large one close up.
-        let iod = {
-            let (a, b) = (mesh[33], mesh[263]);
-            ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
-        };
+        let iod = dist([mesh[33][0], mesh[33][1]], [mesh[263][0], mesh[263][1]]) as f32;
         let speed_scale = if iod > 1.0 { 1.0 / iod } else { 1.0 };
         if let Some(f) = &mut self.mesh_filter {
             let flat: &mut [f32] = mesh.as_flattened_mut();
