@@ -99,6 +99,9 @@ pub struct RawRetarget {
     pub enabled: Option<bool>,
     pub profile: Option<PathBuf>,
     pub max_roll_deg: Option<f64>,
+    pub head_3d: Option<bool>,
+    pub max_yaw_deg: Option<f64>,
+    pub max_pitch_deg: Option<f64>,
     pub max_translation: Option<f64>,
     pub min_scale: Option<f64>,
     pub max_scale: Option<f64>,
@@ -136,7 +139,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     (
         "retarget",
         &[
-            "enabled", "profile", "max_roll_deg", "max_translation", "min_scale", "max_scale",
+            "enabled", "profile", "max_roll_deg", "head_3d", "max_yaw_deg", "max_pitch_deg", "max_translation", "min_scale", "max_scale",
             "pose_smoothing", "expression_gain", "learn_frames", "learn_max_motion", "ease_hold_s", "ease_out_s", "ease_in_s",
         ],
     ),
@@ -354,6 +357,8 @@ pub const ONE_EURO_CUTOFF: RangeInclusive<f64> = 0.001..=100.0;
 /// Per inter-ocular distance per second; values in (0, 1) were the old per-pixel unit.
 pub const ONE_EURO_BETA: RangeInclusive<f64> = 0.0..=1000.0;
 pub const ROLL_DEG: RangeInclusive<f64> = 0.0..=60.0;
+pub const YAW_DEG: RangeInclusive<f64> = 0.0..=60.0;
+pub const PITCH_DEG: RangeInclusive<f64> = 0.0..=45.0;
 pub const EXPRESSION_GAIN: RangeInclusive<f64> = 0.0..=2.0;
 pub const MAX_TRANSLATION: RangeInclusive<f64> = 0.0..=1.0;
 pub const MIN_SCALE: RangeInclusive<f64> = 0.1..=1.0;
@@ -531,6 +536,9 @@ impl Config {
             // Defaults come from the retargeter itself so the two cannot drift apart.
             params: RetargetParams {
                 max_roll_deg: float_in("retarget.max_roll_deg", t.max_roll_deg, f64::from(rd.max_roll_deg), ROLL_DEG)?,
+                head_3d: t.head_3d.unwrap_or(rd.head_3d),
+                max_yaw_deg: float_in("retarget.max_yaw_deg", t.max_yaw_deg, f64::from(rd.max_yaw_deg), YAW_DEG)?,
+                max_pitch_deg: float_in("retarget.max_pitch_deg", t.max_pitch_deg, f64::from(rd.max_pitch_deg), PITCH_DEG)?,
                 max_translation: float_in("retarget.max_translation", t.max_translation, f64::from(rd.max_translation), MAX_TRANSLATION)?,
                 min_scale: float_in("retarget.min_scale", t.min_scale, f64::from(rd.min_scale), MIN_SCALE)?,
                 max_scale: float_in("retarget.max_scale", t.max_scale, f64::from(rd.max_scale), MAX_SCALE)?,

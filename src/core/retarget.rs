@@ -122,6 +122,12 @@ use openness::Eye;
 pub struct RetargetParams {
     /// Largest head roll passed on to the portrait, degrees.
     pub max_roll_deg: f32,
+    /// Turn the portrait's 3-D mesh with the driver's head (rendered with depth: the far side
+    /// hidden, not folded); false: the 2-D warp of earlier versions, where turns fold.
+    pub head_3d: bool,
+    /// Largest head yaw and pitch passed on (3-D), degrees; the pose eases towards them.
+    pub max_yaw_deg: f32,
+    pub max_pitch_deg: f32,
     /// Largest head translation passed on, as a fraction of the crop side.
     pub max_translation: f32,
     /// Head scale range passed on (driver leaning in/out).
@@ -144,6 +150,9 @@ impl Default for RetargetParams {
     fn default() -> Self {
         RetargetParams {
             max_roll_deg: 30.0,
+            head_3d: true,
+            max_yaw_deg: 35.0,
+            max_pitch_deg: 25.0,
             max_translation: 0.12,
             min_scale: 0.85,
             max_scale: 1.2,
@@ -161,6 +170,12 @@ impl RetargetParams {
         let bad = |k: &str, m: &str| Err(Error::Config { key: format!("retarget.{k}"), msg: m.into() });
         if !(self.max_roll_deg >= 0.0 && self.max_roll_deg <= 90.0) {
             return bad("max_roll_deg", "must be in 0..=90");
+        }
+        if !(self.max_yaw_deg >= 0.0 && self.max_yaw_deg <= 60.0) {
+            return bad("max_yaw_deg", "must be in 0..=60");
+        }
+        if !(self.max_pitch_deg >= 0.0 && self.max_pitch_deg <= 45.0) {
+            return bad("max_pitch_deg", "must be in 0..=45");
         }
         if !(self.max_translation >= 0.0 && self.max_translation <= 1.0) {
             return bad("max_translation", "must be in 0..=1 (fraction of the crop)");

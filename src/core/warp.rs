@@ -96,7 +96,7 @@ pub struct WarpModel {
     ring_w: Vec<(f32, f32)>,
 }
 
-fn signed_area(a: Pt, b: Pt, c: Pt) -> f64 {
+pub(super) fn signed_area(a: Pt, b: Pt, c: Pt) -> f64 {
     ((b[0] - a[0]) as f64 * (c[1] - a[1]) as f64 - (c[0] - a[0]) as f64 * (b[1] - a[1]) as f64) / 2.0
 }
 
@@ -312,6 +312,18 @@ impl WarpModel {
     pub fn roi(&self) -> [u32; 4] {
         self.roi
     }
+    /// Signed area of each triangle at rest (0 for slivers and the eye and mouth openings).
+    pub fn rest_areas(&self) -> &[f64] {
+        &self.src_area
+    }
+    /// Drawing order (slivers and openings first).
+    pub fn order(&self) -> &[usize] {
+        &self.order
+    }
+    /// Per ring point (inner, then outer): (head follow, residual follow).
+    pub fn ring_weights(&self) -> &[(f32, f32)] {
+        &self.ring_w
+    }
 
     /// Where the control points go for a retargeted mesh `mesh` and head pose `pose` (both in
     /// canvas pixels): mesh as given, rings as [`RingMotion`] says, border fixed. Folds are repaired (see module doc). Non-finite input gives the rest pose.
@@ -346,7 +358,7 @@ impl WarpModel {
                 }
             }
         }
-        self.repair_folds(&mut dst, &rigid);
+        self.repair_folds(&mut dst, &rigid, None);
         dst
     }
 
@@ -366,7 +378,16 @@ impl WarpModel {
     /// area (about to flip). Next to an eye or the mouth opening, collapsing is what closing
     /// lids and lips do, so only a flip beyond 2 % counts there. Slivers at rest never count.
     fn folded(&self, k: usize, dst: &[Pt]) -> bool {
-        let a0 = self.src_area[k];
+        self.folded_against(k, dst, None)
+    }
+
+    /// [`Self::folded`] against reference areas `refa` (the rigidly posed sheet of a turned head,
+    /// where a zero area means "turned away, not a fold") instead of the rest areas.
+    fn folded_against(&self, k: usize, dst: &[Pt], refa: Option<&[f64]>) -> bool {
+        let a0 = match refa {
+            Some(r) => r[k],
+            None => self.src_area[k],
+        };
         if a0 == 0.0 {
             return false;
         }
@@ -399,14 +420,16 @@ impl WarpModel {
         (0..self.tris.len()).filter(|&k| self.folded(k, dst)).count()
     }
 
-    fn repair_folds(&self, dst: &mut [Pt], safe: &[Pt]) {
+    /// Repairs folds of `dst` by pulling it towards `safe` (which must not fold); `refa`: the
+    /// reference areas that decide what a fold is (see [`Self::folded_against`]).
+    pub(super) fn repair_folds(&self, dst: &mut [Pt], safe: &[Pt], refa: Option<&[f64]>) {
         let fixed_from = self.n_mesh + 2 * self.n_ring;
         // First, smooth the non-rigid offsets (dst - safe) around folds: a fold is local shear,
         // and averaging with the neighbours removes it while keeping the field continuous
         // (snapping single vertices back would tear the image).
         let mut marked = vec![false; dst.len()];
         for _ in 0..SMOOTH_ITERS {
-            let bad: Vec<usize> = (0..self.tris.len()).filter(|&k| self.folded(k, dst)).collect();
+            let bad: Vec<usize> = (0..self.tris.len()).filter(|&k| self.folded_against(k, dst, refa)).collect();
             if bad.is_empty() {
                 return;
             }
@@ -434,7 +457,7 @@ impl WarpModel {
         // widening neighbourhood (still continuous), ...
         let mut marked = vec![false; dst.len()];
         for _ in 0..FOLD_ITERS {
-            let bad: Vec<usize> = (0..self.tris.len()).filter(|&k| self.folded(k, dst)).collect();
+            let bad: Vec<usize> = (0..self.tris.len()).filter(|&k| self.folded_against(k, dst, refa)).collect();
             if bad.is_empty() {
                 return;
             }
@@ -456,7 +479,7 @@ impl WarpModel {
         // offset the pose is rigid, which cannot fold).
         let orig: Vec<Pt> = dst.to_vec();
         let mut t = 0.7f32;
-        while (0..self.tris.len()).any(|k| self.folded(k, dst)) {
+        while (0..self.tris.len()).any(|k| self.folded_against(k, dst, refa)) {
             if t < 0.01 {
                 dst.copy_from_slice(safe);
                 return;

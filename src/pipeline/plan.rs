@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn retarget_section_reaches_the_retargeter_and_easer() {
         let cfg = Config::from_toml(
-            "[retarget]\nmax_roll_deg = 11\nmax_translation = 0.2\nmin_scale = 0.7\nmax_scale = 1.5\npose_smoothing = 0.6\n\
+            "[retarget]\nmax_roll_deg = 11\nhead_3d = false\nmax_yaw_deg = 20\nmax_pitch_deg = 15\nmax_translation = 0.2\nmin_scale = 0.7\nmax_scale = 1.5\npose_smoothing = 0.6\n\
              expression_gain = 1.4\nlearn_frames = 12\nlearn_max_motion = 0.05\nease_hold_s = 0.5\nease_out_s = 0.8\nease_in_s = 0.25\n",
         )
         .unwrap();
@@ -352,6 +352,9 @@ mod tests {
             p.retarget,
             Some(RetargetParams {
                 max_roll_deg: 11.0,
+                head_3d: false,
+                max_yaw_deg: 20.0,
+                max_pitch_deg: 15.0,
                 max_translation: 0.2,
                 min_scale: 0.7,
                 max_scale: 1.5,
