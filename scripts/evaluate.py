@@ -5,6 +5,9 @@
   # at K=1 and K=8 (plus ablations: refiner weights trained without a part, in --ablation-root)
   python scripts/evaluate.py self --clips lp_d5 lp_d18 r3_May_5s sh_video --out docs/quality-self.md
   python scripts/evaluate.py self --variants warp refined ff noemb noadv --ablation-root runs/ablations
+  # head turns: which clips turn (yaw proxy), then 3-D against the 2-D warp on them
+  python scripts/evaluate.py turns
+  python scripts/evaluate.py self --clips r3_May_5s sh_video --modes 3d 2d
   # cross-identity: portraits x drivers, openness correlations and a contact sheet
   python scripts/evaluate.py cross --portraits lp_s0 lp_s3 lp_s4 lp_s1 df_img20 --drivers lp_d5 lp_d18 r3_May_5s
   # the paper's full generator (contract-1 ONNX), on prepared training caches
@@ -60,6 +63,10 @@ def main():
     s.add_argument("--ablation-root", default=None, help="directory with noemb/ and noadv/ refiner weights")
     s.add_argument("--ablation-shots", type=int, nargs="+", default=None, help="K values for the ablation rows (default: all)")
     s.add_argument("--no-identity", action="store_true", help="skip the dlib identity distance")
+    s.add_argument("--modes", nargs="+", default=["3d"], choices=["3d", "2d"],
+                   help="render modes per avatar: 3d (head turns in 3-D, default), 2d (the 2-D warp of 0.1)")
+    t = sub.add_parser("turns", help="rank clips by head turn (yaw proxy against frame 0, MediaPipe)")
+    t.add_argument("--clips", nargs="*", default=None, help="default: every video in the data set")
     c = sub.add_parser("cross", help="cross-identity correlations and contact sheet")
     c.add_argument("--portraits", nargs="+", default=["lp_s0", "lp_s3", "lp_s4", "lp_s1", "df_img20"])
     c.add_argument("--drivers", nargs="+", default=["lp_d5", "lp_d18", "r3_May_5s"])
@@ -78,6 +85,11 @@ def main():
         sys.argv = [sys.argv[0], *a.rest]
         return gen_main()
     from puppetcam_train import avatar_eval as AE
+    if a.cmd == "turns":
+        clips = [find("videos", c) for c in a.clips] if a.clips else sorted((data_dir() / "videos").glob("*.mp4"))
+        for name, frac, peak in AE.rank_turns(clips):
+            print(f"{name}: {frac:.2f} of frames turned, largest yaw-proxy change {peak:.3f}")
+        return
     work = Path(a.work) if a.work else AE.tmpdir()
     ident = None if a.no_identity else AE.identity_or_none()
     if a.cmd == "self":
@@ -86,7 +98,7 @@ def main():
         for name in a.clips:
             res, outputs, frames = AE.self_reenactment(binary(), find("videos", name), work / name, tuple(a.shots),
                                                        variants=tuple(a.variants), ablation_root=a.ablation_root,
-                                                       ablation_ks=a.ablation_shots, ident=ident)
+                                                       ablation_ks=a.ablation_shots, ident=ident, modes=tuple(a.modes))
             per_clip[name] = res
             if a.sheet:
                 sheet.append((name, frames, {k: v for k, v in outputs.items() if "plain 468-point warp" == k or "avatar" in k}))

@@ -58,7 +58,7 @@ fn portraits_follow_held_out_drivers_mouth_and_eyes() {
         for (name, lms) in &drivers {
             // The driver's neutral: its first frame, as `--neutral` would give it.
             let n = &lms[0];
-            let neutral = MeshNeutral { pts68: n.pts68, mesh: Some(n.mesh.iter().map(|q| [q[0], q[1]]).collect()), iris: n.iris };
+            let neutral = MeshNeutral { pts68: n.pts68, mesh: Some(n.mesh.iter().map(|q| [q[0], q[1]]).collect()), depth: Some(n.mesh.iter().map(|q| q[2]).collect()), iris: n.iris };
             let ease = Ease { hold_s: 0.2, out_s: 0.3, in_s: 0.15 };
             let mut st = WarpStage::new(av.clone(), w, h, RetargetParams::default(), Some(&neutral), ease).unwrap();
             let (mut m_d, mut m_o, mut e_d, mut e_o) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

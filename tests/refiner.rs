@@ -51,7 +51,7 @@ fn feed_forward_avatar_refines_only_the_mouth_and_eyes() {
     assert!(!r.e_mouth.is_empty() && r.e_mouth.iter().all(|v| v.is_finite()));
     let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
     let params = RetargetParams { pose_smoothing: 0.0, ..Default::default() };
-    let neutral = puppetcam::avatar::MeshNeutral { pts68: driver(&av, 0.0).pts68, mesh: Some(av.shots[0].mesh.clone()), iris: av.shots[0].iris };
+    let neutral = puppetcam::avatar::MeshNeutral { pts68: driver(&av, 0.0).pts68, mesh: Some(av.shots[0].mesh.clone()), depth: av.shots[0].depth.clone(), iris: av.shots[0].iris };
     let mut refined = WarpStage::with_runtime(av.clone(), w, h, params.clone(), Some(&neutral), ease(), Some(&runtime())).unwrap();
     assert!(refined.refiner_ep().is_some());
     let mut plain_av = av.clone();

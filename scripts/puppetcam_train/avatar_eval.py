@@ -129,6 +129,21 @@ def eye_open(mesh):
     return float(np.mean(v))
 
 
+def yaw_proxy(mesh):
+    """Sideways offset of the nose tip from the eyes' midpoint, along the eye line, over the
+    outer-corner distance: a head-yaw proxy (about 0.15 per 15 degrees on adult faces)."""
+    a, b = mesh[33], mesh[263]
+    axis = b - a
+    iod = float(np.linalg.norm(axis))
+    if iod < 1e-6:
+        return float("nan")
+    return float(np.dot(mesh[1] - (a + b) / 2, axis / iod) / iod)
+
+
+# A frame is "turned" when its yaw proxy differs from the portrait's (frame 0) by more than this.
+TURNED = 0.15
+
+
 def nme68(pred, gt):
     p, g = pred[MP468_TO_68], gt[MP468_TO_68]
     iod = np.linalg.norm(g[36:42].mean(0) - g[42:48].mean(0))
@@ -230,8 +245,10 @@ def score_rows(frames, outputs: dict, meshes_gt, mesher, first, ident=None):
             d = ident(frames[i])
             if d is not None:
                 gt_id[i] = d
+    y0 = yaw_proxy(meshes_gt[0]) if 0 in meshes_gt else np.nan
     for name, outs in outputs.items():
-        acc = {k: [] for k in ("face_psnr", "face_ssim", "face_l1", "mouth_psnr", "nme")}
+        acc = {k: [] for k in ("face_psnr", "face_ssim", "face_l1", "mouth_psnr", "nme",
+                               "turned_face_psnr", "turned_face_ssim", "turned_nme")}
         for i in range(first, len(frames)):
             g = meshes_gt.get(i)
             if g is None or i >= len(outs):
@@ -240,12 +257,19 @@ def score_rows(frames, outputs: dict, meshes_gt, mesher, first, ident=None):
             fb = box(g, w, h, 0.10)
             mb = box(g[OUTER_LIPS], w, h, 0.25)
             a, b = crop(out, fb), crop(gt, fb)
-            acc["face_psnr"].append(psnr(a, b))
-            acc["face_ssim"].append(structural_similarity(a, b, channel_axis=2, data_range=255))
+            fp = psnr(a, b)
+            fs = structural_similarity(a, b, channel_axis=2, data_range=255)
+            acc["face_psnr"].append(fp)
+            acc["face_ssim"].append(fs)
             acc["face_l1"].append(float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean()))
             acc["mouth_psnr"].append(psnr(crop(out, mb), crop(gt, mb)))
             m = mesher(out)
-            acc["nme"].append(nme68(m, g) if m is not None else np.nan)
+            nme = nme68(m, g) if m is not None else np.nan
+            acc["nme"].append(nme)
+            if abs(yaw_proxy(g) - y0) > TURNED:
+                acc["turned_face_psnr"].append(fp)
+                acc["turned_face_ssim"].append(fs)
+                acc["turned_nme"].append(nme)
         ids = []
         for i, d in gt_id.items():
             if i < len(outs):
@@ -254,12 +278,18 @@ def score_rows(frames, outputs: dict, meshes_gt, mesher, first, ident=None):
         acc["id_dist"] = ids
         res[name] = {k: float(np.nanmean(v)) if v and not np.all(np.isnan(v)) else float("nan") for k, v in acc.items()}
         res[name]["frames"] = len(acc["face_psnr"])
+        res[name]["turned_frames"] = len(acc["turned_face_psnr"])
         res[name]["nme_missing"] = int(np.sum(np.isnan(acc["nme"])))
     return res
 
 
+# Render modes of one avatar file: the 3-D head turn (default) and the 2-D warp of 0.1
+# (`[retarget] head_3d = false`), which is what puppetcam did before the head turned in 3-D.
+MODES = {"3d": ("", None), "2d": (", 2-D warp", "[retarget]\nhead_3d = false\n")}
+
+
 def self_reenactment(binary, clip: Path, work: Path, ks=(1, 8), log=print, variants=("warp", "refined"),
-                     ablation_root: Path | None = None, ablation_ks=None, ident=None):
+                     ablation_root: Path | None = None, ablation_ks=None, ident=None, modes=("3d",)):
     frames = read_frames(clip)
     n = len(frames)
     h, w = frames[0].shape[:2]
@@ -306,11 +336,19 @@ def self_reenactment(binary, clip: Path, work: Path, ks=(1, 8), log=print, varia
             t0 = time.time()
             run_cli(binary, ["avatar", "create", portrait, *shots, "-o", av, "-q", *args], env=env)
             t1 = time.time()
-            outputs[f"{label} K={k}"] = render_avatar(binary, av, clip, portrait, (w, h), work / f"out_k{k}_{v}")
-            timing[f"{v} K={k}"] = (round(t1 - t0, 1), round(time.time() - t1, 1))
+            for mode in modes:
+                suffix, cfg = MODES[mode]
+                extra = []
+                if cfg:
+                    (work / f"{mode}.toml").write_text(cfg)
+                    extra = ["--config", work / f"{mode}.toml"]
+                t1 = time.time()
+                outputs[f"{label} K={k}{suffix}"] = render_avatar(binary, av, clip, portrait, (w, h), work / f"out_k{k}_{v}_{mode}", extra)
+                timing[f"{v} K={k}{suffix}"] = (round(t1 - t0, 1), round(time.time() - t1, 1))
     res = score_rows(frames, outputs, meshes_gt, mesher, first, ident)
     mesher.close()
-    log(f"{clip.name}: {n} frames, scored {first}..{n - 1}; (create s, render s) {timing}")
+    turned = sum(1 for i in range(first, n) if i in meshes_gt and abs(yaw_proxy(meshes_gt[i]) - yaw_proxy(meshes_gt[0])) > TURNED)
+    log(f"{clip.name}: {n} frames, scored {first}..{n - 1} ({turned} turned); (create s, render s) {timing}")
     return res, outputs, frames
 
 
@@ -345,6 +383,18 @@ def markdown_table(per_clip: dict) -> str:
     for r in rows:
         vals = [np.nanmean([per_clip[c][r].get(k, np.nan) for c in per_clip]) for k in cols]
         out.append(f"| {r} | {vals[0]:.2f} | {vals[1]:.4f} | {vals[2]:.2f} | {vals[3]:.2f} | {vals[4]:.4f} | {vals[5]:.3f} |")
+    turned = [c for c in per_clip if next(iter(per_clip[c].values())).get("turned_frames", 0) > 0]
+    if turned:
+        n = sum(next(iter(per_clip[c].values()))["turned_frames"] for c in turned)
+        out.append("")
+        out.append(f"Turned frames (yaw proxy differs from the portrait's by more than {TURNED}; {n} frames of "
+                   f"{', '.join(turned)}; means over clips):")
+        out.append("")
+        out.append("| method | face PSNR dB | face SSIM | NME |")
+        out.append("|---|---|---|---|")
+        for r in rows:
+            v = [np.nanmean([per_clip[c][r].get(k, np.nan) for c in turned]) for k in ("turned_face_psnr", "turned_face_ssim", "turned_nme")]
+            out.append(f"| {r} | {v[0]:.2f} | {v[1]:.4f} | {v[2]:.4f} |")
     out.append("")
     out.append("Per clip (face PSNR / face SSIM / mouth PSNR / NME):")
     out.append("")
@@ -426,3 +476,21 @@ def write_json(path, obj):
 
 def tmpdir():
     return Path(tempfile.mkdtemp(prefix="puppetcam-eval-"))
+
+
+def rank_turns(clips, every=2):
+    """[(clip name, fraction of frames turned, largest yaw-proxy change)] against frame 0, with
+    MediaPipe's own mesh (the scoring reference), most-turned first."""
+    mesher = Mesh()
+    res = []
+    for c in clips:
+        frames = read_frames(c)
+        m0 = mesher(frames[0])
+        if m0 is None:
+            continue
+        y0 = yaw_proxy(m0)
+        d = [abs(yaw_proxy(m) - y0) for m in (mesher(frames[i]) for i in range(0, len(frames), every)) if m is not None]
+        if d:
+            res.append((Path(c).stem, float(np.mean(np.array(d) > TURNED)), float(np.max(d))))
+    mesher.close()
+    return sorted(res, key=lambda r: -r[1])

@@ -49,6 +49,8 @@ pub fn create(images: &[PathBuf], name: &str, models: &FaceModels) -> Result<(Wa
             log::warn!("{}: {} faces found; using the largest", path.display(), face.faces_found);
         }
         let mesh: Vec<[f32; 2]> = face.landmarks.mesh.iter().map(|p| [p[0], p[1]]).collect();
+        // The mesh's depth turns the portrait's head in 3-D (core::warp3d).
+        let depth: Vec<f32> = face.landmarks.mesh.iter().map(|p| p[2]).collect();
         reports.push(ShotReport {
             path: path.clone(),
             width: img.width,
@@ -57,7 +59,7 @@ pub fn create(images: &[PathBuf], name: &str, models: &FaceModels) -> Result<(Wa
             has_iris: face.landmarks.iris.is_some(),
         });
         let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        shots.push(Shot { image: img, mesh, iris: face.landmarks.iris, source });
+        shots.push(Shot { image: img, mesh, iris: face.landmarks.iris, depth: Some(depth), source });
     }
     let p = &shots[0];
     let triangles = WarpModel::new(p.image.width, p.image.height, &p.mesh)?.triangles().to_vec();

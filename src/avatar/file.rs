@@ -18,8 +18,9 @@ use std::path::Path;
 pub const MAGIC: &[u8; 8] = b"PCAVATAR";
 /// Version written by this build; files of a newer version are refused with a clear message.
 /// 2: the refiner slot holds the ONNX plus its embeddings (version-1 files, which never had a
-/// refiner, still load).
-pub const VERSION: u32 = 2;
+/// refiner, still load). 3: each shot may carry its mesh's depth (the head turns in 3-D; older
+/// files get a template's depth when rendered).
+pub const VERSION: u32 = 3;
 /// The usual file extension.
 pub const EXTENSION: &str = "pcav";
 /// Most shots an avatar holds (the paper's K goes to 32).
@@ -36,6 +37,9 @@ pub struct Shot {
     /// 468-point mesh in the image's pixels.
     pub mesh: Vec<Pt>,
     pub iris: Option<[Iris; 2]>,
+    /// Depth of each mesh point (same pixel units, away from the camera; version 3), when it was
+    /// measured.
+    pub depth: Option<Vec<f32>>,
     /// Where it came from (file name), for the status page and provenance.
     pub source: String,
 }
@@ -94,6 +98,9 @@ struct ShotHeader {
     mesh: Vec<[f32; 2]>,
     /// `[[cx, cy, r], [cx, cy, r]]`: subject's right, left.
     iris: Option<[[f32; 3]; 2]>,
+    /// 468 depths (version 3), absent when not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    depth: Option<Vec<f32>>,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -139,6 +146,15 @@ fn encode_png(f: &Frame) -> Result<Vec<u8>> {
     Ok(buf.iter().collect())
 }
 
+/// Width and height from a PNG's IHDR chunk, without decoding; `None` if it is not a PNG.
+fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    const SIG: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
+    if bytes.len() < 24 || &bytes[..8] != SIG || &bytes[12..16] != b"IHDR" {
+        return None;
+    }
+    Some((u32::from_be_bytes(bytes[16..20].try_into().ok()?), u32::from_be_bytes(bytes[20..24].try_into().ok()?)))
+}
+
 fn decode_png(bytes: &[u8]) -> Result<Frame> {
     let buf = Vector::<u8>::from_slice(bytes);
     let bgr = imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR)?;
@@ -165,6 +181,12 @@ impl WarpAvatar {
             let (w, h) = (s.image.width as f32, s.image.height as f32);
             if s.mesh.iter().any(|p| !(p[0].is_finite() && p[1].is_finite() && p[0] > -w && p[0] < 2.0 * w && p[1] > -h && p[1] < 2.0 * h)) {
                 return Err(format!("{what}: mesh has a non-finite point or one far outside the image"));
+            }
+            if let Some(d) = &s.depth {
+                let lim = 2.0 * w.max(h);
+                if d.len() != MESH_POINTS || d.iter().any(|z| !(z.is_finite() && z.abs() < lim)) {
+                    return Err(format!("{what}: depth has {} values (expected {MESH_POINTS}), a non-finite one or one far outside the image's scale", d.len()));
+                }
             }
             if let Some(ir) = s.iris {
                 if ir.iter().any(|i| !(i.cx.is_finite() && i.cy.is_finite() && i.r.is_finite() && i.r > 0.0)) {
@@ -204,6 +226,7 @@ impl WarpAvatar {
                 image: blob,
                 mesh: s.mesh.clone(),
                 iris: s.iris.map(|ir| ir.map(|i| [i.cx, i.cy, i.r])),
+                depth: s.depth.clone(),
             });
         }
         let refiner = self.refiner.as_ref().map(|r| {
@@ -281,7 +304,17 @@ impl WarpAvatar {
         let mut shots = Vec::with_capacity(header.shots.len());
         for (k, s) in header.shots.into_iter().enumerate() {
             let what = format!("shot {k} ({})", s.source);
-            let image = decode_png(blob(&s.image, &what)?).map_err(|e| bad(path, format!("{what}: image does not decode: {e}")))?;
+            let png = blob(&s.image, &what)?;
+            // Sizes are checked before anything is decoded: a small, highly compressed PNG can
+            // claim a huge image.
+            match png_size(png) {
+                Some((w, h)) if w == s.width && h == s.height && w > 0 && h > 0 && w <= MAX_SIDE && h <= MAX_SIDE => {}
+                Some((w, h)) => {
+                    return Err(bad(path, format!("{what}: image is {w}x{h} (header says {}x{}; at most {MAX_SIDE} a side)", s.width, s.height)))
+                }
+                None => return Err(bad(path, format!("{what}: image is not a PNG"))),
+            }
+            let image = decode_png(png).map_err(|e| bad(path, format!("{what}: image does not decode: {e}")))?;
             if image.width != s.width || image.height != s.height {
                 return Err(bad(path, format!("{what}: image is {}x{}, header says {}x{}", image.width, image.height, s.width, s.height)));
             }
@@ -289,6 +322,7 @@ impl WarpAvatar {
                 image,
                 mesh: s.mesh,
                 iris: s.iris.map(|ir| ir.map(|v| Iris { cx: v[0], cy: v[1], r: v[2] })),
+                depth: s.depth,
                 source: s.source,
             });
         }
@@ -320,6 +354,8 @@ pub(crate) mod tests {
                 image: texture(200 + 10 * k as u32, 180),
                 mesh: synthetic_mesh(100.0, 90.0, 50.0),
                 iris: Some([Iris { cx: 80.0, cy: 80.0, r: 4.0 }, Iris { cx: 120.0, cy: 80.0, r: 4.0 }]),
+                // The portrait's depth measured, the other shots' not (both occur).
+                depth: (k == 0).then(|| synthetic_mesh(100.0, 90.0, 50.0).iter().map(|p| -0.3 * (40.0 - (p[0] - 100.0).abs().min(40.0))).collect()),
                 source: format!("shot{k}.png"),
             })
             .collect();
@@ -380,8 +416,23 @@ pub(crate) mod tests {
         assert!(e.contains("refiner: embedding e_mouth has 0 values"), "{e}");
         let e = tweak(&|h| h["refiner"] = serde_json::json!({"onnx": {"offset": 0, "len": 99999999}, "e_mouth": [1.0], "e_eye": [1.0], "info": ""}));
         assert!(e.contains("refiner: data range"), "{e}");
+        let e = tweak(&|h| h["shots"][0]["depth"] = serde_json::json!([1.0, 2.0]));
+        assert!(e.contains("shot 0 (shot0.png): depth has 2 values"), "{e}");
+        // Version-2 headers (no depth) still load.
+        let e = tweak(&|h| {
+            h["shots"][0].as_object_mut().unwrap().remove("depth");
+            h["bogus"] = serde_json::json!(1)
+        });
+        assert!(e.contains("unknown field `bogus`"), "{e}");
         let e = tweak(&|h| h["bogus"] = serde_json::json!(1));
         assert!(e.contains("unknown field"), "{e}");
+        // A PNG claiming a huge image is refused before it is decoded (memory).
+        let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+        let mut huge = bytes.clone();
+        let png0 = 16 + hlen; // shot 0's blob starts the data
+        huge[png0 + 16..png0 + 20].copy_from_slice(&40000u32.to_be_bytes());
+        huge[png0 + 20..png0 + 24].copy_from_slice(&40000u32.to_be_bytes());
+        assert!(err(&huge).contains("image is 40000x40000"), "{}", err(&huge));
         assert!(WarpAvatar::load(Path::new("/nonexistent/a.pcav")).unwrap_err().to_string().contains("/nonexistent/a.pcav"));
     }
 }

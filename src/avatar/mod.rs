@@ -1,13 +1,16 @@
 //! Warp avatars: the file format (`file`), creating one from images (`create`), rendering it at
-//! the output size (`render`), and [`WarpStage`], the generator stage's per-frame work for a warp
-//! avatar: retarget the driver's dense mesh onto the portrait, ease when the face is lost, render.
+//! the output size (`render`), head turns in 3-D (`turn`), and [`WarpStage`], the generator
+//! stage's per-frame work for a warp avatar: measure the head's turn, retarget the driver's dense
+//! mesh onto the portrait, ease when the face is lost, render.
 pub mod create;
 pub mod file;
 pub mod render;
+pub mod turn;
 
 use crate::core::geometry::{Pt, Similarity};
+use crate::core::head3d::{with_depth, Euler, Rot3, TurnLimits};
 use crate::core::mesh::Lift68;
-use crate::core::retarget::{DriverNeutral, FaceLostEaser, NeutralStatus, Posed, RetargetParams, Retargeter, Shape68, Topology};
+use crate::core::retarget::{Blend, DriverNeutral, FaceLostEaser, NeutralStatus, Posed, RetargetParams, Retargeter, Shape68, Topology};
 use crate::core::types::{FaceLandmarks, Frame, Iris};
 use crate::error::Result;
 pub use file::{RefinerBlob, WarpAvatar};
@@ -19,7 +22,28 @@ pub use render::WarpRenderer;
 pub struct MeshNeutral {
     pub pts68: [[f32; 2]; 68],
     pub mesh: Option<Vec<Pt>>,
+    /// The mesh's depth, when measured (a neutral photo): its head pose is then known exactly.
+    pub depth: Option<Vec<f32>>,
     pub iris: Option<[Iris; 2]>,
+}
+
+/// One driven frame: the retargeted face seen from the front (in the portrait's orientation)
+/// and the head's turn relative to the driver's rest pose; `turned`: drawn in 3-D (the driver's
+/// landmarks had depth and `head_3d` is on).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Driven {
+    pub posed: Posed,
+    pub turn: Euler,
+    pub turned: bool,
+}
+
+impl Blend for Driven {
+    fn blend(&self, b: &Self, w: f32) -> Self {
+        Driven { posed: self.posed.blend(&b.posed, w), turn: self.turn.lerp(&b.turn, w as f64), turned: self.turned || b.turned }
+    }
+    fn is_finite(&self) -> bool {
+        self.posed.is_finite() && self.turn.is_finite()
+    }
 }
 
 /// Easing times (seconds) when the face is lost and found again.
@@ -35,7 +59,9 @@ pub struct WarpStage {
     pub avatar: WarpAvatar,
     renderer: WarpRenderer,
     retargeter: Retargeter,
-    easer: FaceLostEaser<Posed>,
+    easer: FaceLostEaser<Driven>,
+    /// The driver's head turn in 3-D (`head_3d`).
+    turn: Option<turn::HeadTurn>,
     /// Turns 68-point-only driver landmarks into a mesh (template: the portrait).
     lift: Lift68,
     /// A driver neutral known only by its 68 points (a calibration profile): completed into a
@@ -81,16 +107,39 @@ impl WarpStage {
         let target = renderer.neutral().to_vec();
         let lift = Lift68::new(&target)?;
         let topo = Topology::mesh468(&target)?;
+        let mut turn = if params.head_3d {
+            let limits = TurnLimits { yaw_deg: params.max_yaw_deg as f64, pitch_deg: params.max_pitch_deg as f64, roll_deg: params.max_roll_deg as f64, ..TurnLimits::default() };
+            turn::HeadTurn::new(with_depth(&target, renderer.neutral_depth().0), limits)
+        } else {
+            None
+        };
         let pending = neutral.filter(|n| n.mesh.is_none()).map(|n| (n.clone(), params.clone()));
-        let dn = neutral.and_then(|n| n.mesh.clone().map(|pts| DriverNeutral { pts, iris: n.iris }));
+        let dn = neutral.and_then(|n| {
+            let pts = n.mesh.clone()?;
+            // With head turns, the neutral is handed to the retargeter turned back to the
+            // portrait's orientation like every live frame; its own turn is the rest pose (exact
+            // when its depth was measured, else from a template's depth).
+            if let Some(t) = turn.as_mut() {
+                let depth = n.depth.clone().filter(|d| d.len() == pts.len());
+                let measured = depth.is_some();
+                let z = depth.or_else(|| crate::core::head3d::lift_with_template(&pts, &crate::core::face_template::FACE_TEMPLATE));
+                if let Some(f) = z.and_then(|z| t.frontalise(&with_depth(&pts, &z), n.iris.as_ref())) {
+                    if measured {
+                        t.set_rest(f.rot);
+                    }
+                    return Some(DriverNeutral { pts: f.mesh, iris: f.iris });
+                }
+            }
+            Some(DriverNeutral { pts, iris: n.iris })
+        });
         if let (Some(n), None) = (neutral, &dn) {
             // Validate the 68 points now (a bad profile is an error at load, not mid-stream).
             Retargeter::new(Shape68 { pts68: topo.sub(&target), iris: None }, Some(Shape68 { pts68: n.pts68, iris: None }), params.clone())?;
         }
         let retargeter = mesh_retargeter(&renderer, topo, dn, params)?;
-        let rest = Posed { pts: target, iris: renderer.neutral_iris(), pose: Similarity::IDENTITY };
+        let rest = Driven { posed: Posed { pts: target, iris: renderer.neutral_iris(), pose: Similarity::IDENTITY }, turn: Euler::ZERO, turned: turn.is_some() };
         let easer = FaceLostEaser::new(rest, ease.hold_s, ease.out_s, ease.in_s);
-        Ok(WarpStage { avatar, renderer, retargeter, easer, lift, pending, refiner })
+        Ok(WarpStage { avatar, renderer, retargeter, easer, turn, lift, pending, refiner })
     }
 
     /// Completes a 68-point driver neutral into a mesh: the live frame's mesh, corrected by the
@@ -141,26 +190,54 @@ impl WarpStage {
         }
     }
 
+    /// Whether the head turns in 3-D (`head_3d` on and the portrait's mesh usable for it).
+    pub fn turns_in_3d(&self) -> bool {
+        self.turn.is_some()
+    }
+
     /// Retargets (when a face is present) and eases; `None` for a lost face or a rejected frame.
-    /// Returns the pose to render and whether the driver's face was used.
-    pub fn drive(&mut self, lm: Option<&FaceLandmarks>, dt: f32) -> (Posed, bool) {
-        let posed = lm.and_then(|l| {
-            let mesh = self.driver_mesh(l);
+    /// Returns what to render and whether the driver's face was used.
+    pub fn drive(&mut self, lm: Option<&FaceLandmarks>, dt: f32) -> (Driven, bool) {
+        let driven = lm.and_then(|l| {
+            // With depth, the driver's face is turned back to the portrait's orientation first,
+            // so that the retargeter transfers expression, not the turn.
+            let frontal = match (&self.turn, l.mesh.len() == crate::core::landmarks::MESH_POINTS) {
+                (Some(t), true) => t.frontalise(&l.mesh, l.iris.as_ref()),
+                _ => None,
+            };
+            let (mesh, iris) = match &frontal {
+                Some(f) => (f.mesh.clone(), f.iris),
+                None => (self.driver_mesh(l), l.iris),
+            };
             if self.pending.is_some() {
                 self.complete_neutral(&mesh, &l.pts68);
             }
-            self.retargeter.step_points(Some((&mesh, l.iris.as_ref())))
+            let posed = self.retargeter.step_points(Some((&mesh, iris.as_ref())))?;
+            let learned = !matches!(self.retargeter.status(), NeutralStatus::Learning { .. });
+            // A driver without depth (68 points only) is drawn in depth mode too, unturned: one
+            // rendering path whatever the frame, so nothing jumps when the face comes and goes.
+            let turn = match (self.turn.as_mut(), &frontal) {
+                (Some(t), Some(f)) => {
+                    t.observe(&f.rot, learned);
+                    t.relative(&f.rot)
+                }
+                _ => Euler::ZERO,
+            };
+            Some(Driven { posed, turn, turned: self.turn.is_some() })
         });
-        let used = posed.is_some();
-        (self.easer.update(posed.as_ref(), dt), used)
+        let used = driven.is_some();
+        (self.easer.update(driven.as_ref(), dt), used)
     }
 
     /// One frame for a driver face (or none) `dt` seconds after the previous one.
     pub fn frame(&mut self, lm: Option<&FaceLandmarks>, dt: f32) -> Result<(Frame, bool)> {
-        let (p, used) = self.drive(lm, dt);
-        let mut f = self.renderer.render(&p.pts, p.iris.as_ref(), &p.pose, dt)?;
+        let (d, used) = self.drive(lm, dt);
+        let rot = d.turned.then(|| Rot3::from_euler(d.turn));
+        let p = &d.posed;
+        let mut f = self.renderer.render_turned(&p.pts, p.iris.as_ref(), &p.pose, rot.as_ref(), dt)?;
         if let Some(r) = self.refiner.as_mut() {
-            r.refine(&mut f, &p.pts, p.iris.as_ref())?;
+            let (mesh, iris) = self.renderer.posed();
+            r.refine(&mut f, mesh, iris.as_ref())?;
         }
         Ok((f, used))
     }

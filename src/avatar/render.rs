@@ -10,7 +10,9 @@ use crate::core::geometry::{Pt, Similarity};
 use crate::core::mesh::{INNER_LIPS, MOUTH_CORNERS, OUTER_LIPS};
 use crate::core::raster::crop_box_from_68;
 use crate::core::types::{Frame, Iris};
+use crate::core::head3d::Rot3;
 use crate::core::warp::{raster_triangle, sample_bilinear, WarpModel};
+use crate::core::warp3d::DepthModel;
 use crate::error::{Error, Result};
 
 /// Cross-fade time when the mouth source changes between shots.
@@ -194,6 +196,14 @@ pub struct WarpRenderer {
     cavity: Cavity,
     /// Side of the portrait's face crop in canvas pixels (the retargeter's reference size).
     crop_side: f32,
+    /// The portrait's mesh depth in canvas pixels (measured, or a template's for old files) and
+    /// the warp's depth mode built on it.
+    neutral_depth: Vec<f32>,
+    depth_measured: bool,
+    depth: DepthModel,
+    /// The mesh and irises of the last rendered frame (turned and projected when the head turns).
+    posed: Vec<Pt>,
+    posed_iris: Option<[Iris; 2]>,
 }
 
 impl WarpRenderer {
@@ -209,6 +219,15 @@ impl WarpRenderer {
         let model = WarpModel::with_triangles(out_w, out_h, &neutral, av.triangles.clone())?;
         let features = FeatureSource::measure(&canvas, &neutral, neutral_iris.as_ref())?;
         let crop_side = crop_box_from_68(&crate::core::landmarks::to68_2d(&neutral)?)?.side;
+        let (neutral_depth, depth_measured) = match &p.depth {
+            Some(d) => (d.iter().map(|z| z * lb.scale).collect(), true),
+            None => (
+                crate::core::head3d::lift_with_template(&neutral, &crate::core::face_template::FACE_TEMPLATE)
+                    .ok_or_else(|| Error::Invalid(format!("avatar `{}`: no depth can be fitted to its mesh", av.name)))?,
+                false,
+            ),
+        };
+        let depth = DepthModel::new(&model, &neutral_depth)?;
         // Extra shots: scaled so that their mouth is as wide as the portrait's on the canvas
         // (sampling them at about 1:1 keeps them sharp and unaliased).
         let pw = crate::core::geometry::dist(neutral[MOUTH_CORNERS.0], neutral[MOUTH_CORNERS.1]) as f32;
@@ -237,6 +256,7 @@ impl WarpRenderer {
             PatchRegion::new(RegionKind::Mouth, &model, &lips, descs(mouth_descriptor)),
             PatchRegion::new(RegionKind::Eyes, &model, &eyes, descs(eye_descriptor)),
         ];
+        let posed0 = neutral.clone();
         Ok(WarpRenderer {
             canvas,
             model,
@@ -248,6 +268,11 @@ impl WarpRenderer {
             fallbacks: true,
             cavity: Cavity::default(),
             crop_side: crop_side as f32,
+            posed: posed0,
+            posed_iris: neutral_iris,
+            neutral_depth,
+            depth_measured,
+            depth,
         })
     }
 
@@ -264,6 +289,15 @@ impl WarpRenderer {
     }
     pub fn crop_side(&self) -> f32 {
         self.crop_side
+    }
+    /// The portrait's mesh depth in canvas pixels, and whether it was measured (else fitted from
+    /// a template: avatar files before version 3).
+    pub fn neutral_depth(&self) -> (&[f32], bool) {
+        (&self.neutral_depth, self.depth_measured)
+    }
+    /// The mesh and irises of the last rendered frame, as drawn (turned, projected).
+    pub fn posed(&self) -> (&[Pt], Option<[Iris; 2]>) {
+        (&self.posed, self.posed_iris)
     }
     pub fn model(&self) -> &WarpModel {
         &self.model
@@ -303,14 +337,43 @@ impl WarpRenderer {
     /// One output frame for the retargeted mesh / irises / head pose (canvas pixels); `dt` is
     /// the time since the previous frame (cross-fades).
     pub fn render(&mut self, mesh: &[Pt], iris: Option<&[Iris; 2]>, pose: &Similarity, dt: f32) -> Result<Frame> {
-        let dst = self.model.targets(mesh, pose);
-        if log::log_enabled!(log::Level::Trace) {
-            log::trace!("warp: {:?} triangles flipped (regular, sliver/opening) after repair", self.model.count_flipped_any(&dst));
-        }
+        self.render_turned(mesh, iris, pose, None, dt)
+    }
+
+    /// [`Self::render`] with the head turned by `turn` (relative to the portrait) in 3-D: `mesh`
+    /// and `iris` are then the retargeted face seen from the front (carrying `pose`), and the
+    /// portrait's mesh is turned, projected and drawn with depth (`core::warp3d`). `None`: the 2-D
+    /// warp.
+    pub fn render_turned(&mut self, mesh: &[Pt], iris: Option<&[Iris; 2]>, pose: &Similarity, turn: Option<&Rot3>, dt: f32) -> Result<Frame> {
         let mut out = self.canvas.clone();
-        self.model.render(&self.canvas, &dst, &mut out)?;
+        let (dst, facing) = match turn {
+            Some(rot) => {
+                let t = self.depth.targets(&self.model, mesh, pose, rot);
+                crate::core::warp3d::render(&self.model, &self.canvas, &t, &mut out)?;
+                (t.pts, true)
+            }
+            None => {
+                let dst = self.model.targets(mesh, pose);
+                if log::log_enabled!(log::Level::Trace) {
+                    log::trace!("warp: {:?} triangles flipped (regular, sliver/opening) after repair", self.model.count_flipped_any(&dst));
+                }
+                self.model.render(&self.canvas, &dst, &mut out)?;
+                (dst, false)
+            }
+        };
         let n_mesh = self.model.n_mesh();
         let live = &dst[..n_mesh];
+        // Irises turn with their eye (at the eye contour's depth).
+        let iris_turned: Option<[Iris; 2]> = match (turn, iris) {
+            (Some(rot), Some(ir)) => Some([0, 1].map(|e| {
+                let c = crate::core::mesh::eye_contour(e);
+                let z = c.iter().map(|&i| self.neutral_depth[i]).sum::<f32>() / c.len() as f32;
+                let q = self.depth.turn_point(pose, rot, [ir[e].cx, ir[e].cy], z);
+                Iris { cx: q[0] as f32, cy: q[1] as f32, r: ir[e].r }
+            })),
+            _ => iris.copied(),
+        };
+        let iris = iris_turned.as_ref();
         self.select(live, dt);
         let mut gap_src = self.features.gap;
         for (ri, region) in self.regions.iter().enumerate() {
@@ -320,7 +383,7 @@ impl WarpRenderer {
                     continue;
                 }
                 let shot = &self.shots[k - 1];
-                draw_patch(region, shot, self.model.triangles(), self.model.roi(), &dst, w, shot.gain[ri], &mut out);
+                draw_patch(region, shot, self.model.triangles(), facing.then(|| self.model.rest_areas()), self.model.roi(), &dst, w, shot.gain[ri], &mut out);
                 if region.kind == RegionKind::Mouth {
                     gap_src = gap_src + (shot.features.gap - gap_src) * w;
                 }
@@ -331,19 +394,30 @@ impl WarpRenderer {
             let fs = FeatureSource { gap: gap_src, ..self.features.clone() };
             render_mouth(&fs, live, &self.cavity, &mut out);
         }
+        self.posed.clear();
+        self.posed.extend_from_slice(live);
+        self.posed_iris = iris.copied();
         Ok(out)
     }
 
 }
 
 /// Draws `region` of `shot` warped to `dst`, colour-matched by `gain`, blended by the region's
-/// per-vertex weights times `w`.
+/// per-vertex weights times `w`. With `facing` (the rest areas, depth mode), triangles that the
+/// head's turn shows from behind are skipped.
 #[allow(clippy::too_many_arguments)]
-fn draw_patch(region: &PatchRegion, shot: &ShotPatch, tris: &[[u32; 3]], roi: [u32; 4], dst: &[Pt], w: f32, gain: [f32; 3], out: &mut Frame) {
+fn draw_patch(region: &PatchRegion, shot: &ShotPatch, tris: &[[u32; 3]], facing: Option<&[f64]>, roi: [u32; 4], dst: &[Pt], w: f32, gain: [f32; 3], out: &mut Frame) {
     let width = out.width as usize;
     for &k in &region.tris {
         let t = tris[k];
         let (i0, i1, i2) = (t[0] as usize, t[1] as usize, t[2] as usize);
+        if let Some(a0) = facing.map(|f| f[k]) {
+            let (p, q, r) = (dst[i0], dst[i1], dst[i2]);
+            let a = (q[0] - p[0]) as f64 * (r[1] - p[1]) as f64 - (r[0] - p[0]) as f64 * (q[1] - p[1]) as f64;
+            if a0 != 0.0 && a * a0 <= 0.0 {
+                continue;
+            }
+        }
         // Only mesh vertices have a position in the shot.
         if i0 >= shot.mesh.len() || i1 >= shot.mesh.len() || i2 >= shot.mesh.len() {
             continue;

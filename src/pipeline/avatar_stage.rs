@@ -61,7 +61,7 @@ impl Avatar {
 
     fn load_warp(path: &Path, ctx: &GenCtx) -> Result<Avatar> {
         let wa = WarpAvatar::load(path)?;
-        let neutral = ctx.calibration.as_ref().map(|c| MeshNeutral { pts68: c.neutral.pts68, mesh: c.mesh.clone(), iris: c.neutral.iris });
+        let neutral = ctx.calibration.as_ref().map(|c| MeshNeutral { pts68: c.neutral.pts68, mesh: c.mesh.clone(), depth: c.depth.clone(), iris: c.neutral.iris });
         let params = ctx.retarget.clone().unwrap_or_default();
         let ease = Ease { hold_s: ctx.ease.hold_s, out_s: ctx.ease.out_s, in_s: ctx.ease.in_s };
         let name = wa.name.clone();

@@ -126,6 +126,8 @@ pub struct Calibration {
     /// The neutral's 468-point mesh, when known (profiles from this version, neutral photos):
     /// warp avatars retarget on the mesh.
     pub mesh: Option<Vec<[f32; 2]>>,
+    /// The mesh's depth (neutral photos): the head pose of the neutral is then known exactly.
+    pub depth: Option<Vec<f32>>,
 }
 
 impl Calibration {
@@ -148,6 +150,7 @@ impl Calibration {
             source: format!("photo {}", path.display()),
             neutral: Shape68 { pts68: face.landmarks.pts68, iris: face.landmarks.iris },
             mesh: Some(face.landmarks.mesh.iter().map(|p| [p[0], p[1]]).collect()),
+            depth: Some(face.landmarks.mesh.iter().map(|p| p[2]).collect()),
         })
     }
 
@@ -161,7 +164,7 @@ impl Calibration {
             Error::Invalid(m) => Error::Config { key: "retarget.profile".into(), msg: m },
             other => other,
         })?;
-        Ok(Calibration { source: format!("profile {} ({}, {})", path.display(), p.source, p.created), neutral: p.shape(), mesh: None })
+        Ok(Calibration { source: format!("profile {} ({}, {})", path.display(), p.source, p.created), neutral: p.shape(), mesh: None, depth: None })
     }
 }
 
@@ -328,7 +331,7 @@ impl Pipeline {
         // The embedded driver's rest face is known, so retargeting needs no learning phase.
         let calibration = match driver {
             Driver::Synthetic { .. } => {
-                Some(Calibration { source: "embedded driver's rest face".into(), neutral: synthetic::neutral_shape(), mesh: None })
+                Some(Calibration { source: "embedded driver's rest face".into(), neutral: synthetic::neutral_shape(), mesh: None, depth: None })
             }
             Driver::Video { .. } => calibration,
         };

@@ -44,7 +44,7 @@ impl ReloadReport {
 fn gen_settings(p: &Plan) -> GenSettings {
     let calibration = match p.driver {
         DriverSpec::Embedded { .. } => {
-            Some(Calibration { source: "embedded driver's rest face".into(), neutral: synthetic::neutral_shape(), mesh: None })
+            Some(Calibration { source: "embedded driver's rest face".into(), neutral: synthetic::neutral_shape(), mesh: None, depth: None })
         }
         DriverSpec::Source(_) => p.calibration.clone(),
     };
