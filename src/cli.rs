@@ -65,6 +65,19 @@ pub enum AvatarCommand {
     /// optionally more shots of the same face (K = 1..32; e.g. an open-mouth shot gives real
     /// teeth). Takes seconds.
     Create(AvatarCreateArgs),
+    /// Add the measured depth of each shot's face mesh to an avatar made before version 3 (the
+    /// head then turns in 3-D on the portrait's own shape, not a template's). Re-detects the
+    /// landmarks on the stored images and refuses if they no longer match the stored mesh.
+    Depth(AvatarDepthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AvatarDepthArgs {
+    /// Avatar file (`.pcav`) to read.
+    pub avatar: PathBuf,
+    /// Where to write the upgraded avatar (default: in place, atomically).
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -352,6 +365,7 @@ pub fn main_with_args() -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Avatar(AvatarCommand::Create(a)) => cmd_avatar_create(a),
+        Command::Avatar(AvatarCommand::Depth(a)) => cmd_avatar_depth(a),
         Command::RefinerData(a) => {
             let (pairs, shots) = puppetcam::refine::data::run(&a)?;
             log::info!("{}: {pairs} pairs, {shots} shots written to {}", a.video.display(), a.out.display());
@@ -393,6 +407,16 @@ fn cmd_avatar_create(a: AvatarCreateArgs) -> anyhow::Result<u8> {
         size as f64 / 1e6,
         t0.elapsed().as_secs_f64()
     );
+    Ok(0)
+}
+
+fn cmd_avatar_depth(a: AvatarDepthArgs) -> anyhow::Result<u8> {
+    let models = puppetcam::face::FaceModels::locate()?;
+    let mut av = puppetcam::avatar::WarpAvatar::load(&a.avatar)?;
+    let worst = puppetcam::avatar::create::add_depth(&mut av, &models).with_context(|| format!("avatar depth: {}", a.avatar.display()))?;
+    let out = a.out.as_ref().unwrap_or(&a.avatar);
+    av.save(out).with_context(|| format!("avatar depth: cannot write {}", out.display()))?;
+    println!("wrote {} ({} shot(s) with depth; re-detected meshes within {worst:.2} px of the stored ones)", out.display(), av.shots.len());
     Ok(0)
 }
 

@@ -179,3 +179,71 @@ fn golden_render_of_the_default_avatar() {
     let changed = opencv::core::count_non_zero(&d0.reshape(1, 0).unwrap()).unwrap();
     assert!(changed > 10_000, "{changed}");
 }
+
+/// Golden: the default avatar (its measured depth, version 3) turned ±25° in yaw with an open
+/// mouth, side by side; and nothing of the region of interest is left undrawn at ±35° yaw and
+/// ±25° pitch (no hole or tear can show the portrait at rest or a background through the head).
+#[test]
+fn golden_turned_renders_of_the_default_avatar() {
+    use puppetcam::core::head3d::{Euler, Rot3};
+    let av = WarpAvatar::load(&default_avatar()).unwrap();
+    assert!(av.shots[0].depth.is_some(), "the default avatar carries its measured depth");
+    let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
+    let mut r = WarpRenderer::new(&av, w, h).unwrap();
+    assert!(r.neutral_depth().1);
+    let mut mesh = r.neutral().to_vec();
+    for &(_, l) in LIP_PAIRS.iter() {
+        mesh[l][1] += 9.0;
+    }
+    let iris = r.neutral_iris();
+    let rot = |yaw: f64, pitch: f64| Rot3::from_euler(Euler { yaw: yaw.to_radians(), pitch: pitch.to_radians(), roll: 0.0 });
+    let mut tiles = Vec::new();
+    for yaw in [-25.0, 25.0] {
+        let out = r.render_turned(&mesh, iris.as_ref(), &Similarity::IDENTITY, Some(&rot(yaw, 0.0)), 0.04).unwrap();
+        // The nose tip (in front of the pivot) swings sideways: positive yaw (about y, which
+        // points down) carries points in front of the pivot towards -x.
+        let (posed, _) = r.posed();
+        let nose_dx = posed[1][0] - r.neutral()[1][0];
+        assert!(nose_dx.abs() > 10.0 && nose_dx.signum() == -(yaw as f32).signum(), "nose moved {nose_dx} px for yaw {yaw}");
+        tiles.push(out);
+    }
+    let mut both = Frame::black(2 * w, h);
+    for (k, t) in tiles.iter().enumerate() {
+        for y in 0..h as usize {
+            let (src, dst) = (3 * y * w as usize, 3 * (y * 2 * w as usize + k * w as usize));
+            both.data[dst..dst + 3 * w as usize].copy_from_slice(&t.data[src..src + 3 * w as usize]);
+        }
+    }
+    let to_mat = |f: &Frame| {
+        let rgb = opencv::core::Mat::new_rows_cols_with_bytes::<opencv::core::Vec3b>(f.height as i32, f.width as i32, &f.data).unwrap();
+        let mut bgr = opencv::core::Mat::default();
+        opencv::imgproc::cvt_color_def(&rgb, &mut bgr, opencv::imgproc::COLOR_RGB2BGR).unwrap();
+        bgr
+    };
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/turn_default_avatar.png");
+    if std::env::var("PUPPETCAM_BLESS").as_deref() == Ok("1") {
+        opencv::imgcodecs::imwrite(&golden.display().to_string(), &to_mat(&both), &opencv::core::Vector::new()).unwrap();
+    }
+    let g = opencv::imgcodecs::imread(&golden.display().to_string(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
+    let mut diff = opencv::core::Mat::default();
+    opencv::core::absdiff(&to_mat(&both), &g, &mut diff).unwrap();
+    let mut max = 0.0;
+    opencv::core::min_max_loc(&diff.reshape(1, 0).unwrap(), None, Some(&mut max), None, None, &opencv::core::no_array()).unwrap();
+    assert!(max <= 1.0, "turned render differs from tests/golden/turn_default_avatar.png by up to {max} grey levels");
+
+    // No hole at the limits: every pixel of the region of interest is drawn by the turned sheet.
+    let roi = r.model().roi();
+    for (yaw, pitch) in [(-35.0, 0.0), (35.0, 0.0), (0.0, 25.0), (0.0, -25.0), (30.0, 20.0)] {
+        let t = r.depth().targets(r.model(), &mesh, &Similarity::IDENTITY, &rot(yaw, pitch));
+        let mut out = Frame::black(w, h);
+        for px in out.data.chunks_exact_mut(3) {
+            px.copy_from_slice(&[255, 0, 255]);
+        }
+        puppetcam::core::warp3d::render(r.model(), r.canvas(), &t, &mut out).unwrap();
+        let holes = (roi[1]..roi[3])
+            .flat_map(|y| (roi[0]..roi[2]).map(move |x| (x, y)))
+            .filter(|&(x, y)| out.data[3 * (y * w + x) as usize..][..3] == [255, 0, 255])
+            .count();
+        assert_eq!(holes, 0, "yaw {yaw} pitch {pitch}: {holes} pixels of the region of interest undrawn");
+    }
+}

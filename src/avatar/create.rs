@@ -28,6 +28,33 @@ pub fn read_image(path: &Path) -> Result<Frame> {
         .map_err(|_| Error::Invalid(format!("{}: not a readable image", path.display())))
 }
 
+/// Largest distance (in the shot's pixels, relative to its inter-ocular distance) between a
+/// stored mesh point and the re-detected one for [`add_depth`] to accept the new depth.
+const DEPTH_MATCH_IOD: f32 = 0.03;
+
+/// Measures the depth of every shot's mesh of an avatar made before version 3: re-detects the
+/// landmarks on the stored image and keeps their depth when the re-detected points match the
+/// stored ones (the same models on the same pixels). Returns the largest point distance, pixels.
+pub fn add_depth(av: &mut WarpAvatar, models: &FaceModels) -> Result<f32> {
+    let mut lm = StillLandmarker::new(models)?;
+    let mut worst = 0.0f32;
+    for (k, s) in av.shots.iter_mut().enumerate() {
+        let face = lm.landmarks(&s.image)?.ok_or_else(|| Error::Invalid(format!("shot {k} ({}): no face found any more", s.source)))?;
+        let iod = crate::core::geometry::dist(s.mesh[33], s.mesh[263]) as f32;
+        let d = s.mesh.iter().zip(&face.landmarks.mesh).map(|(a, b)| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()).fold(0.0f32, f32::max);
+        if !(d <= DEPTH_MATCH_IOD * iod) {
+            return Err(Error::Invalid(format!(
+                "shot {k} ({}): re-detected landmarks differ from the stored ones by {d:.1} px (the face models changed?); make the avatar again",
+                s.source
+            )));
+        }
+        worst = worst.max(d);
+        s.depth = Some(face.landmarks.mesh.iter().map(|p| p[2]).collect());
+    }
+    av.validate().map_err(|m| Error::Invalid(format!("avatar depth: {m}")))?;
+    Ok(worst)
+}
+
 /// Builds a warp avatar from `images` (first = portrait). Errors name the image with no face.
 pub fn create(images: &[PathBuf], name: &str, models: &FaceModels) -> Result<(WarpAvatar, Vec<ShotReport>)> {
     if images.is_empty() {

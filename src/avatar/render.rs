@@ -295,6 +295,10 @@ impl WarpRenderer {
     pub fn neutral_depth(&self) -> (&[f32], bool) {
         (&self.neutral_depth, self.depth_measured)
     }
+    /// The warp's depth mode (head turns).
+    pub fn depth(&self) -> &DepthModel {
+        &self.depth
+    }
     /// The mesh and irises of the last rendered frame, as drawn (turned, projected).
     pub fn posed(&self) -> (&[Pt], Option<[Iris; 2]>) {
         (&self.posed, self.posed_iris)

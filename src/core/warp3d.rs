@@ -25,6 +25,19 @@ use crate::error::{Error, Result};
 /// A fold at the rigidly posed sheet only counts where the triangle faces the camera with at
 /// least this fraction of its rest area (an edge-on triangle's orientation is noise).
 const FACING_MIN: f64 = 0.05;
+/// Smoothing passes over the mesh depth (each: halfway to the neighbours' mean). The landmark
+/// model's depth is noisy at the sides of the face, where the surface is nearly edge-on at rest:
+/// there a few pixels of noise give triangles that face inwards, and a turn towards them would
+/// show them from behind.
+const DEPTH_SMOOTHING: usize = 4;
+/// Where the portrait's surface is seen at a slant (the sides of the face, the far side of a
+/// turned portrait), a pixel of landmark noise is a long way along the surface, and a turn that
+/// shows that surface squarely magnifies it into a zig-zag. So the non-rigid motion of a mesh
+/// point is kept in full where its surface normal's component towards the camera is at least
+/// `FACING_FULL`, faded out down to `FACING_NONE`, and dropped below (the head's rigid turn still
+/// moves it).
+const FACING_FULL: f32 = 0.75;
+const FACING_NONE: f32 = 0.35;
 /// Depth tolerance of the z-buffer (pixels): within it, the later-drawn triangle wins (drawing
 /// order puts slivers and openings first, under the rest, as in 2-D).
 const Z_TOLERANCE: f32 = 0.5;
@@ -34,6 +47,9 @@ const Z_TOLERANCE: f32 = 0.5;
 pub struct DepthModel {
     rest_z: Vec<f32>,
     pivot: [f64; 3],
+    /// Per mesh point: how much of the retargeted (non-rigid) motion it keeps, from how squarely
+    /// its surface faces the camera at rest (see [`FACING_FULL`]).
+    expression_w: Vec<f32>,
 }
 
 /// Where the control points go for a turned head: image positions and depths.
@@ -51,14 +67,19 @@ impl DepthModel {
         if mesh_depth.len() != n || !mesh_depth.iter().all(|z| z.is_finite()) {
             return Err(Error::Invalid(format!("warp depth: {} depths for {n} mesh points, or not finite", mesh_depth.len())));
         }
-        let mesh3 = with_depth(&model.rest()[..n], mesh_depth);
+        let mesh_depth = smooth_depth(model, mesh_depth, DEPTH_SMOOTHING);
+        let mesh3 = with_depth(&model.rest()[..n], &mesh_depth);
         let pivot = pivot(&mesh3).ok_or_else(|| Error::Invalid("warp depth: no pivot (mesh too small)".into()))?;
         let zmax = mesh_depth.iter().fold(f32::MIN, |a, &b| a.max(b)).max(pivot[2] as f32);
         let r = model.roi();
         let far = zmax + (r[2] - r[0]).max(r[3] - r[1]) as f32;
         let ring_end = n + 2 * model.n_ring();
         let rest_z = (0..model.rest().len()).map(|i| if i < n { mesh_depth[i] } else if i < ring_end { pivot[2] as f32 } else { far }).collect();
-        Ok(DepthModel { rest_z, pivot })
+        let expression_w = facing(model, &mesh3)
+            .iter()
+            .map(|&f| super::geometry::smoothstep(((f - FACING_NONE) / (FACING_FULL - FACING_NONE)).clamp(0.0, 1.0)))
+            .collect();
+        Ok(DepthModel { rest_z, pivot, expression_w })
     }
 
     /// The head's pivot at rest (canvas pixels and depth).
@@ -112,7 +133,10 @@ impl DepthModel {
             .collect();
         let mut dst3 = rigid3.clone();
         for i in 0..n {
-            dst3[i] = self.turn_point(q, rot, mesh[i], self.rest_z[i]);
+            let r = q.apply(rest[i]);
+            let w = self.expression_w[i];
+            let p = [r[0] + w * (mesh[i][0] - r[0]), r[1] + w * (mesh[i][1] - r[1])];
+            dst3[i] = self.turn_point(q, rot, p, self.rest_z[i]);
         }
         // Rings also follow part of the outline's own (non-rigid) motion: a jaw dropping.
         if nr == FACE_OVAL.len() {
@@ -147,6 +171,60 @@ impl DepthModel {
         let z = dst3.iter().map(|p| p[2] as f32).collect();
         Targets { pts, z }
     }
+}
+
+/// Per mesh point: the camera-facing component (|n_z|) of its surface normal at rest, from the
+/// area-weighted normals of the warp's triangles among mesh points.
+fn facing(model: &WarpModel, mesh3: &[super::head3d::P3]) -> Vec<f32> {
+    let n = mesh3.len();
+    let mut acc = vec![[0.0f64; 3]; n];
+    for t in model.triangles() {
+        if t.iter().any(|&i| i as usize >= n) {
+            continue;
+        }
+        let [a, b, c] = t.map(|i| mesh3[i as usize].map(|v| v as f64));
+        let (u, v) = ([b[0] - a[0], b[1] - a[1], b[2] - a[2]], [c[0] - a[0], c[1] - a[1], c[2] - a[2]]);
+        let nrm = [u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]];
+        // One orientation for all (the triangulation's is consistent in 2-D, so n_z's sign is).
+        let s = if nrm[2] < 0.0 { -1.0 } else { 1.0 };
+        for &i in t {
+            for k in 0..3 {
+                acc[i as usize][k] += s * nrm[k];
+            }
+        }
+    }
+    acc.iter()
+        .map(|v| {
+            let l = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+            if l > 1e-12 { (v[2].abs() / l) as f32 } else { 1.0 }
+        })
+        .collect()
+}
+
+/// `z` smoothed over the mesh's own edges in the warp's triangulation, `passes` times.
+fn smooth_depth(model: &WarpModel, z: &[f32], passes: usize) -> Vec<f32> {
+    let n = z.len();
+    let mut nb: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for t in model.triangles() {
+        for (a, b) in [(t[0], t[1]), (t[1], t[2]), (t[2], t[0])] {
+            let (a, b) = (a as usize, b as usize);
+            if a < n && b < n {
+                if !nb[a].contains(&b) {
+                    nb[a].push(b);
+                }
+                if !nb[b].contains(&a) {
+                    nb[b].push(a);
+                }
+            }
+        }
+    }
+    let mut cur = z.to_vec();
+    for _ in 0..passes {
+        cur = (0..n)
+            .map(|i| if nb[i].is_empty() { cur[i] } else { 0.5 * cur[i] + 0.5 * nb[i].iter().map(|&j| cur[j]).sum::<f32>() / nb[i].len() as f32 })
+            .collect();
+    }
+    cur
 }
 
 /// The depth plane of triangle `d` with vertex depths `z`: `z(x, y) = a x + b y + c`.
