@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(f0.width, w);
         // Mouth opens on the second frame already (provisional neutral from the first).
         let (p, _) = st.drive(Some(&drv(9.0)), 0.04);
-        let gap_out = crate::core::mesh::mouth_gap(&p.pts);
+        let gap_out = crate::core::mesh::mouth_gap(&p.posed.pts);
         assert!(gap_out > 0.05, "{gap_out}");
         // Face lost: eases back to the portrait's rest shape.
         for _ in 0..30 {
@@ -280,6 +280,66 @@ mod tests {
         }
         let (p, used) = st.drive(None, 0.04);
         assert!(!used);
-        assert_eq!(p.pts, st.renderer().neutral());
+        assert_eq!(p.posed.pts, st.renderer().neutral());
+    }
+
+    #[test]
+    fn a_turned_driver_turns_the_portrait_in_3d() {
+        let av = sample_avatar(1);
+        let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
+        let mesh = av.shots[0].mesh.clone();
+        let depth = av.shots[0].depth.clone().unwrap();
+        // The driver: the portrait's own 3-D mesh, bigger and elsewhere, turned by `yaw` about
+        // its pivot.
+        let driver = |yaw: f64| {
+            let m3 = with_depth(&mesh, &depth);
+            let pv = crate::core::head3d::pivot(&m3).unwrap();
+            let r = Rot3::from_euler(Euler { yaw: yaw.to_radians(), ..Euler::ZERO });
+            let pts: Vec<[f32; 3]> = m3
+                .iter()
+                .map(|p| {
+                    let q = crate::core::head3d::rotate_about(&r, pv, [p[0] as f64, p[1] as f64, p[2] as f64]);
+                    [(q[0] * 1.5 + 30.0) as f32, (q[1] * 1.5 + 10.0) as f32, (q[2] * 1.5) as f32]
+                })
+                .collect();
+            let pts68 = crate::core::landmarks::to68(&pts).unwrap();
+            FaceLandmarks { mesh: pts, pts68, iris: None, score: 1.0 }
+        };
+        let rest = driver(0.0);
+        let neutral = MeshNeutral {
+            pts68: rest.pts68,
+            mesh: Some(rest.mesh.iter().map(|p| [p[0], p[1]]).collect()),
+            depth: Some(rest.mesh.iter().map(|p| p[2]).collect()),
+            iris: None,
+        };
+        let params = RetargetParams { pose_smoothing: 0.0, ..Default::default() };
+        let mut st = WarpStage::new(av.clone(), w, h, params.clone(), Some(&neutral), ease()).unwrap();
+        assert!(st.turns_in_3d());
+        // (Past the face-found easing first.)
+        let mut at_rest = Vec::new();
+        for _ in 0..6 {
+            let (d, used) = st.drive(Some(&rest), 0.04);
+            assert!(used && d.turned && d.turn.yaw.abs() < 1e-3, "{:?}", d.turn.degrees());
+            at_rest = d.posed.pts;
+        }
+        let (d, _) = st.drive(Some(&driver(20.0)), 0.04);
+        assert!((d.turn.yaw.to_degrees() - 20.0).abs() < 0.5, "{:?}", d.turn.degrees());
+        // Retargeted from the front: the turn is not passed on as an expression (the retargeted
+        // mesh is the one of the unturned driver).
+        let worst = d.posed.pts.iter().zip(&at_rest).map(|(a, b)| (a[0] - b[0]).abs().max((a[1] - b[1]).abs())).fold(0.0f32, f32::max);
+        assert!(worst < 0.05, "frontal mesh moved {worst} px");
+        // And the drawn mesh is the portrait turned: its points at different depths moved apart.
+        st.frame(Some(&driver(20.0)), 0.04).unwrap();
+        let (posed, _) = st.renderer().posed();
+        let moved: Vec<f32> = posed.iter().zip(st.renderer().neutral()).map(|(a, b)| a[0] - b[0]).collect();
+        let spread = moved.iter().cloned().fold(f32::MIN, f32::max) - moved.iter().cloned().fold(f32::MAX, f32::min);
+        assert!(spread > 3.0, "turn spread {spread} px");
+        // With head_3d off, the same driver is drawn by the 2-D warp.
+        let mut flat = WarpStage::new(av, w, h, RetargetParams { head_3d: false, ..params }, Some(&neutral), ease()).unwrap();
+        assert!(!flat.turns_in_3d());
+        for _ in 0..6 {
+            let (d, _) = flat.drive(Some(&driver(20.0)), 0.04);
+            assert!(!d.turned && d.turn == Euler::ZERO);
+        }
     }
 }

@@ -443,7 +443,9 @@ mod tests {
                 .zip(m.rest_areas())
                 .filter(|(tri, &a0)| a0 != 0.0 && signed_area(t.pts[tri[0] as usize], t.pts[tri[1] as usize], t.pts[tri[2] as usize]) * facing < 0.0)
                 .count();
-            assert!(away > 0, "yaw {deg}: a 60-px dome turned this far shows its far side edge-on");
+            if f64::abs(deg) >= 35.0 {
+                assert!(away > 0, "yaw {deg}: a 60-px dome turned this far shows part of its far side from behind");
+            }
             // Nothing drew a facing-away triangle: where the nose hides the far cheek, the pixel is
             // the nose's (the nearest surface).
             let nose = (0..468).min_by(|&a, &b| dm.rest_depth()[a].total_cmp(&dm.rest_depth()[b])).unwrap();
