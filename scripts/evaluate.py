@@ -8,6 +8,7 @@
   # head turns: which clips turn (yaw proxy), then 3-D against the 2-D warp on them
   python scripts/evaluate.py turns
   python scripts/evaluate.py self --clips r3_May_5s sh_video --modes 3d 2d
+  python scripts/evaluate.py turn-sheet --sheet docs/quality-turn.jpg
   # cross-identity: portraits x drivers, openness correlations and a contact sheet
   python scripts/evaluate.py cross --portraits lp_s0 lp_s3 lp_s4 lp_s1 df_img20 --drivers lp_d5 lp_d18 r3_May_5s
   # the paper's full generator (contract-1 ONNX), on prepared training caches
@@ -67,6 +68,12 @@ def main():
                    help="render modes per avatar: 3d (head turns in 3-D, default), 2d (the 2-D warp of 0.1)")
     t = sub.add_parser("turns", help="rank clips by head turn (yaw proxy against frame 0, MediaPipe)")
     t.add_argument("--clips", nargs="*", default=None, help="default: every video in the data set")
+    ts = sub.add_parser("turn-sheet", help="cross-identity head turns, 2-D warp against 3-D, as a contact sheet")
+    ts.add_argument("--portraits", nargs="+", default=["lp_s0", "lp_s3", "lp_s4", "lp_s1", "df_img20"])
+    ts.add_argument("--drivers", nargs="+", default=["ss_obama_short", "sk_4"])
+    ts.add_argument("--sheet", default="docs/quality-turn.jpg")
+    ts.add_argument("--work", default=None)
+    ts.add_argument("--variant", default="ff", help="avatar kind (see self --variants)")
     c = sub.add_parser("cross", help="cross-identity correlations and contact sheet")
     c.add_argument("--portraits", nargs="+", default=["lp_s0", "lp_s3", "lp_s4", "lp_s1", "df_img20"])
     c.add_argument("--drivers", nargs="+", default=["lp_d5", "lp_d18", "r3_May_5s"])
@@ -91,6 +98,10 @@ def main():
             print(f"{name}: {frac:.2f} of frames turned, largest yaw-proxy change {peak:.3f}")
         return
     work = Path(a.work) if a.work else AE.tmpdir()
+    if a.cmd == "turn-sheet":
+        AE.turn_sheet(binary(), [find("portraits", p) for p in a.portraits], [find("videos", d) for d in a.drivers], work,
+                      Path(a.sheet), variant=a.variant)
+        return
     ident = None if a.no_identity else AE.identity_or_none()
     if a.cmd == "self":
         per_clip = {}

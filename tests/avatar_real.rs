@@ -65,7 +65,8 @@ fn portraits_follow_held_out_drivers_mouth_and_eyes() {
             for (k, lm) in lms.iter().enumerate() {
                 let (posed, used) = st.drive(Some(lm), 1.0 / 30.0);
                 assert!(used, "{p} x {name}: frame {k} rejected");
-                let o68 = to68_2d(&posed.pts).unwrap();
+                // The retargeted face seen from the front (the head turn is applied when drawing).
+                let o68 = to68_2d(&posed.posed.pts).unwrap();
                 m_d.push(openness::mouth(&lm.pts68).unwrap_or(0.0) as f64);
                 m_o.push(openness::mouth(&o68).unwrap_or(0.0) as f64);
                 e_d.push(eye_mean(&lm.pts68));

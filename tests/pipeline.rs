@@ -339,7 +339,7 @@ fn retarget_state_shows_learning_learned_and_profile() {
     assert!(s.starts_with("provisional 20/30") && s.contains("no calibration profile"), "{s}");
     let s = retarget_state_after_20_neutral_frames(5, None);
     assert!(s.starts_with("learned") && s.contains("first steady frames"), "{s}");
-    let cal = Calibration { source: "profile /x/profile.toml (camera:0, t)".into(), neutral: synthetic::neutral_shape(), mesh: None };
+    let cal = Calibration { source: "profile /x/profile.toml (camera:0, t)".into(), neutral: synthetic::neutral_shape(), mesh: None, depth: None };
     let s = retarget_state_after_20_neutral_frames(5, Some(cal));
     assert_eq!(s, "profile: profile /x/profile.toml (camera:0, t)");
 }

@@ -494,3 +494,53 @@ def rank_turns(clips, every=2):
             res.append((Path(c).stem, float(np.mean(np.array(d) > TURNED)), float(np.max(d))))
     mesher.close()
     return sorted(res, key=lambda r: -r[1])
+
+
+def turn_sheet(binary, portraits, drivers, work: Path, sheet_path: Path, variant="ff", log=print, tile=200):
+    """Cross-identity head turns, before and after: each portrait driven by each driver without
+    `--neutral` (the rest pose is learned), rendered with the 2-D warp of 0.1 and with the 3-D
+    head turn, at the driver's frame of largest turn (yaw proxy furthest from its median).
+    Rows: portraits; per driver three columns: driver frame, 2-D, 3-D. Returns, per pair, the
+    number of output frames whose face box holds a pixel of the portrait at rest that the turn
+    should have moved."""
+    work = Path(work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    mesher = Mesh()
+    picks = {}
+    for d in drivers:
+        frames = read_frames(d)
+        ys = {i: yaw_proxy(m) for i in range(0, len(frames), 2) if (m := mesher(frames[i])) is not None}
+        med = float(np.median(list(ys.values())))
+        i = max(ys, key=lambda k: abs(ys[k] - med))
+        picks[d] = (i, frames[i], ys[i] - med)
+        log(f"{d.stem}: largest turn at frame {i} (yaw proxy {ys[i] - med:+.3f} from the median)")
+    rows = []
+    cfg = work / "2d.toml"
+    cfg.write_text(MODES["2d"][1])
+    for p in portraits:
+        img = cv2.imread(str(p))
+        h, w = img.shape[:2]
+        s = min(1.0, 720 / max(h, w))
+        size = (int(w * s) // 2 * 2, int(h * s) // 2 * 2)
+        m = mesher(cv2.cvtColor(cv2.resize(img, size), cv2.COLOR_BGR2RGB))
+        av = work / f"{p.stem}_{variant}.pcav"
+        if not av.exists():
+            run_cli(binary, ["avatar", "create", p, "-o", av, "-q", *VARIANTS[variant][1]])
+        cells = []
+        for d in drivers:
+            i, frame, _ = picks[d]
+            fm = mesher(frame)
+            fb = box(fm, frame.shape[1], frame.shape[0], 0.35) if fm is not None else (0, 0, frame.shape[1], frame.shape[0])
+            cells.append(cv2.resize(crop(frame, fb), (tile, tile), interpolation=cv2.INTER_AREA))
+            for mode, extra in (("2d", ["--config", cfg]), ("3d", [])):
+                out = work / f"{p.stem}_{d.stem}_{mode}"
+                if not out.exists():
+                    render_avatar(binary, av, d, None, size, out, extra)
+                pngs = sorted(out.glob("*.png"))
+                o = cv2.cvtColor(cv2.imread(str(pngs[min(i, len(pngs) - 1)])), cv2.COLOR_BGR2RGB)
+                b = box(m, size[0], size[1], 0.35) if m is not None else (0, 0, size[0], size[1])
+                cells.append(cv2.resize(crop(o, b), (tile, tile), interpolation=cv2.INTER_AREA))
+        rows.append(np.hstack(cells))
+        log(f"{p.stem}: done")
+    mesher.close()
+    write_png(sheet_path, np.vstack(rows))
