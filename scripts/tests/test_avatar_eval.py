@@ -53,3 +53,18 @@ def test_plain_warp_is_identity_at_rest_and_follows_a_translation():
     out = AE.plain_pwa(img, src, src + [3, 0])
     # Inside the mesh, pixel (x, y) of the output is pixel (x - 3, y) of the input.
     assert np.abs(out[70:130, 73:133].astype(int) - img[70:130, 70:130].astype(int)).max() <= 1
+
+
+def test_yaw_proxy_measures_the_nose_along_the_eye_line():
+    m = np.zeros((468, 2), np.float32)
+    m[33], m[263] = (0.0, 0.0), (100.0, 0.0)
+    m[1] = (50.0, 40.0)
+    assert abs(AE.yaw_proxy(m)) < 1e-9
+    m[1] = (65.0, 40.0)
+    assert abs(AE.yaw_proxy(m) - 0.15) < 1e-6
+    # Invariant to roll and scale: the same face rotated by 30 degrees and doubled.
+    c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    r = (2 * m) @ np.array([[c, s], [-s, c]], np.float32)
+    assert abs(AE.yaw_proxy(r) - 0.15) < 1e-5
+    m[263] = m[33]
+    assert np.isnan(AE.yaw_proxy(m))
