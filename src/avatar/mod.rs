@@ -233,6 +233,7 @@ impl WarpStage {
     pub fn frame(&mut self, lm: Option<&FaceLandmarks>, dt: f32) -> Result<(Frame, bool)> {
         let (d, used) = self.drive(lm, dt);
         let rot = d.turned.then(|| Rot3::from_euler(d.turn));
+        log::trace!("head turn (yaw, pitch, roll) {:?} deg", d.turn.degrees());
         let p = &d.posed;
         let mut f = self.renderer.render_turned(&p.pts, p.iris.as_ref(), &p.pose, rot.as_ref(), dt)?;
         if let Some(r) = self.refiner.as_mut() {

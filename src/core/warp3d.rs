@@ -25,10 +25,10 @@ use crate::error::{Error, Result};
 /// A fold at the rigidly posed sheet only counts where the triangle faces the camera with at
 /// least this fraction of its rest area (an edge-on triangle's orientation is noise).
 const FACING_MIN: f64 = 0.05;
-/// Smoothing passes over the mesh depth (each: halfway to the neighbours' mean). The landmark
-/// model's depth is noisy at the sides of the face, where the surface is nearly edge-on at rest:
-/// there a few pixels of noise give triangles that face inwards, and a turn towards them would
-/// show them from behind.
+/// Smoothing passes over the mesh depth where the surface is slanted (each: halfway to the
+/// neighbours' mean). The landmark model's depth is noisy at the sides of the face, where the
+/// surface is nearly edge-on at rest: there a few pixels of noise give triangles that face
+/// inwards, and a turn towards them would show them from behind.
 const DEPTH_SMOOTHING: usize = 4;
 /// Where the portrait's surface is seen at a slant (the sides of the face, the far side of a
 /// turned portrait), a pixel of landmark noise is a long way along the surface, and a turn that
@@ -67,18 +67,24 @@ impl DepthModel {
         if mesh_depth.len() != n || !mesh_depth.iter().all(|z| z.is_finite()) {
             return Err(Error::Invalid(format!("warp depth: {} depths for {n} mesh points, or not finite", mesh_depth.len())));
         }
-        let mesh_depth = smooth_depth(model, mesh_depth, DEPTH_SMOOTHING);
-        let mesh3 = with_depth(&model.rest()[..n], &mesh_depth);
-        let pivot = pivot(&mesh3).ok_or_else(|| Error::Invalid("warp depth: no pivot (mesh too small)".into()))?;
+        // Where the surface faces the camera (|n_z| high), the measured depth is kept as it is: a
+        // smoothed nose would turn less than the driver's. Where it is slanted, it is smoothed.
+        let raw3 = with_depth(&model.rest()[..n], mesh_depth);
+        let full_w: Vec<f32> = facing(model, &raw3)
+            .iter()
+            .map(|&f| super::geometry::smoothstep(((f - FACING_NONE) / (FACING_FULL - FACING_NONE)).clamp(0.0, 1.0)))
+            .collect();
+        let smooth = smooth_depth(model, mesh_depth, DEPTH_SMOOTHING);
+        let mesh_depth: Vec<f32> = (0..n).map(|i| smooth[i] + full_w[i] * (mesh_depth[i] - smooth[i])).collect();
+        // The pivot from the measured depth: the driver's turn is measured about the same point
+        // (`avatar::turn`), so that the head's translation stays consistent.
+        let pivot = pivot(&raw3).ok_or_else(|| Error::Invalid("warp depth: no pivot (mesh too small)".into()))?;
         let zmax = mesh_depth.iter().fold(f32::MIN, |a, &b| a.max(b)).max(pivot[2] as f32);
         let r = model.roi();
         let far = zmax + (r[2] - r[0]).max(r[3] - r[1]) as f32;
         let ring_end = n + 2 * model.n_ring();
         let rest_z = (0..model.rest().len()).map(|i| if i < n { mesh_depth[i] } else if i < ring_end { pivot[2] as f32 } else { far }).collect();
-        let expression_w = facing(model, &mesh3)
-            .iter()
-            .map(|&f| super::geometry::smoothstep(((f - FACING_NONE) / (FACING_FULL - FACING_NONE)).clamp(0.0, 1.0)))
-            .collect();
+        let expression_w = full_w;
         Ok(DepthModel { rest_z, pivot, expression_w })
     }
 
