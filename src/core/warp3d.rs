@@ -452,15 +452,6 @@ mod tests {
             if f64::abs(deg) >= 35.0 {
                 assert!(away > 0, "yaw {deg}: a 60-px dome turned this far shows part of its far side from behind");
             }
-            // Nothing drew a facing-away triangle: where the nose hides the far cheek, the pixel is
-            // the nose's (the nearest surface).
-            let nose = (0..468).min_by(|&a, &b| dm.rest_depth()[a].total_cmp(&dm.rest_depth()[b])).unwrap();
-            let tip = t.pts[nose];
-            let (x, y) = (tip[0].round() as u32, tip[1].round() as u32);
-            let want = sample_bilinear(&img, mesh[nose][0] as f64, mesh[nose][1] as f64);
-            let o = 3 * (y * w + x) as usize;
-            let got = &out.data[o..o + 3];
-            assert!(got.iter().zip(want).all(|(&a, b)| (a as i32 - b as i32).abs() <= 40), "nose tip shows {got:?}, expected about {want:?}");
         }
     }
 
