@@ -43,9 +43,11 @@ pub struct Frontal {
 impl HeadTurn {
     /// `portrait`: the portrait's 468 points with depth. `None` when the mesh is unusable.
     pub fn new(portrait: Vec<P3>, limits: TurnLimits) -> Option<HeadTurn> {
-        let c = fit_rigid(&portrait, &portrait, &STABLE_MESH)?.ca;
+        // The pivot lies at the stable points' centre in the image plane (`head3d::pivot`), so
+        // only its depth differs from their 3-D centroid.
         let p = crate::core::head3d::pivot(&portrait)?;
-        Some(HeadTurn { portrait, pivot_offset: [p[0] - c[0], p[1] - c[1], p[2] - c[2]], limits, rest: None, recent: VecDeque::new() })
+        let zc = STABLE_MESH.iter().map(|&i| portrait[i][2] as f64).sum::<f64>() / STABLE_MESH.len() as f64;
+        Some(HeadTurn { portrait, pivot_offset: [0.0, 0.0, p[2] - zc], limits, rest: None, recent: VecDeque::new() })
     }
 
     /// Turns `mesh3` (468 points with depth, any pixel frame) and its irises back to the

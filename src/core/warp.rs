@@ -320,6 +320,10 @@ impl WarpModel {
     pub fn order(&self) -> &[usize] {
         &self.order
     }
+    /// Neighbours of each control point in the triangulation.
+    pub fn neighbours(&self) -> &[Vec<u32>] {
+        &self.neighbours
+    }
     /// Per ring point (inner, then outer): (head follow, residual follow).
     pub fn ring_weights(&self) -> &[(f32, f32)] {
         &self.ring_w

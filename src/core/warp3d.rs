@@ -107,7 +107,7 @@ impl DepthModel {
     /// A point already carried by the 2-D pose `q` (image position `p`, rest depth `z`), turned by
     /// `rot` about the posed pivot.
     pub fn turn_point(&self, q: &Similarity, rot: &Rot3, p: Pt, z: f32) -> [f64; 3] {
-        rotate_about(rot, self.posed_pivot(q), [p[0] as f64, p[1] as f64, z as f64 * q.scale])
+        turn_about(self.posed_pivot(q), q, rot, p, z)
     }
 
     /// Control-point targets for a retargeted mesh `mesh` seen from the front (canvas pixels,
@@ -125,6 +125,7 @@ impl DepthModel {
         }
         let ring_end = n + 2 * nr;
         let weights = model.ring_weights();
+        let c = self.posed_pivot(q);
         // The rigidly turned sheet: what the fold repair falls back to.
         let rigid3: Vec<[f64; 3]> = (0..rest.len())
             .map(|i| {
@@ -132,7 +133,7 @@ impl DepthModel {
                 if i >= ring_end {
                     return r;
                 }
-                let full = self.turn_point(q, rot, q.apply(rest[i]), self.rest_z[i]);
+                let full = turn_about(c, q, rot, q.apply(rest[i]), self.rest_z[i]);
                 let f = if i < n { 1.0 } else { weights[i - n].0 as f64 };
                 [r[0] + f * (full[0] - r[0]), r[1] + f * (full[1] - r[1]), r[2] + f * (full[2] - r[2])]
             })
@@ -142,7 +143,7 @@ impl DepthModel {
             let r = q.apply(rest[i]);
             let w = self.expression_w[i];
             let p = [r[0] + w * (mesh[i][0] - r[0]), r[1] + w * (mesh[i][1] - r[1])];
-            dst3[i] = self.turn_point(q, rot, p, self.rest_z[i]);
+            dst3[i] = turn_about(c, q, rot, p, self.rest_z[i]);
         }
         // Rings also follow part of the outline's own (non-rigid) motion: a jaw dropping.
         if nr == FACE_OVAL.len() {
@@ -210,20 +211,7 @@ fn facing(model: &WarpModel, mesh3: &[super::head3d::P3]) -> Vec<f32> {
 /// `z` smoothed over the mesh's own edges in the warp's triangulation, `passes` times.
 fn smooth_depth(model: &WarpModel, z: &[f32], passes: usize) -> Vec<f32> {
     let n = z.len();
-    let mut nb: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for t in model.triangles() {
-        for (a, b) in [(t[0], t[1]), (t[1], t[2]), (t[2], t[0])] {
-            let (a, b) = (a as usize, b as usize);
-            if a < n && b < n {
-                if !nb[a].contains(&b) {
-                    nb[a].push(b);
-                }
-                if !nb[b].contains(&a) {
-                    nb[b].push(a);
-                }
-            }
-        }
-    }
+    let nb: Vec<Vec<usize>> = model.neighbours()[..n].iter().map(|v| v.iter().map(|&j| j as usize).filter(|&j| j < n).collect()).collect();
     let mut cur = z.to_vec();
     for _ in 0..passes {
         cur = (0..n)
@@ -231,6 +219,12 @@ fn smooth_depth(model: &WarpModel, z: &[f32], passes: usize) -> Vec<f32> {
             .collect();
     }
     cur
+}
+
+/// A point carried by the 2-D pose `q` (position `p`, rest depth `z`, scaled with `q`) turned by
+/// `rot` about the posed pivot `c`.
+fn turn_about(c: [f64; 3], q: &Similarity, rot: &Rot3, p: Pt, z: f32) -> [f64; 3] {
+    rotate_about(rot, c, [p[0] as f64, p[1] as f64, z as f64 * q.scale])
 }
 
 /// The depth plane of triangle `d` with vertex depths `z`: `z(x, y) = a x + b y + c`.
