@@ -64,8 +64,8 @@ def main():
     s.add_argument("--ablation-root", default=None, help="directory with noemb/ and noadv/ refiner weights")
     s.add_argument("--ablation-shots", type=int, nargs="+", default=None, help="K values for the ablation rows (default: all)")
     s.add_argument("--no-identity", action="store_true", help="skip the dlib identity distance")
-    s.add_argument("--modes", nargs="+", default=["3d"], choices=["3d", "2d"],
-                   help="render modes per avatar: 3d (head turns in 3-D, default), 2d (the 2-D warp of 0.1)")
+    s.add_argument("--modes", nargs="+", default=["3d"], choices=["3d", "2d", "base"],
+                   help="render modes per avatar: 3d (head turns in 3-D, default), 2d (the 2-D warp of 0.1), base (the same avatars rendered by $PUPPETCAM_BASE_BIN)")
     t = sub.add_parser("turns", help="rank clips by head turn (yaw proxy against frame 0, MediaPipe)")
     t.add_argument("--clips", nargs="*", default=None, help="default: every video in the data set")
     ts = sub.add_parser("turn-sheet", help="cross-identity head turns, 2-D warp against 3-D, as a contact sheet")
@@ -83,6 +83,7 @@ def main():
     c.add_argument("--neutral-frame0", action="store_true", help="pass the driver's frame 0 as --neutral")
     c.add_argument("--variant", default="refined", help="avatar kind (see self --variants)")
     c.add_argument("--no-identity", action="store_true")
+    c.add_argument("--tag", default="", help="suffix of the render folders (several builds sharing one --work and its avatars)")
     g = sub.add_parser("generator", help="the contract-1 generator on training caches (legacy)")
     g.add_argument("rest", nargs=argparse.REMAINDER)
     a = ap.parse_args()
@@ -125,9 +126,17 @@ def main():
             AE.write_json(a.json, per_clip)
     else:
         res = AE.cross_identity(binary(), [find("portraits", p) for p in a.portraits], [find("videos", d) for d in a.drivers], work,
-                                Path(a.sheet), use_neutral=a.neutral_frame0, variant=a.variant, ident=ident)
+                                Path(a.sheet), use_neutral=a.neutral_frame0, variant=a.variant, ident=ident, tag=a.tag)
+        print("| pair | mouth r | eye r | mouth gain | teeth share out / driver | blink luminance out / driver | identity | frames with a face |")
+        print("|---|---|---|---|---|---|---|---|")
         for k, v in res.items():
-            print(f"| {k} | {v['mouth_r']:.3f} | {v['eye_r']:.3f} | {v.get('id_dist', float('nan')):.3f} | {v['face_found']}/{v['frames']} |")
+            print(f"| {k} | {v['mouth_r']:.3f} | {v['eye_r']:.3f} | {v['mouth_gain']:.2f} | {v['teeth_out']:.3f} / {v['teeth_driver']:.3f} | "
+                  f"{v['blink_ratio_out']:.3f} / {v['blink_ratio_driver']:.3f} | {v.get('id_dist', float('nan')):.3f} | {v['face_found']}/{v['frames']} |")
+        import numpy as np
+        keys = ("mouth_r", "eye_r", "mouth_gain", "teeth_out", "teeth_driver", "blink_ratio_out", "blink_ratio_driver", "id_dist")
+        m = {k: float(np.nanmean([v.get(k, np.nan) for v in res.values()])) for k in keys}
+        print(f"| mean | {m['mouth_r']:.3f} | {m['eye_r']:.3f} | {m['mouth_gain']:.2f} | {m['teeth_out']:.3f} / {m['teeth_driver']:.3f} | "
+              f"{m['blink_ratio_out']:.3f} / {m['blink_ratio_driver']:.3f} | {m['id_dist']:.3f} | |")
         if a.json:
             AE.write_json(a.json, res)
 

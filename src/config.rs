@@ -107,6 +107,7 @@ pub struct RawRetarget {
     pub max_scale: Option<f64>,
     pub pose_smoothing: Option<f64>,
     pub expression_gain: Option<f64>,
+    pub mouth_gain: Option<f64>,
     pub learn_frames: Option<i64>,
     pub learn_max_motion: Option<f64>,
     pub ease_hold_s: Option<f64>,
@@ -140,7 +141,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
         "retarget",
         &[
             "enabled", "profile", "max_roll_deg", "head_3d", "max_yaw_deg", "max_pitch_deg", "max_translation", "min_scale", "max_scale",
-            "pose_smoothing", "expression_gain", "learn_frames", "learn_max_motion", "ease_hold_s", "ease_out_s", "ease_in_s",
+            "pose_smoothing", "expression_gain", "mouth_gain", "learn_frames", "learn_max_motion", "ease_hold_s", "ease_out_s", "ease_in_s",
         ],
     ),
     (
@@ -360,6 +361,7 @@ pub const ROLL_DEG: RangeInclusive<f64> = 0.0..=60.0;
 pub const YAW_DEG: RangeInclusive<f64> = 0.0..=60.0;
 pub const PITCH_DEG: RangeInclusive<f64> = 0.0..=45.0;
 pub const EXPRESSION_GAIN: RangeInclusive<f64> = 0.0..=2.0;
+pub const MOUTH_GAIN: RangeInclusive<f64> = 0.25..=3.0;
 pub const MAX_TRANSLATION: RangeInclusive<f64> = 0.0..=1.0;
 pub const MIN_SCALE: RangeInclusive<f64> = 0.1..=1.0;
 pub const MAX_SCALE: RangeInclusive<f64> = 1.0..=4.0;
@@ -544,6 +546,7 @@ impl Config {
                 max_scale: float_in("retarget.max_scale", t.max_scale, f64::from(rd.max_scale), MAX_SCALE)?,
                 pose_smoothing: float_in("retarget.pose_smoothing", t.pose_smoothing, f64::from(rd.pose_smoothing), POSE_SMOOTHING)?,
                 expression_gain: float_in("retarget.expression_gain", t.expression_gain, f64::from(rd.expression_gain), EXPRESSION_GAIN)?,
+                mouth_gain: float_in("retarget.mouth_gain", t.mouth_gain, f64::from(rd.mouth_gain), MOUTH_GAIN)?,
                 learn_frames: int_in("retarget.learn_frames", t.learn_frames, rd.learn_frames as i64, LEARN_FRAMES)? as usize,
                 learn_max_motion: float_in("retarget.learn_max_motion", t.learn_max_motion, f64::from(rd.learn_max_motion), LEARN_MAX_MOTION)?,
             },
@@ -853,6 +856,7 @@ mod tests {
             ("[face.one_euro]\nbeta = -1.0", "face.one_euro.beta"),
             ("[face.one_euro]\nd_cutoff = inf", "face.one_euro.d_cutoff"),
             ("[retarget]\nexpression_gain = 3", "retarget.expression_gain"),
+            ("[retarget]\nmouth_gain = 0.1", "retarget.mouth_gain"),
             ("[retarget]\nmax_translation = 1.5", "retarget.max_translation"),
             ("[retarget]\nmin_scale = 0.0", "retarget.min_scale"),
             ("[retarget]\nmin_scale = 1.1", "retarget.min_scale"),

@@ -134,6 +134,28 @@ fn neutral_from_a_photo_or_a_profile_and_errors_for_neither() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
+/// The frame as an OpenCV BGR matrix.
+fn to_mat(f: &Frame) -> opencv::core::Mat {
+    let rgb = opencv::core::Mat::new_rows_cols_with_bytes::<opencv::core::Vec3b>(f.height as i32, f.width as i32, &f.data).unwrap();
+    let mut bgr = opencv::core::Mat::default();
+    opencv::imgproc::cvt_color_def(&rgb, &mut bgr, opencv::imgproc::COLOR_RGB2BGR).unwrap();
+    bgr
+}
+
+/// `out` equals tests/golden/`name` within one grey level; `PUPPETCAM_BLESS=1` rewrites it.
+fn assert_golden(out: &Frame, name: &str) {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var("PUPPETCAM_BLESS").as_deref() == Ok("1") {
+        opencv::imgcodecs::imwrite(&golden.display().to_string(), &to_mat(out), &opencv::core::Vector::new()).unwrap();
+    }
+    let g = opencv::imgcodecs::imread(&golden.display().to_string(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
+    let mut diff = opencv::core::Mat::default();
+    opencv::core::absdiff(&to_mat(out), &g, &mut diff).unwrap();
+    let mut max = 0.0;
+    opencv::core::min_max_loc(&diff.reshape(1, 0).unwrap(), None, Some(&mut max), None, None, &opencv::core::no_array()).unwrap();
+    assert!(max <= 1.0, "render differs from tests/golden/{name} by up to {max} grey levels");
+}
+
 /// Golden: the bundled default avatar (public domain) with a fixed expression and head roll.
 /// `PUPPETCAM_BLESS=1` rewrites the golden image after an intended change.
 #[test]
@@ -157,22 +179,7 @@ fn golden_render_of_the_default_avatar() {
     });
     let out = r.render(&mesh, iris.as_ref(), &pose, 0.04).unwrap();
     assert_eq!(r.model().count_folds(&r.model().targets(&mesh, &pose)), 0);
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/warp_default_avatar.png");
-    let to_mat = |f: &Frame| {
-        let rgb = opencv::core::Mat::new_rows_cols_with_bytes::<opencv::core::Vec3b>(f.height as i32, f.width as i32, &f.data).unwrap();
-        let mut bgr = opencv::core::Mat::default();
-        opencv::imgproc::cvt_color_def(&rgb, &mut bgr, opencv::imgproc::COLOR_RGB2BGR).unwrap();
-        bgr
-    };
-    if std::env::var("PUPPETCAM_BLESS").as_deref() == Ok("1") {
-        opencv::imgcodecs::imwrite(&golden.display().to_string(), &to_mat(&out), &opencv::core::Vector::new()).unwrap();
-    }
-    let g = opencv::imgcodecs::imread(&golden.display().to_string(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
-    let mut diff = opencv::core::Mat::default();
-    opencv::core::absdiff(&to_mat(&out), &g, &mut diff).unwrap();
-    let mut max = 0.0;
-    opencv::core::min_max_loc(&diff.reshape(1, 0).unwrap(), None, Some(&mut max), None, None, &opencv::core::no_array()).unwrap();
-    assert!(max <= 1.0, "render differs from tests/golden/warp_default_avatar.png by up to {max} grey levels");
+    assert_golden(&out, "warp_default_avatar.png");
     // And the render really moved something: the mouth opened and the head turned.
     let mut d0 = opencv::core::Mat::default();
     opencv::core::absdiff(&to_mat(&out), &to_mat(r.canvas()), &mut d0).unwrap();
@@ -214,22 +221,7 @@ fn golden_turned_renders_of_the_default_avatar() {
             both.data[dst..dst + 3 * w as usize].copy_from_slice(&t.data[src..src + 3 * w as usize]);
         }
     }
-    let to_mat = |f: &Frame| {
-        let rgb = opencv::core::Mat::new_rows_cols_with_bytes::<opencv::core::Vec3b>(f.height as i32, f.width as i32, &f.data).unwrap();
-        let mut bgr = opencv::core::Mat::default();
-        opencv::imgproc::cvt_color_def(&rgb, &mut bgr, opencv::imgproc::COLOR_RGB2BGR).unwrap();
-        bgr
-    };
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/turn_default_avatar.png");
-    if std::env::var("PUPPETCAM_BLESS").as_deref() == Ok("1") {
-        opencv::imgcodecs::imwrite(&golden.display().to_string(), &to_mat(&both), &opencv::core::Vector::new()).unwrap();
-    }
-    let g = opencv::imgcodecs::imread(&golden.display().to_string(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
-    let mut diff = opencv::core::Mat::default();
-    opencv::core::absdiff(&to_mat(&both), &g, &mut diff).unwrap();
-    let mut max = 0.0;
-    opencv::core::min_max_loc(&diff.reshape(1, 0).unwrap(), None, Some(&mut max), None, None, &opencv::core::no_array()).unwrap();
-    assert!(max <= 1.0, "turned render differs from tests/golden/turn_default_avatar.png by up to {max} grey levels");
+    assert_golden(&both, "turn_default_avatar.png");
 
     // No hole at the limits: every pixel of the region of interest is drawn by the turned sheet.
     let roi = r.model().roi();

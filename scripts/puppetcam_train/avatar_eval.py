@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 from skimage.metrics import structural_similarity
 
+from . import feature_metrics as FM
 from .landmarks import MP468_TO_68
 
 # MediaPipe mesh indices (core/mesh.rs): lips, eye openings, inner-lip pairs.
@@ -220,10 +222,10 @@ def product_meshes(binary, path, out, smooth):
     return res
 
 
-def render_avatar(binary, avatar, clip, neutral, size, outdir, extra=()):
+def render_avatar(binary, avatar, clip, neutral, size, outdir, extra=(), env=None):
     outdir.mkdir(parents=True, exist_ok=True)
     run_cli(binary, ["run", "--avatar", avatar, "--source", f"file:{clip}", "--output", f"png:{outdir}",
-                     "--size", f"{size[0]}x{size[1]}", "--cpu", "-q", *(["--neutral", neutral] if neutral else []), *extra])
+                     "--size", f"{size[0]}x{size[1]}", "--cpu", "-q", *(["--neutral", neutral] if neutral else []), *extra], env=env)
     return read_pngs(outdir)
 
 
@@ -246,9 +248,19 @@ def score_rows(frames, outputs: dict, meshes_gt, mesher, first, ident=None):
             if d is not None:
                 gt_id[i] = d
     y0 = yaw_proxy(meshes_gt[0]) if 0 in meshes_gt else np.nan
+    # Issue 17's subsets: open mouths (real central gap > 0.10 iod), closed eyes (real opening
+    # under 60 % of the clip's median), still stretches (flicker).
+    scored = [i for i in range(first, len(frames)) if i in meshes_gt]
+    eye_med = float(np.median([eye_open(meshes_gt[i]) for i in scored])) if scored else np.nan
+    is_open = {i: FM.gap_iod(meshes_gt[i]) > FM.OPEN_GAP for i in scored}
+    is_closed = {i: eye_open(meshes_gt[i]) < FM.CLOSED_EYE * eye_med for i in scored}
+    still = FM.still_frames(meshes_gt, first, len(frames))
+    real_flicker = FM.flicker(frames, meshes_gt, still)
+    real_teeth = {i: FM.teeth_share(frames[i], meshes_gt[i]) for i in scored if is_open[i]}
     for name, outs in outputs.items():
         acc = {k: [] for k in ("face_psnr", "face_ssim", "face_l1", "mouth_psnr", "nme",
-                               "turned_face_psnr", "turned_face_ssim", "turned_nme")}
+                               "turned_face_psnr", "turned_face_ssim", "turned_nme",
+                               "open_mouth_psnr", "teeth_out", "teeth_real", "teeth_err", "closed_eye_psnr")}
         for i in range(first, len(frames)):
             g = meshes_gt.get(i)
             if g is None or i >= len(outs):
@@ -270,6 +282,14 @@ def score_rows(frames, outputs: dict, meshes_gt, mesher, first, ident=None):
                 acc["turned_face_psnr"].append(fp)
                 acc["turned_face_ssim"].append(fs)
                 acc["turned_nme"].append(nme)
+            if is_open.get(i):
+                acc["open_mouth_psnr"].append(acc["mouth_psnr"][-1])
+                t_out, t_real = FM.teeth_share(out, g), real_teeth[i]
+                acc["teeth_out"].append(t_out)
+                acc["teeth_real"].append(t_real)
+                acc["teeth_err"].append(abs(t_out - t_real))
+            if is_closed.get(i):
+                acc["closed_eye_psnr"].append(FM.boxes_psnr(out, gt, FM.eye_boxes(g, w, h)))
         ids = []
         for i, d in gt_id.items():
             if i < len(outs):
@@ -278,6 +298,10 @@ def score_rows(frames, outputs: dict, meshes_gt, mesher, first, ident=None):
         acc["id_dist"] = ids
         res[name] = {k: float(np.nanmean(v)) if v and not np.all(np.isnan(v)) else float("nan") for k, v in acc.items()}
         res[name]["frames"] = len(acc["face_psnr"])
+        res[name]["open_frames"] = len(acc["open_mouth_psnr"])
+        res[name]["closed_frames"] = len(acc["closed_eye_psnr"])
+        res[name]["still_frames"] = len(still)
+        res[name]["flicker_ratio"] = FM.flicker(outs, meshes_gt, still) / real_flicker if real_flicker > 0 else float("nan")
         res[name]["turned_frames"] = len(acc["turned_face_psnr"])
         res[name]["nme_missing"] = int(np.sum(np.isnan(acc["nme"])))
     return res
@@ -285,7 +309,10 @@ def score_rows(frames, outputs: dict, meshes_gt, mesher, first, ident=None):
 
 # Render modes of one avatar file: the 3-D head turn (default) and the 2-D warp of 0.1
 # (`[retarget] head_3d = false`), which is what puppetcam did before the head turned in 3-D.
-MODES = {"3d": ("", None), "2d": (", 2-D warp", "[retarget]\nhead_3d = false\n")}
+MODES = {"3d": ("", None), "2d": (", 2-D warp", "[retarget]\nhead_3d = false\n"),
+         # The same avatar file rendered by another build ($PUPPETCAM_BASE_BIN): before/after rows
+         # of a render-time change without remaking the avatars.
+         "base": (", base build", None)}
 
 
 def self_reenactment(binary, clip: Path, work: Path, ks=(1, 8), log=print, variants=("warp", "refined"),
@@ -343,7 +370,10 @@ def self_reenactment(binary, clip: Path, work: Path, ks=(1, 8), log=print, varia
                     (work / f"{mode}.toml").write_text(cfg)
                     extra = ["--config", work / f"{mode}.toml"]
                 t1 = time.time()
-                outputs[f"{label} K={k}{suffix}"] = render_avatar(binary, av, clip, portrait, (w, h), work / f"out_k{k}_{v}_{mode}", extra)
+                b = binary
+                if mode == "base":
+                    b = os.environ.get("PUPPETCAM_BASE_BIN") or sys.exit("evaluate: --modes base needs PUPPETCAM_BASE_BIN")
+                outputs[f"{label} K={k}{suffix}"] = render_avatar(b, av, clip, portrait, (w, h), work / f"out_k{k}_{v}_{mode}", extra)
                 timing[f"{v} K={k}{suffix}"] = (round(t1 - t0, 1), round(time.time() - t1, 1))
     res = score_rows(frames, outputs, meshes_gt, mesher, first, ident)
     mesher.close()
@@ -383,6 +413,22 @@ def markdown_table(per_clip: dict) -> str:
     for r in rows:
         vals = [np.nanmean([per_clip[c][r].get(k, np.nan) for c in per_clip]) for k in cols]
         out.append(f"| {r} | {vals[0]:.2f} | {vals[1]:.4f} | {vals[2]:.2f} | {vals[3]:.2f} | {vals[4]:.4f} | {vals[5]:.3f} |")
+    first_row = {c: next(iter(per_clip[c].values())) for c in per_clip}
+    out.append("")
+    out.append("Mouth and eyes (issue 17; means over clips): mouth-open PSNR on frames whose real central inner-lip gap "
+               f"exceeds {FM.OPEN_GAP} of the outer inter-ocular distance ({sum(first_row[c].get('open_frames', 0) for c in per_clip)} frames), "
+               "teeth share of the inner-lip polygon (output / real, and the mean absolute error), closed-eye PSNR "
+               f"(eye boxes, real opening under {FM.CLOSED_EYE:.0%} of the clip's median; "
+               f"{sum(first_row[c].get('closed_frames', 0) for c in per_clip)} frames), flicker ratio (frame-to-frame change "
+               f"in the mouth and eye boxes on still stretches, output over real; {sum(first_row[c].get('still_frames', 0) for c in per_clip)} frames):")
+    out.append("")
+    out.append("| method | mouth-open PSNR dB | teeth share out / real | teeth share error | closed-eye PSNR dB | flicker ratio |")
+    out.append("|---|---|---|---|---|---|")
+    for r in rows:
+        v = {k: np.nanmean([per_clip[c][r].get(k, np.nan) for c in per_clip])
+             for k in ("open_mouth_psnr", "teeth_out", "teeth_real", "teeth_err", "closed_eye_psnr", "flicker_ratio")}
+        out.append(f"| {r} | {v['open_mouth_psnr']:.2f} | {v['teeth_out']:.3f} / {v['teeth_real']:.3f} | {v['teeth_err']:.3f} | "
+                   f"{v['closed_eye_psnr']:.2f} | {v['flicker_ratio']:.2f} |")
     turned = [c for c in per_clip if next(iter(per_clip[c].values())).get("turned_frames", 0) > 0]
     if turned:
         n = sum(next(iter(per_clip[c].values()))["turned_frames"] for c in turned)
@@ -408,7 +454,7 @@ def markdown_table(per_clip: dict) -> str:
 
 
 def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log=print, use_neutral=False,
-                   variant="refined", ident=None):
+                   variant="refined", ident=None, tag=""):
     """Portraits x drivers: openness correlations and a contact sheet. By default without
     `--neutral` (the out-of-the-box experience: provisional neutral from the first frames);
     `use_neutral` passes the driver's frame 0 as the neutral instead."""
@@ -422,6 +468,14 @@ def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log
         dm = [mesher(f) for f in frames]
         mouth_d = np.array([mouth_open(m) if m is not None else np.nan for m in dm])
         eye_d = np.array([eye_open(m) if m is not None else np.nan for m in dm])
+        # Issue 17's driver-side references: opening per inter-ocular distance, open-mouth and
+        # blink frames, the driver's own teeth share and blink luminance ratio.
+        gap_d = np.array([FM.gap_iod(m) if m is not None else np.nan for m in dm])
+        open_d = gap_d > FM.OPEN_GAP
+        blink_d = eye_d < FM.CLOSED_EYE * np.nanmedian(eye_d)
+        teeth_d = np.nanmean([FM.teeth_share(frames[i], dm[i]) for i in np.flatnonzero(open_d)]) if open_d.any() else np.nan
+        luma_d = np.array([FM.eye_luma(frames[i], m) if m is not None else np.nan for i, m in enumerate(dm)])
+        blink_ratio_d = float(np.nanmean(luma_d[blink_d]) / np.nanmedian(luma_d[~blink_d])) if blink_d.any() else np.nan
         i_mouth = int(np.nanargmax(mouth_d))
         i_eye = int(np.nanargmin(eye_d))
         neutral = work / f"{d.stem}_frame0.png"
@@ -435,7 +489,7 @@ def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log
             av = work / f"{p.stem}_{variant}.pcav"
             if not av.exists():
                 run_cli(binary, ["avatar", "create", p, "-o", av, "-q", *VARIANTS[variant][1]])
-            outs = render_avatar(binary, av, d, neutral if use_neutral else None, size, work / f"{p.stem}_{d.stem}_{variant}")
+            outs = render_avatar(binary, av, d, neutral if use_neutral else None, size, work / f"{p.stem}_{d.stem}_{variant}{tag}")
             om = [mesher(o) for o in outs]
             mouth_o = np.array([mouth_open(m) if m is not None else np.nan for m in om])
             eye_o = np.array([eye_open(m) if m is not None else np.nan for m in om])
@@ -444,13 +498,26 @@ def cross_identity(binary, portraits, drivers, work: Path, sheet_path: Path, log
             ok_e = ~np.isnan(eye_o[:n]) & ~np.isnan(eye_d[:n])
             r_m = float(np.corrcoef(mouth_o[:n][ok], mouth_d[:n][ok])[0, 1])
             r_e = float(np.corrcoef(eye_o[:n][ok_e], eye_d[:n][ok_e])[0, 1])
-            results[f"{p.stem} x {d.stem}"] = {"mouth_r": r_m, "eye_r": r_e, "frames": int(n), "face_found": int(ok.sum())}
+            gap_o = np.array([FM.gap_iod(m) if m is not None else np.nan for m in om])
+            teeth_o = [FM.teeth_share(outs[i], om[i]) for i in np.flatnonzero(open_d[:n]) if om[i] is not None]
+            # Blink luminance relative to the open-eye portrait (the avatar's own rest frame: the
+            # output's median over the driver's open-eye frames).
+            luma_o = np.array([FM.eye_luma(outs[i], om[i]) if om[i] is not None else np.nan for i in range(n)])
+            blink_ratio_o = float(np.nanmean(luma_o[blink_d[:n]]) / np.nanmedian(luma_o[~blink_d[:n]])) if blink_d[:n].any() else np.nan
+            results[f"{p.stem} x {d.stem}"] = {
+                "mouth_r": r_m, "eye_r": r_e, "frames": int(n), "face_found": int(ok.sum()),
+                "mouth_gain": FM.slope(gap_d[:n], gap_o), "teeth_out": float(np.nanmean(teeth_o)) if teeth_o else np.nan,
+                "teeth_driver": float(teeth_d), "blink_ratio_out": blink_ratio_o, "blink_ratio_driver": blink_ratio_d,
+                "open_frames": int(open_d[:n].sum()), "blink_frames": int(blink_d[:n].sum())}
             if ident is not None:
                 ref = ident(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
                 ds = [ident(outs[i]) for i in range(0, len(outs), 10)]
                 ds = [float(np.linalg.norm(x - ref)) for x in ds if x is not None and ref is not None]
                 results[f"{p.stem} x {d.stem}"]["id_dist"] = float(np.mean(ds)) if ds else float("nan")
-            log(f"{p.stem} x {d.stem}: mouth r {r_m:.3f}, eye r {r_e:.3f} ({ok.sum()}/{n} frames with a face)")
+            rr = results[f"{p.stem} x {d.stem}"]
+            log(f"{p.stem} x {d.stem}: mouth r {r_m:.3f}, eye r {r_e:.3f}, mouth gain {rr['mouth_gain']:.2f}, teeth "
+                f"{rr['teeth_out']:.3f} (driver {rr['teeth_driver']:.3f}), blink luminance {rr['blink_ratio_out']:.3f} "
+                f"(driver {rr['blink_ratio_driver']:.3f}) ({ok.sum()}/{n} frames with a face)")
             pm = om[0] if om[0] is not None else None
             for i in (i_mouth, i_eye):
                 o = outs[min(i, len(outs) - 1)]

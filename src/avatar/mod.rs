@@ -83,7 +83,7 @@ impl WarpStage {
     }
 
     /// [`WarpStage::new`], running the avatar's refiner (if it has one) with `runtime`; without a
-    /// runtime the refiner is ignored and the fallbacks draw the eyes and mouth.
+    /// runtime the refiner is ignored and the fallbacks alone draw the eyes and mouth.
     pub fn with_runtime(
         avatar: WarpAvatar,
         out_w: u32,
@@ -93,13 +93,13 @@ impl WarpStage {
         ease: Ease,
         runtime: Option<&crate::ep::RuntimeOptions>,
     ) -> Result<WarpStage> {
-        let mut renderer = WarpRenderer::new(&avatar, out_w, out_h)?;
+        let renderer = WarpRenderer::new(&avatar, out_w, out_h)?;
         let refiner = match (&avatar.refiner, runtime) {
             (Some(r), Some(rt)) => {
                 let refiner = crate::refine::Refiner::from_blob(r, rt)
                     .map_err(|e| crate::error::Error::Invalid(format!("avatar `{}`: its refiner does not load: {e}", avatar.name)))?;
-                // The refiner paints eyes and mouth itself, from the plain warp.
-                renderer.set_fallbacks(false);
+                // The refiner repaints open eyes and the mouth; the warp's own eyes (the fallback)
+                // stay under it, because a closing eye is left to them (`refine::lid_weight`).
                 Some(refiner)
             }
             _ => None,
@@ -213,6 +213,10 @@ impl WarpStage {
                 self.complete_neutral(&mesh, &l.pts68);
             }
             let posed = self.retargeter.step_points(Some((&mesh, iris.as_ref())))?;
+            if log::log_enabled!(log::Level::Trace) {
+                let raw: Vec<crate::core::geometry::Pt> = l.mesh.iter().map(|p| [p[0], p[1]]).collect();
+                log::trace!("mouth gap/iod: driver {:?} posed {:?}", crate::core::mouth_interior::gap_iod(&raw), crate::core::mouth_interior::gap_iod(&posed.pts));
+            }
             let learned = !matches!(self.retargeter.status(), NeutralStatus::Learning { .. });
             // A driver without depth (68 points only) is drawn in depth mode too, unturned: one
             // rendering path whatever the frame, so nothing jumps when the face comes and goes.
@@ -238,7 +242,13 @@ impl WarpStage {
         let mut f = self.renderer.render_turned(&p.pts, p.iris.as_ref(), &p.pose, rot.as_ref(), dt)?;
         if let Some(r) = self.refiner.as_mut() {
             let (mesh, iris) = self.renderer.posed();
-            r.refine(&mut f, mesh, iris.as_ref())?;
+            let rest = self.renderer.neutral();
+            let w = [0, 1].map(|e| match (crate::core::mesh::eye_opening(mesh, e), crate::core::mesh::eye_opening(rest, e)) {
+                (Some(o), Some(r0)) if r0 > 1e-3 => crate::refine::lid_weight(o / r0),
+                _ => 1.0,
+            });
+            log::trace!("refiner eye weights {w:?}");
+            r.refine_weighted(&mut f, mesh, iris.as_ref(), w)?;
         }
         Ok((f, used))
     }

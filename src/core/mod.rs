@@ -12,5 +12,7 @@ pub mod head3d;
 pub mod warp3d;
 pub mod face_template;
 pub mod features;
+pub mod mouth_interior;
+pub mod mouth_prior;
 pub mod pasteback;
 pub mod regions;
