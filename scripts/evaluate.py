@@ -11,6 +11,10 @@
   python scripts/evaluate.py turn-sheet --sheet docs/quality-turn.jpg
   # cross-identity: portraits x drivers, openness correlations and a contact sheet
   python scripts/evaluate.py cross --portraits lp_s0 lp_s3 lp_s4 lp_s1 df_img20 --drivers lp_d5 lp_d18 r3_May_5s
+  # mouth and eyes before/after: the same avatars rendered by two builds, then a contact sheet
+  python scripts/evaluate.py cross --work W --tag _base   # with PUPPETCAM_BIN=<the old build>
+  python scripts/evaluate.py cross --work W
+  python scripts/evaluate.py mouth-sheet --work W --sheet docs/quality-mouth-eyes.jpg
   # the paper's full generator (contract-1 ONNX), on prepared training caches
   python scripts/evaluate.py generator --ckpt runs/meta/latest.pt --identities lp_d5 lp_d18
 
@@ -84,6 +88,12 @@ def main():
     c.add_argument("--variant", default="refined", help="avatar kind (see self --variants)")
     c.add_argument("--no-identity", action="store_true")
     c.add_argument("--tag", default="", help="suffix of the render folders (several builds sharing one --work and its avatars)")
+    ms = sub.add_parser("mouth-sheet", help="before/after contact sheet of open mouths and closed eyes from two `cross --tag` runs")
+    ms.add_argument("--work", required=True, help="the --work of the cross runs")
+    ms.add_argument("--tags", nargs="+", default=["_base", ""], help="render-folder suffixes, left to right")
+    ms.add_argument("--portraits", nargs="+", default=["lp_s0", "lp_s3", "lp_s4", "lp_s1", "df_img20"])
+    ms.add_argument("--drivers", nargs="+", default=["lp_d18", "r3_May_5s"])
+    ms.add_argument("--sheet", default="docs/quality-mouth-eyes.jpg")
     g = sub.add_parser("generator", help="the contract-1 generator on training caches (legacy)")
     g.add_argument("rest", nargs=argparse.REMAINDER)
     a = ap.parse_args()
@@ -97,6 +107,10 @@ def main():
         clips = [find("videos", c) for c in a.clips] if a.clips else sorted((data_dir() / "videos").glob("*.mp4"))
         for name, frac, peak in AE.rank_turns(clips):
             print(f"{name}: {frac:.2f} of frames turned, largest yaw-proxy change {peak:.3f}")
+        return
+    if a.cmd == "mouth-sheet":
+        AE.mouth_eye_sheet(Path(a.work), [find("portraits", p) for p in a.portraits], [find("videos", d) for d in a.drivers],
+                           a.tags, Path(a.sheet))
         return
     work = Path(a.work) if a.work else AE.tmpdir()
     if a.cmd == "turn-sheet":

@@ -10,6 +10,11 @@
 //!
 //! Every lookup is a method on [`Env`], a snapshot of the process facts it depends on (executable,
 //! working directory, environment variables), so tests can simulate either layout in a temp dir.
+//!
+//! Nothing is ever taken from the working directory: not models, not weights, not the ONNX
+//! Runtime library, not a Python interpreter. `avatar create` and `run` are started wherever a
+//! user stands (a downloads folder holding someone's `onnx/` or `.venv/`), and any of those would
+//! run their code. Explicit settings (flags, config, variables) name other files.
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -110,11 +115,11 @@ impl Env {
         dedup(r)
     }
 
-    /// The first existing `root/rel` for a bundled file, the working directory first (a config's
-    /// relative path means what it says there).
+    /// The first existing `root/rel` for a bundled file, over [`Self::data_roots`] (never the
+    /// working directory).
     pub fn find_data(&self, rel: impl AsRef<Path>) -> Option<PathBuf> {
         let rel = rel.as_ref();
-        self.cwd.iter().cloned().chain(self.data_roots()).map(|r| r.join(rel)).find(|p| p.is_file())
+        self.data_roots().into_iter().map(|r| r.join(rel)).find(|p| p.is_file())
     }
 
     /// The bundled default avatar; in a checkout without one, the test fixture that follows the
@@ -131,16 +136,16 @@ impl Env {
     }
 
     /// Python virtual environments of the project, in search order: `$PUPPETCAM_VENV`, the
-    /// checkout's `.venv`, `./.venv`.
+    /// checkout's `.venv` (never `./.venv`).
     pub fn venvs(&self) -> Vec<PathBuf> {
-        let v = self.var("PUPPETCAM_VENV").into_iter().chain(self.source_root().map(|r| r.join(".venv"))).chain(self.cwd.as_ref().map(|c| c.join(".venv")));
+        let v = self.var("PUPPETCAM_VENV").into_iter().chain(self.source_root().map(|r| r.join(".venv")));
         dedup(v.collect())
     }
 
     /// `libonnxruntime` candidates in order. An explicit path (config `runtime.ort_library`) is
     /// the only candidate: it is a decision, so no other library is used silently. Otherwise:
     /// `$ORT_DYLIB_PATH`, the installed `<prefix>/lib/puppetcam`, next to the executable, the
-    /// venvs (`$PUPPETCAM_VENV`, the checkout's `.venv`, `./.venv`), the fixed system dirs.
+    /// venvs (`$PUPPETCAM_VENV`, the checkout's `.venv`), the fixed system dirs.
     pub fn ort_library_candidates(&self, explicit: Option<&Path>) -> Vec<PathBuf> {
         if let Some(p) = explicit {
             return vec![p.to_path_buf()];
@@ -322,12 +327,16 @@ mod tests {
         checkout(&root);
         let prefix = t.path().join("usr");
         let exe = installed(&prefix);
-        // Running /usr/bin/puppetcam from inside a checkout: the package's library wins over the
-        // checkout's venv; a relative config path still resolves against the working directory.
+        // Running /usr/bin/puppetcam from inside a checkout (or any folder with an onnx/ and a
+        // .venv/): the package's own files, never the working directory's.
         let e = env(&exe, &root, &[]);
         assert_eq!(e.ort_library_candidates(None).iter().find(|p| p.is_file()), Some(&prefix.join("lib/puppetcam/libonnxruntime.so.1.31.1")));
-        assert_eq!(e.default_avatar(), Some(root.join("onnx/default_avatar.onnx")));
+        assert!(!e.ort_library_candidates(None).iter().any(|p| p.starts_with(&root)));
+        assert_eq!(e.default_avatar(), Some(prefix.join("share/puppetcam/onnx/default_avatar.onnx")));
+        assert_eq!(e.find_data("onnx/face_detector.onnx"), Some(prefix.join("share/puppetcam/onnx/face_detector.onnx")));
         assert_eq!(e.face_model_dirs()[0], prefix.join("bin/onnx"));
+        assert!(e.venvs().is_empty());
+        assert!(!e.data_roots().iter().any(|p| p.starts_with(&root)));
     }
 
     #[test]

@@ -239,3 +239,94 @@ fn golden_turned_renders_of_the_default_avatar() {
         assert_eq!(holes, 0, "yaw {yaw} pitch {pitch}: {holes} pixels of the region of interest undrawn");
     }
 }
+
+/// Nothing runs or loads from the working directory (issue 18): in a folder holding a `torch.py`,
+/// a `.venv/bin/python` and an `onnx/` (a pickle that runs a command when unpickled, garbage
+/// models and avatar), `avatar create` (fine-tuning, so Python and the weights are looked up),
+/// `check`, `demo` and `run` all work from the binary's own files and leave no marker.
+#[test]
+fn nothing_runs_from_the_working_directory() {
+    let Some(d) = data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let marker = |n: &str| w.join(format!("marker-{n}"));
+    std::fs::write(w.join("torch.py"), format!("open({:?}, 'w').write('x')\n", marker("torch").display().to_string())).unwrap();
+    std::fs::create_dir_all(w.join(".venv/bin")).unwrap();
+    let py = w.join(".venv/bin/python");
+    std::fs::write(&py, format!("#!/bin/sh\ntouch {}\nexec python3 \"$@\"\n", marker("venv").display())).unwrap();
+    std::fs::set_permissions(&py, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(w.join("onnx")).unwrap();
+    // Protocol-0 pickle calling os.system: what `torch.load(weights_only=False)` would run.
+    std::fs::write(w.join("onnx/refiner_meta.pt"), format!("cos\nsystem\n(S'touch {}'\ntR.", marker("pickle").display())).unwrap();
+    for f in ["face_detector.onnx", "face_landmarks.onnx", "iris_landmarks.onnx", "refiner.onnx", "refiner_embedder.onnx", "default_avatar.pcav", "default_avatar.onnx"] {
+        std::fs::write(w.join("onnx").join(f), b"not a model").unwrap();
+    }
+    let portrait = d.join("portraits/lp_s1.jpg").display().to_string();
+    let runs: [&[&str]; 4] = [
+        &["avatar", "create", &portrait, "--steps", "2", "-o", "a.pcav"],
+        &["check"],
+        &["demo", "--frames", "3", "--out", "d.y4m"],
+        &["run", "--avatar", "a.pcav", "--source", "embedded", "--frames", "3", "--output", "null", "--cpu"],
+    ];
+    for args in runs {
+        let o = puppetcam(args, w, &[]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {t}");
+        assert!(!t.contains(&w.join("onnx").display().to_string()), "{args:?} used the working directory's onnx/: {t}");
+    }
+    for m in ["torch", "venv", "pickle"] {
+        assert!(!marker(m).exists(), "code from the working directory ran ({m})");
+    }
+}
+
+/// A turned painting's mouth opens in the 3-D path (issue 17): its measured depth at the lips
+/// must not fade the expression out (it did, through the edge-on triangles across the closed
+/// mouth, so `lp_s4`'s mouth stayed shut whatever the driver did).
+#[test]
+fn mouths_and_lids_move_in_the_3d_path_on_real_portraits() {
+    use puppetcam::core::head3d::{Euler, Rot3};
+    use puppetcam::core::mesh::{eye_contour, INNER_LIPS, OUTER_LIPS};
+    let Some(d) = data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["lp_s4", "lp_s0", "lp_s1"] {
+        let out = dir.path().join(format!("{name}.pcav"));
+        let img = d.join("portraits").join(format!("{name}.jpg")).display().to_string();
+        let o = puppetcam(&["avatar", "create", &img, "--no-refiner", "-o", &out.display().to_string()], dir.path(), &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let av = WarpAvatar::load(&out).unwrap();
+        let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
+        let mut r = WarpRenderer::new(&av, w, h).unwrap();
+        let rest = r.neutral().to_vec();
+        let iod = ((rest[33][0] - rest[263][0]).powi(2) + (rest[33][1] - rest[263][1]).powi(2)).sqrt();
+        // The jaw drops by 0.25 of the eye distance (everything below the mouth's line); the
+        // upper lid of the right eye comes down by half its opening.
+        // The lower lip (inner and outer contour below the corners) drops fully, the rest of the
+        // face below the mouth's line by less the further down it is (a stretch, not a fold).
+        let mut mesh = rest.clone();
+        let drop = 0.25 * iod;
+        let line = (rest[13][1] + rest[14][1]) / 2.0;
+        let lower_lip: Vec<usize> = INNER_LIPS[11..].iter().chain(&OUTER_LIPS[11..]).copied().collect();
+        for i in 0..rest.len() {
+            let below = ((rest[i][1] - line) / (0.6 * iod)).clamp(0.0, 1.0);
+            let s = if lower_lip.contains(&i) { 1.0 } else { 0.8 * below * (1.0 - below) * 4.0 * 0.5 };
+            mesh[i][1] += s * drop;
+        }
+        let c = eye_contour(0);
+        for k in 1..8 {
+            mesh[c[k]][1] += 0.5 * (rest[c[16 - k]][1] - rest[c[k]][1]);
+        }
+        // The 2-D warp (no depth) is the reference: its fold repair only undoes what the
+        // deformation itself folds. The 3-D path must open the mouth as far.
+        let lower = |posed: &[[f32; 2]]| LIP_PAIRS.iter().map(|&(_, l)| posed[l][1] - rest[l][1]).sum::<f32>() / LIP_PAIRS.len() as f32;
+        r.render(&mesh, None, &Similarity::IDENTITY, 0.04).unwrap();
+        let flat = lower(r.posed().0);
+        r.render_turned(&mesh, None, &Similarity::IDENTITY, Some(&Rot3::from_euler(Euler::ZERO)), 0.04).unwrap();
+        let (posed, _) = r.posed();
+        let moved = lower(posed);
+        assert!(flat > 0.3 * drop && moved > 0.9 * flat, "{name}: lower lip moved {moved:.1} px in 3-D, {flat:.1} px in 2-D, of {drop:.1}");
+        let lid = (1..8).map(|k| posed[c[k]][1] - rest[c[k]][1]).sum::<f32>() / 7.0;
+        let want = (1..8).map(|k| mesh[c[k]][1] - rest[c[k]][1]).sum::<f32>() / 7.0;
+        assert!(lid > 0.8 * want, "{name}: upper lid moved {lid:.1} px of {want:.1}");
+        assert!(INNER_LIPS.iter().all(|&i| posed[i][0].is_finite()));
+    }
+}

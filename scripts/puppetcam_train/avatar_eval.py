@@ -611,3 +611,39 @@ def turn_sheet(binary, portraits, drivers, work: Path, sheet_path: Path, variant
         log(f"{p.stem}: done")
     mesher.close()
     write_png(sheet_path, np.vstack(rows))
+
+
+def _square(img, pts, pad, side_px):
+    b = box(pts, img.shape[1], img.shape[0], pad)
+    side = max(b[2] - b[0], b[3] - b[1], 8)
+    cx, cy = (b[0] + b[2]) // 2, (b[1] + b[3]) // 2
+    x0, y0 = max(0, cx - side // 2), max(0, cy - side // 2)
+    return cv2.resize(img[y0:y0 + side, x0:x0 + side], (side_px, side_px), interpolation=cv2.INTER_AREA)
+
+
+def mouth_eye_sheet(work: Path, portraits, drivers, tags, sheet_path: Path, variant="refined", tile=128, blink_frac=0.75):
+    """Before/after contact sheet from `cross` renders that share one --work (one render folder
+    per tag): per driver, its widest open mouth and its most closed eyes; per portrait, the
+    output's mouth and eyes at those frames for each tag (left to right in `tags` order)."""
+    mesher = Mesh()
+    rows = []
+    for d in drivers:
+        frames = read_frames(d)
+        dm = [mesher(f) for f in frames]
+        gap = np.array([FM.gap_iod(m) if m is not None else np.nan for m in dm])
+        eye = np.array([eye_open(m) if m is not None else np.nan for m in dm])
+        i_m, i_e = int(np.nanargmax(gap)), int(np.nanargmin(eye))
+        head = [_square(frames[i_m], dm[i_m][FM.OUTER_LIPS], 0.5, tile), _square(frames[i_e], dm[i_e][sum(FM.EYE_CONTOURS, [])], 0.15, tile)]
+        for p in portraits:
+            row = list(head)
+            for t in tags:
+                outs = read_pngs(Path(work) / f"{p.stem}_{d.stem}_{variant}{t}")
+                ref = mesher(outs[0])
+                for i, idx, pad in ((i_m, FM.OUTER_LIPS, 0.5), (i_e, sum(FM.EYE_CONTOURS, []), 0.15)):
+                    o = outs[min(i, len(outs) - 1)]
+                    m = mesher(o)
+                    m = m if m is not None else ref
+                    row.append(_square(o, m[idx], pad, tile) if m is not None else np.zeros((tile, tile, 3), np.uint8))
+            rows.append(np.hstack(row))
+    mesher.close()
+    write_png(sheet_path, np.vstack(rows))

@@ -36,7 +36,12 @@ def save(path: Path, obj: dict):
 
 
 def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Loads a checkpoint without running code from it: `weights_only` unpickling (tensors,
+    containers, numbers, strings), plus the torch version object `save` stores. A shared or
+    downloaded `.pt` can then not execute anything (issue 18)."""
+    from torch.torch_version import TorchVersion
+    with torch.serialization.safe_globals([TorchVersion]):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def add_dataclass_args(ap: argparse.ArgumentParser, cls):

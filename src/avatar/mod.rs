@@ -247,7 +247,7 @@ impl WarpStage {
                 (Some(o), Some(r0)) if r0 > 1e-3 => crate::refine::lid_weight(o / r0),
                 _ => 1.0,
             });
-            log::trace!("refiner eye weights {w:?}");
+            log::trace!("refiner eye weights {w:?}, rendered mouth gap/iod {:?}", crate::core::mouth_interior::gap_iod(mesh));
             r.refine_weighted(&mut f, mesh, iris.as_ref(), w)?;
         }
         Ok((f, used))

@@ -12,7 +12,7 @@
 //! Geometry: the opening is parameterised by `s` (0 at one inner mouth corner, 1 at the other,
 //! along the corner-to-corner axis) and `t` (0 on the upper inner lip, 1 on the lower); the
 //! atlas is sampled bilinearly in (s, t) and linearly between its gap bins. Pure, no I/O.
-use super::geometry::{smoothstep, Pt};
+use super::geometry::{dist, smoothstep, Pt};
 use super::mouth_prior::{ATLAS, GAPS, S, SKIN_POINTS, T};
 use super::types::Frame;
 use super::warp::sample_bilinear;
@@ -28,7 +28,7 @@ const OUTER_EYE: (usize, usize) = (33, 263);
 const FEATHER_PX: f32 = 1.5;
 
 fn d(a: Pt, b: Pt) -> f32 {
-    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+    dist(a, b) as f32
 }
 
 /// Central inner-lip gap over the outer inter-ocular distance (`None` for a degenerate mesh).

@@ -38,6 +38,8 @@ const DEPTH_SMOOTHING: usize = 4;
 /// moves it).
 const FACING_FULL: f32 = 0.75;
 const FACING_NONE: f32 = 0.35;
+/// Smoothing passes of the depth the facing is judged on.
+const FACING_SMOOTHING: usize = 8;
 /// Depth tolerance of the z-buffer (pixels): within it, the later-drawn triangle wins (drawing
 /// order puts slivers and openings first, under the rest, as in 2-D).
 const Z_TOLERANCE: f32 = 0.5;
@@ -70,10 +72,24 @@ impl DepthModel {
         // Where the surface faces the camera (|n_z| high), the measured depth is kept as it is: a
         // smoothed nose would turn less than the driver's. Where it is slanted, it is smoothed.
         let raw3 = with_depth(&model.rest()[..n], mesh_depth);
-        let full_w: Vec<f32> = facing(model, &raw3)
+        // The slant that matters is the face's (its sides, the far side of a turned portrait),
+        // not the lips' or the chin's own curvature: judged on a well-smoothed depth, and the
+        // weights themselves smoothed, so neighbouring points never differ abruptly (a point that
+        // keeps its motion next to one that drops it is a fold, which the repair then fixes by
+        // shrinking the whole expression: a turned painting's mouth stayed shut).
+        let coarse = with_depth(&model.rest()[..n], &smooth_depth(model, mesh_depth, FACING_SMOOTHING));
+        let w0: Vec<f32> = facing(model, &coarse)
             .iter()
             .map(|&f| super::geometry::smoothstep(((f - FACING_NONE) / (FACING_FULL - FACING_NONE)).clamp(0.0, 1.0)))
             .collect();
+        let mut full_w = smooth_depth(model, &w0, 2);
+        // The lips and lids always move: a mouth that cannot open or an eye that cannot blink is
+        // worse than any zig-zag (the fade is for the slanted sides of the face).
+        if n == super::landmarks::MESH_POINTS {
+            for &i in super::mesh::INNER_LIPS.iter().chain(&super::mesh::OUTER_LIPS).chain(&super::mesh::EYE_R).chain(&super::mesh::EYE_L) {
+                full_w[i] = 1.0;
+            }
+        }
         let smooth = smooth_depth(model, mesh_depth, DEPTH_SMOOTHING);
         let mesh_depth: Vec<f32> = (0..n).map(|i| smooth[i] + full_w[i] * (mesh_depth[i] - smooth[i])).collect();
         // The pivot from the measured depth: the driver's turn is measured about the same point
@@ -185,8 +201,11 @@ impl DepthModel {
 fn facing(model: &WarpModel, mesh3: &[super::head3d::P3]) -> Vec<f32> {
     let n = mesh3.len();
     let mut acc = vec![[0.0f64; 3]; n];
-    for t in model.triangles() {
-        if t.iter().any(|&i| i as usize >= n) {
+    for (t, &a0) in model.triangles().iter().zip(model.rest_areas()) {
+        // Slivers and the triangles spanning the eye and mouth openings are not surface: across
+        // a closed mouth they join the upper and lower inner lips edge-on, and counting them made
+        // the lips look slanted, so the mouth of some portraits never opened.
+        if a0 == 0.0 || t.iter().any(|&i| i as usize >= n) {
             continue;
         }
         let [a, b, c] = t.map(|i| mesh3[i as usize].map(|v| v as f64));

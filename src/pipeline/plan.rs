@@ -247,11 +247,10 @@ impl Plan {
     }
 }
 
-/// Directories searched for bundled files (`onnx/...`, `tests/fixtures/...`): the working
-/// directory, then the source tree or installed prefix the binary runs from (`crate::paths`).
+/// Directories searched for bundled files (`onnx/...`, `tests/fixtures/...`): the source tree or
+/// installed prefix the binary runs from (`crate::paths`; never the working directory).
 pub fn search_roots() -> Vec<PathBuf> {
-    let env = crate::paths::Env::current();
-    env.cwd.iter().cloned().chain(env.data_roots()).collect()
+    crate::paths::Env::current().data_roots()
 }
 
 /// The bundled default avatar: the warp avatar `onnx/default_avatar.pcav`, else the generator

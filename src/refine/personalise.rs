@@ -68,7 +68,9 @@ fn training_python() -> std::result::Result<PathBuf, String> {
         None => crate::paths::Env::current().venvs().into_iter().map(|v| v.join("bin/python")).chain([PathBuf::from("python3")]).collect(),
     };
     for py in cands {
-        let ok = Command::new(&py).args(["-c", "import torch, onnx, onnxruntime"]).output().map(|o| o.status.success()).unwrap_or(false);
+        // `-I` (isolated): neither the working directory nor PYTHON* variables are on the path,
+        // so a `./torch.py` cannot run.
+        let ok = Command::new(&py).args(["-I", "-c", "import torch, onnx, onnxruntime"]).output().map(|o| o.status.success()).unwrap_or(false);
         if ok {
             return Ok(py);
         }
@@ -148,6 +150,10 @@ fn fine_tune(av: &mut WarpAvatar, shots: Vec<Sample>, steps: usize, fp16: bool, 
         // Idle OpenMP threads sleep instead of spinning: on a 2-core machine that is also
         // running the daemon, spinning threads made torch several times slower.
         .env("OMP_WAIT_POLICY", "PASSIVE")
+        // Isolated (`-I`: no working directory, user site or PYTHON* variables on the path; the
+        // script puts its own directory there) and run from the temporary directory.
+        .arg("-I")
+        .current_dir(dir.path())
         .arg(script)
         .args(["finetune", "--meta"])
         .arg(meta)
