@@ -93,13 +93,17 @@ impl WarpStage {
         ease: Ease,
         runtime: Option<&crate::ep::RuntimeOptions>,
     ) -> Result<WarpStage> {
-        let renderer = WarpRenderer::new(&avatar, out_w, out_h)?;
+        let mut renderer = WarpRenderer::new(&avatar, out_w, out_h)?;
         let refiner = match (&avatar.refiner, runtime) {
             (Some(r), Some(rt)) => {
                 let refiner = crate::refine::Refiner::from_blob(r, rt)
                     .map_err(|e| crate::error::Error::Invalid(format!("avatar `{}`: its refiner does not load: {e}", avatar.name)))?;
-                // The refiner repaints open eyes and the mouth; the warp's own eyes (the fallback)
-                // stay under it, because a closing eye is left to them (`refine::lid_weight`).
+                // The refiner paints eyes and mouth itself, from the plain warp (the mouth-interior
+                // prior stays under it). Tried and measured: leaving a closing eye to the warp's
+                // own eye (the fallback) instead of the refiner removed the refiner's grey lids,
+                // but the eyes then no longer looked closed: cross-identity eye r 0.41 against
+                // 0.51 (docs/quality.md).
+                renderer.set_fallbacks(false);
                 Some(refiner)
             }
             _ => None,
@@ -242,13 +246,8 @@ impl WarpStage {
         let mut f = self.renderer.render_turned(&p.pts, p.iris.as_ref(), &p.pose, rot.as_ref(), dt)?;
         if let Some(r) = self.refiner.as_mut() {
             let (mesh, iris) = self.renderer.posed();
-            let rest = self.renderer.neutral();
-            let w = [0, 1].map(|e| match (crate::core::mesh::eye_opening(mesh, e), crate::core::mesh::eye_opening(rest, e)) {
-                (Some(o), Some(r0)) if r0 > 1e-3 => crate::refine::lid_weight(o / r0),
-                _ => 1.0,
-            });
-            log::trace!("refiner eye weights {w:?}, rendered mouth gap/iod {:?}", crate::core::mouth_interior::gap_iod(mesh));
-            r.refine_weighted(&mut f, mesh, iris.as_ref(), w)?;
+            log::trace!("rendered mouth gap/iod {:?}", crate::core::mouth_interior::gap_iod(mesh));
+            r.refine(&mut f, mesh, iris.as_ref())?;
         }
         Ok((f, used))
     }

@@ -190,8 +190,7 @@ pub struct WarpRenderer {
     shots: Vec<ShotPatch>,
     /// Mouth and eye regions drawn from the best-matching shot.
     regions: [PatchRegion; 2],
-    /// Eye and mouth fallbacks (on by default; the eyes stay under a refiner, which leaves a
-    /// closing eye to them, `refine::lid_weight`).
+    /// Eye and mouth fallbacks (off when a refiner does that job).
     fallbacks: bool,
     /// The mouth fallback's shading (only without the mouth prior).
     cavity: Cavity,

@@ -70,39 +70,9 @@ pub fn mouth_gap(pts: &[[f32; 2]]) -> f32 {
     g / w
 }
 
-/// Opening of eye `e` (0 = subject's right): the mean lid gap of the contour's three central
-/// (upper, lower) pairs over the corner-to-corner width; `None` for a degenerate eye.
-pub fn eye_opening(pts: &[[f32; 2]], e: usize) -> Option<f32> {
-    let c = eye_contour(e);
-    let w = super::geometry::dist(pts[c[0]], pts[c[8]]) as f32;
-    let g = (3..=5).map(|k| super::geometry::dist(pts[c[k]], pts[c[16 - k]]) as f32).sum::<f32>() / 3.0;
-    (w > 1e-3 && g.is_finite()).then_some(g / w)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn eye_opening_measures_the_central_lid_gap() {
-        let mut m = vec![[0.0f32, 0.0]; super::super::landmarks::MESH_POINTS];
-        for e in 0..2 {
-            let c = eye_contour(e);
-            for (k, &i) in c.iter().enumerate() {
-                // An ellipse 40 wide, 10 tall: index 0 and 8 are the corners.
-                let a = std::f32::consts::PI * k as f32 / 8.0;
-                m[i] = [100.0 * e as f32 + 20.0 * a.cos(), -5.0 * a.sin()];
-            }
-        }
-        let o = eye_opening(&m, 0).unwrap();
-        assert!(o > 0.2 && o < 0.25, "{o}");
-        assert!((eye_opening(&m, 0).unwrap() - eye_opening(&m, 1).unwrap()).abs() < 1e-5);
-        for &i in eye_contour(1) {
-            m[i][1] = 0.0;
-        }
-        assert!(eye_opening(&m, 1).unwrap() < 1e-6);
-        assert!(eye_opening(&vec![[0.0, 0.0]; super::super::landmarks::MESH_POINTS], 0).is_none());
-    }
 
     #[test]
     fn tables_match_the_68_point_table() {

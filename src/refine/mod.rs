@@ -179,12 +179,6 @@ impl Refiner {
     /// Refines `frame` (rendered for `mesh` / `iris`, canvas pixels) in place. Returns the number
     /// of pixels changed; 0 (frame untouched) when the mesh gives no usable boxes.
     pub fn refine(&mut self, frame: &mut Frame, mesh: &[Pt], iris: Option<&[Iris; 2]>) -> Result<usize> {
-        self.refine_weighted(frame, mesh, iris, [1.0, 1.0])
-    }
-
-    /// [`Self::refine`] with each eye's repaint scaled by `eye_weight` (subject's right, left):
-    /// the caller fades the refiner out of a closing eye (see [`lid_weight`]).
-    pub fn refine_weighted(&mut self, frame: &mut Frame, mesh: &[Pt], iris: Option<&[Iris; 2]>, eye_weight: [f32; 2]) -> Result<usize> {
         let Some(bx) = regions::boxes(mesh) else { return Ok(0) };
         let mut mouth = std::mem::take(&mut self.mouth);
         let mut eyes = std::mem::take(&mut self.eyes);
@@ -197,35 +191,13 @@ impl Refiner {
         let res = self.run(&mouth, &eyes);
         self.mouth = mouth;
         self.eyes = eyes;
-        let (m, mut e) = res?;
+        let (m, e) = res?;
         let plane = 4 * EYE_SIZE * EYE_SIZE;
-        for (k, w) in eye_weight.iter().enumerate() {
-            let w = w.clamp(0.0, 1.0);
-            if w < 1.0 {
-                e[k * plane + 3 * EYE_SIZE * EYE_SIZE..(k + 1) * plane].iter_mut().for_each(|a| *a *= w);
-            }
-        }
         let mut n = regions::paste(frame, &bx[0], &m);
         n += regions::paste(frame, &bx[1], &e[..plane]);
         n += regions::paste(frame, &bx[2], &e[plane..]);
         Ok(n)
     }
-}
-
-/// Eye opening (over the portrait's own at rest) below which the refiner leaves a closing eye
-/// entirely to the warp's lid, and above which it repaints it fully.
-pub const LID_FADE: (f32, f32) = (0.55, 0.9);
-
-/// How much of a closing eye the refiner repaints, for the eye's opening relative to the
-/// portrait's at rest. Why: the refiner, fine-tuned on a portrait whose eyes are open, has never
-/// seen its lid and paints a grey-brown or purple smudge over a closing eye; the warp's eye
-/// (the portrait's eye moved rigidly, clipped by lids whose skin the warp stretches down from
-/// above) is the portrait's own lid skin and lashes.
-pub fn lid_weight(open_ratio: f32) -> f32 {
-    if !open_ratio.is_finite() {
-        return 1.0;
-    }
-    crate::core::geometry::smoothstep((open_ratio - LID_FADE.0) / (LID_FADE.1 - LID_FADE.0))
 }
 
 /// The K-shot embedder ONNX: shots' crops and rasters -> the mean embeddings.
