@@ -448,7 +448,6 @@ fn estimate_points(topo: &Topology, frames: &[Vec<Pt>], irises: &[Option<[Iris; 
     let mut reference = frames[0].clone();
     let mut aligned = vec![vec![[0f32; 2]; np]; n];
     let mut transforms = vec![Similarity::IDENTITY; n];
-    let mut col = vec![0f32; n];
     for _round in 0..2 {
         let rs = stable_pts(&topo.sub(&reference));
         for (k, f) in frames.iter().enumerate() {
@@ -458,12 +457,21 @@ fn estimate_points(topo: &Topology, frames: &[Vec<Pt>], irises: &[Option<[Iris; 
                 aligned[k][i] = t.apply(f[i]);
             }
         }
+        // The shape is the median over the frames whose mouth is closest to closed (the lowest
+        // quarter by opening, at least 2): a person at rest has a closed mouth, and a driver who
+        // talks from the first frame would otherwise get a half-open "neutral" from which every
+        // opening is measured (r3_May_5s: rendered mouth gain 0.5).
+        let gaps: Vec<f32> = aligned.iter().map(|a| openness::mouth(&topo.sub(a)).unwrap_or(f32::INFINITY)).collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| gaps[a].total_cmp(&gaps[b]));
+        let keep = &order[..(n / 4).max(2).min(n)];
+        let mut sub = vec![0f32; keep.len()];
         for i in 0..np {
             for c in 0..2 {
-                for k in 0..n {
-                    col[k] = aligned[k][i][c];
+                for (j, &k) in keep.iter().enumerate() {
+                    sub[j] = aligned[k][i][c];
                 }
-                reference[i][c] = median(&mut col);
+                reference[i][c] = median(&mut sub);
             }
         }
     }
@@ -1794,6 +1802,20 @@ pub(crate) mod tests {
         let mut bad = frames.clone();
         bad[2][5][0] = f32::NAN;
         assert!(estimate_neutral(&bad, &irises).is_err());
+    }
+
+    #[test]
+    fn a_talking_driver_gets_a_closed_mouth_neutral() {
+        // Mouth open in 10 of 12 frames (a driver who talks from the first frame): the neutral
+        // takes the mouth from the most closed frames, not a half-open median.
+        let d = Face::other();
+        let gaps = [20.0f32, 25.0, 0.0, 22.0, 18.0, 1.0, 24.0, 21.0, 19.0, 26.0, 23.0, 20.0];
+        let frames: Vec<Pts68> = gaps.iter().map(|&gap| Face { gap, ..d }.pts()).collect();
+        let est = estimate_neutral(&frames, &vec![None; frames.len()]).unwrap();
+        let m = openness::mouth(&est.pts68).unwrap();
+        assert!(m < 0.05, "neutral mouth openness {m}");
+        let median = openness::mouth(&Face { gap: 21.0, ..d }.pts()).unwrap();
+        assert!(median > 0.15, "{median}");
     }
 
     #[test]
