@@ -87,11 +87,10 @@ def skin_colour(rgb, mesh):
 def teeth_mask(rgb, mesh, sample):
     """Which atlas samples look like teeth (feature_metrics' rule: bright and unsaturated
     relative to the face)."""
-    face = FM.polygon_mask(rgb.shape, mesh[FM.FACE_OVAL]) & ~FM.polygon_mask(rgb.shape, mesh[FM.OUTER_LIPS])
-    luma, sat = FM._luma_sat(rgb)
-    fl, fs = float(np.median(luma[face])), float(np.median(sat[face]))
-    sl, ss = FM._luma_sat(sample)
-    return ((sl >= FM.TEETH_LUMA * fl) & (ss <= FM.TEETH_SAT * max(fs, 0.02))).astype(np.float64)
+    face = FM.face_median(rgb, mesh)
+    if face is None:
+        return np.zeros(sample.shape[:2])
+    return FM.is_teeth(sample, face).astype(np.float64)
 
 
 def clip_samples(path, mesher, every=2, max_frames=400):

@@ -101,17 +101,7 @@ class Mesh:
         self.fm.close()
 
 
-def box(pts, w, h, pad):
-    x0, y0 = pts.min(0)
-    x1, y1 = pts.max(0)
-    px, py = (x1 - x0) * pad, (y1 - y0) * pad
-    return (int(max(0, np.floor(x0 - px))), int(max(0, np.floor(y0 - py))),
-            int(min(w, np.ceil(x1 + px))), int(min(h, np.ceil(y1 + py))))
-
-
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 99.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+box, psnr = FM.box, FM.psnr
 
 
 def crop(img, b):

@@ -72,16 +72,28 @@ def _luma_sat(rgb):
     return luma, sat
 
 
+def face_median(rgb, mesh):
+    """Median luminance and saturation of the face (oval without the lips); `None` if empty."""
+    face = polygon_mask(rgb.shape, mesh[FACE_OVAL]) & ~polygon_mask(rgb.shape, mesh[OUTER_LIPS])
+    if face.sum() == 0:
+        return None
+    luma, sat = _luma_sat(rgb)
+    return float(np.median(luma[face])), float(np.median(sat[face]))
+
+
+def is_teeth(pixels, face) -> np.ndarray:
+    """The teeth rule (TEETH_LUMA, TEETH_SAT) on RGB `pixels` against `face_median`'s pair."""
+    luma, sat = _luma_sat(pixels)
+    return (luma >= TEETH_LUMA * face[0]) & (sat <= TEETH_SAT * max(face[1], 0.02))
+
+
 def teeth_share(rgb, mesh) -> float:
     """Share of the inner-lip polygon that looks like teeth (nan when the polygon is empty)."""
     inner = polygon_mask(rgb.shape, mesh[INNER_LIPS])
-    face = polygon_mask(rgb.shape, mesh[FACE_OVAL]) & ~polygon_mask(rgb.shape, mesh[OUTER_LIPS])
-    if inner.sum() == 0 or face.sum() == 0:
+    face = face_median(rgb, mesh)
+    if inner.sum() == 0 or face is None:
         return float("nan")
-    luma, sat = _luma_sat(rgb)
-    fl, fs = float(np.median(luma[face])), float(np.median(sat[face]))
-    teeth = (luma >= TEETH_LUMA * fl) & (sat <= TEETH_SAT * max(fs, 0.02))
-    return float(teeth[inner].mean())
+    return float(is_teeth(rgb, face)[inner].mean())
 
 
 def eye_boxes(mesh, w, h, pad=0.35):
@@ -102,9 +114,7 @@ def _pixels(img, boxes):
 
 
 def boxes_psnr(a, b, boxes) -> float:
-    pa, pb = _pixels(a, boxes).astype(np.float64), _pixels(b, boxes).astype(np.float64)
-    mse = float(np.mean((pa - pb) ** 2))
-    return 99.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+    return psnr(_pixels(a, boxes), _pixels(b, boxes))
 
 
 def eye_luma(rgb, mesh) -> float:
@@ -113,12 +123,22 @@ def eye_luma(rgb, mesh) -> float:
     return float((px @ np.array([0.299, 0.587, 0.114], np.float32)).mean())
 
 
-def mouth_box(mesh, w, h, pad=0.25):
-    p = mesh[OUTER_LIPS]
-    x0, y0 = p.min(0)
-    x1, y1 = p.max(0)
+def box(pts, w, h, pad):
+    """Integer box around `pts`, widened by `pad` of its size on each side, clipped to w x h."""
+    x0, y0 = pts.min(0)
+    x1, y1 = pts.max(0)
     px, py = (x1 - x0) * pad, (y1 - y0) * pad
-    return (int(max(0, np.floor(x0 - px))), int(max(0, np.floor(y0 - py))), int(min(w, np.ceil(x1 + px))), int(min(h, np.ceil(y1 + py))))
+    return (int(max(0, np.floor(x0 - px))), int(max(0, np.floor(y0 - py))),
+            int(min(w, np.ceil(x1 + px))), int(min(h, np.ceil(y1 + py))))
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def mouth_box(mesh, w, h, pad=0.25):
+    return box(mesh[OUTER_LIPS], w, h, pad)
 
 
 def still_frames(meshes: dict, first: int, last: int, tol=0.006):

@@ -77,7 +77,7 @@ fn edge_dist(poly: &[Pt], p: Pt) -> f32 {
 }
 
 /// Integer pixel box of a polygon, clipped to the frame; `None` when empty or non-finite.
-fn pixel_box(poly: &[Pt], w: u32, h: u32) -> Option<(u32, u32, u32, u32)> {
+pub(super) fn pixel_box(poly: &[Pt], w: u32, h: u32) -> Option<(u32, u32, u32, u32)> {
     let b = super::landmarks::bbox(poly)?;
     let x0 = b[0].floor().max(0.0);
     let y0 = b[1].floor().max(0.0);

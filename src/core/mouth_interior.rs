@@ -129,27 +129,11 @@ pub fn paint(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], strength: f32) -> usi
     }
     let ux = [(e[0] - o[0]) / w, (e[1] - o[1]) / w];
     let (up, lo) = (polyline(mesh, &UPPER, o, ux, w), polyline(mesh, &LOWER, o, ux, w));
-    let pts = UPPER.iter().chain(LOWER.iter()).map(|&i| mesh[i]);
-    let (mut x0, mut y0, mut x1, mut y1) = (f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY);
-    for p in pts {
-        x0 = x0.min(p[0]);
-        y0 = y0.min(p[1]);
-        x1 = x1.max(p[0]);
-        y1 = y1.max(p[1]);
-    }
-    if !(x0.is_finite() && y0.is_finite() && x1.is_finite() && y1.is_finite()) {
-        return 0;
-    }
-    let xa = x0.floor().max(0.0) as u32;
-    let ya = y0.floor().max(0.0) as u32;
-    let xb = (x1.ceil() as i64).min(out.width as i64 - 1);
-    let yb = (y1.ceil() as i64).min(out.height as i64 - 1);
-    if xb < xa as i64 || yb < ya as i64 {
-        return 0;
-    }
+    let lips: Vec<Pt> = UPPER.iter().chain(LOWER.iter()).map(|&i| mesh[i]).collect();
+    let Some((xa, ya, xb, yb)) = super::features::pixel_box(&lips, out.width, out.height) else { return 0 };
     let mut n = 0;
-    for y in ya..=yb as u32 {
-        for x in xa..=xb as u32 {
+    for y in ya..=yb {
+        for x in xa..=xb {
             let (dx, dy) = (x as f32 - o[0], y as f32 - o[1]);
             let u = (dx * ux[0] + dy * ux[1]) / w;
             if !(0.0..=1.0).contains(&u) {
