@@ -229,23 +229,16 @@ fn check_tensors(session: &Session, path: &Path, r: u32) -> Result<()> {
 /// base64 PNG -> RGB frame, within the contract's size limit.
 fn decode_portrait(b64: &str) -> std::result::Result<Frame, String> {
     use base64::Engine as _;
-    use opencv::prelude::*;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|e| format!("not valid base64: {e}"))?;
-    let buf = opencv::core::Vector::<u8>::from_slice(&bytes);
-    let bgr = opencv::imgcodecs::imdecode(&buf, opencv::imgcodecs::IMREAD_COLOR).map_err(|e| format!("imdecode: {e}"))?;
-    if bgr.empty() {
-        return Err("not a decodable image".into());
-    }
-    let (w, h) = (bgr.cols() as u32, bgr.rows() as u32);
+    // Dimensions from the header are checked before decoding (imageio): a small blob can claim
+    // a huge image. The contract's side is a recommendation; up to the avatar's limit is used.
+    let f = crate::imageio::decode_bounded(&bytes, crate::imageio::Limits { max_side: crate::avatar::file::MAX_SIDE, max_pixels: 1 << 24 })?;
+    let (w, h) = (f.width, f.height);
     if w.max(h) > MAX_PORTRAIT_SIDE {
         log::warn!("portrait is {w}x{h}, larger than the contract's {MAX_PORTRAIT_SIDE} px; using it anyway");
     }
-    let mut rgb = opencv::core::Mat::default();
-    opencv::imgproc::cvt_color(&bgr, &mut rgb, opencv::imgproc::COLOR_BGR2RGB, 0).map_err(|e| format!("cvtColor: {e}"))?;
-    let data = rgb.data_bytes().map_err(|e| format!("portrait pixels: {e}"))?.to_vec();
-    let f = Frame { width: w, height: h, data, pts: Default::default(), seq: 0 };
     if !f.len_ok() {
         return Err(format!("decoded portrait has {} bytes for {w}x{h}", f.data.len()));
     }

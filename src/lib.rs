@@ -6,6 +6,7 @@ pub mod sink;
 pub mod face;
 pub mod ep;
 pub mod paths;
+pub mod imageio;
 pub mod generator;
 pub mod pipeline;
 pub mod config;

@@ -20,13 +20,15 @@ pub struct ShotReport {
     pub has_iris: bool,
 }
 
-/// Reads an image as RGB; the error names the file.
+/// Reads an image as RGB within `imageio`'s input limits (size checked from the header before
+/// decoding); the error names the file.
 pub fn read_image(path: &Path) -> Result<Frame> {
-    std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let bgr = opencv::imgcodecs::imread(path, opencv::imgcodecs::IMREAD_COLOR)?;
-    crate::source::bgr_mat_to_frame(&bgr, std::time::Duration::ZERO, 0)
-        .map_err(|_| Error::Invalid(format!("{}: not a readable image", path.display())))
+    crate::imageio::read_image(path)
 }
+
+/// Largest side of the shots after the portrait: 31 of them at 2048x1536 plus a 4096-pixel
+/// portrait fit `file::MAX_TOTAL_PIXELS`.
+const OTHER_SHOT_SIDE: u32 = 2048;
 
 /// Largest distance (in the shot's pixels, relative to its inter-ocular distance) between a
 /// stored mesh point and the re-detected one for [`add_depth`] to accept the new depth.
@@ -66,9 +68,12 @@ pub fn create(images: &[PathBuf], name: &str, models: &FaceModels) -> Result<(Wa
     let mut lm = StillLandmarker::new(models)?;
     let mut shots = Vec::new();
     let mut reports = Vec::new();
-    for path in images {
-        // Landmarks are found on the shrunk image.
-        let img = crate::pipeline::compose::fit_within(read_image(path)?, MAX_SIDE)?;
+    for (k, path) in images.iter().enumerate() {
+        // Landmarks are found on the shrunk image. The portrait keeps up to MAX_SIDE; the other
+        // shots (only their mouth and eyes are used) up to OTHER_SHOT_SIDE, so that 32 shots stay
+        // within the file's total-pixel limit.
+        let side = if k == 0 { MAX_SIDE } else { OTHER_SHOT_SIDE };
+        let img = crate::pipeline::compose::fit_within(read_image(path)?, side)?;
         let face = lm
             .landmarks(&img)?
             .ok_or_else(|| Error::Invalid(format!("{}: no face found (a frontal, well-lit face of at least ~100 pixels works best)", path.display())))?;

@@ -29,6 +29,13 @@ pub const MAX_SHOTS: usize = 32;
 const MAX_HEADER: usize = 16 << 20;
 /// Largest image side stored.
 pub const MAX_SIDE: u32 = 4096;
+/// Most pixels over all shots together (480 MB as RGB): a 4096-pixel portrait plus 31 shots of
+/// about 2048x1536. `avatar create` shrinks the other shots to stay within it.
+pub const MAX_TOTAL_PIXELS: u64 = 160_000_000;
+/// Largest refiner ONNX inside an avatar (the shipped one is ~5 MB).
+pub const MAX_REFINER_BYTES: u64 = 256 << 20;
+/// Largest avatar file read at all.
+pub const MAX_FILE_BYTES: u64 = 768 << 20;
 
 /// One image of the avatar: the first is the portrait that is animated; all are shots.
 #[derive(Clone, Debug, PartialEq)]
@@ -146,19 +153,151 @@ fn encode_png(f: &Frame) -> Result<Vec<u8>> {
     Ok(buf.iter().collect())
 }
 
-/// Width and height from a PNG's IHDR chunk, without decoding; `None` if it is not a PNG.
-fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
-    const SIG: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
-    if bytes.len() < 24 || &bytes[..8] != SIG || &bytes[12..16] != b"IHDR" {
-        return None;
-    }
-    Some((u32::from_be_bytes(bytes[16..20].try_into().ok()?), u32::from_be_bytes(bytes[20..24].try_into().ok()?)))
+/// Random access to the bytes of an avatar file: a slice in memory, or the file itself (the
+/// watcher's cheap check reads only the header and each image's first bytes).
+trait ReadAt {
+    fn len(&self) -> u64;
+    fn read_at(&mut self, offset: u64, len: usize) -> std::io::Result<Vec<u8>>;
 }
 
-fn decode_png(bytes: &[u8]) -> Result<Frame> {
-    let buf = Vector::<u8>::from_slice(bytes);
-    let bgr = imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR)?;
-    crate::source::bgr_mat_to_frame(&bgr, std::time::Duration::ZERO, 0)
+impl ReadAt for &[u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn read_at(&mut self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let end = offset.checked_add(len as u64).filter(|&e| e <= <[u8]>::len(self) as u64);
+        end.map(|e| self[offset as usize..e as usize].to_vec()).ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
+    }
+}
+
+struct FileAt(std::fs::File, u64);
+
+impl ReadAt for FileAt {
+    fn len(&self) -> u64 {
+        self.1
+    }
+    fn read_at(&mut self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        self.0.seek(SeekFrom::Start(offset))?;
+        let mut v = vec![0u8; len];
+        self.0.read_exact(&mut v)?;
+        Ok(v)
+    }
+}
+
+/// A file's structure, checked against every limit without decoding anything.
+struct Layout {
+    header: Header,
+    /// Where the blobs start.
+    data: u64,
+}
+
+/// What [`check_file`] found: enough for a log line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    pub name: String,
+    pub shots: usize,
+    pub pixels: u64,
+    pub refiner: bool,
+}
+
+/// Reads and checks the header and the blob table: magic, version, header size, shot count,
+/// every blob inside the file and no two overlapping (so that 32 shots cannot all point at one
+/// bomb), each PNG's dimensions from its IHDR against the header and [`MAX_SIDE`], the total
+/// pixels against [`MAX_TOTAL_PIXELS`] and the refiner's size. Nothing is decoded, so this costs
+/// the same for a hostile file as for a good one.
+fn layout(r: &mut dyn ReadAt, path: &Path) -> Result<Layout> {
+    let io = |e: std::io::Error| bad(path, format!("truncated or unreadable: {e}"));
+    let total = r.len();
+    if total > MAX_FILE_BYTES {
+        return Err(bad(path, format!("{total} bytes: over the limit of {} MiB for an avatar", MAX_FILE_BYTES >> 20)));
+    }
+    if total < 16 {
+        let head = r.read_at(0, total as usize).map_err(io)?;
+        return Err(bad(path, if is_warp_avatar(&head) { "truncated header" } else { "not a puppetcam warp avatar (bad magic bytes)" }));
+    }
+    let head = r.read_at(0, 16).map_err(io)?;
+    if !is_warp_avatar(&head) {
+        return Err(bad(path, "not a puppetcam warp avatar (bad magic bytes)"));
+    }
+    let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+    if version == 0 || version > VERSION {
+        return Err(bad(path, format!("avatar format version {version}; this puppetcam reads version {VERSION} (made by a newer puppetcam?)")));
+    }
+    let hlen = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes")) as u64;
+    if hlen > MAX_HEADER as u64 || 16 + hlen > total {
+        return Err(bad(path, format!("header length {hlen} does not fit the file ({total} bytes; at most {MAX_HEADER}): truncated or corrupt")));
+    }
+    let json = r.read_at(16, hlen as usize).map_err(io)?;
+    let header: Header = serde_json::from_slice(&json).map_err(|e| bad(path, format!("header: {e}")))?;
+    if header.format != FORMAT {
+        return Err(bad(path, format!("header format is `{}`, expected `{FORMAT}`", header.format)));
+    }
+    if header.shots.is_empty() || header.shots.len() > MAX_SHOTS {
+        return Err(bad(path, format!("{} shots; 1..={MAX_SHOTS} expected", header.shots.len())));
+    }
+    let data = 16 + hlen;
+    let data_len = total - data;
+    // Every blob inside the file, none overlapping another.
+    let mut ranges: Vec<(u64, u64, String)> = Vec::new();
+    for (k, s) in header.shots.iter().enumerate() {
+        ranges.push((s.image.offset, s.image.len, format!("shot {k} ({})", s.source)));
+    }
+    if let Some(rf) = &header.refiner {
+        if rf.onnx.len > MAX_REFINER_BYTES {
+            return Err(bad(path, format!("refiner: {} bytes, over the limit of {} MiB", rf.onnx.len, MAX_REFINER_BYTES >> 20)));
+        }
+        ranges.push((rf.onnx.offset, rf.onnx.len, "refiner".into()));
+    }
+    for (off, len, what) in &ranges {
+        if off.checked_add(*len).map_or(true, |e| e > data_len) || *len == 0 {
+            return Err(bad(path, format!("{what}: data range {off}+{len} lies outside the file: truncated or corrupt")));
+        }
+    }
+    ranges.sort_by_key(|r| r.0);
+    for w in ranges.windows(2) {
+        if w[0].0 + w[0].1 > w[1].0 {
+            return Err(bad(path, format!("{} and {} share bytes (data ranges overlap): corrupt or crafted", w[0].2, w[1].2)));
+        }
+    }
+    // Dimensions from each PNG's header, before anything is decoded.
+    let mut pixels: u64 = 0;
+    for (k, s) in header.shots.iter().enumerate() {
+        let what = format!("shot {k} ({})", s.source);
+        let first = r.read_at(data + s.image.offset, s.image.len.min(64) as usize).map_err(io)?;
+        match crate::imageio::probe(&first) {
+            Some(p) if p.format == crate::imageio::Format::Png => {
+                if (p.width, p.height) != (s.width, s.height) || p.width == 0 || p.height == 0 || p.width > MAX_SIDE || p.height > MAX_SIDE {
+                    return Err(bad(path, format!("{what}: image is {}x{} (header says {}x{}; at most {MAX_SIDE} a side)", p.width, p.height, s.width, s.height)));
+                }
+                pixels += u64::from(p.width) * u64::from(p.height);
+            }
+            _ => return Err(bad(path, format!("{what}: image is not a PNG"))),
+        }
+    }
+    if pixels > MAX_TOTAL_PIXELS {
+        return Err(bad(
+            path,
+            format!("shots hold {:.0} megapixels together, over the limit of {:.0}", pixels as f64 / 1e6, MAX_TOTAL_PIXELS as f64 / 1e6),
+        ));
+    }
+    Ok(Layout { header, data })
+}
+
+/// The cheap check of an avatar file: header, blob table and image dimensions against every
+/// limit, reading a few kilobytes and decoding nothing (the avatar watcher runs it on each new
+/// version; the full load happens in the generator stage).
+pub fn check_file(path: &Path) -> Result<Summary> {
+    let f = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let len = f.metadata().map_err(|source| Error::Io { path: path.to_path_buf(), source })?.len();
+    let l = layout(&mut FileAt(f, len), path)?;
+    let pixels = l.header.shots.iter().map(|s| u64::from(s.width) * u64::from(s.height)).sum();
+    Ok(Summary { name: l.header.name, shots: l.header.shots.len(), pixels, refiner: l.header.refiner.is_some() })
+}
+
+fn decode_png(bytes: &[u8]) -> std::result::Result<Frame, String> {
+    let lim = crate::imageio::Limits { max_side: MAX_SIDE, max_pixels: u64::from(MAX_SIDE) * u64::from(MAX_SIDE) };
+    crate::imageio::decode_bounded(bytes, lim)
 }
 
 impl WarpAvatar {
@@ -200,9 +339,13 @@ impl WarpAvatar {
                     return Err(format!("refiner: embedding {what} has {} values or a non-finite one (1..={MAX_EMBEDDING} finite expected)", e.len()));
                 }
             }
-            if r.onnx.is_empty() {
-                return Err("refiner: empty ONNX".into());
+            if r.onnx.is_empty() || r.onnx.len() as u64 > MAX_REFINER_BYTES {
+                return Err(format!("refiner: ONNX of {} bytes (1..={} MiB expected)", r.onnx.len(), MAX_REFINER_BYTES >> 20));
             }
+        }
+        let pixels: u64 = self.shots.iter().map(|s| u64::from(s.image.width) * u64::from(s.image.height)).sum();
+        if pixels > MAX_TOTAL_PIXELS {
+            return Err(format!("shots hold {:.0} megapixels together, over the limit of {:.0}", pixels as f64 / 1e6, MAX_TOTAL_PIXELS as f64 / 1e6));
         }
         let p = &self.shots[0];
         crate::core::warp::WarpModel::with_triangles(p.image.width, p.image.height, &p.mesh, self.triangles.clone())
@@ -264,57 +407,26 @@ impl WarpAvatar {
         std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
     }
 
-    /// Reads and validates `path`.
+    /// Reads and validates `path` (its size is checked before it is read).
     pub fn load(path: &Path) -> Result<WarpAvatar> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let bytes = crate::imageio::read_file_bounded(path, MAX_FILE_BYTES).map_err(|e| match e {
+            Error::Invalid(m) => bad(path, m),
+            e => e,
+        })?;
         Self::from_bytes(&bytes, path)
     }
 
-    /// Parses and validates; `path` only names the file in errors.
+    /// Parses and validates; `path` only names the file in errors. Every limit is checked on
+    /// the header and the images' own headers before any image is decoded.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<WarpAvatar> {
-        if !is_warp_avatar(bytes) {
-            return Err(bad(path, "not a puppetcam warp avatar (bad magic bytes)"));
-        }
-        if bytes.len() < 16 {
-            return Err(bad(path, "truncated header"));
-        }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version == 0 || version > VERSION {
-            return Err(bad(path, format!("avatar format version {version}; this puppetcam reads version {VERSION} (made by a newer puppetcam?)")));
-        }
-        let hlen = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
-        if hlen > MAX_HEADER || 16 + hlen > bytes.len() {
-            return Err(bad(path, format!("header length {hlen} does not fit the file ({} bytes): truncated or corrupt", bytes.len())));
-        }
-        let header: Header = serde_json::from_slice(&bytes[16..16 + hlen]).map_err(|e| bad(path, format!("header: {e}")))?;
-        if header.format != FORMAT {
-            return Err(bad(path, format!("header format is `{}`, expected `{FORMAT}`", header.format)));
-        }
-        let data = &bytes[16 + hlen..];
-        let blob = |b: &Blob, what: &str| -> Result<&[u8]> {
-            let end = b.offset.checked_add(b.len).filter(|&e| e <= data.len() as u64);
-            match end {
-                Some(e) => Ok(&data[b.offset as usize..e as usize]),
-                None => Err(bad(path, format!("{what}: data range {}+{} lies outside the file: truncated or corrupt", b.offset, b.len))),
-            }
-        };
-        if header.shots.is_empty() || header.shots.len() > MAX_SHOTS {
-            return Err(bad(path, format!("{} shots; 1..={MAX_SHOTS} expected", header.shots.len())));
-        }
+        let Layout { header, data } = layout(&mut &bytes[..], path)?;
+        let data = &bytes[data as usize..];
+        // In range: `layout` checked every blob.
+        let blob = |b: &Blob| &data[b.offset as usize..(b.offset + b.len) as usize];
         let mut shots = Vec::with_capacity(header.shots.len());
         for (k, s) in header.shots.into_iter().enumerate() {
             let what = format!("shot {k} ({})", s.source);
-            let png = blob(&s.image, &what)?;
-            // Sizes are checked before anything is decoded: a small, highly compressed PNG can
-            // claim a huge image.
-            match png_size(png) {
-                Some((w, h)) if w == s.width && h == s.height && w > 0 && h > 0 && w <= MAX_SIDE && h <= MAX_SIDE => {}
-                Some((w, h)) => {
-                    return Err(bad(path, format!("{what}: image is {w}x{h} (header says {}x{}; at most {MAX_SIDE} a side)", s.width, s.height)))
-                }
-                None => return Err(bad(path, format!("{what}: image is not a PNG"))),
-            }
-            let image = decode_png(png).map_err(|e| bad(path, format!("{what}: image does not decode: {e}")))?;
+            let image = decode_png(blob(&s.image)).map_err(|e| bad(path, format!("{what}: image {e}")))?;
             if image.width != s.width || image.height != s.height {
                 return Err(bad(path, format!("{what}: image is {}x{}, header says {}x{}", image.width, image.height, s.width, s.height)));
             }
@@ -327,7 +439,7 @@ impl WarpAvatar {
             });
         }
         let refiner = match header.refiner {
-            Some(r) => Some(RefinerBlob { onnx: blob(&r.onnx, "refiner")?.to_vec(), e_mouth: r.e_mouth, e_eye: r.e_eye, info: r.info }),
+            Some(r) => Some(RefinerBlob { onnx: blob(&r.onnx).to_vec(), e_mouth: r.e_mouth, e_eye: r.e_eye, info: r.info }),
             None => None,
         };
         let av = WarpAvatar {
@@ -412,8 +524,14 @@ pub(crate) mod tests {
         assert!(e.contains("0 shots"), "{e}");
         let e = tweak(&|h| h["shots"][0]["iris"] = serde_json::json!([[1.0, 2.0, 0.0], [1.0, 2.0, 3.0]]));
         assert!(e.contains("iris"), "{e}");
+        // Blobs may not share bytes: all 32 shots could otherwise point at one small PNG bomb.
         let e = tweak(&|h| h["refiner"] = serde_json::json!({"onnx": {"offset": 0, "len": 4}, "e_mouth": [], "e_eye": [1.0], "info": ""}));
-        assert!(e.contains("refiner: embedding e_mouth has 0 values"), "{e}");
+        assert!(e.contains("shot 0 (shot0.png) and refiner share bytes"), "{e}");
+        let e = tweak(&|h| h["shots"][1]["image"] = h["shots"][0]["image"].clone());
+        assert!(e.contains("share bytes"), "{e}");
+        let mut no_emb = av.clone();
+        no_emb.refiner = Some(RefinerBlob { onnx: vec![1], e_mouth: vec![], e_eye: vec![1.0], info: String::new() });
+        assert!(no_emb.validate().unwrap_err().contains("refiner: embedding e_mouth has 0 values"));
         let e = tweak(&|h| h["refiner"] = serde_json::json!({"onnx": {"offset": 0, "len": 99999999}, "e_mouth": [1.0], "e_eye": [1.0], "info": ""}));
         assert!(e.contains("refiner: data range"), "{e}");
         let e = tweak(&|h| h["shots"][0]["depth"] = serde_json::json!([1.0, 2.0]));

@@ -6,7 +6,7 @@ use crate::core::one_euro::OneEuroParams;
 use crate::core::types::{FaceLandmarks, Frame};
 use crate::error::{Error, Result};
 use opencv::prelude::*;
-use opencv::{imgcodecs, imgproc, videoio};
+use opencv::{imgproc, videoio};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -135,16 +135,13 @@ impl Input {
             .to_str()
             .ok_or_else(|| Error::Invalid(format!("{}: path is not valid UTF-8", path.display())))?;
         if is_image(path) {
-            let bgr = imgcodecs::imread(name, imgcodecs::IMREAD_COLOR)?;
-            if bgr.empty() {
-                return Err(Error::Source(format!("{}: cannot decode image", path.display())));
-            }
-            return Ok(Input::Image(Some(bgr_to_frame(&bgr, Duration::ZERO, 0)?)));
+            return Ok(Input::Image(Some(crate::imageio::read_image(path)?)));
         }
         let cap = videoio::VideoCapture::from_file(name, videoio::CAP_ANY)?;
         if !cap.is_opened()? {
             return Err(Error::Source(format!("{}: cannot open as a video or image", path.display())));
         }
+        crate::source::check_video_size(&cap, path)?;
         let fps = cap.get(videoio::CAP_PROP_FPS).unwrap_or(0.0);
         Ok(Input::Video { cap, fps: if fps.is_finite() && fps > 0.0 { fps } else { 0.0 }, index: 0, last_ms: -1.0 })
     }

@@ -60,11 +60,13 @@ impl Default for ServiceOptions {
     }
 }
 
-/// The default `avatar_check`: a warp avatar's full file validation, or
+/// The default `avatar_check`: a warp avatar's cheap structural check (header, blob table and
+/// image dimensions against every limit; nothing decoded, so a crafted file costs the watcher
+/// nothing; the full load then runs in the generator stage under a timeout), or
 /// `generator::validate_contract` (without the metadata) for a generator ONNX.
 pub fn contract_check(path: &Path) -> Result<()> {
     if crate::avatar::file::path_is_warp_avatar(path) {
-        return crate::avatar::WarpAvatar::load(path).map(|_| ());
+        return crate::avatar::file::check_file(path).map(|_| ());
     }
     crate::generator::validate_contract(path).map(|_| ())
 }

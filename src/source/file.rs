@@ -43,6 +43,7 @@ fn open_capture(path: &Path) -> Result<VideoCapture> {
             path.display()
         )));
     }
+    super::check_video_size(&cap, path)?;
     Ok(cap)
 }
 

@@ -1,13 +1,11 @@
-//! Still-image source: decodes one picture and repeats it at a fixed fps (a portrait as a
-//! driver, for `calibrate` and for checking the pipeline on a known face).
+//! Still-image source: decodes one picture (within `imageio`'s limits) and repeats it at a
+//! fixed fps (a portrait as a driver, for `calibrate` and for checking the pipeline on a known face).
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use opencv::imgcodecs;
-
 use crate::core::types::Frame;
 use crate::error::{Error, Result};
-use crate::source::{bgr_mat_to_frame, FrameSource, Pacer};
+use crate::source::{FrameSource, Pacer};
 
 /// Repeats one image.
 pub struct ImageSource {
@@ -25,10 +23,8 @@ impl ImageSource {
         if !(1..=240).contains(&fps) {
             return Err(Error::Source(format!("image {}: fps {fps} out of range 1..=240", path.display())));
         }
-        std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        let bgr = imgcodecs::imread(path, imgcodecs::IMREAD_COLOR)?;
-        let frame = bgr_mat_to_frame(&bgr, Duration::ZERO, 0)
-            .map_err(|_| Error::Source(format!("image {}: not a readable image", path.display())))?;
+        // Bounded: dimensions from the header are checked before decoding.
+        let frame = crate::imageio::read_image(path).map_err(|e| Error::Source(format!("image: {e}")))?;
         Ok(ImageSource { path: path.to_path_buf(), frame, fps, seq: 0, pacer: Pacer::new(), pace: true })
     }
 

@@ -60,6 +60,26 @@ fn open_camera(device: &str, _w: u32, _h: u32, _fps: u32) -> Result<Box<dyn Fram
     Err(Error::Source(format!("cannot open camera `{device}`: this puppetcam was built without the `camera` feature")))
 }
 
+/// Largest video frame side accepted from a file (4K is 3840; anything larger is refused before
+/// the first frame is decoded, because each decoded frame is allocated at that size).
+pub const MAX_VIDEO_SIDE: u32 = 4096;
+
+/// Refuses a video whose stream claims frames larger than [`MAX_VIDEO_SIDE`], before decoding.
+pub(crate) fn check_video_size(cap: &opencv::videoio::VideoCapture, path: &std::path::Path) -> Result<()> {
+    use opencv::videoio::{CAP_PROP_FRAME_HEIGHT, CAP_PROP_FRAME_WIDTH};
+    let w = cap.get(CAP_PROP_FRAME_WIDTH).unwrap_or(0.0);
+    let h = cap.get(CAP_PROP_FRAME_HEIGHT).unwrap_or(0.0);
+    check_frame_side(w, h).map_err(|m| Error::Source(format!("video {}: {m}", path.display())))
+}
+
+fn check_frame_side(w: f64, h: f64) -> std::result::Result<(), String> {
+    let max = f64::from(MAX_VIDEO_SIDE);
+    if !(w.is_finite() && h.is_finite()) || w > max || h > max {
+        return Err(format!("frames are {w}x{h}: larger than the limit of {MAX_VIDEO_SIDE} pixels a side"));
+    }
+    Ok(())
+}
+
 /// Copies a BGR `CV_8UC3` Mat into an RGB frame.
 pub(crate) fn bgr_mat_to_frame(bgr: &Mat, pts: Duration, seq: u64) -> Result<Frame> {
     if bgr.empty() || bgr.typ() != opencv::core::CV_8UC3 {
@@ -94,5 +114,17 @@ impl Pacer {
         } else if now - due > Duration::from_secs(1) {
             self.start = Some((now, pts));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn video_frame_sides_are_bounded() {
+        assert!(super::check_frame_side(3840.0, 2160.0).is_ok());
+        assert!(super::check_frame_side(0.0, 0.0).is_ok()); // unknown: the first decoded frame tells
+        let e = super::check_frame_side(16384.0, 16384.0).unwrap_err();
+        assert!(e.contains("16384x16384") && e.contains("4096"), "{e}");
+        assert!(super::check_frame_side(f64::NAN, 10.0).is_err());
     }
 }
