@@ -15,6 +15,8 @@ pub struct StageStats {
     pub frames: AtomicU64,
     pub drops: AtomicU64,
     pub errors: AtomicU64,
+    /// Times the stage panicked and was restarted by its supervisor (`pipeline::supervise`).
+    pub restarts: AtomicU64,
     buckets: [AtomicU64; BUCKETS_US.len()],
     sum_us: AtomicU64,
     /// Recent latencies (microseconds), bounded, for median/p99.
@@ -30,6 +32,7 @@ impl StageStats {
             frames: AtomicU64::new(0),
             drops: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
             buckets: Default::default(),
             sum_us: AtomicU64::new(0),
             recent: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_CAP)),

@@ -298,3 +298,38 @@ fn sighup_rereads_and_applies_the_whole_config() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert_eq!(child.wait().unwrap().code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
 }
+
+/// `PUPPETCAM_FAULT` makes each stage panic once: the daemon keeps writing frames, and /metrics
+/// counts one restart per stage (issue 18: "a panic in any stage ends the daemon").
+#[test]
+fn an_injected_panic_in_each_stage_is_survived_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("stderr.log");
+    let mut child = isolated(&["run", "--source", "cartoon", "--output", "null", "--size", "320x240", "--cpu", "--http", &format!("127.0.0.1:{port}")], dir.path())
+        .env("PUPPETCAM_FAULT", "panic:capture@15,panic:face@30,panic:generator@45,panic:output@60")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let metric = |name: &str| -> Option<f64> {
+        let m = http_get(port, "/metrics")?;
+        m.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let restarts = || ["capture", "face", "generator", "output"].map(|s| metric(&format!("puppetcam_stage_restarts_total{{stage=\"{s}\"}}")).unwrap_or(0.0));
+    let t0 = std::time::Instant::now();
+    while restarts().iter().any(|&r| r < 1.0) {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(90), "restarts {:?}: {}", restarts(), std::fs::read_to_string(&log).unwrap());
+        assert!(child.try_wait().unwrap().is_none(), "the daemon ended: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(restarts(), [1.0; 4]);
+    let frames = || metric("puppetcam_frames_total ").unwrap();
+    let f0 = frames();
+    wait_until("frames after the restarts", 30, || frames() > f0 + 20.0);
+    let l = std::fs::read_to_string(&log).unwrap();
+    for s in ["capture", "face", "generator", "output"] {
+        assert!(l.contains(&format!("the {s} stage panicked: injected fault")), "{l}");
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+}

@@ -102,6 +102,7 @@ fn spec(gates: &Gates, source: SourceFactory) -> PipelineSpec {
         retarget: None,
         calibration: None,
         generator_hook: Some(Arc::new(move || gen_gate.pass())),
+        reload_timeout: puppetcam::pipeline::RELOAD_TIMEOUT,
     }
 }
 

@@ -1,6 +1,6 @@
 //! End-to-end pipeline tests: real video -> face -> generator -> y4m, the embedded driver, bad
 //! inputs (missing avatar, corrupt video, contract-breaking ONNX) and the live-mode behaviours
-//! (camera reconnect, reader-gone sink, avatar reload).
+//! (camera reconnect, reader-gone sink, avatar reload, a stuck reload, a panicking stage).
 use puppetcam::core::types::{FaceLandmarks, Frame};
 use puppetcam::ep::RuntimeOptions;
 use puppetcam::error::Error;
@@ -222,6 +222,7 @@ fn live_spec(source: Arc<dyn Fn() -> puppetcam::Result<Box<dyn FrameSource>> + S
         retarget: None,
         calibration: None,
         generator_hook: None,
+        reload_timeout: puppetcam::pipeline::RELOAD_TIMEOUT,
     }
 }
 
@@ -563,4 +564,111 @@ fn reload_swaps_source_face_sink_and_generator_settings_in_place() {
     assert!(stats.retarget_state.read().starts_with("provisional"), "{}", stats.retarget_state.read());
     h.shutdown().unwrap();
     assert_eq!(fin2.load(Ordering::Relaxed), 1, "the replacement sink is finished at shutdown");
+}
+
+/// Panics at its `at`-th frame (once), else serves black frames.
+struct PanickyCam {
+    n: Arc<AtomicU64>,
+    at: u64,
+}
+
+impl FrameSource for PanickyCam {
+    fn next_frame(&mut self) -> puppetcam::Result<Option<Frame>> {
+        std::thread::sleep(Duration::from_millis(10));
+        if self.n.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+            panic!("test: the camera driver panics");
+        }
+        Ok(Some(Frame::black(64, 48)))
+    }
+    fn describe(&self) -> String {
+        "panicky test camera".into()
+    }
+}
+
+/// A panic in any stage (a driver, the tracker, the generator, the sink) is caught, counted and
+/// the stage restarted; the output never stops (docs/ARCHITECTURE.md, "Faults never stop the
+/// output").
+#[test]
+fn a_panic_in_any_stage_restarts_it_and_the_output_keeps_going() {
+    let cam_frames = Arc::new(AtomicU64::new(0));
+    let cf = cam_frames.clone();
+    let source = Arc::new(move || -> puppetcam::Result<Box<dyn FrameSource>> { Ok(Box::new(PanickyCam { n: cf.clone(), at: 10 })) });
+    let frames = Arc::new(AtomicU64::new(0));
+    let stats = Arc::new(PipelineStats::default());
+    let mut spec = live_spec(source, frames.clone(), false);
+    let t0 = Instant::now();
+    let face_n = Arc::new(AtomicU64::new(0));
+    let face = move |_f: &Frame| -> puppetcam::Result<Option<FaceLandmarks>> {
+        if face_n.fetch_add(1, Ordering::SeqCst) + 1 == 20 {
+            panic!("test: the tracker panics");
+        }
+        Ok(Some(synthetic::landmarks_at(t0.elapsed().as_secs_f64())))
+    };
+    if let Driver::Video { face: f, .. } = &mut spec.driver {
+        *f = Box::new(move || Ok(Box::new(face) as _));
+    }
+    let gen_n = Arc::new(AtomicU64::new(0));
+    spec.generator_hook = Some(Arc::new(move || {
+        if gen_n.fetch_add(1, Ordering::SeqCst) + 1 == 30 {
+            panic!("test: the generator panics");
+        }
+    }));
+    struct PanickySink(Arc<AtomicU64>);
+    impl FrameSink for PanickySink {
+        fn write(&mut self, _f: &Frame) -> puppetcam::Result<()> {
+            if self.0.fetch_add(1, Ordering::SeqCst) + 1 == 40 {
+                panic!("test: the sink panics");
+            }
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "panicky sink".into()
+        }
+    }
+    let f2 = frames.clone();
+    spec.sink = Box::new(move |_, _, _| Ok(Box::new(PanickySink(f2)) as _));
+    let h = Pipeline::start_spec(spec, stats.clone()).unwrap();
+    let restarts = || [&stats.capture, &stats.face, &stats.generator, &stats.output].map(|s| s.restarts.load(Ordering::Relaxed));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while restarts().iter().any(|&r| r == 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(restarts(), [1, 1, 1, 1], "every stage panicked once and was restarted");
+    // Everything flows again after the restarts: camera frames, generated frames, writes.
+    let (c, g, o) = (cam_frames.load(Ordering::SeqCst), stats.generator.frames.load(Ordering::Relaxed), frames.load(Ordering::Relaxed));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(cam_frames.load(Ordering::SeqCst) > c + 10, "capture resumed");
+    assert!(stats.generator.frames.load(Ordering::Relaxed) > g + 10, "generator resumed");
+    assert!(frames.load(Ordering::Relaxed) > o + 10, "output resumed");
+    assert!(!h.is_finished());
+    h.shutdown().unwrap();
+}
+
+/// A reload that hangs (here: an avatar "file" that is a FIFO nobody writes) never freezes the
+/// output; it is given up after the reload timeout, the running avatar stays, and the next
+/// reload works.
+#[test]
+fn a_stuck_reload_times_out_while_the_output_keeps_flowing() {
+    let source = Arc::new(|| -> puppetcam::Result<Box<dyn FrameSource>> { Ok(Box::new(FlakyCam { left: u32::MAX })) });
+    let frames = Arc::new(AtomicU64::new(0));
+    let stats = Arc::new(PipelineStats::default());
+    let mut spec = live_spec(source, frames.clone(), false);
+    spec.reload_timeout = Duration::from_secs(2);
+    let h = Pipeline::start_spec(spec, stats.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stuck.pcav");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let g0 = stats.generator.frames.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let e = h.reload_avatar(&fifo).unwrap_err().to_string();
+    let took = t0.elapsed();
+    assert!(e.contains("took longer than 2 s") && e.contains("keeping 'fixture-avatar'"), "{e}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "{took:?}");
+    // 50 fps for 2 s: the generator kept producing frames during the whole reload.
+    let made = stats.generator.frames.load(Ordering::Relaxed) - g0;
+    assert!(made >= 20, "only {made} frames while the reload hung");
+    assert_eq!(stats.avatar_name.read().as_str(), "fixture-avatar");
+    // The abandoned loader stays blocked on the FIFO; it holds nothing the pipeline needs.
+    h.reload_avatar(&fixture("generator_ok.onnx")).unwrap();
+    h.shutdown().unwrap();
 }

@@ -3,7 +3,7 @@
 //! GPU-trained models). One interface for the generator thread: load, idle frame, one frame
 //! per driver landmarks.
 use super::compose::{self, CropPose};
-use super::GenCtx;
+use super::generator_stage::{GenCtx, LoadCtx};
 use crate::avatar::{Ease, MeshNeutral, WarpAvatar, WarpStage};
 use crate::core::pasteback::Compositor;
 use crate::core::raster::rasterise_into;
@@ -32,10 +32,14 @@ pub(super) struct Avatar {
     kind: Kind,
     pub(super) idle: Arc<Frame>,
     name: String,
+    /// Where the network runs, published with the avatar (a load beside the running avatar must
+    /// not change the status before it replaces it).
+    ep: crate::stats::EpStatus,
 }
 
 impl Avatar {
-    pub(super) fn load(path: &Path, ctx: &GenCtx, raster: &mut [u8]) -> Result<Avatar> {
+    /// Loads `path`; touches no shared state (see [`Avatar::publish`]).
+    pub(super) fn load(path: &Path, ctx: &LoadCtx, raster: &mut [u8]) -> Result<Avatar> {
         if crate::avatar::file::path_is_warp_avatar(path) {
             return Self::load_warp(path, ctx);
         }
@@ -52,14 +56,12 @@ impl Avatar {
         rasterise_into(&neutral.pts68, neutral.iris.as_ref(), raster)?;
         let face = gen.run(raster)?;
         let idle = Arc::new(compositor.compose(&face)?);
-        *ctx.stats.ep.write() = gen.ep_status().clone();
+        let ep = gen.ep_status().clone();
         let name = gen.meta().name.clone();
-        let av = Avatar { kind: Kind::Onnx(Box::new(OnnxAvatar { gen, compositor, retargeter, easer })), idle, name };
-        av.publish(ctx);
-        Ok(av)
+        Ok(Avatar { kind: Kind::Onnx(Box::new(OnnxAvatar { gen, compositor, retargeter, easer })), idle, name, ep })
     }
 
-    fn load_warp(path: &Path, ctx: &GenCtx) -> Result<Avatar> {
+    fn load_warp(path: &Path, ctx: &LoadCtx) -> Result<Avatar> {
         let wa = WarpAvatar::load(path)?;
         let neutral = ctx.calibration.as_ref().map(|c| MeshNeutral { pts68: c.neutral.pts68, mesh: c.mesh.clone(), depth: c.depth.clone(), iris: c.neutral.iris });
         let params = ctx.retarget.clone().unwrap_or_default();
@@ -70,14 +72,12 @@ impl Avatar {
         let refined = if stage.refiner_ep().is_some() { ", learned refiner" } else { "" };
         log::info!("avatar: warp avatar `{name}` ({shots} shot(s){refined}) from {}", path.display());
         let idle = Arc::new(stage.idle());
-        *ctx.stats.ep.write() = match stage.refiner_ep() {
+        let ep = match stage.refiner_ep() {
             // The warp is plain Rust on the CPU; the refiner network runs where ORT put it.
             Some(ep) => crate::stats::EpStatus { active: format!("{} (refiner; warp on the CPU)", ep.active), fallback_reason: ep.fallback_reason.clone() },
             None => crate::stats::EpStatus { active: "CPU (warp avatar, no network)".into(), fallback_reason: None },
         };
-        let av = Avatar { kind: Kind::Warp(Box::new(stage)), idle, name };
-        av.publish(ctx);
-        Ok(av)
+        Ok(Avatar { kind: Kind::Warp(Box::new(stage)), idle, name, ep })
     }
 
     pub(super) fn name(&self) -> &str {
@@ -91,8 +91,10 @@ impl Avatar {
         }
     }
 
+    /// Shows this avatar on the status page and /metrics.
     pub(super) fn publish(&self, ctx: &GenCtx) {
-        let source = ctx.calibration.as_ref().map_or("", |c| c.source.as_str());
+        let source = ctx.load.calibration.as_ref().map_or("", |c| c.source.as_str());
+        *ctx.stats.ep.write() = self.ep.clone();
         *ctx.stats.retarget_state.write() = super::retarget_state_text(self.retarget_status(), source);
         *ctx.stats.avatar_name.write() = self.name.clone();
     }

@@ -3,14 +3,17 @@
 //! its oldest message and counts it); offline mode (a file rendered to a file) blocks instead so
 //! every input frame becomes exactly one output frame.
 pub mod avatar_stage;
+mod generator_stage;
+mod supervise;
 pub mod compose;
 pub mod timeline;
 pub mod plan;
 pub mod synthetic;
 
+pub use generator_stage::RELOAD_TIMEOUT;
 pub use plan::{default_avatar, DriverSpec, Plan};
+use generator_stage::{generator_thread, GenCtx, LoadCtx};
 
-use crate::core::raster::RASTER_BYTES;
 use crate::core::types::{FaceLandmarks, Frame};
 use crate::ep::RuntimeOptions;
 use crate::error::{Error, Result};
@@ -97,6 +100,8 @@ pub struct PipelineSpec {
     /// Called by the generator stage before each frame. `None` in the daemon; the liveness tests
     /// inject a hang here, since the generator has no trait object to swap (tests/pipeline.rs).
     pub generator_hook: Option<StageHook>,
+    /// Longest an avatar reload may take before it is given up ([`RELOAD_TIMEOUT`]).
+    pub reload_timeout: Duration,
 }
 
 /// See [`PipelineSpec::generator_hook`].
@@ -291,6 +296,7 @@ pub struct PipelineHandle {
     sink_ctl: Sender<SinkSwap>,
     threads: Vec<(&'static str, JoinHandle<Result<()>>)>,
     stats: Arc<PipelineStats>,
+    reload_timeout: Duration,
 }
 
 impl Pipeline {
@@ -326,7 +332,10 @@ impl Pipeline {
             retarget,
             calibration,
             generator_hook,
+            reload_timeout,
         } = spec;
+        // Test-only fault injection (`PUPPETCAM_FAULT`, see `supervise`).
+        let faults = Arc::new(supervise::Faults::from_env());
         stats.paced.store(pacing == Pacing::Realtime, Ordering::Relaxed);
         // The embedded driver's rest face is known, so retargeting needs no learning phase.
         let calibration = match driver {
@@ -359,12 +368,12 @@ impl Pipeline {
                 let (sc, sc_rx) = bounded::<SourceSwap>(1);
                 let (fc, fc_rx) = bounded::<FaceSwap>(1);
                 (source_ctl, face_ctl) = (Some(sc), Some(fc));
-                let ctx = CaptureCtx { stop: stop.clone(), stats: stats.clone(), live, max_backoff: reconnect_max_backoff, swap: sc_rx };
+                let ctx = CaptureCtx { stop: stop.clone(), stats: stats.clone(), live, max_backoff: reconnect_max_backoff, swap: sc_rx, faults: faults.clone() };
                 let ready = ready_tx.clone();
                 threads.push(("capture", spawn("capture", move || capture_thread(source, cap_tx, ctx, ready))?));
                 let face_tx = LatestSender::new(face_tx, &face_rx, pacing, &stats, |s| &s.generator);
-                let (st, ready, stop2) = (stats.clone(), ready_tx.clone(), stop.clone());
-                threads.push(("face", spawn("face", move || face_thread(face, cap_rx, fc_rx, face_tx, st, ready, stop2))?));
+                let (st, ready, stop2, fl) = (stats.clone(), ready_tx.clone(), stop.clone(), faults.clone());
+                threads.push(("face", spawn("face", move || face_thread(face, cap_rx, fc_rx, face_tx, st, ready, stop2, fl))?));
                 expected += 2;
             }
             Driver::Synthetic { frames } => {
@@ -377,16 +386,13 @@ impl Pipeline {
         }
         let gen_ctx = GenCtx {
             stats: stats.clone(),
-            runtime,
-            out_w: out_width,
-            out_h: out_height,
-            ease,
+            load: LoadCtx { runtime, out_w: out_width, out_h: out_height, ease, retarget, calibration },
             fps,
             pacing,
-            retarget,
-            calibration,
             stop: stop.clone(),
             hook: generator_hook,
+            faults: faults.clone(),
+            reload_timeout,
         };
         let out_tx = LatestSender::new(out_tx, &out_rx, pacing, &stats, |s| &s.output);
         let ready = ready_tx.clone();
@@ -394,11 +400,11 @@ impl Pipeline {
         let (st, stop2, ready) = (stats.clone(), stop.clone(), ready_tx);
         threads.push((
             "output",
-            spawn("output", move || output_thread(sink, out_width, out_height, fps, pacing, out_rx, sink_ctl_rx, st, stop2, ready))?,
+            spawn("output", move || output_thread(sink, out_width, out_height, fps, pacing, out_rx, sink_ctl_rx, st, stop2, ready, faults))?,
         ));
         expected += 2;
 
-        let handle = PipelineHandle { stop, control: control_tx, source_ctl, face_ctl, sink_ctl, threads, stats };
+        let handle = PipelineHandle { stop, control: control_tx, source_ctl, face_ctl, sink_ctl, threads, stats, reload_timeout };
         for _ in 0..expected {
             match ready_rx.recv() {
                 Ok((_, Ok(()))) => {}
@@ -444,27 +450,31 @@ impl PipelineHandle {
         self.threads.iter().all(|(_, t)| t.is_finished())
     }
 
-    /// Swaps the avatar without touching the source or the sink. On failure the old avatar keeps
-    /// running and the error is returned.
+    /// Swaps the avatar without touching the source or the sink. The new avatar loads beside
+    /// the running one, which keeps producing frames (no pause, so liveness needs no grace); on
+    /// failure or after the reload timeout the old avatar keeps running and the error is returned.
     pub fn reload_avatar(&self, path: &Path) -> Result<()> {
-        // The generator pauses while it loads: not a hang for liveness.
-        let _reloading = self.stats.reload_guard();
-        let (tx, rx) = bounded(1);
-        self.control
-            .send(Control::Reload(path.to_path_buf(), None, tx))
-            .map_err(|_| Error::Invalid("the pipeline is not running".into()))?;
-        rx.recv().map_err(|_| Error::Invalid("the generator stage ended during the reload".into()))?
+        self.generator_request(path, None)
     }
 
     /// Loads the avatar at `path` with new generator settings (runtime, retargeting, easing); on
     /// failure the running avatar and settings stay.
     pub fn reconfigure_generator(&self, path: &Path, settings: GenSettings) -> Result<()> {
-        let _reloading = self.stats.reload_guard();
+        self.generator_request(path, Some(settings))
+    }
+
+    fn generator_request(&self, path: &Path, settings: Option<GenSettings>) -> Result<()> {
         let (tx, rx) = bounded(1);
         self.control
-            .send(Control::Reload(path.to_path_buf(), Some(settings), tx))
-            .map_err(|_| Error::Invalid("the pipeline is not running".into()))?;
-        rx.recv().map_err(|_| Error::Invalid("the generator stage ended during the reload".into()))?
+            .send_timeout(Control::Reload(path.to_path_buf(), settings, tx), Duration::from_secs(5))
+            .map_err(|_| Error::Invalid("the generator stage does not take requests (not running, or busy)".into()))?;
+        // The generator answers by its own timeout; this one only guards against a stage that
+        // stopped answering altogether.
+        match rx.recv_timeout(self.reload_timeout + Duration::from_secs(10)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(Error::Invalid(format!("the generator stage did not answer the reload within {:.0} s", self.reload_timeout.as_secs_f64() + 10.0))),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Invalid("the generator stage ended during the reload".into())),
+        }
     }
 
     /// Swaps the source (SIGHUP with a changed `[source]`). If the new one does not open, the
@@ -573,6 +583,7 @@ struct CaptureCtx {
     live: bool,
     max_backoff: Duration,
     swap: Receiver<SourceSwap>,
+    faults: Arc<supervise::Faults>,
 }
 
 fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, mut ctx: CaptureCtx, ready: Sender<(&'static str, Result<()>)>) -> Result<()> {
@@ -582,7 +593,18 @@ fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, mut ctx:
     });
     let Some(s) = report_ready("capture", opened, ready, &ctx.stop) else { return Ok(()) };
     let mut src = Some(s);
-    let r = capture_loop(factory, &mut src, &tx, &mut ctx);
+    let mut factory = factory;
+    let (stats, stop) = (ctx.stats.clone(), ctx.stop.clone());
+    let r = supervise::supervise(&stats.capture, &stop, |restarted| {
+        if restarted {
+            // Whatever the source was doing when the stage panicked, reopen it.
+            src = None;
+            if !tx.send(CaptureMsg::SourceLost("capture stage restarted".into())) {
+                return Ok(());
+            }
+        }
+        capture_loop(&mut factory, &mut src, &tx, &mut ctx)
+    });
     *ctx.stats.source_state.write() = match &r {
         Ok(()) => "ended".into(),
         Err(e) => format!("failed: {e}"),
@@ -591,7 +613,7 @@ fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, mut ctx:
 }
 
 fn capture_loop(
-    mut factory: SourceFactory,
+    factory: &mut SourceFactory,
     src: &mut Option<Box<dyn FrameSource>>,
     tx: &LatestSender<CaptureMsg>,
     ctx: &mut CaptureCtx,
@@ -607,7 +629,7 @@ fn capture_loop(
                     log::info!("source replaced: {}", s.describe());
                     *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
                     ctx.stats.source_lost.store(false, Ordering::SeqCst);
-                    (factory, ctx.live) = (new, live);
+                    (*factory, ctx.live) = (new, live);
                     *src = Some(s);
                     let _ = reply.send(Ok(()));
                 }
@@ -653,6 +675,7 @@ fn capture_loop(
         let t0 = Instant::now();
         match s.next_frame() {
             Ok(Some(mut frame)) => {
+                ctx.faults.tick(supervise::CAPTURE);
                 frame.pts = clock.map(frame.pts);
                 ctx.stats.capture.record(t0.elapsed());
                 if !frame.len_ok() {
@@ -702,6 +725,7 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn face_thread(
     factory: FaceFactory,
     rx: Receiver<CaptureMsg>,
@@ -710,20 +734,38 @@ fn face_thread(
     stats: Arc<PipelineStats>,
     ready: Sender<(&'static str, Result<()>)>,
     stop: Arc<AtomicBool>,
+    faults: Arc<supervise::Faults>,
 ) -> Result<()> {
     let Some(mut face) = report_ready("face", factory(), ready, &stop) else { return Ok(()) };
-    let mut failing = false;
     let mut swap = swap;
+    supervise::supervise(&stats.face, &stop, |restarted| {
+        if restarted {
+            // The tracker's ROI and filters may be half-updated: start the track afresh.
+            face.reset();
+        }
+        face_loop(&mut face, &rx, &mut swap, &tx, &stats, &faults)
+    })
+}
+
+fn face_loop(
+    face: &mut Box<dyn FaceStage>,
+    rx: &Receiver<CaptureMsg>,
+    swap: &mut Receiver<FaceSwap>,
+    tx: &LatestSender<FaceMsg>,
+    stats: &PipelineStats,
+    faults: &supervise::Faults,
+) -> Result<()> {
+    let mut failing = false;
     loop {
         let msg = crossbeam_channel::select! {
             recv(swap) -> m => {
                 let Ok(FaceSwap(new, reply)) = m else {
                     // The handle is gone: stop polling it (a closed channel is always ready).
-                    swap = crossbeam_channel::never();
+                    *swap = crossbeam_channel::never();
                     continue;
                 };
                 let r = new().map(|f| {
-                    face = f;
+                    *face = f;
                     log::info!("face stage replaced (new tracker settings)");
                 });
                 let _ = reply.send(r);
@@ -733,6 +775,7 @@ fn face_thread(
         };
         let out = match msg {
             CaptureMsg::Frame { frame, captured } => {
+                faults.tick(supervise::FACE);
                 let t0 = Instant::now();
                 let lm = match face.process(&frame) {
                     Ok(lm) => {
@@ -802,157 +845,6 @@ fn synthetic_thread(
     Ok(())
 }
 
-pub(crate) struct GenCtx {
-    stats: Arc<PipelineStats>,
-    runtime: RuntimeOptions,
-    out_w: u32,
-    out_h: u32,
-    ease: EaseTimes,
-    fps: f64,
-    pacing: Pacing,
-    retarget: Option<RetargetParams>,
-    calibration: Option<Calibration>,
-    stop: Arc<AtomicBool>,
-    hook: Option<StageHook>,
-}
-
-impl GenCtx {
-    /// Installs new settings, returning the old ones (restored when the reload fails).
-    fn swap_settings(&mut self, s: GenSettings) -> GenSettings {
-        GenSettings {
-            runtime: std::mem::replace(&mut self.runtime, s.runtime),
-            retarget: std::mem::replace(&mut self.retarget, s.retarget),
-            calibration: std::mem::replace(&mut self.calibration, s.calibration),
-            ease: std::mem::replace(&mut self.ease, s.ease),
-        }
-    }
-}
-
-use avatar_stage::Avatar;
-
-fn generator_thread(
-    avatar_path: PathBuf,
-    mut ctx: GenCtx,
-    rx: Receiver<FaceMsg>,
-    control: Receiver<Control>,
-    tx: LatestSender<OutMsg>,
-    ready: Sender<(&'static str, Result<()>)>,
-) -> Result<()> {
-    let mut raster = vec![0u8; RASTER_BYTES];
-    let opened = Avatar::load(&avatar_path, &ctx, &mut raster);
-    let Some(mut av) = report_ready("generator", opened, ready, &ctx.stop) else { return Ok(()) };
-    // Live: the idle portrait goes out first, so the output shows the avatar before any face
-    // arrives. Offline runs emit exactly one frame per input frame, so they skip it.
-    if ctx.pacing == Pacing::Realtime && !tx.send(OutMsg { frame: av.idle.clone(), captured: None }) {
-        return Ok(());
-    }
-    let mut control = control;
-    let mut face_present = false;
-    let mut failing = false;
-    let mut last_good = av.idle.clone();
-    let mut last_t: Option<Instant> = None;
-    loop {
-        let msg = crossbeam_channel::select! {
-            recv(control) -> c => {
-                let Ok(Control::Reload(path, settings, reply)) = c else {
-                    // The handle is gone: stop polling it (a closed channel is always ready).
-                    control = crossbeam_channel::never();
-                    continue;
-                };
-                {
-                    let previous = settings.map(|s| ctx.swap_settings(s));
-                    let r = Avatar::load(&path, &ctx, &mut raster);
-                    if let (Err(_), Some(p)) = (&r, previous) {
-                        ctx.swap_settings(p);
-                    }
-                    let r = match r {
-                        Ok(new) => {
-                            log::info!("avatar reloaded from {}", path.display());
-                            av = new;
-                            last_good = av.idle.clone();
-                            Ok(())
-                        }
-                        Err(e) => {
-                            log::error!("avatar reload from {} failed, keeping '{}': {e}", path.display(), av.name());
-                            Err(e)
-                        }
-                    };
-                    let _ = reply.send(r);
-                }
-                continue;
-            }
-            recv(rx) -> m => match m { Ok(m) => m, Err(_) => break },
-        };
-        if let Some(hook) = &ctx.hook {
-            hook();
-        }
-        let t0 = Instant::now();
-        let (captured, frame) = match msg {
-            FaceMsg::SourceLost => {
-                if face_present {
-                    face_present = false;
-                }
-                last_good = av.idle.clone();
-                if !tx.send(OutMsg { frame: av.idle.clone(), captured: None }) {
-                    break;
-                }
-                continue;
-            }
-            FaceMsg::Face { lm, captured } => {
-                // Offline runs advance by one frame period so the result is reproducible.
-                let now = Instant::now();
-                let dt = match ctx.pacing {
-                    Pacing::EveryFrame => (1.0 / ctx.fps) as f32,
-                    Pacing::Realtime => last_t.map_or(0.0, |t: Instant| (now - t).as_secs_f32()),
-                };
-                last_t = Some(now);
-                let before = av.retarget_status();
-                let frame = av.frame(lm.as_ref(), dt, &mut raster);
-                let used = matches!(frame, Ok((_, true)));
-                let after = av.retarget_status();
-                if after != before {
-                    if after == Some(NeutralStatus::Learned) {
-                        log::info!("retarget: driver neutral learned from the first steady frames");
-                    }
-                    av.publish(&ctx);
-                }
-                if used {
-                    face_present = true;
-                } else if face_present && frame.is_ok() {
-                    face_present = false;
-                    ctx.stats.face_lost.fetch_add(1, Ordering::Relaxed);
-                    log::info!("face lost; easing back to the neutral pose");
-                }
-                (captured, frame.map(|(f, _)| f))
-            }
-        };
-        let out = match frame {
-            Ok(f) => {
-                if failing {
-                    log::info!("generator recovered");
-                    failing = false;
-                }
-                ctx.stats.generator.record(t0.elapsed());
-                let f = Arc::new(Frame { pts: Duration::ZERO, seq: ctx.stats.generator.frames.load(Ordering::Relaxed), ..f });
-                last_good = f.clone();
-                f
-            }
-            Err(e) => {
-                ctx.stats.generator.error_one();
-                if !failing {
-                    log::error!("generator failed: {e}; repeating the last good frame until it recovers");
-                    failing = true;
-                }
-                last_good.clone()
-            }
-        };
-        if !tx.send(OutMsg { frame: out, captured: Some(captured) }) {
-            break;
-        }
-    }
-    Ok(())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn output_thread(
     factory: SinkFactory,
@@ -965,22 +857,25 @@ fn output_thread(
     stats: Arc<PipelineStats>,
     stop: Arc<AtomicBool>,
     ready: Sender<(&'static str, Result<()>)>,
+    faults: Arc<supervise::Faults>,
 ) -> Result<()> {
     let opened = factory(w, h, fps).inspect(|s| {
         log::info!("output: {}", s.describe());
         *stats.sink_state.write() = format!("writing: {}", s.describe());
     });
     let Some(sink) = report_ready("output", opened, ready, &stop) else { return Ok(()) };
-    let mut w_state = Writer { sink, stats: &stats, reader_gone: false, swap, geometry: (w, h, fps) };
-    let r = match pacing {
-        Pacing::EveryFrame => (|| {
+    let mut w_state = Writer { sink, stats: &stats, reader_gone: false, swap, geometry: (w, h, fps), faults: &faults };
+    // After a panic the same sink goes on (reopening a v4l2loopback device would make readers
+    // renegotiate); a frame in flight may be lost.
+    let r = supervise::supervise(&stats.output, &stop, |_| match pacing {
+        Pacing::EveryFrame => {
             for m in rx.iter() {
                 w_state.write(&m.frame, m.captured)?;
             }
             Ok(())
-        })(),
+        }
         Pacing::Realtime => paced_output(&mut w_state, w, h, fps, &rx),
-    };
+    });
     let fin = w_state.sink.finish();
     *stats.sink_state.write() = match (&r, &fin) {
         (Ok(()), Ok(())) => "finished".into(),
@@ -996,6 +891,7 @@ struct Writer<'a> {
     swap: Receiver<SinkSwap>,
     /// Output width, height and fps, for a replacement sink.
     geometry: (u32, u32, f64),
+    faults: &'a supervise::Faults,
 }
 
 impl Writer<'_> {
@@ -1018,6 +914,7 @@ impl Writer<'_> {
 
     fn write(&mut self, frame: &Arc<Frame>, captured: Option<Instant>) -> Result<()> {
         self.poll_swap();
+        self.faults.tick(supervise::OUTPUT);
         let t0 = Instant::now();
         match self.sink.write(frame) {
             Ok(()) => {

@@ -136,6 +136,7 @@ impl Plan {
             retarget: self.retarget,
             calibration: self.calibration,
             generator_hook: None,
+            reload_timeout: crate::pipeline::RELOAD_TIMEOUT,
         })
     }
 

@@ -252,6 +252,7 @@ pub fn status_value(stats: &PipelineStats, liveness: &Liveness) -> serde_json::V
                 "frames": s.frames.load(Ordering::Relaxed),
                 "drops": s.drops.load(Ordering::Relaxed),
                 "errors": s.errors.load(Ordering::Relaxed),
+                "restarts": s.restarts.load(Ordering::Relaxed),
                 "p50_ms": s.percentile_us(50.0).map(|v| round2(v / 1000.0)),
                 "p99_ms": s.percentile_us(99.0).map(|v| round2(v / 1000.0)),
             })
@@ -344,6 +345,10 @@ pub fn metrics_text(stats: &PipelineStats, liveness: &Liveness) -> String {
     family(&mut o, "puppetcam_errors_total", "counter", "Errors per stage (including camera reopen attempts).");
     for s in real_stages {
         let _ = writeln!(o, "puppetcam_errors_total{{stage=\"{}\"}} {}", label(s.name), s.errors.load(Ordering::Relaxed));
+    }
+    family(&mut o, "puppetcam_stage_restarts_total", "counter", "Times a stage panicked and was restarted by its supervisor (the output kept flowing).");
+    for s in real_stages {
+        let _ = writeln!(o, "puppetcam_stage_restarts_total{{stage=\"{}\"}} {}", label(s.name), s.restarts.load(Ordering::Relaxed));
     }
     family(&mut o, "puppetcam_fps", "gauge", "Output frames per second over the last 2 s.");
     let _ = writeln!(o, "puppetcam_fps {}", prom_f64(round2(snap.fps)));
