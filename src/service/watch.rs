@@ -149,7 +149,13 @@ impl ModelWatcher {
                     if stop2.load(Ordering::Relaxed) {
                         break;
                     }
-                    match det.poll(&validate) {
+                    // A panic in a check (a bug, odd input) must not end hot reload silently:
+                    // it is logged, the version is treated as rejected, and polling goes on.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| det.poll(&validate))).unwrap_or_else(|p| {
+                        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                        PollOutcome::Rejected(format!("the check panicked: {msg}"))
+                    });
+                    match outcome {
                         PollOutcome::Changed => {
                             log::info!("avatar {} changed on disk: requesting a reload", path.display());
                             if tx.send(ServiceEvent::AvatarChanged(path.clone())).is_err() {
@@ -262,6 +268,26 @@ mod tests {
         assert!(rx.try_recv().is_err(), "an invalid file must not trigger a reload");
         write(&p, b"x-two");
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(ServiceEvent::AvatarChanged(p.clone())));
+        w.stop();
+    }
+
+    #[test]
+    fn a_panicking_check_does_not_end_the_watcher() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("avatar.onnx");
+        write(&p, b"x-one");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let check = |p: &Path| -> Result<()> {
+            if std::fs::read(p).unwrap() == b"boom" {
+                panic!("test: the check panics");
+            }
+            must_start_with_x(p)
+        };
+        let w = ModelWatcher::start(p.clone(), Duration::from_millis(20), check, tx);
+        write(&p, b"boom");
+        std::thread::sleep(Duration::from_millis(300));
+        write(&p, b"x-two");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(ServiceEvent::AvatarChanged(p.clone())), "the watcher must survive the panic");
         w.stop();
     }
 }
