@@ -1,6 +1,7 @@
 //! Liveness per stage on a real pipeline (docs/service.md, "Health"): a hang injected into each
-//! stage, and a camera that never comes back, must show in /health (state, stage, reason), in
-//! /metrics, and stop the systemd watchdog pings; READY=1 must wait for the source and the avatar.
+//! stage must show in /health (state, stage, reason), in /metrics, and stop the systemd watchdog
+//! pings; a camera that is gone (for good, or from the start) is degraded, never a reason to
+//! restart; READY=1 must wait for the source (or its absence) and the avatar.
 //! The output of realtime mode repeats its last frame on every tick, so none of this can be
 //! seen from the output frame counter alone.
 use puppetcam::core::types::{FaceLandmarks, Frame};
@@ -98,6 +99,7 @@ fn spec(gates: &Gates, source: SourceFactory) -> PipelineSpec {
         fps: 25.0,
         pacing: Pacing::Realtime,
         reconnect_max_backoff: Duration::from_millis(200),
+        source_notice_after: LOST,
         ease: EaseTimes::default(),
         retarget: None,
         calibration: None,
@@ -271,7 +273,7 @@ fn a_hang_in_any_stage_makes_health_503_names_the_stage_and_stops_the_watchdog()
 }
 
 #[test]
-fn a_camera_that_never_comes_back_is_degraded_then_unhealthy() {
+fn a_camera_that_never_comes_back_stays_degraded_and_the_watchdog_fed() {
     let opens = Arc::new(AtomicU64::new(0));
     let o = opens.clone();
     let gates = Gates::default();
@@ -299,12 +301,15 @@ fn a_camera_that_never_comes_back_is_degraded_then_unhealthy() {
     assert!(rig.metric("puppetcam_frames_total") > written, "the output keeps going");
     assert_eq!(rig.metric("puppetcam_source_reconnects_total"), 0.0);
 
-    // After source_lost_timeout: unhealthy, no pings.
-    let v = rig.wait_health("unhealthy", |c, _| c == 503);
-    assert!(v["reason"].as_str().unwrap().starts_with("source lost for"), "{v}");
+    // After source_lost_timeout: still degraded and fed (a restart cannot bring a camera back;
+    // one that exits would end in systemd's start limit), and the reason says what it waits for.
+    let v = rig.wait_health("waiting for camera", |c, v| c == 200 && v["reason"].as_str().is_some_and(|r| r.starts_with("waiting for camera")));
     assert!(v["source_lost_s"].as_f64().unwrap() >= LOST.as_secs_f64(), "{v}");
-    assert_eq!(rig.metric("puppetcam_healthy"), 0.0);
-    assert_eq!(rig.pings_within(Duration::from_millis(600)), 0, "watchdog pinged with the camera gone for good");
+    assert_eq!(rig.metric("puppetcam_healthy"), 1.0);
+    assert!(rig.pings_within(Duration::from_millis(600)) > 0, "the watchdog must stay fed with the camera gone");
+    let written = rig.metric("puppetcam_frames_total");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(rig.metric("puppetcam_frames_total") > written, "the output keeps going (with the notice)");
     assert!(opens.load(Ordering::SeqCst) >= 3, "the capture stage kept trying");
 }
 
@@ -343,4 +348,43 @@ fn ready_waits_for_the_first_source_frame_and_says_so() {
     let s: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(s["ready"]["ready"], true, "{s}");
     rig.wait_ok();
+}
+
+/// A camera missing at start: the daemon starts anyway (READY=1, degraded, "waiting for camera",
+/// the watchdog fed, frames written), and animates as soon as the camera appears, without a
+/// restart (issue 18: "a start without the camera exits 1").
+#[test]
+fn a_camera_missing_at_start_runs_degraded_then_animates_when_it_appears() {
+    let opens = Arc::new(AtomicU64::new(0));
+    let o = opens.clone();
+    let gates = Gates::default();
+    let g0 = gates.0[0].clone();
+    let plugged = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let p2 = plugged.clone();
+    let source: SourceFactory = Arc::new(move || {
+        o.fetch_add(1, Ordering::SeqCst);
+        if p2.load(Ordering::SeqCst) {
+            Ok(Box::new(Cam { gate: g0.clone(), left: u64::MAX }) as Box<dyn FrameSource>)
+        } else {
+            Err(Error::Source("test: no such device /dev/video7".into()))
+        }
+    });
+    let rig = Rig::start(gates, source);
+    let v = rig.wait_health("degraded", |c, v| c == 200 && v["status"] == "degraded");
+    assert!(v["reason"].as_str().unwrap().contains("waiting for camera"), "{v}");
+    assert!(rig.notes(Duration::from_millis(500)).iter().any(|m| m.contains("WATCHDOG=1")));
+    assert!(rig.notes.lock().unwrap().iter().any(|(_, m)| m.contains("READY=1")), "ready while waiting for the camera");
+    let written = rig.metric("puppetcam_frames_total");
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(rig.metric("puppetcam_frames_total") > written, "the output flows without a camera");
+    assert_eq!(rig.metric("puppetcam_stage_frames_total{stage=\"capture\"}"), 0.0);
+    // Plugged in: reopened by the capture stage, animation starts, status ok.
+    plugged.store(true, Ordering::SeqCst);
+    rig.wait_ok();
+    let t0 = Instant::now();
+    while rig.metric("puppetcam_stage_frames_total{stage=\"generator\"}") < 10.0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no animation after the camera appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(opens.load(Ordering::SeqCst) >= 2);
 }

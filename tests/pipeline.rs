@@ -218,6 +218,7 @@ fn live_spec(source: Arc<dyn Fn() -> puppetcam::Result<Box<dyn FrameSource>> + S
         fps: 50.0,
         pacing: Pacing::Realtime,
         reconnect_max_backoff: Duration::from_millis(300),
+        source_notice_after: Duration::from_secs(60),
         ease: EaseTimes { hold_s: 0.2, out_s: 0.1, in_s: 0.05 },
         retarget: None,
         calibration: None,

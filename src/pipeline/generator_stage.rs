@@ -173,6 +173,16 @@ fn generator_loop(ctx: &mut GenCtx, st: &mut State, rx: &Receiver<FaceMsg>, cont
         ctx.faults.tick(supervise::GENERATOR);
         let t0 = Instant::now();
         let (captured, frame) = match msg {
+            FaceMsg::Waiting(why) => {
+                log::warn!("generator: showing the waiting-for-camera notice ({why})");
+                st.face_present = false;
+                let notice = super::notice::placeholder(&st.av.idle).map(Arc::new).unwrap_or_else(|_| st.av.idle.clone());
+                st.last_good = notice.clone();
+                if !tx.send(OutMsg { frame: notice, captured: None }) {
+                    return Ok(());
+                }
+                continue;
+            }
             FaceMsg::SourceLost => {
                 st.face_present = false;
                 st.last_good = st.av.idle.clone();

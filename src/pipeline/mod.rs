@@ -4,6 +4,7 @@
 //! every input frame becomes exactly one output frame.
 pub mod avatar_stage;
 mod generator_stage;
+pub mod notice;
 mod supervise;
 pub mod compose;
 pub mod timeline;
@@ -89,6 +90,9 @@ pub struct PipelineSpec {
     pub pacing: Pacing,
     /// Longest wait between two reconnection attempts of a live source.
     pub reconnect_max_backoff: Duration,
+    /// A live source lost this long puts a "waiting for camera" notice on the output (at once
+    /// when it is missing at start); until then the idle portrait covers a brief unplug.
+    pub source_notice_after: Duration,
     /// Hold / ease-out / ease-in times of the return to the neutral pose when the face is lost.
     pub ease: EaseTimes,
     /// Identity-preserving retargeting (`core::retarget`); `None` drives the avatar with the
@@ -210,11 +214,14 @@ impl PipelineSpec {
 enum CaptureMsg {
     Frame { frame: Frame, captured: Instant },
     SourceLost(String),
+    /// The live source has been gone for long (or was missing at start): show the notice.
+    Waiting(String),
 }
 
 enum FaceMsg {
     Face { lm: Option<FaceLandmarks>, captured: Instant },
     SourceLost,
+    Waiting(String),
 }
 
 struct OutMsg {
@@ -328,6 +335,7 @@ impl Pipeline {
             fps,
             pacing,
             reconnect_max_backoff,
+            source_notice_after,
             ease,
             retarget,
             calibration,
@@ -368,7 +376,15 @@ impl Pipeline {
                 let (sc, sc_rx) = bounded::<SourceSwap>(1);
                 let (fc, fc_rx) = bounded::<FaceSwap>(1);
                 (source_ctl, face_ctl) = (Some(sc), Some(fc));
-                let ctx = CaptureCtx { stop: stop.clone(), stats: stats.clone(), live, max_backoff: reconnect_max_backoff, swap: sc_rx, faults: faults.clone() };
+                let ctx = CaptureCtx {
+                    stop: stop.clone(),
+                    stats: stats.clone(),
+                    live,
+                    max_backoff: reconnect_max_backoff,
+                    notice_after: source_notice_after,
+                    swap: sc_rx,
+                    faults: faults.clone(),
+                };
                 let ready = ready_tx.clone();
                 threads.push(("capture", spawn("capture", move || capture_thread(source, cap_tx, ctx, ready))?));
                 let face_tx = LatestSender::new(face_tx, &face_rx, pacing, &stats, |s| &s.generator);
@@ -582,6 +598,7 @@ struct CaptureCtx {
     stats: Arc<PipelineStats>,
     live: bool,
     max_backoff: Duration,
+    notice_after: Duration,
     swap: Receiver<SourceSwap>,
     faults: Arc<supervise::Faults>,
 }
@@ -591,8 +608,25 @@ fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, mut ctx:
         log::info!("source: {}", s.describe());
         *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
     });
+    // A camera missing at start is waited for, not fatal: the service runs degraded (the
+    // virtual camera shows the portrait with a notice) and animates once the camera appears. A
+    // restart could not bring it back, and one that exits would end in systemd's start limit.
+    let (opened, mut waiting) = match opened {
+        Err(e) if ctx.live && !matches!(e, Error::Config { .. }) => {
+            log::error!("camera not available: {e}; waiting for it (the virtual camera shows the portrait with a notice meanwhile)");
+            *ctx.stats.source_state.write() = format!("waiting for camera: {e}");
+            ctx.stats.source_lost.store(true, Ordering::SeqCst);
+            (Ok(None), Some(e.to_string()))
+        }
+        other => (other.map(Some), None),
+    };
     let Some(s) = report_ready("capture", opened, ready, &ctx.stop) else { return Ok(()) };
-    let mut src = Some(s);
+    if let Some(why) = waiting.take() {
+        if !tx.send(CaptureMsg::Waiting(why)) {
+            return Ok(());
+        }
+    }
+    let mut src = s;
     let mut factory = factory;
     let (stats, stop) = (ctx.stats.clone(), ctx.stop.clone());
     let r = supervise::supervise(&stats.capture, &stop, |restarted| {
@@ -620,6 +654,9 @@ fn capture_loop(
 ) -> Result<()> {
     let mut backoff = Duration::from_millis(250);
     let mut clock = timeline::MonotonicPts::default();
+    // Since when the source is gone, and whether the output shows the notice yet.
+    let mut lost_since: Option<Instant> = src.is_none().then(Instant::now);
+    let mut noticed = src.is_none();
     while !ctx.stop.load(Ordering::SeqCst) {
         if let Ok(SourceSwap(new, live, reply)) = ctx.swap.try_recv() {
             // Close first: the new source may be the same device at another size.
@@ -646,12 +683,21 @@ fn capture_loop(
             continue;
         }
         let Some(s) = src.as_mut() else {
+            let since = *lost_since.get_or_insert_with(Instant::now);
+            if !noticed && since.elapsed() >= ctx.notice_after {
+                noticed = true;
+                let why = ctx.stats.source_state.read().clone();
+                if !tx.send(CaptureMsg::Waiting(why)) {
+                    break;
+                }
+            }
             sleep_unless_stopped(backoff, &ctx.stop);
             if ctx.stop.load(Ordering::SeqCst) {
                 break;
             }
             match factory() {
                 Ok(s) => {
+                    (lost_since, noticed) = (None, false);
                     log::warn!("source reconnected: {}", s.describe());
                     *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
                     ctx.stats.source_reconnects.fetch_add(1, Ordering::Relaxed);
@@ -666,7 +712,7 @@ fn capture_loop(
                     // the retrying.
                     ctx.stats.capture.error_one();
                     log::debug!("source still unavailable: {e}");
-                    *ctx.stats.source_state.write() = format!("lost, reopening: {e}");
+                    *ctx.stats.source_state.write() = format!("waiting for camera, reopening: {e}");
                     backoff = (backoff * 2).min(ctx.max_backoff.max(Duration::from_millis(250)));
                 }
             }
@@ -795,6 +841,11 @@ fn face_loop(
                 };
                 stats.face.record(t0.elapsed());
                 FaceMsg::Face { lm, captured }
+            }
+            CaptureMsg::Waiting(why) => {
+                face.reset();
+                stats.face_state.store(FACE_UNKNOWN, Ordering::Relaxed);
+                FaceMsg::Waiting(why)
             }
             CaptureMsg::SourceLost(why) => {
                 // The reopened source's frames are unrelated to the last ones: no tracked ROI or

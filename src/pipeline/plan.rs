@@ -39,6 +39,9 @@ pub struct Plan {
     /// paced in real time.
     pub pacing: Option<Pacing>,
     pub reconnect_max_backoff: Duration,
+    /// A lost camera shows a "waiting for camera" notice after this long (`[service]
+    /// source_lost_timeout_s`); before, the idle portrait hides a brief unplug.
+    pub source_notice_after: Duration,
     pub ease: EaseTimes,
     /// Identity-preserving retargeting; `None` drives with the raw driver landmarks.
     pub retarget: Option<RetargetParams>,
@@ -65,6 +68,7 @@ impl Plan {
             face_models: None,
             pacing: None,
             reconnect_max_backoff: Duration::from_secs(5),
+            source_notice_after: Duration::from_secs(60),
             ease: EaseTimes::default(),
             retarget: Some(RetargetParams::default()),
             calibration: None,
@@ -132,6 +136,7 @@ impl Plan {
             fps: self.fps as f64,
             pacing,
             reconnect_max_backoff: self.reconnect_max_backoff,
+            source_notice_after: self.source_notice_after,
             ease: self.ease,
             retarget: self.retarget,
             calibration: self.calibration,
@@ -240,6 +245,7 @@ impl Plan {
             face_models: cfg.face.model_dir.clone(),
             pacing: None,
             reconnect_max_backoff: Duration::from_secs(5),
+            source_notice_after: Duration::from_secs_f32(cfg.service.source_lost_timeout_s),
             ease: EaseTimes { hold_s: r.ease_hold_s, out_s: r.ease_out_s, in_s: r.ease_in_s },
             retarget: r.enabled.then(|| r.params.clone()),
             calibration,

@@ -10,8 +10,11 @@
 //! - a stage with work waiting (its upstream produced something it has not consumed) that makes
 //!   no progress for `stall_after` is *stalled*: unhealthy, and the watchdog stops pinging;
 //!   the clocked output of realtime mode must progress on every tick, work or not;
-//! - a live source that is lost (being reopened with backoff) is *degraded* and turns unhealthy
-//!   after `source_lost_after`; a lost face is normal and only reported.
+//! - a live source that is lost (being reopened with backoff), or missing since the start, is
+//!   *degraded* for as long as it is gone: the process is sound and the output flows (the
+//!   portrait, then a "waiting for camera" notice after `source_lost_after`), and a restart could
+//!   not bring a camera back, so the watchdog keeps being fed; a lost face is normal and only
+//!   reported.
 use crate::stats::PipelineStats;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -33,14 +36,15 @@ pub const STAGES: [&str; 4] = ["capture", "face", "generator", "output"];
 pub struct LivenessConfig {
     /// A stage with work waiting (or the clocked output) that makes no progress this long is hung.
     pub stall_after: Duration,
-    /// A lost live source turns from degraded to unhealthy after this long.
+    /// A lost live source is reported as "waiting for camera" after this long (it stays
+    /// degraded, never unhealthy: see the module comment).
     pub source_lost_after: Duration,
 }
 
 impl Default for LivenessConfig {
     fn default() -> Self {
         // Below WatchdogSec=10 of the units, so a hang stops the pings well before systemd's
-        // deadline; a camera gets a minute to come back before a restart is tried.
+        // deadline; a camera gets a minute before the output says it is waiting for it.
         LivenessConfig { stall_after: Duration::from_secs(5), source_lost_after: Duration::from_secs(60) }
     }
 }
@@ -51,7 +55,8 @@ pub enum Status {
     /// Waiting for the first camera frame and/or the avatar.
     Starting,
     Ok,
-    /// Working with a handicap (the source is lost and being reopened): HTTP 200, watchdog pings.
+    /// Working with a handicap (the source is lost or missing and being reopened): HTTP 200,
+    /// watchdog pings.
     Degraded,
     /// HTTP 503 and no watchdog pings, so systemd restarts the daemon.
     Unhealthy,
@@ -108,7 +113,8 @@ pub struct StageView {
 /// What READY=1 waits for (reported in /status.json).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Readiness {
-    /// The source delivered its first frame.
+    /// The source delivered its first frame, or the camera is missing and waited for (the
+    /// service then runs degraded: ready, with the notice on the output).
     pub source: bool,
     /// The generator loaded the avatar.
     pub avatar: bool,
@@ -117,7 +123,7 @@ pub struct Readiness {
 impl Readiness {
     pub fn of(stats: &PipelineStats) -> Readiness {
         Readiness {
-            source: stats.capture.frames.load(Ordering::Relaxed) > 0,
+            source: stats.capture.frames.load(Ordering::Relaxed) > 0 || stats.source_lost.load(Ordering::Relaxed),
             avatar: stats.avatar_loaded.load(Ordering::Relaxed),
         }
     }
@@ -369,13 +375,9 @@ impl Liveness {
         } else if let Some(lost) = source_lost_for {
             let secs = lost.as_secs_f64();
             if lost > cfg.source_lost_after {
-                (Status::Unhealthy, Some(format!("source lost for {secs:.1} s: {}", source_state())))
+                (Status::Degraded, Some(format!("waiting for camera (gone for {secs:.0} s; the output shows a notice): {}", source_state())))
             } else {
-                let limit = cfg.source_lost_after.as_secs_f64();
-                (
-                    Status::Degraded,
-                    Some(format!("source lost {secs:.1} s ago, reopening (unhealthy after {limit:.0} s): {}", source_state())),
-                )
+                (Status::Degraded, Some(format!("source lost {secs:.1} s ago, reopening: {}", source_state())))
             }
         } else {
             // Includes "ready, but the first sample after it (or after a reload) has not run yet".
@@ -553,7 +555,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_source_is_degraded_then_unhealthy() {
+    fn a_lost_source_stays_degraded_and_says_it_waits_for_the_camera() {
         let stats = Arc::new(PipelineStats::default());
         let l = Liveness::new(stats.clone(), cfg());
         ready(&stats);
@@ -566,13 +568,30 @@ mod tests {
         let s = l.snapshot_at(t);
         assert_eq!(s.status, Status::Degraded);
         assert!(s.reason.unwrap().contains("lost: unplugged"));
-        flow(&stats, &l, &mut t, 1500, &[3]);
+        // Long gone: still degraded (a restart cannot bring a camera back), and it says so.
+        flow(&stats, &l, &mut t, 100_000, &[3]);
         let s = l.snapshot_at(t);
-        assert_eq!(s.status, Status::Unhealthy);
-        assert!(s.reason.unwrap().starts_with("source lost for 10."));
+        assert_eq!(s.status, Status::Degraded);
+        let r = s.reason.unwrap();
+        assert!(r.starts_with("waiting for camera (gone for 10") && r.contains("lost: unplugged"), "{r}");
         // Back: healthy again at once.
         stats.source_lost.store(false, Ordering::Relaxed);
         flow(&stats, &l, &mut t, 200, &[0, 1, 2, 3]);
         assert_eq!(l.snapshot_at(t).status, Status::Ok);
+    }
+
+    #[test]
+    fn a_camera_missing_at_start_is_ready_and_degraded() {
+        let stats = Arc::new(PipelineStats::default());
+        let l = Liveness::new(stats.clone(), cfg());
+        stats.avatar_loaded.store(true, Ordering::Relaxed);
+        assert_eq!(l.snapshot().status, Status::Starting);
+        // The capture stage waits for the camera: no frame yet, but the service is up.
+        stats.source_lost.store(true, Ordering::Relaxed);
+        *stats.source_state.write() = "waiting for camera: no such device".into();
+        let s = l.snapshot();
+        assert!(s.readiness.ready());
+        assert_eq!(s.status, Status::Degraded, "{s:?}");
+        assert!(s.reason.unwrap().contains("waiting for camera: no such device"));
     }
 }

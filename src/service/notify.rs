@@ -239,7 +239,11 @@ fn run(
             face_lost_at_status = stats.face_lost.load(Ordering::Relaxed);
             notifier.ready(&status_line(&stats, snap.fps, face_lost_now(face_lost_at_status)));
             last_status = Some(now);
-            log::info!("source delivers and the avatar is loaded: service ready");
+            if stats.source_lost.load(Ordering::Relaxed) {
+                log::info!("avatar loaded, camera not there yet: service ready (degraded, waiting for the camera)");
+            } else {
+                log::info!("source delivers and the avatar is loaded: service ready");
+            }
         }
         if ready && last_status.map_or(true, |t| now.duration_since(t) >= cfg.status_every) {
             let mut line = status_line(&stats, snap.fps, face_lost_now(face_lost_at_status));
