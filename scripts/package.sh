@@ -2,7 +2,9 @@
 # Builds the Debian package target/debian/puppetcam_<version>_<arch>.deb with cargo-deb:
 # /usr/bin/puppetcam, models + default avatar in /usr/share/puppetcam/onnx, ONNX Runtime (CPU) and
 # its licence in /usr/lib/puppetcam and /usr/share/doc/puppetcam/onnxruntime, the user and system
-# units, the v4l2loopback modprobe.d/modules-load.d files and /etc/puppetcam/puppetcam.toml.
+# units, the v4l2loopback modprobe.d file (the modules-load.d one only as an opt-in example in
+# /usr/share/doc/puppetcam/examples), the maintainer scripts of packaging/debian and
+# /etc/puppetcam/puppetcam.toml.
 # Usage: scripts/package.sh [--no-build]   (--no-build packages the existing release binary)
 # Runs the runtime set-up (its venv's pip fetches the ONNX Runtime wheel); needs dpkg-dev (shlibdeps) and cargo-deb; installs
 # the last two when missing. Prints the .deb's path on the last line.

@@ -113,7 +113,7 @@ pub fn install(opts: &InstallOptions) -> Result<InstallPlan> {
         vec![
             "sudo useradd --system --home-dir /var/lib/puppetcam --shell /usr/sbin/nologin --groups video puppetcam".into(),
             "sudo install -m 0644 systemd/modprobe.d/puppetcam-v4l2loopback.conf /etc/modprobe.d/".into(),
-            "sudo install -m 0644 systemd/modules-load.d/puppetcam-v4l2loopback.conf /etc/modules-load.d/".into(),
+            "sudo install -m 0644 systemd/modules-load.d/puppetcam-v4l2loopback.conf /etc/modules-load.d/   # optional: load v4l2loopback at every boot".into(),
             "sudo modprobe v4l2loopback".into(),
             format!("sudo install -D -m 0644 puppetcam.example.toml {SYSTEM_CONFIG}   # then edit [source] and [output]"),
             "sudo systemctl daemon-reload".into(),
