@@ -157,19 +157,11 @@ impl Profile {
         ))
     }
 
-    /// Writes the profile atomically (temporary file, then rename), creating the directory.
+    /// Writes the profile atomically and durably (`durable::write_atomic`), creating the
+    /// directory.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.validate()?;
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| Error::Io { path: p.clone(), source }
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
-        }
-        let tmp = path.with_extension("toml.part");
-        std::fs::write(&tmp, self.to_toml()?).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))
+        crate::durable::write_atomic(path, self.to_toml()?.as_bytes())
     }
 
     pub fn validate(&self) -> Result<()> {

@@ -88,6 +88,9 @@ pub struct AvatarCreateArgs {
     /// Avatar file to write (`.pcav`).
     #[arg(long, short)]
     pub out: PathBuf,
+    /// Replace `--out` if it exists (without it, an existing file is refused, like `calibrate`).
+    #[arg(long)]
+    pub force: bool,
     /// Name shown in the status page (default: the portrait's file name).
     #[arg(long)]
     pub name: Option<String>,
@@ -375,6 +378,8 @@ pub fn main_with_args() -> anyhow::Result<u8> {
 }
 
 fn cmd_avatar_create(a: AvatarCreateArgs) -> anyhow::Result<u8> {
+    // Before minutes of fine-tuning, not after.
+    puppetcam::durable::refuse_overwrite(&a.out, a.force, "avatar create: output")?;
     let models = puppetcam::face::FaceModels::locate()?;
     let name = a.name.clone().unwrap_or_else(|| a.images[0].file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "avatar".into()));
     let t0 = std::time::Instant::now();

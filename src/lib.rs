@@ -7,6 +7,7 @@ pub mod face;
 pub mod ep;
 pub mod paths;
 pub mod imageio;
+pub mod durable;
 pub mod generator;
 pub mod pipeline;
 pub mod config;

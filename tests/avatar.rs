@@ -62,6 +62,13 @@ fn bad_images_are_named_in_the_error() {
     let o = puppetcam(&["run", "--avatar", "bad.pcav", "--source", "embedded", "--frames", "2", "--output", "null"], dir.path(), &[]);
     assert_ne!(o.status.code(), Some(0));
     assert!(text(&o).contains("bad.pcav"), "{}", text(&o));
+    // An existing output is not replaced without --force (checked before any work is done).
+    std::fs::write(dir.path().join("keep.pcav"), b"mine").unwrap();
+    let o = puppetcam(&["avatar", "create", "missing.jpg", "-o", "keep.pcav"], dir.path(), &[]);
+    assert!(text(&o).contains("keep.pcav already exists; pass --force"), "{}", text(&o));
+    assert_eq!(std::fs::read(dir.path().join("keep.pcav")).unwrap(), b"mine");
+    let o = puppetcam(&["avatar", "create", "missing.jpg", "-o", "keep.pcav", "--force"], dir.path(), &[]);
+    assert!(text(&o).contains("missing.jpg"), "with --force it goes on to the (missing) image: {}", text(&o));
 }
 
 /// Frame 0 of a clip as a PNG (the portrait of a self-reenactment).

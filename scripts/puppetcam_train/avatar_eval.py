@@ -351,6 +351,8 @@ def self_reenactment(binary, clip: Path, work: Path, ks=(1, 8), log=print, varia
             av = work / f"k{k}_{v}.pcav"
             import time
             t0 = time.time()
+            # `avatar create` refuses to overwrite (no --force in older builds being compared).
+            av.unlink(missing_ok=True)
             run_cli(binary, ["avatar", "create", portrait, *shots, "-o", av, "-q", *args], env=env)
             t1 = time.time()
             for mode in modes:

@@ -396,15 +396,10 @@ impl WarpAvatar {
         Ok(out)
     }
 
-    /// Writes atomically (temporary file + rename), so a watcher never sees half a file.
+    /// Writes atomically and durably (`durable::write_atomic`), so a watcher never sees half a
+    /// file and a power cut never leaves an empty one.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = self.to_bytes()?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
-        }
-        let tmp = path.with_extension(format!("{EXTENSION}.tmp{}", std::process::id()));
-        std::fs::write(&tmp, &bytes).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+        crate::durable::write_atomic(path, &self.to_bytes()?)
     }
 
     /// Reads and validates `path` (its size is checked before it is read).

@@ -135,10 +135,8 @@ pub fn install(opts: &InstallOptions) -> Result<InstallPlan> {
             move |source| Error::Io { path, source }
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        // Write next to the target and rename so a running systemd never reads half a unit.
-        let tmp = dir.join(format!(".{UNIT_NAME}.tmp"));
-        std::fs::write(&tmp, &unit_text).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &unit_path).map_err(io(&unit_path))?;
+        // Written next to the target and renamed, so a running systemd never reads half a unit.
+        crate::durable::write_atomic(&unit_path, unit_text.as_bytes())?;
         written = true;
     }
     Ok(InstallPlan { unit_path, unit_text, commands, written })
