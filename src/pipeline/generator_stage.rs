@@ -106,9 +106,10 @@ pub(super) fn generator_thread(
     ready: Sender<(&'static str, Result<()>)>,
 ) -> Result<()> {
     let mut raster = vec![0u8; RASTER_BYTES];
-    let opened = Avatar::load(&avatar_path, &ctx.load, &mut raster);
+    // Published before the stage reports ready, so the status never shows a started pipeline
+    // without its avatar.
+    let opened = Avatar::load(&avatar_path, &ctx.load, &mut raster).inspect(|a| a.publish(&ctx));
     let Some(av) = super::report_ready("generator", opened, ready, &ctx.stop) else { return Ok(()) };
-    av.publish(&ctx);
     // Live: the idle portrait goes out first, so the output shows the avatar before any face
     // arrives. Offline runs emit exactly one frame per input frame, so they skip it.
     if ctx.pacing == Pacing::Realtime && !tx.send(OutMsg { frame: av.idle.clone(), captured: None }) {
