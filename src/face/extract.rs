@@ -135,7 +135,11 @@ impl Input {
             .to_str()
             .ok_or_else(|| Error::Invalid(format!("{}: path is not valid UTF-8", path.display())))?;
         if is_image(path) {
-            return Ok(Input::Image(Some(crate::imageio::read_image(path)?)));
+            let f = crate::imageio::read_image(path).map_err(|e| match e {
+                Error::Invalid(m) => Error::Source(m),
+                e => e,
+            })?;
+            return Ok(Input::Image(Some(f)));
         }
         let cap = videoio::VideoCapture::from_file(name, videoio::CAP_ANY)?;
         if !cap.is_opened()? {

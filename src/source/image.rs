@@ -24,7 +24,10 @@ impl ImageSource {
             return Err(Error::Source(format!("image {}: fps {fps} out of range 1..=240", path.display())));
         }
         // Bounded: dimensions from the header are checked before decoding.
-        let frame = crate::imageio::read_image(path).map_err(|e| Error::Source(format!("image: {e}")))?;
+        let frame = crate::imageio::read_image(path).map_err(|e| match e {
+            Error::Io { .. } => e,
+            other => Error::Source(format!("image: {other}")),
+        })?;
         Ok(ImageSource { path: path.to_path_buf(), frame, fps, seq: 0, pacer: Pacer::new(), pace: true })
     }
 
