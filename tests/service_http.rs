@@ -1,10 +1,10 @@
 //! Service side over real sockets: HTTP endpoints on an ephemeral 127.0.0.1 port (health,
 //! Prometheus text validity, JPEG/MJPEG preview, client cap, loopback-only bind), the server's
-//! defences (Host check, request size, idle and non-reading clients, shutdown) and
+//! defences (Host check, request size, idle and non-reading clients, shutdown, failed reloads) and
 //! sd_notify messages received on a real unix datagram socket.
 use puppetcam::core::types::Frame;
 use puppetcam::service::notify::WatchdogConfig;
-use puppetcam::service::{HttpOptions, HttpServer, Liveness, LivenessConfig, Notifier, Watchdog};
+use puppetcam::service::{HttpOptions, HttpServer, Liveness, LivenessConfig, Notifier, Service, ServiceOptions, Watchdog};
 use puppetcam::stats::PipelineStats;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -583,6 +583,38 @@ fn a_preview_client_that_stops_reading_is_dropped() {
     feeder.join().unwrap();
     drop((s, s2));
     srv.shutdown();
+}
+
+/// A SIGHUP whose new HTTP settings cannot be served must leave the running server as it was.
+#[test]
+fn a_failed_reconfigure_keeps_the_server_answering() {
+    let stats = Arc::new(PipelineStats::default());
+    let base = ServiceOptions { http: Some(opts()), handle_signals: false, notify: false, ..ServiceOptions::default() };
+    let svc = Service::start(&base, stats).unwrap();
+    let addr = svc.http_addr().unwrap();
+    let with = |h: HttpOptions| ServiceOptions { http: Some(h), ..base.clone() };
+    let answers = |a: SocketAddr| matches!(get(a, "/health").status, 200 | 503);
+
+    // Same address, settings the new server refuses.
+    let e = svc.reconfigure(&with(HttpOptions { bind: addr, jpeg_quality: 0, ..opts() })).unwrap_err();
+    assert!(e.to_string().contains("jpeg_quality"), "{e}");
+    assert_eq!(svc.http_addr(), Some(addr));
+    assert!(answers(addr));
+
+    // Another address that is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    assert!(svc.reconfigure(&with(HttpOptions { bind: taken.local_addr().unwrap(), ..opts() })).is_err());
+    assert_eq!(svc.http_addr(), Some(addr));
+    assert!(answers(addr));
+
+    // Same address, valid new settings: served at once, by the new server (an IP Host is only
+    // accepted with allow_remote).
+    let ip_host = || exchange(addr, "GET /status.json HTTP/1.1\r\nHost: 10.1.2.3\r\nConnection: close\r\n\r\n").status;
+    assert_ne!(ip_host(), 200);
+    let changed = svc.reconfigure(&with(HttpOptions { bind: addr, allow_remote: true, ..opts() })).unwrap();
+    assert_eq!(changed, vec![format!("http on {addr}")]);
+    assert_eq!(ip_host(), 200);
+    svc.shutdown();
 }
 
 /// Receives sd_notify datagrams on a real socket.
