@@ -1,9 +1,10 @@
 //! Service side over real sockets: HTTP endpoints on an ephemeral 127.0.0.1 port (health,
-//! Prometheus text validity, JPEG/MJPEG preview, client cap, loopback-only bind) and sd_notify
-//! messages received on a real unix datagram socket.
+//! Prometheus text validity, JPEG/MJPEG preview, client cap, loopback-only bind), the server's
+//! defences (Host check, request size, idle and non-reading clients, shutdown, failed reloads) and
+//! sd_notify messages received on a real unix datagram socket.
 use puppetcam::core::types::Frame;
 use puppetcam::service::notify::WatchdogConfig;
-use puppetcam::service::{HttpOptions, HttpServer, Liveness, LivenessConfig, Notifier, Watchdog};
+use puppetcam::service::{HttpOptions, HttpServer, Liveness, LivenessConfig, Notifier, Service, ServiceOptions, Watchdog};
 use puppetcam::stats::PipelineStats;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -23,9 +24,14 @@ struct Resp {
 }
 
 fn get(addr: SocketAddr, path: &str) -> Resp {
+    exchange(addr, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"))
+}
+
+/// Sends `request` as it is and reads the answer until the server closes.
+fn exchange(addr: SocketAddr, request: &str) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(request.as_bytes()).unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).unwrap();
     let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("no header end");
@@ -322,6 +328,293 @@ fn non_loopback_bind_is_refused_unless_allowed() {
     let o = HttpOptions { allow_remote: true, ..o };
     let srv = HttpServer::start(&o, stats, live).expect("allowed explicitly");
     srv.shutdown();
+}
+
+#[test]
+fn methods_head_and_not_found_keep_their_answers() {
+    let stats = Arc::new(PipelineStats::default());
+    *stats.preview.lock() = Some(frame(32, 32, 1));
+    let (srv, _l) = start(&stats, opts());
+    let a = srv.local_addr();
+    let r = exchange(a, "POST /status.json HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 405);
+    assert!(r.headers.to_ascii_lowercase().contains("allow: get, head"), "{}", r.headers);
+    let r = exchange(a, "HEAD /status.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty() && r.headers.to_ascii_lowercase().contains("content-type: application/json"), "{}", r.headers);
+    // HEAD /preview: the stream's headers, no body, and the connection ends.
+    let r = exchange(a, "HEAD /preview HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r.headers.contains("multipart/x-mixed-replace; boundary=puppetcamframe") && r.body.is_empty(), "{}", r.headers);
+    assert_eq!(exchange(a, "GET /nope?x=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").status, 404);
+    assert_eq!(get(a, "/preview.jpg?t=1").status, 200, "the query is ignored");
+    srv.shutdown();
+}
+
+/// DNS rebinding: a page on attacker.example whose name resolves to 127.0.0.1 makes the browser
+/// send `Host: attacker.example`; the server must not answer it with the preview or the status.
+#[test]
+fn host_header_must_name_this_server() {
+    let stats = Arc::new(PipelineStats::default());
+    *stats.preview.lock() = Some(frame(32, 32, 1));
+    let (srv, _l) = start(&stats, opts());
+    let a = srv.local_addr();
+    let port = a.port();
+    let req = |path: &str, host: &str| exchange(a, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"));
+    for path in ["/status.json", "/preview.jpg", "/preview", "/", "/health", "/metrics"] {
+        for host in ["attacker.example".to_string(), format!("attacker.example:{port}"), format!("localhost.attacker.example:{port}")] {
+            let r = req(path, &host);
+            assert!(r.status == 421 || r.status == 403, "{path} with Host {host}: {}", r.status);
+            assert!(!r.body.starts_with(b"{") && !r.body.starts_with(&[0xFF, 0xD8]), "{path} with Host {host} leaked data");
+        }
+    }
+    // An absolute-form target names the host too (and wins over the Host header).
+    let r = exchange(a, &format!("GET http://attacker.example:{port}/status.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"));
+    assert!(r.status == 421 || r.status == 403, "{}", r.status);
+    for host in [a.to_string(), format!("localhost:{port}"), "localhost".into(), format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        assert_eq!(req("/status.json", &host).status, 200, "Host {host}");
+        assert_eq!(req("/preview.jpg", &host).status, 200, "Host {host}");
+    }
+    // HTTP/1.0 tools send no Host.
+    assert_eq!(exchange(a, "GET /status.json HTTP/1.0\r\n\r\n").status, 200);
+    srv.shutdown();
+
+    // allow_remote: an IP address is fine (the LAN address the server is reached by), a name is not.
+    let (srv, _l) = start(&stats, HttpOptions { allow_remote: true, ..opts() });
+    let a = srv.local_addr();
+    let req = |host: &str| exchange(a, &format!("GET /status.json HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")).status;
+    assert_eq!(req("192.168.1.20:8765"), 200);
+    assert_eq!(req("[fe80::1]:8765"), 200);
+    let s = req("attacker.example:8765");
+    assert!(s == 421 || s == 403, "{s}");
+    srv.shutdown();
+}
+
+/// Resident memory of this process in bytes.
+fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+    kb * 1024
+}
+
+#[test]
+fn oversized_request_line_is_refused_without_buffering_it() {
+    let stats = Arc::new(PipelineStats::default());
+    let (srv, _l) = start(&stats, opts());
+    let mut s = TcpStream::connect(srv.local_addr()).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let rss0 = rss();
+    let t0 = Instant::now();
+    s.write_all(b"GET /").unwrap();
+    // Up to 64 MiB of one request line. The server must stop taking it after its limit (16 KiB):
+    // what gets through beyond that sits in the two sockets' buffers, a few MiB at most.
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut sent = 0usize;
+    while sent < 64 << 20 {
+        match s.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break, // reset by the server, or it stopped reading
+        }
+    }
+    eprintln!("the server refused after {} KiB had been sent", sent >> 10);
+    assert!(sent < 16 << 20, "the server took {} MiB of a request line", sent >> 20);
+    let grown = rss().saturating_sub(rss0);
+    assert!(grown < 32 << 20, "memory grew by {} MiB", grown >> 20);
+    // The answer: 431 (or 414/400), or the connection closed.
+    let mut buf = Vec::new();
+    match s.read_to_end(&mut buf) {
+        Ok(_) if buf.is_empty() => {}
+        Ok(_) => {
+            let status = String::from_utf8_lossy(&buf[..12.min(buf.len())]).to_string();
+            assert!(["431", "414", "400"].iter().any(|c| status.contains(c)), "{status}");
+        }
+        Err(e) => assert!(matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{e}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
+    // And the server is fine.
+    assert_eq!(get(srv.local_addr(), "/status.json").status, 200);
+    srv.shutdown();
+}
+
+/// Asks for /health on a new connection; panics unless an answer comes within `within`.
+fn health_within(addr: SocketAddr, within: Duration) -> Duration {
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, within).expect("connect");
+    s.set_read_timeout(Some(within)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("no /health answer in time");
+    assert!(buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&buf));
+    assert!(String::from_utf8_lossy(&buf).contains("\"status\""));
+    let took = t0.elapsed();
+    assert!(took < within, "/health took {took:?}");
+    took
+}
+
+#[test]
+fn idle_connections_do_not_lock_out_health() {
+    let stats = Arc::new(PipelineStats::default());
+    let (srv, _l) = start(&stats, opts());
+    let addr = srv.local_addr();
+    // 500 connections that send nothing, half a request head, or a head whose promised body never
+    // comes (slowloris and its slow-body variant), then wait.
+    let mut idle = Vec::new();
+    for i in 0..500 {
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { continue };
+        let _ = match i % 3 {
+            0 => Ok(()),
+            1 => s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n"),
+            _ => s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n"),
+        };
+        idle.push(s);
+    }
+    for _ in 0..3 {
+        health_within(addr, Duration::from_secs(2));
+    }
+    drop(idle);
+    srv.shutdown();
+}
+
+#[test]
+fn clients_that_stop_reading_do_not_block_others() {
+    let stats = Arc::new(PipelineStats::default());
+    for us in [100u64, 900, 3_000, 20_000] {
+        stats.generator.record(Duration::from_micros(us));
+    }
+    let (srv, _l) = start(&stats, opts());
+    let addr = srv.local_addr();
+    // Each pipelines thousands of /metrics requests and reads none of the answers: tens of MiB
+    // the server cannot get rid of.
+    let req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(4000);
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.write_all(req.as_bytes());
+        stuck.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    health_within(addr, Duration::from_secs(2));
+    drop(stuck);
+    srv.shutdown();
+}
+
+/// Frames of noise: JPEG cannot shrink them, so a stream fills socket buffers fast.
+fn noise(w: u32, h: u32, seed: u32) -> Arc<Frame> {
+    let mut f = Frame::black(w, h);
+    let mut x = seed.wrapping_mul(2654435761) | 1;
+    for b in f.data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    Arc::new(f)
+}
+
+/// Alternates two big noise frames as the preview until dropped.
+fn noise_feeder(stats: &Arc<PipelineStats>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let frames = [noise(1280, 720, 1), noise(1280, 720, 2)];
+    let stop = Arc::new(AtomicBool::new(false));
+    let (st, s2) = (stats.clone(), stop.clone());
+    let t = std::thread::spawn(move || {
+        let mut i = 0;
+        while !s2.load(Ordering::Relaxed) {
+            *st.preview.lock() = Some(frames[i % 2].clone());
+            i += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    (stop, t)
+}
+
+fn preview_clients(addr: SocketAddr) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(&get(addr, "/status.json").body).unwrap();
+    v["preview_clients"].as_u64().unwrap()
+}
+
+/// `curl …/preview | less`: the client never reads, the server's writes block. Shutdown (and so
+/// SIGTERM and a reload) must not wait for that client.
+#[test]
+fn shutdown_returns_while_a_preview_client_never_reads() {
+    let stats = Arc::new(PipelineStats::default());
+    let (stop, feeder) = noise_feeder(&stats);
+    let (srv, _l) = start(&stats, HttpOptions { preview_fps: 30.0, ..opts() });
+    let addr = srv.local_addr();
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET /preview HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    wait_until("the stream started", || preview_clients(addr) == 1);
+    std::thread::sleep(Duration::from_millis(1500)); // the socket buffers fill up
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t0 = Instant::now();
+    std::thread::spawn(move || {
+        srv.shutdown();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("shutdown waits for a preview client that does not read");
+    eprintln!("shutdown took {:?}", t0.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
+    drop(s);
+}
+
+#[test]
+fn a_preview_client_that_stops_reading_is_dropped() {
+    let stats = Arc::new(PipelineStats::default());
+    let (stop, feeder) = noise_feeder(&stats);
+    let o = HttpOptions { preview_fps: 30.0, max_preview_clients: 1, write_timeout: Duration::from_secs(1), ..opts() };
+    let (srv, _l) = start(&stats, o);
+    let addr = srv.local_addr();
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET /preview HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    wait_until("the stream started", || preview_clients(addr) == 1);
+    let t0 = Instant::now();
+    wait_until("the stalled client dropped", || preview_clients(addr) == 0);
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    // Its place is free again.
+    let mut s2 = TcpStream::connect(addr).unwrap();
+    s2.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s2, "GET /preview HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut b = [0u8; 12];
+    s2.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"HTTP/1.1 200");
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
+    drop((s, s2));
+    srv.shutdown();
+}
+
+/// A SIGHUP whose new HTTP settings cannot be served must leave the running server as it was.
+#[test]
+fn a_failed_reconfigure_keeps_the_server_answering() {
+    let stats = Arc::new(PipelineStats::default());
+    let base = ServiceOptions { http: Some(opts()), handle_signals: false, notify: false, ..ServiceOptions::default() };
+    let svc = Service::start(&base, stats).unwrap();
+    let addr = svc.http_addr().unwrap();
+    let with = |h: HttpOptions| ServiceOptions { http: Some(h), ..base.clone() };
+    let answers = |a: SocketAddr| matches!(get(a, "/health").status, 200 | 503);
+
+    // Same address, settings the new server refuses.
+    let e = svc.reconfigure(&with(HttpOptions { bind: addr, jpeg_quality: 0, ..opts() })).unwrap_err();
+    assert!(e.to_string().contains("jpeg_quality"), "{e}");
+    assert_eq!(svc.http_addr(), Some(addr));
+    assert!(answers(addr));
+
+    // Another address that is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    assert!(svc.reconfigure(&with(HttpOptions { bind: taken.local_addr().unwrap(), ..opts() })).is_err());
+    assert_eq!(svc.http_addr(), Some(addr));
+    assert!(answers(addr));
+
+    // Same address, valid new settings: served at once, by the new server (an IP Host is only
+    // accepted with allow_remote).
+    let ip_host = || exchange(addr, "GET /status.json HTTP/1.1\r\nHost: 10.1.2.3\r\nConnection: close\r\n\r\n").status;
+    assert_ne!(ip_host(), 200);
+    let changed = svc.reconfigure(&with(HttpOptions { bind: addr, allow_remote: true, ..opts() })).unwrap();
+    assert_eq!(changed, vec![format!("http on {addr}")]);
+    assert_eq!(ip_host(), 200);
+    svc.shutdown();
 }
 
 /// Receives sd_notify datagrams on a real socket.

@@ -174,22 +174,20 @@ impl Service {
 
     /// Applies new options (SIGHUP): restarts the HTTP server when its settings changed, points
     /// the avatar watcher at the new file, takes the new liveness thresholds. Returns what changed.
-    /// A server that cannot start on the new address leaves the old one running.
+    /// A new server that cannot start (invalid options, address in use) returns the error and
+    /// leaves the old one running with its options.
     pub fn reconfigure(&self, new: &ServiceOptions) -> Result<Vec<String>> {
         let mut changed = Vec::new();
         let mut opts = self.opts.lock();
         if format!("{:?}", new.http) != format!("{:?}", opts.http) {
             let mut http = self.http.lock();
-            // Same address: the old listener must go first or the new one cannot bind.
-            let same_bind = matches!((&*http, &new.http), (Some(h), Some(n)) if h.local_addr() == n.bind);
-            if same_bind {
-                if let Some(h) = http.take() {
-                    h.shutdown();
-                }
-            }
-            let started = match &new.http {
-                Some(h) => Some(HttpServer::start(h, self.stats.clone(), self.liveness.clone())?),
-                None => None,
+            // The new server runs before the old one stops. On the same address it takes over the
+            // old listening socket (`restart`) rather than binding again, which would fail while
+            // the old one listens; shutting the old one down first could leave no server at all.
+            let started = match (&*http, &new.http) {
+                (_, None) => None,
+                (Some(old), Some(h)) => Some(old.restart(h, self.stats.clone(), self.liveness.clone())?),
+                (None, Some(h)) => Some(HttpServer::start(h, self.stats.clone(), self.liveness.clone())?),
             };
             if let Some(old) = std::mem::replace(&mut *http, started) {
                 old.shutdown();
