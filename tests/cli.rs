@@ -333,3 +333,44 @@ fn an_injected_panic_in_each_stage_is_survived_and_counted() {
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert_eq!(child.wait().unwrap().code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
 }
+
+/// A preview client that never reads (`curl …/preview | less`) must block neither a SIGHUP that
+/// restarts the HTTP server nor SIGTERM (issue 18: the old server joined its blocked writer).
+#[test]
+fn a_preview_client_that_never_reads_blocks_neither_sighup_nor_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("xdg/puppetcam/puppetcam.toml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let config = |port: u16| {
+        format!(
+            "[source]\nkind = \"synthetic\"\nwidth = 640\nheight = 480\nfps = 30\n[output]\nkind = \"null\"\nwidth = 1280\nheight = 720\nfps = 30\n\
+             [runtime]\nproviders = [\"cpu\"]\nthreads = 1\n[service]\nbind = \"127.0.0.1:{port}\"\npreview_fps = 30\n"
+        )
+    };
+    std::fs::write(&cfg, config(p1)).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = isolated(&["run"], dir.path()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    wait_until("the daemon", 60, || http_get(p1, "/health").is_some());
+    // Connect, ask for the stream, never read: at ~2 MB/s of 720p JPEGs the loopback socket
+    // buffers (a few MB) are full well within the wait.
+    let mut stuck = std::net::TcpStream::connect(("127.0.0.1", p1)).unwrap();
+    use std::io::Write as _;
+    write!(stuck, "GET /preview HTTP/1.1\r\nHost: 127.0.0.1:{p1}\r\n\r\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let pid = child.id().to_string();
+    std::fs::write(&cfg, config(p2)).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_until("the HTTP server on the new address", 20, || http_get(p2, "/health").is_some());
+    let t0 = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert_eq!(st.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "SIGTERM did not end the daemon within 5 s: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(stuck);
+}
