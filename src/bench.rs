@@ -2,7 +2,8 @@
 //! into the null sink and prints per-stage latency (median, p99), the most frames per second each
 //! stage could sustain alone, and the pipeline's throughput. Flat-out mode (default) processes
 //! every frame, so its end-to-end figure includes queueing; `--live` paces the driver like a camera
-//! and keeps only the latest frame, so end-to-end is the latency a viewer sees.
+//! and keeps only the latest frame, so end-to-end is the latency a viewer sees, and it counts the
+//! generated frames against those written; `--load` keeps one core busy with another process.
 use anyhow::Context;
 use puppetcam::pipeline::{DriverSpec, Pacing, Pipeline, Plan};
 use puppetcam::sink::SinkSpec;
@@ -16,7 +17,24 @@ use std::time::{Duration, Instant};
 /// Frames run before measuring: session warm-up, caches, the face tracker's first detection.
 const WARMUP: u64 = 10;
 
-pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool) -> anyhow::Result<u8> {
+/// A process that keeps one core busy until dropped (`--load`).
+struct BusyCore(std::process::Child);
+
+impl BusyCore {
+    fn start() -> anyhow::Result<BusyCore> {
+        let c = std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().context("bench --load: cannot start the load process")?;
+        Ok(BusyCore(c))
+    }
+}
+
+impl Drop for BusyCore {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: bool) -> anyhow::Result<u8> {
     if frames == 0 {
         return Err(puppetcam::Error::Config { key: "bench.frames".into(), msg: "--frames must be at least 1".into() }.into());
     }
@@ -34,12 +52,16 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool) -> anyh
         DriverSpec::Source(_) => {}
     }
     let driver = describe_driver(&plan.driver);
+    let _busy = if load { Some(BusyCore::start()?) } else { None };
     let stats = Arc::new(PipelineStats::default());
     let handle = Pipeline::start_plan(plan.clone(), stats.clone()).context("bench: cannot start the pipeline")?;
     let out = |s: &PipelineStats| s.output.frames.load(Ordering::Relaxed);
     let gen = |s: &PipelineStats| s.generator.frames.load(Ordering::Relaxed);
     let mut measuring_since: Option<(Instant, u64)> = None;
     let mut gen0 = 0;
+    // Frames written that carry a newly generated frame (not repeats): end-to-end samples.
+    let fresh = |s: &PipelineStats| s.end_to_end.frames.load(Ordering::Relaxed);
+    let mut fresh0 = 0;
     let timeout = Instant::now() + Duration::from_secs(600);
     // Measure exactly `frames` frames from wherever the warm-up ended (a fast pipeline writes
     // several frames between two polls).
@@ -50,6 +72,7 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool) -> anyh
             }
             measuring_since = Some((Instant::now(), out(&stats)));
             gen0 = gen(&stats);
+            fresh0 = fresh(&stats);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -63,18 +86,18 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool) -> anyh
     // In live mode the output repeats the last frame when the generator is late, so the rate of
     // newly generated frames is the honest figure; flat out, the two are the same.
     let generated_fps = if wall > 0.0 { gen(&stats).saturating_sub(gen0) as f64 / wall } else { 0.0 };
+    let generated = gen(&stats).saturating_sub(gen0);
+    let written_fresh = fresh(&stats).saturating_sub(fresh0);
     let ep = stats.ep.read().clone();
 
-    let rows: Vec<(&str, Option<f64>, Option<f64>, u64)> = stats
-        .stages()
-        .iter()
-        .map(|s| (s.name, s.percentile_us(50.0).map(|v| v / 1e3), s.percentile_us(99.0).map(|v| v / 1e3), s.drops.load(Ordering::Relaxed)))
-        .collect();
+    let ms = |s: &puppetcam::stats::StageStats, p: f64| s.percentile_us(p).map(|v| v / 1e3);
+    let rows: Vec<(&str, Option<f64>, Option<f64>, Option<f64>, u64)> =
+        stats.stages().iter().map(|s| (s.name, ms(s, 50.0), ms(s, 95.0), ms(s, 99.0), s.drops.load(Ordering::Relaxed))).collect();
     if as_json {
         let stages: serde_json::Map<String, serde_json::Value> = rows
             .iter()
-            .map(|(n, med, p99, drops)| {
-                (n.to_string(), json!({ "median_ms": med, "p99_ms": p99, "max_fps": stage_max_fps(*n, *med), "drops": drops }))
+            .map(|(n, med, p95, p99, drops)| {
+                (n.to_string(), json!({ "median_ms": med, "p95_ms": p95, "p99_ms": p99, "max_fps": stage_max_fps(*n, *med), "drops": drops }))
             })
             .collect();
         let doc = json!({
@@ -90,6 +113,9 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool) -> anyh
             "wall_s": wall,
             "throughput_fps": throughput,
             "generated_fps": generated_fps,
+            "generated_frames": generated,
+            "written_new_frames": written_fresh,
+            "load": if load { "one core busy (another process)" } else { "none" },
             "face_lost": stats.face_lost.load(Ordering::Relaxed),
             "stages": stages,
         });
@@ -100,11 +126,17 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool) -> anyh
         if let Some(r) = &ep.fallback_reason {
             println!("execution-provider fallback: {r}");
         }
-        println!("{:<11} {:>10} {:>10} {:>9} {:>7}", "stage", "median ms", "p99 ms", "max fps", "drops");
-        for (n, med, p99, drops) in &rows {
+        if load {
+            println!("load: one core kept busy by another process");
+        }
+        println!("{:<11} {:>10} {:>8} {:>8} {:>9} {:>7}", "stage", "median ms", "p95 ms", "p99 ms", "max fps", "drops");
+        for (n, med, p95, p99, drops) in &rows {
             let f = |v: &Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
             let fps = stage_max_fps(n, *med).map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
-            println!("{:<11} {:>10} {:>10} {:>9} {:>7}", n, f(med), f(p99), fps, drops);
+            println!("{:<11} {:>10} {:>8} {:>8} {:>9} {:>7}", n, f(med), f(p95), f(p99), fps, drops);
+        }
+        if live {
+            println!("generated {generated} frames, {written_fresh} of them written (the rest dropped as stale or over the fps cap)");
         }
         println!(
             "pipeline: {throughput:.1} fps written, {generated_fps:.1} fps newly generated, over {measured} frames ({wall:.2} s, after {WARMUP} warm-up frames)"

@@ -219,6 +219,10 @@ pub struct BenchArgs {
     /// Default: flat out, every frame processed (throughput).
     #[arg(long)]
     pub live: bool,
+    /// Keep one core busy with another process while measuring (a call app, a browser): the
+    /// figures under load.
+    #[arg(long)]
+    pub load: bool,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -356,7 +360,7 @@ pub fn main_with_args() -> anyhow::Result<u8> {
         Command::Bench(a) => {
             let mut plan = load_plan(a.config.as_ref())?;
             apply_overrides(&mut plan, &a.pipeline, None)?;
-            bench::cmd_bench(plan, a.frames, a.json, a.live)
+            bench::cmd_bench(plan, a.frames, a.json, a.live, a.load)
         }
         Command::InstallService(a) => cmd_install_service(a),
         Command::Landmarks(a) => {

@@ -4,6 +4,7 @@
 //! every input frame becomes exactly one output frame.
 pub mod avatar_stage;
 mod generator_stage;
+mod output_stage;
 pub mod notice;
 mod supervise;
 pub mod compose;
@@ -14,6 +15,7 @@ pub mod synthetic;
 pub use generator_stage::RELOAD_TIMEOUT;
 pub use plan::{default_avatar, DriverSpec, Plan};
 use generator_stage::{generator_thread, GenCtx, LoadCtx};
+use output_stage::output_thread;
 
 use crate::core::types::{FaceLandmarks, Frame};
 use crate::ep::RuntimeOptions;
@@ -896,150 +898,3 @@ fn synthetic_thread(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn output_thread(
-    factory: SinkFactory,
-    w: u32,
-    h: u32,
-    fps: f64,
-    pacing: Pacing,
-    rx: Receiver<OutMsg>,
-    swap: Receiver<SinkSwap>,
-    stats: Arc<PipelineStats>,
-    stop: Arc<AtomicBool>,
-    ready: Sender<(&'static str, Result<()>)>,
-    faults: Arc<supervise::Faults>,
-) -> Result<()> {
-    let opened = factory(w, h, fps).inspect(|s| {
-        log::info!("output: {}", s.describe());
-        *stats.sink_state.write() = format!("writing: {}", s.describe());
-    });
-    let Some(sink) = report_ready("output", opened, ready, &stop) else { return Ok(()) };
-    let mut w_state = Writer { sink, stats: &stats, reader_gone: false, swap, geometry: (w, h, fps), faults: &faults };
-    // After a panic the same sink goes on (reopening a v4l2loopback device would make readers
-    // renegotiate); a frame in flight may be lost.
-    let r = supervise::supervise(&stats.output, &stop, |_| match pacing {
-        Pacing::EveryFrame => {
-            for m in rx.iter() {
-                w_state.write(&m.frame, m.captured)?;
-            }
-            Ok(())
-        }
-        Pacing::Realtime => paced_output(&mut w_state, w, h, fps, &rx),
-    });
-    let fin = w_state.sink.finish();
-    *stats.sink_state.write() = match (&r, &fin) {
-        (Ok(()), Ok(())) => "finished".into(),
-        (Err(e), _) | (_, Err(e)) => format!("failed: {e}"),
-    };
-    stop_on_err(&stop, r.and(fin))
-}
-
-struct Writer<'a> {
-    sink: Box<dyn FrameSink>,
-    stats: &'a PipelineStats,
-    reader_gone: bool,
-    swap: Receiver<SinkSwap>,
-    /// Output width, height and fps, for a replacement sink.
-    geometry: (u32, u32, f64),
-    faults: &'a supervise::Faults,
-}
-
-impl Writer<'_> {
-    /// Applies a pending sink replacement: the new sink opens first, so a failure leaves the
-    /// running one (and e.g. the v4l2loopback device) untouched.
-    fn poll_swap(&mut self) {
-        let Ok(SinkSwap(factory, reply)) = self.swap.try_recv() else { return };
-        let (w, h, fps) = self.geometry;
-        let r = factory(w, h, fps).map(|new| {
-            let mut old = std::mem::replace(&mut self.sink, new);
-            if let Err(e) = old.finish() {
-                log::warn!("output: closing the previous sink: {e}");
-            }
-            log::info!("output replaced: {}", self.sink.describe());
-            *self.stats.sink_state.write() = format!("writing: {}", self.sink.describe());
-            self.reader_gone = false;
-        });
-        let _ = reply.send(r);
-    }
-
-    fn write(&mut self, frame: &Arc<Frame>, captured: Option<Instant>) -> Result<()> {
-        self.poll_swap();
-        self.faults.tick(supervise::OUTPUT);
-        let t0 = Instant::now();
-        match self.sink.write(frame) {
-            Ok(()) => {
-                if self.reader_gone {
-                    log::info!("output: a reader is back");
-                    *self.stats.sink_state.write() = format!("writing: {}", self.sink.describe());
-                    self.reader_gone = false;
-                }
-            }
-            // A virtual camera nobody watches is normal: keep going, say it once.
-            Err(Error::SinkReaderGone(why)) => {
-                self.stats.output.error_one();
-                if !self.reader_gone {
-                    log::warn!("output: no reader ({why}); still producing frames");
-                    *self.stats.sink_state.write() = format!("no reader: {why}");
-                    self.reader_gone = true;
-                }
-            }
-            Err(e) => return Err(e),
-        }
-        self.stats.output.record(t0.elapsed());
-        if let Some(c) = captured {
-            self.stats.end_to_end.record(c.elapsed());
-        }
-        *self.stats.preview.lock() = Some(frame.clone());
-        Ok(())
-    }
-}
-
-/// Writes one frame per tick: the newest generated frame if one arrived, else the previous one
-/// again. Never waits for the generator beyond the next tick.
-fn paced_output(wr: &mut Writer<'_>, w: u32, h: u32, fps: f64, rx: &Receiver<OutMsg>) -> Result<()> {
-    let tick = Duration::from_secs_f64(1.0 / fps);
-    let mut current = Arc::new(Frame::black(w, h));
-    let mut pending: Option<OutMsg> = None;
-    let mut next = Instant::now();
-    let mut disconnected = false;
-    loop {
-        // Collect until the tick; a newer frame replaces a pending one (counted as a drop).
-        while !disconnected {
-            match rx.recv_deadline(next) {
-                Ok(m) => {
-                    if pending.replace(m).is_some() {
-                        wr.stats.output.drop_one();
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => disconnected = true,
-            }
-        }
-        let captured = match pending.take() {
-            Some(m) => {
-                current = m.frame;
-                m.captured
-            }
-            None => None,
-        };
-        if current.width != w || current.height != h {
-            return Err(Error::Sink(format!("frame {}x{} for a {w}x{h} output", current.width, current.height)));
-        }
-        wr.write(&current, captured)?;
-        if disconnected {
-            // Drain anything still queued so a finite run ends with its last frame.
-            if let Ok(m) = rx.try_recv() {
-                pending = Some(m);
-                continue;
-            }
-            return Ok(());
-        }
-        next += tick;
-        let now = Instant::now();
-        if next < now {
-            // Fell behind (slow sink): skip the missed ticks rather than bursting.
-            next = now;
-        }
-    }
-}
