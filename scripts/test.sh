@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every test of puppetcam on a fresh machine: set-up (idempotent),
-# Rust unit + integration tests, Python tests, the v4l2loopback round trip and the systemd unit in
-# VMs, the Debian package installed and purged in a clean Debian root, a short soak.
+# Rust unit + integration tests, Python tests, the v4l2loopback round trip, the systemd unit and
+# the webcam path in VMs, the Debian package installed and purged in a clean Debian root, a short soak.
 # Each suite runs even when an earlier one failed; the exit code is non-zero if any failed.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +29,12 @@ fi
 # 2 min with the root file system cached. PUPPETCAM_SKIP_VM=1 skips both VM suites.
 if [ -x scripts/vm/run-systemd-test.sh ] && [ "${PUPPETCAM_SKIP_VM:-0}" != 1 ] && [ "${PUPPETCAM_SKIP_SYSTEMD_VM:-0}" != 1 ]; then
   suite systemd-vm env PUPPETCAM_BIN="$PUPPETCAM_BIN" scripts/vm/run-systemd-test.sh
+fi
+# The webcam path (the same VM with ffmpeg feeding a talking clip into a second loopback device
+# as the camera; YUYV, MJPEG, unplug/replug, start before the camera). Needs the data set
+# ($PUPPETCAM_DATA; skipped without it, a failure under CI=true). PUPPETCAM_SKIP_VM=1 skips it too.
+if [ -x scripts/vm/run-webcam-test.sh ] && [ "${PUPPETCAM_SKIP_VM:-0}" != 1 ] && [ "${PUPPETCAM_SKIP_WEBCAM_VM:-0}" != 1 ]; then
+  suite webcam-vm env PUPPETCAM_BIN="$PUPPETCAM_BIN" scripts/vm/run-webcam-test.sh
 fi
 if [ "${PUPPETCAM_SKIP_DEB:-0}" != 1 ]; then
   # Release build + cargo-deb, then install/check/demo/purge in a clean Debian root (needs root).

@@ -22,15 +22,26 @@
 #                         the BIOS (no kernel output in 60 s), while TCG boots.
 #   PUPPETCAM_BIN         the puppetcam binary to install (default: cargo build, target/debug)
 #   ORT_DYLIB_PATH        libonnxruntime.so.1.31.x to install (scripts/setup.sh exports it)
+# For other guest tests on the same root (run-webcam-test.sh):
+#   PUPPETCAM_VM_EXTRA_PKGS   more Debian packages for the root, comma-separated (the root is
+#                             cached per package list, so this builds and keeps a second root)
+#   PUPPETCAM_VM_ROOT_EXCLUDE paths dpkg leaves out of that root (space-separated globs, as for
+#                             dpkg's --path-exclude; part of the cache key)
+#   PUPPETCAM_VM_OVERLAY      a directory copied over the top layer last (its config, guest test
+#                             at usr/local/bin/puppetcam-vmtest, modprobe options, data replace ours)
+#   PUPPETCAM_VM_AUTOSTART    0: puppetcam.service is not started at boot (the guest test starts it)
+#   PUPPETCAM_VM_MEM          guest memory (default 3072M)
+#   PUPPETCAM_VM_NAME         names this test's top layer, initrd and console log (default: none)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${PUPPETCAM_VM_CACHE:-$HOME/.cache/puppetcam-vm}
 TIMEOUT=${PUPPETCAM_VM_TIMEOUT:-600}
 START=$(date +%s)
+NAME=${PUPPETCAM_VM_NAME:-}
 SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
-log() { printf '[systemd-vm %3ss] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
+log() { printf '[%s-vm %3ss] %s\n' "${NAME:-systemd}" "$(($(date +%s) - START))" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 
 # ---- kernel + v4l2loopback.ko (shared cache with the v4l2 round trip) -------------------------
@@ -41,17 +52,22 @@ log "kernel $KREL, module $LBDIR/v4l2loopback.ko"
 command -v mmdebstrap >/dev/null || { log "apt-get install mmdebstrap"; $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
 
 # ---- root file system: Debian + systemd + kernel modules + the puppetcam user (cached) --------
-PKGS=systemd,systemd-sysv,udev,kmod,curl,v4l-utils,procps
+PKGS=systemd,systemd-sysv,udev,kmod,curl,v4l-utils,procps${PUPPETCAM_VM_EXTRA_PKGS:+,$PUPPETCAM_VM_EXTRA_PKGS}
 # Bump ROOT_LAYOUT when the root set-up below changes.
 ROOT_LAYOUT=1
-key=$(echo "$ROOT_LAYOUT $PKGS $KREL $(basename "$LBDIR")" | sha256sum | cut -c1-12)
+EXCLUDE=${PUPPETCAM_VM_ROOT_EXCLUDE:-}
+key=$(echo "$ROOT_LAYOUT $PKGS $KREL $(basename "$LBDIR")${EXCLUDE:+ exclude $EXCLUDE}" | sha256sum | cut -c1-12)
 BASE=$CACHE/systemd/base-$key.cpio
 if [ ! -s "$BASE" ]; then
     mkdir -p "$CACHE/systemd"
     rootfs=$CACHE/systemd/root-$key
     rm -rf "$rootfs"
     log "mmdebstrap bookworm ($PKGS)"
-    $SUDO mmdebstrap --quiet --variant=minbase --include="$PKGS" bookworm "$rootfs" >"$CACHE/systemd/mmdebstrap.log" 2>&1 \
+    dpkgopts=()
+    # No globbing here: the patterns are for dpkg, not for the host's file system.
+    read -r -a globs <<<"$EXCLUDE"
+    for g in "${globs[@]}"; do dpkgopts+=("--dpkgopt=path-exclude=$g"); done
+    $SUDO mmdebstrap --quiet --variant=minbase --include="$PKGS" "${dpkgopts[@]}" bookworm "$rootfs" >"$CACHE/systemd/mmdebstrap.log" 2>&1 \
         || { tail -20 "$CACHE/systemd/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
     # The media modules v4l2loopback needs (run-v4l2-test.sh extracted drivers/media) + the module.
     mdir=$rootfs/lib/modules/$KREL
@@ -115,7 +131,7 @@ ORT_GUEST=/usr/local/lib/puppetcam/$(basename "$ORT")
 cp "$ROOT"/onnx/face_detector.onnx "$ROOT"/onnx/face_landmarks.onnx "$stage/usr/local/share/puppetcam/onnx/"
 cp "$ROOT/tests/fixtures/generator_ok.onnx" "$stage/usr/local/share/puppetcam/onnx/avatar.onnx"
 install -m 0644 "$ROOT/systemd/puppetcam-system.service" "$stage/etc/systemd/system/puppetcam.service"
-ln -s ../puppetcam.service "$stage/etc/systemd/system/multi-user.target.wants/puppetcam.service"
+[ "${PUPPETCAM_VM_AUTOSTART:-1}" = 0 ] || ln -s ../puppetcam.service "$stage/etc/systemd/system/multi-user.target.wants/puppetcam.service"
 # The only local addition: where ONNX Runtime is (a package would ship it next to the binary).
 printf '[Service]\nEnvironment=ORT_DYLIB_PATH=%s\n' "$ORT_GUEST" >"$stage/etc/systemd/system/puppetcam.service.d/ort.conf"
 install -m 0644 "$ROOT/systemd/modprobe.d/puppetcam-v4l2loopback.conf" "$stage/etc/modprobe.d/"
@@ -160,18 +176,22 @@ StandardError=journal+console
 EOF
 mkdir -p "$stage/etc/systemd/system/default.target.wants"
 ln -s ../puppetcam-vmtest.service "$stage/etc/systemd/system/default.target.wants/puppetcam-vmtest.service"
-TOP=$CACHE/systemd/top.cpio
+if [ -n "${PUPPETCAM_VM_OVERLAY:-}" ]; then
+    [ -d "$PUPPETCAM_VM_OVERLAY" ] || die "PUPPETCAM_VM_OVERLAY=$PUPPETCAM_VM_OVERLAY is not a directory"
+    cp -a "$PUPPETCAM_VM_OVERLAY"/. "$stage"/
+fi
+TOP=$CACHE/systemd/top${NAME:+-$NAME}.cpio
 (cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$TOP"
-INITRD=$CACHE/systemd/initrd.cpio
+INITRD=$CACHE/systemd/initrd${NAME:+-$NAME}.cpio
 cat "$BASE" "$TOP" >"$INITRD"
 log "initramfs $(du -m "$INITRD" | cut -f1) MB (top layer $(du -m "$TOP" | cut -f1) MB)"
 
 # ---- boot -------------------------------------------------------------------------------------
 accel=${PUPPETCAM_VM_ACCEL:-tcg}
-LOG=$CACHE/systemd/last-run.log
+LOG=$CACHE/systemd/last-run${NAME:+-$NAME}.log
 log "booting ($accel, timeout ${TIMEOUT}s, console log $LOG)"
 set +e
-timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 -accel "$accel" -m 3072M -smp "${PUPPETCAM_VM_SMP:-2}" \
+timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 -accel "$accel" -m "${PUPPETCAM_VM_MEM:-3072M}" -smp "${PUPPETCAM_VM_SMP:-2}" \
     -nographic -no-reboot -kernel "$KDIR/vmlinuz" -initrd "$INITRD" \
     -append "console=ttyS0 panic=-1 loglevel=4" \
     </dev/null >"$LOG" 2>&1

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, TrySendError};
-use nokhwa::utils::{ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution};
+use nokhwa::utils::{ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType};
 use nokhwa::{Camera, NokhwaError};
 use opencv::core::{Mat, Vector};
 use opencv::imgcodecs;
@@ -122,6 +122,49 @@ fn decode(format: FrameFormat, raw: &[u8], width: u32, height: u32) -> Result<Ve
     }
 }
 
+/// One capture mode, as far as choosing one goes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Mode {
+    width: u32,
+    height: u32,
+    fps: u32,
+    /// MJPEG (else YUYV).
+    mjpeg: bool,
+    /// A format we decode (MJPEG or YUYV).
+    usable: bool,
+}
+
+impl Mode {
+    fn of(f: &CameraFormat) -> Mode {
+        let r = f.resolution();
+        Mode {
+            width: r.width_x,
+            height: r.height_y,
+            fps: f.frame_rate(),
+            mjpeg: f.format() == FrameFormat::MJPEG,
+            usable: matches!(f.format(), FrameFormat::MJPEG | FrameFormat::YUYV),
+        }
+    }
+}
+
+/// The mode closest to `width`x`height`@`fps`: nearest size first (relative), then nearest
+/// frame rate (a 720p YUYV mode at 10 fps loses to 720p MJPEG at 30), then MJPEG over YUYV at
+/// equal size and rate (less USB bandwidth, same picture).
+fn choose_mode(modes: &[Mode], width: u32, height: u32, fps: u32) -> Option<usize> {
+    let size_cost = |m: &Mode| {
+        let dw = (f64::from(m.width) - f64::from(width)) / f64::from(width.max(1));
+        let dh = (f64::from(m.height) - f64::from(height)) / f64::from(height.max(1));
+        // Quantised so that the frame rate decides between nearly equal sizes.
+        (((dw * dw + dh * dh).sqrt()) * 100.0).round() as i64
+    };
+    modes
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.usable && m.fps > 0)
+        .min_by_key(|(_, m)| (size_cost(m), (i64::from(m.fps) - i64::from(fps)).abs(), !m.mjpeg))
+        .map(|(k, _)| k)
+}
+
 /// What the camera thread sends.
 type Msg = Result<Frame>;
 
@@ -130,9 +173,15 @@ pub struct CameraSource {
     rx: Receiver<Msg>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Disconnected when the camera thread ends (its sender is dropped with it).
+    done: Receiver<()>,
     desc: String,
     seq: u64,
 }
+
+/// How long dropping a source waits for its thread; a camera that went silent leaves the thread
+/// blocked in the driver's poll, and waiting for it would stall the capture stage's reopening.
+const DROP_WAIT: Duration = Duration::from_millis(500);
 
 impl CameraSource {
     /// Opens the camera and starts streaming the mode closest to `width`x`height`@`fps`.
@@ -147,15 +196,26 @@ impl CameraSource {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let device_name = device.to_string();
+        let (done_tx, done) = bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name(format!("camera-{index}"))
             .spawn(move || {
-                let want = CameraFormat::new(Resolution::new(width, height), FrameFormat::MJPEG, fps);
+                let _done = done_tx;
+                // Opened with any mode we can decode, then switched to the mode we choose from
+                // the camera's whole list: nokhwa's `Closest` only looks at modes of the
+                // requested format (a YUYV-only camera never opens) and at frame rates of the
+                // exact requested size.
                 let formats = [FrameFormat::MJPEG, FrameFormat::YUYV];
-                let req = RequestedFormat::with_formats(RequestedFormatType::Closest(want), &formats);
-                let mut cam = match Camera::with_backend(CameraIndex::Index(index), req, ApiBackend::Video4Linux)
-                    .and_then(|mut c| c.open_stream().map(|()| c))
-                {
+                let any = RequestedFormat::with_formats(RequestedFormatType::None, &formats);
+                let opened = Camera::with_backend(CameraIndex::Index(index), any, ApiBackend::Video4Linux).and_then(|mut c| {
+                    let modes = c.compatible_camera_formats()?;
+                    let listed: Vec<Mode> = modes.iter().map(Mode::of).collect();
+                    if let Some(k) = choose_mode(&listed, width, height, fps) {
+                        c.set_camera_requset(RequestedFormat::with_formats(RequestedFormatType::Exact(modes[k]), &formats))?;
+                    }
+                    c.open_stream().map(|()| c)
+                });
+                let mut cam = match opened {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = ready_tx.send(Err(Error::Source(format!("camera `{device_name}` ({node}): {e}"))));
@@ -203,7 +263,7 @@ impl CameraSource {
                 return Err(Error::Source(format!("camera `{device}`: timed out opening")));
             }
         };
-        Ok(CameraSource { rx, stop, thread: Some(thread), desc, seq: 0 })
+        Ok(CameraSource { rx, stop, thread: Some(thread), done, desc, seq: 0 })
     }
 }
 
@@ -232,7 +292,16 @@ impl Drop for CameraSource {
         // Unblock a thread waiting to send, then let it finish its current read.
         while self.rx.try_recv().is_ok() {}
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            match self.done.recv_timeout(DROP_WAIT) {
+                Err(RecvTimeoutError::Timeout) => {
+                    // Blocked in the driver (a silent camera): detached; it ends with its next
+                    // read, and reopening the device meanwhile fails and is retried.
+                    log::warn!("{}: the capture thread is blocked in the driver; not waiting for it", self.desc);
+                }
+                _ => {
+                    let _ = t.join();
+                }
+            }
         }
     }
 }
@@ -240,6 +309,26 @@ impl Drop for CameraSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closest_mode_of_any_usable_format_is_chosen() {
+        let m = |width, height, fps, mjpeg| Mode { width, height, fps, mjpeg, usable: true };
+        // A YUYV-only camera opens (nokhwa's Closest(MJPEG) found nothing here).
+        let yuyv = [m(640, 480, 30, false), m(1280, 720, 10, false), m(320, 240, 30, false)];
+        assert_eq!(choose_mode(&yuyv, 640, 480, 15), Some(0));
+        assert_eq!(choose_mode(&yuyv, 1280, 720, 30), Some(1), "the size first");
+        // Same size: the nearer frame rate, then MJPEG.
+        let both = [m(1280, 720, 10, false), m(1280, 720, 30, true), m(1280, 720, 30, false)];
+        assert_eq!(choose_mode(&both, 1280, 720, 30), Some(1));
+        assert_eq!(choose_mode(&both, 1280, 720, 10), Some(0));
+        // No exact size: the nearest one, with its own frame rates.
+        let odd = [m(800, 600, 25, true), m(1920, 1080, 30, true)];
+        assert_eq!(choose_mode(&odd, 1280, 720, 30), Some(0));
+        // Nothing usable.
+        let nv12 = [Mode { usable: false, ..m(640, 480, 30, false) }];
+        assert_eq!(choose_mode(&nv12, 640, 480, 30), None);
+        assert_eq!(choose_mode(&[], 640, 480, 30), None);
+    }
 
     #[test]
     fn missing_device_fails_cleanly() {
