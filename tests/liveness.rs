@@ -388,3 +388,44 @@ fn a_camera_missing_at_start_runs_degraded_then_animates_when_it_appears() {
     }
     assert!(opens.load(Ordering::SeqCst) >= 2);
 }
+
+/// A camera node that opens but never delivers (a stalled webcam, a v4l2loopback device without
+/// its writer): each reopen succeeds, then times out. That is still a lost camera (degraded, the
+/// watchdog fed), not a stalled capture stage (unhealthy, restarted); found by the webcam VM test.
+#[test]
+fn a_camera_that_reopens_but_stays_silent_is_lost_not_stalled() {
+    struct SilentCam;
+    impl FrameSource for SilentCam {
+        fn next_frame(&mut self) -> puppetcam::Result<Option<Frame>> {
+            // Longer than the stall threshold, like the camera source's own 5 s no-frame limit.
+            std::thread::sleep(STALL * 2);
+            Err(Error::SourceDisconnected("test: no frame".into()))
+        }
+        fn describe(&self) -> String {
+            "silent test camera".into()
+        }
+    }
+    let opens = Arc::new(AtomicU64::new(0));
+    let o = opens.clone();
+    let gates = Gates::default();
+    let g0 = gates.0[0].clone();
+    let source: SourceFactory = Arc::new(move || {
+        if o.fetch_add(1, Ordering::SeqCst) == 0 {
+            Ok(Box::new(Cam { gate: g0.clone(), left: 30 }) as Box<dyn FrameSource>)
+        } else {
+            Ok(Box::new(SilentCam) as Box<dyn FrameSource>)
+        }
+    });
+    let rig = Rig::start(gates, source);
+    rig.wait_ok();
+    rig.wait_health("degraded", |c, v| c == 200 && v["status"] == "degraded");
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(4) {
+        let (code, v) = rig.health();
+        assert_eq!((code, v["status"].as_str()), (200, Some("degraded")), "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(opens.load(Ordering::SeqCst) >= 3, "reopened repeatedly");
+    assert!(rig.pings_within(Duration::from_millis(500)) > 0);
+    assert_eq!(rig.metric("puppetcam_source_reconnects_total"), 0.0, "a silent reopen is not a reconnection");
+}

@@ -659,6 +659,10 @@ fn capture_loop(
     // Since when the source is gone, and whether the output shows the notice yet.
     let mut lost_since: Option<Instant> = src.is_none().then(Instant::now);
     let mut noticed = src.is_none();
+    // A reopened source counts as back only with its first frame: a camera node that opens but
+    // stays silent (a stalled webcam, a loopback device without its writer) is still lost, not
+    // a stalled capture stage (which would make liveness restart the daemon).
+    let mut awaiting_first = false;
     while !ctx.stop.load(Ordering::SeqCst) {
         if let Ok(SourceSwap(new, live, reply)) = ctx.swap.try_recv() {
             // Close first: the new source may be the same device at another size.
@@ -699,15 +703,12 @@ fn capture_loop(
             }
             match factory() {
                 Ok(s) => {
-                    (lost_since, noticed) = (None, false);
-                    log::warn!("source reconnected: {}", s.describe());
-                    *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
-                    ctx.stats.source_reconnects.fetch_add(1, Ordering::Relaxed);
-                    ctx.stats.source_lost.store(false, Ordering::SeqCst);
+                    log::info!("source reopened, waiting for its first frame: {}", s.describe());
+                    *ctx.stats.source_state.write() = format!("reopened, waiting for frames: {}", s.describe());
+                    awaiting_first = true;
                     // The new session's timestamps start again from its own zero.
                     clock.new_session();
                     *src = Some(s);
-                    backoff = Duration::from_millis(250);
                 }
                 Err(e) => {
                     // Each failed reopen is a capture error (docs/service.md), so /metrics shows
@@ -724,6 +725,15 @@ fn capture_loop(
         match s.next_frame() {
             Ok(Some(mut frame)) => {
                 ctx.faults.tick(supervise::CAPTURE);
+                if awaiting_first {
+                    awaiting_first = false;
+                    (lost_since, noticed) = (None, false);
+                    backoff = Duration::from_millis(250);
+                    log::warn!("source reconnected: {}", s.describe());
+                    *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
+                    ctx.stats.source_reconnects.fetch_add(1, Ordering::Relaxed);
+                    ctx.stats.source_lost.store(false, Ordering::SeqCst);
+                }
                 frame.pts = clock.map(frame.pts);
                 ctx.stats.capture.record(t0.elapsed());
                 if !frame.len_ok() {
@@ -748,6 +758,15 @@ fn capture_loop(
                 if !ctx.live {
                     log::info!("source ended: {e}");
                     break;
+                }
+                if awaiting_first {
+                    // Reopened but silent, and silent again: still the same loss (no new
+                    // notice to the stages, no new error line every few seconds).
+                    awaiting_first = false;
+                    log::debug!("reopened source still silent: {e}");
+                    *ctx.stats.source_state.write() = format!("waiting for camera, reopening: {e}");
+                    *src = None;
+                    continue;
                 }
                 log::error!("source lost: {e}; reconnecting (the output shows the idle portrait meanwhile)");
                 *ctx.stats.source_state.write() = format!("lost: {e}");
