@@ -272,19 +272,25 @@ fn a_hang_in_any_stage_makes_health_503_names_the_stage_and_stops_the_watchdog()
     }
 }
 
-#[test]
-fn a_camera_that_never_comes_back_stays_degraded_and_the_watchdog_fed() {
+/// A camera whose first opening serves `frames` frames and then unplugs; every later opening is
+/// `then()`. Returns the factory and the count of openings.
+fn first_then(gates: &Gates, frames: u64, then: impl Fn() -> puppetcam::Result<Box<dyn FrameSource>> + Send + Sync + 'static) -> (SourceFactory, Arc<AtomicU64>) {
     let opens = Arc::new(AtomicU64::new(0));
-    let o = opens.clone();
-    let gates = Gates::default();
-    let g0 = gates.0[0].clone();
+    let (o, g0) = (opens.clone(), gates.0[0].clone());
     let source: SourceFactory = Arc::new(move || {
         if o.fetch_add(1, Ordering::SeqCst) == 0 {
-            Ok(Box::new(Cam { gate: g0.clone(), left: 40 }) as Box<dyn FrameSource>)
+            Ok(Box::new(Cam { gate: g0.clone(), left: frames }) as Box<dyn FrameSource>)
         } else {
-            Err(Error::Source("test: no such device".into()))
+            then()
         }
     });
+    (source, opens)
+}
+
+#[test]
+fn a_camera_that_never_comes_back_stays_degraded_and_the_watchdog_fed() {
+    let gates = Gates::default();
+    let (source, opens) = first_then(&gates, 40, || Err(Error::Source("test: no such device".into())));
     let rig = Rig::start(gates, source);
     rig.wait_ok();
     // Unplugged after 40 frames and never back: degraded (200), reopen attempts counted as capture
@@ -405,17 +411,8 @@ fn a_camera_that_reopens_but_stays_silent_is_lost_not_stalled() {
             "silent test camera".into()
         }
     }
-    let opens = Arc::new(AtomicU64::new(0));
-    let o = opens.clone();
     let gates = Gates::default();
-    let g0 = gates.0[0].clone();
-    let source: SourceFactory = Arc::new(move || {
-        if o.fetch_add(1, Ordering::SeqCst) == 0 {
-            Ok(Box::new(Cam { gate: g0.clone(), left: 30 }) as Box<dyn FrameSource>)
-        } else {
-            Ok(Box::new(SilentCam) as Box<dyn FrameSource>)
-        }
-    });
+    let (source, opens) = first_then(&gates, 30, || Ok(Box::new(SilentCam) as Box<dyn FrameSource>));
     let rig = Rig::start(gates, source);
     rig.wait_ok();
     rig.wait_health("degraded", |c, v| c == 200 && v["status"] == "degraded");
