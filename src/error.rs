@@ -41,3 +41,9 @@ impl From<ort::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The text of a panic payload (`panic!` gives a `String` or a `&str`), for logs and errors of
+/// code that catches or joins a panicking thread.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown panic".into())
+}

@@ -234,7 +234,7 @@ fn decode_portrait(b64: &str) -> std::result::Result<Frame, String> {
         .map_err(|e| format!("not valid base64: {e}"))?;
     // Dimensions from the header are checked before decoding (imageio): a small blob can claim
     // a huge image. The contract's side is a recommendation; up to the avatar's limit is used.
-    let f = crate::imageio::decode_bounded(&bytes, crate::imageio::Limits { max_side: crate::avatar::file::MAX_SIDE, max_pixels: 1 << 24 })?;
+    let f = crate::imageio::decode_bounded(&bytes, crate::avatar::file::SHOT_LIMITS)?;
     let (w, h) = (f.width, f.height);
     if w.max(h) > MAX_PORTRAIT_SIDE {
         log::warn!("portrait is {w}x{h}, larger than the contract's {MAX_PORTRAIT_SIDE} px; using it anyway");

@@ -5,7 +5,6 @@ use super::file::{Shot, WarpAvatar, EXTENSION, MAX_SHOTS, MAX_SIDE};
 use crate::core::warp::WarpModel;
 use crate::face::still::StillLandmarker;
 use crate::face::FaceModels;
-use crate::core::types::Frame;
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -18,12 +17,6 @@ pub struct ShotReport {
     pub height: u32,
     pub faces_found: usize,
     pub has_iris: bool,
-}
-
-/// Reads an image as RGB within `imageio`'s input limits (size checked from the header before
-/// decoding); the error names the file.
-pub fn read_image(path: &Path) -> Result<Frame> {
-    crate::imageio::read_image(path)
 }
 
 /// Largest side of the shots after the portrait: 31 of them at 2048x1536 plus a 4096-pixel
@@ -73,7 +66,7 @@ pub fn create(images: &[PathBuf], name: &str, models: &FaceModels) -> Result<(Wa
         // shots (only their mouth and eyes are used) up to OTHER_SHOT_SIDE, so that 32 shots stay
         // within the file's total-pixel limit.
         let side = if k == 0 { MAX_SIDE } else { OTHER_SHOT_SIDE };
-        let img = crate::pipeline::compose::fit_within(read_image(path)?, side)?;
+        let img = crate::pipeline::compose::fit_within(crate::imageio::read_image(path)?, side)?;
         let face = lm
             .landmarks(&img)?
             .ok_or_else(|| Error::Invalid(format!("{}: no face found (a frontal, well-lit face of at least ~100 pixels works best)", path.display())))?;
@@ -180,7 +173,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("not-an-image.jpg");
         std::fs::write(&p, b"garbage").unwrap();
-        let e = read_image(&p).unwrap_err().to_string();
+        let e = crate::imageio::read_image(&p).unwrap_err().to_string();
         assert!(e.contains("not-an-image.jpg"), "{e}");
         assert!(create(&[], "x", &FaceModels::from_dir(d.path())).is_err());
     }

@@ -36,6 +36,16 @@ pub const MAX_TOTAL_PIXELS: u64 = 160_000_000;
 pub const MAX_REFINER_BYTES: u64 = 256 << 20;
 /// Largest avatar file read at all.
 pub const MAX_FILE_BYTES: u64 = 768 << 20;
+/// What one stored shot may decode to (also a generator ONNX's embedded portrait).
+pub const SHOT_LIMITS: crate::imageio::Limits = crate::imageio::Limits { max_side: MAX_SIDE, max_pixels: MAX_SIDE as u64 * MAX_SIDE as u64 };
+
+/// The shots' pixels together against [`MAX_TOTAL_PIXELS`].
+fn check_total_pixels(pixels: u64) -> std::result::Result<(), String> {
+    if pixels > MAX_TOTAL_PIXELS {
+        return Err(format!("shots hold {:.0} megapixels together, over the limit of {:.0}", pixels as f64 / 1e6, MAX_TOTAL_PIXELS as f64 / 1e6));
+    }
+    Ok(())
+}
 
 /// One image of the avatar: the first is the portrait that is animated; all are shots.
 #[derive(Clone, Debug, PartialEq)]
@@ -190,6 +200,8 @@ struct Layout {
     header: Header,
     /// Where the blobs start.
     data: u64,
+    /// The shots' pixels together.
+    pixels: u64,
 }
 
 /// What [`check_file`] found: enough for a log line.
@@ -275,13 +287,8 @@ fn layout(r: &mut dyn ReadAt, path: &Path) -> Result<Layout> {
             _ => return Err(bad(path, format!("{what}: image is not a PNG"))),
         }
     }
-    if pixels > MAX_TOTAL_PIXELS {
-        return Err(bad(
-            path,
-            format!("shots hold {:.0} megapixels together, over the limit of {:.0}", pixels as f64 / 1e6, MAX_TOTAL_PIXELS as f64 / 1e6),
-        ));
-    }
-    Ok(Layout { header, data })
+    check_total_pixels(pixels).map_err(|m| bad(path, m))?;
+    Ok(Layout { header, data, pixels })
 }
 
 /// The cheap check of an avatar file: header, blob table and image dimensions against every
@@ -291,13 +298,11 @@ pub fn check_file(path: &Path) -> Result<Summary> {
     let f = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let len = f.metadata().map_err(|source| Error::Io { path: path.to_path_buf(), source })?.len();
     let l = layout(&mut FileAt(f, len), path)?;
-    let pixels = l.header.shots.iter().map(|s| u64::from(s.width) * u64::from(s.height)).sum();
-    Ok(Summary { name: l.header.name, shots: l.header.shots.len(), pixels, refiner: l.header.refiner.is_some() })
+    Ok(Summary { name: l.header.name, shots: l.header.shots.len(), pixels: l.pixels, refiner: l.header.refiner.is_some() })
 }
 
 fn decode_png(bytes: &[u8]) -> std::result::Result<Frame, String> {
-    let lim = crate::imageio::Limits { max_side: MAX_SIDE, max_pixels: u64::from(MAX_SIDE) * u64::from(MAX_SIDE) };
-    crate::imageio::decode_bounded(bytes, lim)
+    crate::imageio::decode_bounded(bytes, SHOT_LIMITS)
 }
 
 impl WarpAvatar {
@@ -343,10 +348,7 @@ impl WarpAvatar {
                 return Err(format!("refiner: ONNX of {} bytes (1..={} MiB expected)", r.onnx.len(), MAX_REFINER_BYTES >> 20));
             }
         }
-        let pixels: u64 = self.shots.iter().map(|s| u64::from(s.image.width) * u64::from(s.image.height)).sum();
-        if pixels > MAX_TOTAL_PIXELS {
-            return Err(format!("shots hold {:.0} megapixels together, over the limit of {:.0}", pixels as f64 / 1e6, MAX_TOTAL_PIXELS as f64 / 1e6));
-        }
+        check_total_pixels(self.shots.iter().map(|s| u64::from(s.image.width) * u64::from(s.image.height)).sum())?;
         let p = &self.shots[0];
         crate::core::warp::WarpModel::with_triangles(p.image.width, p.image.height, &p.mesh, self.triangles.clone())
             .map_err(|e| format!("triangulation: {e}"))?;
@@ -414,7 +416,7 @@ impl WarpAvatar {
     /// Parses and validates; `path` only names the file in errors. Every limit is checked on
     /// the header and the images' own headers before any image is decoded.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<WarpAvatar> {
-        let Layout { header, data } = layout(&mut &bytes[..], path)?;
+        let Layout { header, data, .. } = layout(&mut &bytes[..], path)?;
         let data = &bytes[data as usize..];
         // In range: `layout` checked every blob.
         let blob = |b: &Blob| &data[b.offset as usize..(b.offset + b.len) as usize];

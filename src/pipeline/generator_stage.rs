@@ -68,18 +68,17 @@ struct Pending {
 /// Starts loading `path` with `load` on a helper thread.
 fn start_load(path: PathBuf, load: LoadCtx, reply: Reply) -> Pending {
     let (tx, rx) = bounded(1);
+    // Kept here to report a failed spawn through the same channel as any other load error.
+    let spawn_failed = tx.clone();
     let (p, l) = (path.clone(), load.clone());
     let spawned = std::thread::Builder::new().name("pc-avatar-load".into()).spawn(move || {
         let mut raster = vec![0u8; RASTER_BYTES];
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Avatar::load(&p, &l, &mut raster)))
-            .unwrap_or_else(|e| Err(Error::Invalid(format!("loading the avatar panicked: {}", supervise::panic_message(e.as_ref())))));
+            .unwrap_or_else(|e| Err(Error::Invalid(format!("loading the avatar panicked: {}", crate::error::panic_message(e.as_ref())))));
         let _ = tx.send(r);
     });
     if let Err(e) = spawned {
-        // The receiver then reports the failure like any other load error.
-        let (tx, rx2) = bounded(1);
-        let _ = tx.send(Err(Error::Invalid(format!("cannot start the avatar loader thread: {e}"))));
-        return Pending { path, load, reply, started: Instant::now(), rx: rx2 };
+        let _ = spawn_failed.send(Err(Error::Invalid(format!("cannot start the avatar loader thread: {e}"))));
     }
     Pending { path, load, reply, started: Instant::now(), rx }
 }

@@ -149,7 +149,7 @@ impl Calibration {
         if is_toml {
             return Self::load(path);
         }
-        let img = crate::avatar::create::read_image(path)?;
+        let img = crate::imageio::read_image(path)?;
         let mut lm = crate::face::still::StillLandmarker::new(models)?;
         let face = lm
             .landmarks(&img)?
@@ -542,14 +542,7 @@ impl PipelineHandle {
     pub fn wait(mut self) -> Result<()> {
         let mut first: Option<Error> = None;
         for (name, t) in std::mem::take(&mut self.threads) {
-            let r = t.join().unwrap_or_else(|p| {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                Err(Error::Invalid(format!("the {name} thread panicked: {msg}")))
-            });
+            let r = t.join().unwrap_or_else(|p| Err(Error::Invalid(format!("the {name} thread panicked: {}", crate::error::panic_message(p.as_ref())))));
             if let Err(e) = r {
                 if first.is_none() {
                     first = Some(e);
@@ -613,7 +606,7 @@ fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, mut ctx:
     // A camera missing at start is waited for, not fatal: the service runs degraded (the
     // virtual camera shows the portrait with a notice) and animates once the camera appears. A
     // restart could not bring it back, and one that exits would end in systemd's start limit.
-    let (opened, mut waiting) = match opened {
+    let (opened, waiting) = match opened {
         Err(e) if ctx.live && !matches!(e, Error::Config { .. }) => {
             log::error!("camera not available: {e}; waiting for it (the virtual camera shows the portrait with a notice meanwhile)");
             *ctx.stats.source_state.write() = format!("waiting for camera: {e}");
@@ -623,7 +616,7 @@ fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, mut ctx:
         other => (other.map(Some), None),
     };
     let Some(s) = report_ready("capture", opened, ready, &ctx.stop) else { return Ok(()) };
-    if let Some(why) = waiting.take() {
+    if let Some(why) = waiting {
         if !tx.send(CaptureMsg::Waiting(why)) {
             return Ok(());
         }

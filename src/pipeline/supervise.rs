@@ -7,7 +7,7 @@
 //! Also the fault injection that proves it: `PUPPETCAM_FAULT=panic:<stage>@<n>[,...]` makes a
 //! stage panic once at its n-th frame (tests/pipeline.rs). It is read once per pipeline start and
 //! costs one relaxed atomic add per frame when unset.
-use crate::error::Result;
+use crate::error::{panic_message, Result};
 use crate::stats::StageStats;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,11 +18,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A stage that ran this long before panicking starts again from the first backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown panic".into())
-}
 
 /// Runs `body(restarted)` until it returns; restarts it after a panic (see the module comment).
 /// Returns `Ok(())` without restarting once `stop` is set.

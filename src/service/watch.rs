@@ -151,10 +151,8 @@ impl ModelWatcher {
                     }
                     // A panic in a check (a bug, odd input) must not end hot reload silently:
                     // it is logged, the version is treated as rejected, and polling goes on.
-                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| det.poll(&validate))).unwrap_or_else(|p| {
-                        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                        PollOutcome::Rejected(format!("the check panicked: {msg}"))
-                    });
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| det.poll(&validate)))
+                        .unwrap_or_else(|p| PollOutcome::Rejected(format!("the check panicked: {}", crate::error::panic_message(p.as_ref()))));
                     match outcome {
                         PollOutcome::Changed => {
                             log::info!("avatar {} changed on disk: requesting a reload", path.display());
