@@ -164,6 +164,7 @@ stall_timeout_s = 30
 source_lost_timeout_s = 120
 EOF
 install -m 0755 "$ROOT/scripts/vm/systemd-guest-test.sh" "$stage/usr/local/bin/puppetcam-vmtest"
+install -D -m 0644 "$ROOT/scripts/vm/guest-lib.sh" "$stage/usr/local/lib/puppetcam-vmtest/guest-lib.sh"
 cat >"$stage/etc/systemd/system/puppetcam-vmtest.service" <<'EOF'
 [Unit]
 Description=puppetcam systemd VM checks

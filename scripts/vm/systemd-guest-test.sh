@@ -3,13 +3,7 @@
 # shipped puppetcam system unit under the real systemd, prints one PUPPETCAM-VM: line per check
 # with its time, then PUPPETCAM-VM: PASS or FAIL and powers the VM off.
 set -u
-T0=$(date +%s)
-fails=()
-say() { echo "PUPPETCAM-VM-$(($(date +%s) - T0))s: $*" >/dev/console; }
-check() { # name, command...
-    local name=$1; shift
-    if "$@"; then say "ok   $name"; else say "FAIL $name"; fails+=("$name"); fi
-}
+. /usr/local/lib/puppetcam-vmtest/guest-lib.sh   # T0, fails, say, check, wait_for
 finish() {
     systemctl status --no-pager -n 30 puppetcam.service >/dev/console 2>&1
     journalctl -b --no-pager -u puppetcam.service | tail -40 >/dev/console 2>&1
@@ -21,15 +15,6 @@ trap finish EXIT
 
 mainpid() { systemctl show -p MainPID --value puppetcam.service; }
 nrestarts() { systemctl show -p NRestarts --value puppetcam.service; }
-# Waits up to $1 s for `$2...` to succeed.
-wait_for() {
-    local t=$1; shift
-    local end=$(($(date +%s) + t))
-    until "$@"; do
-        [ "$(date +%s)" -ge "$end" ] && return 1
-        sleep 0.5
-    done
-}
 active() { [ "$(systemctl show -p ActiveState --value puppetcam.service)" = active ] && [ "$(systemctl show -p SubState --value puppetcam.service)" = running ]; }
 status_json() { curl -fsS --max-time 5 http://127.0.0.1:8765/status.json; }
 

@@ -5,8 +5,7 @@
 # before the camera. Prints one PUPPETCAM-VM: line per check with its time, then
 # PUPPETCAM-VM: PASS or FAIL and powers the VM off.
 set -u
-T0=$(date +%s)
-fails=()
+. /usr/local/lib/puppetcam-vmtest/guest-lib.sh   # T0, fails, say, check, wait_for
 CAM=/dev/video11
 OUT=/dev/video10
 CLIP=/usr/local/share/puppetcam-vmtest/clip.mkv
@@ -19,11 +18,6 @@ LOST=${LOST:-5}
 WATCHDOG=$(systemctl show -p WatchdogUSec --value puppetcam.service | sed -n 's/^\([0-9]*\)s$/\1/p')
 WATCHDOG=${WATCHDOG:-10}
 
-say() { echo "PUPPETCAM-VM-$(($(date +%s) - T0))s: $*" >/dev/console; }
-check() { # name, command...
-    local name=$1; shift
-    if "$@"; then say "ok   $name"; else say "FAIL $name"; fails+=("$name"); fi
-}
 finish() {
     feeder_stop
     [ -n "${READER_PID:-}" ] && kill "$READER_PID" 2>/dev/null
@@ -39,15 +33,6 @@ finish() {
 }
 trap finish EXIT
 
-# Waits up to $1 s for `$2...` to succeed.
-wait_for() {
-    local t=$1; shift
-    local end=$(($(date +%s) + t))
-    until "$@"; do
-        [ "$(date +%s)" -ge "$end" ] && return 1
-        sleep 0.5
-    done
-}
 unit() { systemctl show -p "$1" --value puppetcam.service; }
 # The daemon's journal since epoch second $1, without ONNX Runtime's graph-optimiser chatter.
 journal_since() { journalctl -b --no-pager -o short-monotonic --since "@$1" -u puppetcam.service | grep -v 'ort::logging'; }
