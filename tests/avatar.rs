@@ -337,3 +337,75 @@ fn mouths_and_lids_move_in_the_3d_path_on_real_portraits() {
         assert!(INNER_LIPS.iter().all(|&i| posed[i][0].is_finite()));
     }
 }
+
+/// Issue 16: turning a turned portrait towards its far side must not pull the hair or background
+/// around the face into the cheek. Canvas pixels outside the face oval are painted magenta; after
+/// the turn, no magenta may show inside the turned oval on the side the turn brings forward
+/// (the far side legitimately shows what lies behind it). Before the outline was sealed, the
+/// mesh points at a turned portrait's silhouette swung inwards and the ring band (hair) cut
+/// notches into the cheek; the flipped triangles there were culled and left holes.
+#[test]
+fn turning_a_turned_portrait_keeps_the_face_closed() {
+    use puppetcam::core::head3d::{Euler, Rot3};
+    use puppetcam::core::mesh::FACE_OVAL;
+    let Some(d) = data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let inside = |poly: &[[f32; 2]], x: f32, y: f32| {
+        let mut c = false;
+        for k in 0..poly.len() {
+            let (a, b) = (poly[k], poly[(k + 1) % poly.len()]);
+            if (a[1] > y) != (b[1] > y) && x < a[0] + (y - a[1]) / (b[1] - a[1]) * (b[0] - a[0]) {
+                c = !c;
+            }
+        }
+        c
+    };
+    for name in ["lp_s4", "lp_s0", "ss_zak"] {
+        let out = dir.path().join(format!("{name}.pcav"));
+        let img = d.join("portraits").join(format!("{name}.jpg")).display().to_string();
+        let o = puppetcam(&["avatar", "create", &img, "--no-refiner", "-o", &out.display().to_string()], dir.path(), &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let av = WarpAvatar::load(&out).unwrap();
+        let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
+        let r = WarpRenderer::new(&av, w, h).unwrap();
+        let rest = r.neutral().to_vec();
+        let oval: Vec<[f32; 2]> = FACE_OVAL.iter().map(|&i| rest[i]).collect();
+        let mut canvas = r.canvas().clone();
+        for y in 0..h {
+            for x in 0..w {
+                if !inside(&oval, x as f32, y as f32) {
+                    let o = 3 * (y * w + x) as usize;
+                    canvas.data[o..o + 3].copy_from_slice(&[255, 0, 255]);
+                }
+            }
+        }
+        for (yaw, pitch) in [(22.0, 0.0), (-22.0, 0.0), (20.0, 9.0), (-20.0, -9.0)] {
+            let rot = Rot3::from_euler(Euler { yaw: f64::to_radians(yaw), pitch: f64::to_radians(pitch), roll: 0.0 });
+            let t = r.depth().targets(r.model(), &rest, &Similarity::IDENTITY, &rot);
+            let mut frame = canvas.clone();
+            puppetcam::core::warp3d::render(r.model(), &canvas, &t, &mut frame).unwrap();
+            // The turned oval, shrunk by 4 % towards its centre (its edge is a blend).
+            let turned: Vec<[f32; 2]> = FACE_OVAL.iter().map(|&i| t.pts[i]).collect();
+            let c = [turned.iter().map(|p| p[0]).sum::<f32>() / 36.0, turned.iter().map(|p| p[1]).sum::<f32>() / 36.0];
+            let shrunk: Vec<[f32; 2]> = turned.iter().map(|p| [c[0] + 0.96 * (p[0] - c[0]), c[1] + 0.96 * (p[1] - c[1])]).collect();
+            // Positive yaw carries the front of the face towards -x: the +x side comes forward.
+            let nose = t.pts[1][0];
+            let (mut near, mut bad) = (0, 0);
+            for y in 0..h {
+                for x in 0..w {
+                    let forward = if yaw > 0.0 { x as f32 > nose } else { (x as f32) < nose };
+                    if forward && inside(&shrunk, x as f32, y as f32) {
+                        near += 1;
+                        let o = 3 * (y * w + x) as usize;
+                        let p = &frame.data[o..o + 3];
+                        if p[0] > 200 && p[1] < 60 && p[2] > 200 {
+                            bad += 1;
+                        }
+                    }
+                }
+            }
+            assert!(near > 1000, "{name}: {near}");
+            assert!(bad * 1000 <= near, "{name} yaw {yaw} pitch {pitch}: {bad} of {near} pixels of the forward cheek show what lay outside the face");
+        }
+    }
+}
