@@ -172,6 +172,13 @@ impl WarpStage {
         self.retargeter.status()
     }
 
+    /// "Neutral now": learn the driver's neutral again from the next steady frames (a pending
+    /// profile neutral is dropped too).
+    pub fn relearn_neutral(&mut self) {
+        self.pending = None;
+        self.retargeter.relearn_now();
+    }
+
     pub fn renderer(&self) -> &WarpRenderer {
         &self.renderer
     }

@@ -91,6 +91,18 @@ impl Avatar {
         }
     }
 
+    /// "Neutral now": the retargeter learns the driver's neutral again from the next steady
+    /// frames. False when this avatar does not retarget (`[retarget] enabled = false`).
+    pub(super) fn relearn_neutral(&mut self) -> bool {
+        match &mut self.kind {
+            Kind::Warp(w) => {
+                w.relearn_neutral();
+                true
+            }
+            Kind::Onnx(o) => o.retargeter.as_mut().map(Retargeter::relearn_now).is_some(),
+        }
+    }
+
     /// Shows this avatar on the status page and /metrics.
     pub(super) fn publish(&self, ctx: &GenCtx) {
         let source = ctx.load.calibration.as_ref().map_or("", |c| c.source.as_str());

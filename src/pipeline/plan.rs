@@ -51,6 +51,8 @@ pub struct Plan {
     /// Portrait (then more shots) to animate: a warp avatar is created from them (cached by
     /// content hash) and replaces `avatar` when the plan starts.
     pub portraits: Vec<PathBuf>,
+    /// Pause and face-lost still, the face-not-found mark (`[output] face_lost_mark`).
+    pub presence: super::presence::PresenceParams,
 }
 
 impl Plan {
@@ -73,6 +75,7 @@ impl Plan {
             retarget: Some(RetargetParams::default()),
             calibration: None,
             portraits: Vec::new(),
+            presence: Default::default(),
         }
     }
 
@@ -142,6 +145,7 @@ impl Plan {
             calibration: self.calibration,
             generator_hook: None,
             reload_timeout: crate::pipeline::RELOAD_TIMEOUT,
+            presence: self.presence,
         })
     }
 
@@ -250,6 +254,7 @@ impl Plan {
             retarget: r.enabled.then(|| r.params.clone()),
             calibration,
             portraits: cfg.portrait.iter().cloned().collect(),
+            presence: super::presence::PresenceParams { mark: cfg.output.face_lost_mark, ..Default::default() },
         })
     }
 }
