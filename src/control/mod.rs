@@ -148,8 +148,10 @@ impl ControlHub {
         let to = self.library.rename(old, new)?;
         if was_live {
             // The running avatar was loaded from the old file; later restarts after a panic and
-            // deletes must see the new one.
+            // deletes must see the new one, and the status its new name (the avatar in memory is
+            // the same one, so it is not loaded again).
             self.set_live(&to);
+            *self.stats.avatar_name.write() = new.to_string();
         }
         Ok(())
     }

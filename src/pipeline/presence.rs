@@ -220,7 +220,7 @@ mod tests {
         }
         assert_eq!(l, Look { still: 1.0, mark: 1.0 });
         // Back: eases out over the fade.
-        let l = p.update(true, 0.1);
+        l = p.update(true, 0.1);
         assert!((l.still - 0.5).abs() < 1e-6 && (l.mark - 0.5).abs() < 1e-6, "{l:?}");
         // The mark switched off: still, no mark.
         let mut q = Presence::new(PresenceParams { mark: false, ..params });
