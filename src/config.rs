@@ -55,6 +55,7 @@ pub struct RawOutput {
     pub fps: Option<i64>,
     pub every: Option<i64>,
     pub face_lost_mark: Option<bool>,
+    pub fit: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -136,7 +137,7 @@ pub struct RawService {
 const SCHEMA: &[(&str, &[&str])] = &[
     ("", &["source", "output", "avatar", "runtime", "face", "retarget", "service"]),
     ("source", &["kind", "device", "path", "width", "height", "fps", "loop"]),
-    ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every", "face_lost_mark"]),
+    ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every", "face_lost_mark", "fit"]),
     ("avatar", &["path", "portrait", "library"]),
     ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
     ("face", &["model_dir", "min_score", "iris", "one_euro"]),
@@ -281,6 +282,8 @@ pub struct OutputConfig {
     pub every: u32,
     /// Draw the small face-not-found mark on the still shown while the face is lost.
     pub face_lost_mark: bool,
+    /// How a portrait fills an output of another aspect ratio (`core::fit`).
+    pub fit: crate::core::fit::Fit,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -492,6 +495,10 @@ impl Config {
             fps: int_in("output.fps", o.fps, 30, OUTPUT_FPS)?,
             every: int_in("output.every", o.every, 1, PNG_EVERY)?,
             face_lost_mark: o.face_lost_mark.unwrap_or(true),
+            fit: {
+                use crate::core::fit::Fit;
+                choice("output.fit", o.fit.as_deref(), Fit::default(), &[("contain", Fit::Contain), ("cover", Fit::Cover), ("blur", Fit::Blur)])?
+            },
         };
 
         let a = raw.avatar.unwrap_or_default();

@@ -106,6 +106,7 @@ fn spec(gates: &Gates, source: SourceFactory) -> PipelineSpec {
         generator_hook: Some(Arc::new(move || gen_gate.pass())),
         reload_timeout: puppetcam::pipeline::RELOAD_TIMEOUT,
         presence: Default::default(),
+        fit: Default::default(),
     }
 }
 

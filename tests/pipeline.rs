@@ -225,6 +225,7 @@ fn live_spec(source: Arc<dyn Fn() -> puppetcam::Result<Box<dyn FrameSource>> + S
         generator_hook: None,
         reload_timeout: puppetcam::pipeline::RELOAD_TIMEOUT,
         presence: Default::default(),
+        fit: Default::default(),
     }
 }
 

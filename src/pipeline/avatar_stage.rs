@@ -68,7 +68,7 @@ impl Avatar {
         let ease = Ease { hold_s: ctx.ease.hold_s, out_s: ctx.ease.out_s, in_s: ctx.ease.in_s };
         let name = wa.name.clone();
         let shots = wa.shots.len();
-        let stage = WarpStage::with_runtime(wa, ctx.out_w, ctx.out_h, params, neutral.as_ref(), ease, Some(&ctx.runtime))?;
+        let stage = WarpStage::with_fit(wa, ctx.out_w, ctx.out_h, params, neutral.as_ref(), ease, Some(&ctx.runtime), ctx.fit)?;
         let refined = if stage.refiner_ep().is_some() { ", learned refiner" } else { "" };
         log::info!("avatar: warp avatar `{name}` ({shots} shot(s){refined}) from {}", path.display());
         let idle = Arc::new(stage.idle());

@@ -33,6 +33,8 @@ pub(crate) struct LoadCtx {
     pub(crate) runtime: RuntimeOptions,
     pub(crate) out_w: u32,
     pub(crate) out_h: u32,
+    /// How a warp avatar's portrait fills the output (`[output] fit`).
+    pub(crate) fit: crate::core::fit::Fit,
     pub(crate) ease: EaseTimes,
     pub(crate) retarget: Option<RetargetParams>,
     pub(crate) calibration: Option<Calibration>,

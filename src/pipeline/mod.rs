@@ -113,6 +113,8 @@ pub struct PipelineSpec {
     pub reload_timeout: Duration,
     /// Pause still, face-lost still and mark, avatar-switch cross-fade (`presence`).
     pub presence: presence::PresenceParams,
+    /// How a warp avatar's portrait fills the output (`[output] fit`, `core::fit`).
+    pub fit: crate::core::fit::Fit,
 }
 
 /// See [`PipelineSpec::generator_hook`].
@@ -354,6 +356,7 @@ impl Pipeline {
             generator_hook,
             reload_timeout,
             presence,
+            fit,
         } = spec;
         // Test-only fault injection (`PUPPETCAM_FAULT`, see `supervise`).
         let faults = Arc::new(supervise::Faults::from_env());
@@ -415,7 +418,7 @@ impl Pipeline {
         }
         let gen_ctx = GenCtx {
             stats: stats.clone(),
-            load: LoadCtx { runtime, out_w: out_width, out_h: out_height, ease, retarget, calibration },
+            load: LoadCtx { runtime, out_w: out_width, out_h: out_height, fit, ease, retarget, calibration },
             fps,
             pacing,
             stop: stop.clone(),

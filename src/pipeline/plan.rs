@@ -53,6 +53,8 @@ pub struct Plan {
     pub portraits: Vec<PathBuf>,
     /// Pause and face-lost still, the face-not-found mark (`[output] face_lost_mark`).
     pub presence: super::presence::PresenceParams,
+    /// `[output] fit`: how the portrait fills an output of another aspect ratio.
+    pub fit: crate::core::fit::Fit,
 }
 
 impl Plan {
@@ -76,6 +78,7 @@ impl Plan {
             calibration: None,
             portraits: Vec::new(),
             presence: Default::default(),
+            fit: Default::default(),
         }
     }
 
@@ -146,6 +149,7 @@ impl Plan {
             generator_hook: None,
             reload_timeout: crate::pipeline::RELOAD_TIMEOUT,
             presence: self.presence,
+            fit: self.fit,
         })
     }
 
@@ -255,6 +259,7 @@ impl Plan {
             calibration,
             portraits: cfg.portrait.iter().cloned().collect(),
             presence: super::presence::PresenceParams { mark: cfg.output.face_lost_mark, ..Default::default() },
+            fit: cfg.output.fit,
         })
     }
 }
