@@ -45,10 +45,13 @@ impl Daemon {
     /// and token in a temporary directory. `None` (skipped) without the data set.
     fn start(extra_service: &str) -> Option<Daemon> {
         let clip = common::data("videos/lp_d7.mp4")?;
-        let dir = tempfile::tempdir().unwrap();
+        Some(Self::start_with(&format!("[source]\nkind = \"file\"\npath = {clip:?}\nloop = true\n"), "", extra_service, tempfile::tempdir().unwrap()))
+    }
+
+    fn start_with(source: &str, extra_output: &str, extra_service: &str, dir: tempfile::TempDir) -> Daemon {
         let port = free_port();
         let cfg = format!(
-            "[source]\nkind = \"file\"\npath = {clip:?}\nloop = true\n[output]\nkind = \"null\"\nwidth = 320\nheight = 240\nfps = 15\n\
+            "{source}[output]\nkind = \"null\"\nwidth = 320\nheight = 240\nfps = 15\n{extra_output}\
              [avatar]\nlibrary = {:?}\n[runtime]\nproviders = [\"cpu\"]\nthreads = 1\n[service]\nbind = \"127.0.0.1:{port}\"\n{extra_service}",
             dir.path().join("library")
         );
@@ -65,7 +68,7 @@ impl Daemon {
             .unwrap();
         let d = Daemon { child, dir, port };
         wait_until("the daemon to be ready", 120, || d.status().is_some_and(|v| v["ready"]["ready"] == true && v["control"]["pipeline"] == true));
-        Some(d)
+        d
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
@@ -341,4 +344,29 @@ fn refusals_change_nothing_and_bombs_are_not_decoded() {
     // The daemon is fine after all of it.
     assert_eq!(d.status().unwrap()["healthy"], true);
     assert!(!d.log().contains("panicked"), "{}", d.log());
+}
+
+/// Face lost: after the grace period the camera shows the still of the portrait with the small
+/// face-not-found mark (status `face_mark`); `[output] face_lost_mark = false` keeps the still
+/// without it. The driver is a still image with no face in it.
+#[test]
+fn a_lost_face_shows_the_still_with_a_switchable_mark() {
+    for mark in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let wall = dir.path().join("wall.png");
+        let data: Vec<u8> = (0..320 * 240 * 3).map(|i| 120 + (i % 7) as u8).collect();
+        let m = opencv::core::Mat::new_rows_cols_with_bytes::<opencv::core::Vec3b>(240, 320, &data).unwrap();
+        assert!(opencv::imgcodecs::imwrite(&wall.display().to_string(), &m, &opencv::core::Vector::new()).unwrap());
+        let source = format!("[source]\nkind = \"image\"\npath = {wall:?}\nfps = 15\n");
+        let d = Daemon::start_with(&source, if mark { "" } else { "face_lost_mark = false\n" }, "", dir);
+        wait_until("the still", 30, || d.status().unwrap()["control"]["still"] == 1.0);
+        wait_until("the mark's fade", 5, || d.status().unwrap()["control"]["face_mark"] == mark);
+        let v = d.status().unwrap();
+        assert_eq!((v["face"].as_str(), v["control"]["paused"].as_bool()), (Some("lost"), Some(false)), "{v}");
+        // The still is held: identical frames.
+        let a = d.preview();
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(mad(&a, &d.preview()), 0.0, "mark {mark}");
+        assert_eq!(d.status().unwrap()["control"]["face_mark"], mark);
+    }
 }
