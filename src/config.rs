@@ -54,6 +54,8 @@ pub struct RawOutput {
     pub height: Option<i64>,
     pub fps: Option<i64>,
     pub every: Option<i64>,
+    pub face_lost_mark: Option<bool>,
+    pub fit: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -62,6 +64,7 @@ pub struct RawAvatar {
     pub path: Option<PathBuf>,
     /// A portrait image to animate (a warp avatar is made from it and cached); wins over `path`.
     pub portrait: Option<PathBuf>,
+    pub library: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -119,6 +122,8 @@ pub struct RawRetarget {
 #[serde(deny_unknown_fields)]
 pub struct RawService {
     pub enabled: Option<bool>,
+    pub token_file: Option<PathBuf>,
+    pub max_upload_mb: Option<i64>,
     pub bind: Option<String>,
     pub allow_remote: Option<bool>,
     pub preview_fps: Option<f64>,
@@ -132,8 +137,8 @@ pub struct RawService {
 const SCHEMA: &[(&str, &[&str])] = &[
     ("", &["source", "output", "avatar", "runtime", "face", "retarget", "service"]),
     ("source", &["kind", "device", "path", "width", "height", "fps", "loop"]),
-    ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every"]),
-    ("avatar", &["path", "portrait"]),
+    ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every", "face_lost_mark", "fit"]),
+    ("avatar", &["path", "portrait", "library"]),
     ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
     ("face", &["model_dir", "min_score", "iris", "one_euro"]),
     ("face.one_euro", &["min_cutoff", "beta", "d_cutoff"]),
@@ -146,7 +151,10 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ),
     (
         "service",
-        &["enabled", "bind", "allow_remote", "preview_fps", "max_preview_clients", "watch_avatar", "stall_timeout_s", "source_lost_timeout_s"],
+        &[
+            "enabled", "bind", "allow_remote", "preview_fps", "max_preview_clients", "watch_avatar", "stall_timeout_s", "source_lost_timeout_s",
+            "token_file", "max_upload_mb",
+        ],
     ),
 ];
 
@@ -272,6 +280,10 @@ pub struct OutputConfig {
     pub fps: u32,
     /// PNG sink: keep one frame of every `every`.
     pub every: u32,
+    /// Draw the small face-not-found mark on the still shown while the face is lost.
+    pub face_lost_mark: bool,
+    /// How a portrait fills an output of another aspect ratio (`core::fit`).
+    pub fit: crate::core::fit::Fit,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -327,6 +339,10 @@ pub struct ServiceConfig {
     pub stall_timeout_s: f32,
     /// A lost camera is "degraded" (reopened with backoff) and unhealthy after this long.
     pub source_lost_timeout_s: f32,
+    /// The control API's token file; `None`: beside the config file (see `control::token`).
+    pub token_file: Option<PathBuf>,
+    /// Largest upload the control API accepts (all images of one create together), MiB.
+    pub max_upload_mb: u32,
 }
 
 /// The complete, validated configuration.
@@ -337,6 +353,9 @@ pub struct Config {
     pub avatar: PathBuf,
     /// `[avatar] portrait`: an image to animate through a cached warp avatar.
     pub portrait: Option<PathBuf>,
+    /// `[avatar] library`: the avatar library's directory; `None`: the standard place
+    /// (`$STATE_DIRECTORY/avatars`, `$XDG_DATA_HOME/puppetcam/avatars`, ...).
+    pub library: Option<PathBuf>,
     pub runtime: RuntimeConfig,
     pub face: FaceConfig,
     pub retarget: RetargetConfig,
@@ -375,6 +394,8 @@ pub const PREVIEW_CLIENTS: RangeInclusive<i64> = 1..=64;
 /// Above 1 s so a busy CPU does not look hung; below the units' WatchdogSec=10 by default.
 pub const STALL_TIMEOUT_S: RangeInclusive<f64> = 0.5..=3600.0;
 pub const SOURCE_LOST_TIMEOUT_S: RangeInclusive<f64> = 1.0..=86400.0;
+/// Uploads are held in memory while they are checked: 32 photos of a few MB fit in the default.
+pub const MAX_UPLOAD_MB: RangeInclusive<i64> = 1..=1024;
 
 fn cfg_err(key: &str, msg: impl Into<String>) -> Error {
     Error::Config { key: key.to_string(), msg: msg.into() }
@@ -473,11 +494,17 @@ impl Config {
             height: even("output.height", int_in("output.height", o.height, 720, OUTPUT_HEIGHT)?)?,
             fps: int_in("output.fps", o.fps, 30, OUTPUT_FPS)?,
             every: int_in("output.every", o.every, 1, PNG_EVERY)?,
+            face_lost_mark: o.face_lost_mark.unwrap_or(true),
+            fit: {
+                use crate::core::fit::Fit;
+                choice("output.fit", o.fit.as_deref(), Fit::default(), &[("contain", Fit::Contain), ("cover", Fit::Cover), ("blur", Fit::Blur)])?
+            },
         };
 
         let a = raw.avatar.unwrap_or_default();
         let avatar = nonempty_path("avatar.path", a.path)?.unwrap_or_else(|| PathBuf::from("onnx/default_avatar.pcav"));
         let portrait = nonempty_path("avatar.portrait", a.portrait)?;
+        let library = nonempty_path("avatar.library", a.library)?;
 
         let r = raw.runtime.unwrap_or_default();
         let providers = match r.providers {
@@ -578,9 +605,11 @@ impl Config {
             watch_avatar: v.watch_avatar.unwrap_or(true),
             stall_timeout_s: float_in("service.stall_timeout_s", v.stall_timeout_s, 5.0, STALL_TIMEOUT_S)?,
             source_lost_timeout_s: float_in("service.source_lost_timeout_s", v.source_lost_timeout_s, 60.0, SOURCE_LOST_TIMEOUT_S)?,
+            token_file: nonempty_path("service.token_file", v.token_file)?,
+            max_upload_mb: int_in("service.max_upload_mb", v.max_upload_mb, 64, MAX_UPLOAD_MB)?,
         };
 
-        Ok(Config { source, output, avatar, portrait, runtime, face, retarget, service })
+        Ok(Config { source, output, avatar, portrait, library, runtime, face, retarget, service })
     }
 
     /// Parses and resolves TOML text.

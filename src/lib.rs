@@ -18,3 +18,4 @@ pub mod avatar;
 pub mod refine;
 
 pub use error::{Error, Result};
+pub mod control;

@@ -121,6 +121,21 @@ pub struct EpStatus {
     pub fallback_reason: Option<String>,
 }
 
+/// What the control API changed in the output, as the generator applies it (status page).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct LookStatus {
+    /// Paused: the still of the portrait is held.
+    pub paused: bool,
+    /// Weight of the still in the output, 0 (live) ..= 1 (still only), rounded to 0.01.
+    pub still: f32,
+    /// The face-not-found mark is on the output.
+    pub face_mark: bool,
+    /// A live avatar switch is cross-fading.
+    pub switching: bool,
+    /// Times "neutral now" was asked for.
+    pub neutral_resets: u64,
+}
+
 /// All statistics of one running pipeline.
 pub struct PipelineStats {
     pub started: Instant,
@@ -154,6 +169,8 @@ pub struct PipelineStats {
     /// Retargeter state and where the driver's neutral comes from: `profile: <file> ...`,
     /// `learning 12/30: ...`, `learned: ...` or `off ...` (see `pipeline::retarget_state_text`).
     pub retarget_state: RwLock<String>,
+    /// Pause, face-lost still, cross-fade (issue 20's control API).
+    pub look: RwLock<LookStatus>,
     /// The latest output frame, for the MJPEG preview.
     pub preview: Mutex<Option<std::sync::Arc<crate::core::types::Frame>>>,
 }
@@ -179,6 +196,7 @@ impl Default for PipelineStats {
             sink_state: RwLock::new(String::new()),
             avatar_name: RwLock::new(String::new()),
             retarget_state: RwLock::new(String::new()),
+            look: RwLock::new(LookStatus::default()),
             preview: Mutex::new(None),
         }
     }

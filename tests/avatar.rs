@@ -409,3 +409,31 @@ fn turning_a_turned_portrait_keeps_the_face_closed() {
         }
     }
 }
+
+/// Goldens of `[output] fit = cover | blur` (issue 20): the bundled default avatar's idle frame
+/// in a 16:9 output. Cover fills the frame around the face (the whole face mesh in view, no
+/// black); blur keeps the whole portrait over its blurred, darkened copy. `PUPPETCAM_BLESS=1`
+/// rewrites them after an intended change.
+#[test]
+fn golden_fit_cover_and_blur_fill_a_16_9_frame() {
+    use puppetcam::core::fit::Fit;
+    let av = WarpAvatar::load(&default_avatar()).unwrap();
+    let (w, h) = (320u32, 180u32);
+    let black_cols = |f: &Frame| (0..f.width).filter(|&x| (0..f.height).all(|y| f.data[((y * f.width + x) * 3) as usize..][..3] == [0, 0, 0])).count();
+    let contain = WarpRenderer::with_fit(&av, w, h, Fit::Contain).unwrap();
+    assert!(black_cols(contain.canvas()) > 40, "contain keeps its bars");
+    for (fit, name) in [(Fit::Cover, "fit_cover_320x180.png"), (Fit::Blur, "fit_blur_320x180.png")] {
+        let r = WarpRenderer::with_fit(&av, w, h, fit).unwrap();
+        assert_eq!(black_cols(r.canvas()), 0, "{fit:?} left black bars");
+        assert!(r.neutral().iter().all(|p| p[0] >= 0.0 && p[1] >= 0.0 && p[0] < w as f32 && p[1] < h as f32), "{fit:?}: the face is cropped");
+        assert_golden(r.canvas(), name);
+    }
+    // Blur: the sharp portrait sits exactly where contain puts it.
+    let blur = WarpRenderer::with_fit(&av, w, h, Fit::Blur).unwrap();
+    assert_eq!(blur.neutral(), contain.neutral());
+    // Pixel-aligned output is the portrait itself, whatever the fit.
+    let (pw, ph) = (av.shots[0].image.width, av.shots[0].image.height);
+    for fit in [Fit::Cover, Fit::Blur] {
+        assert_eq!(WarpRenderer::with_fit(&av, pw, ph, fit).unwrap().canvas().data, av.shots[0].image.data);
+    }
+}

@@ -105,6 +105,8 @@ fn spec(gates: &Gates, source: SourceFactory) -> PipelineSpec {
         calibration: None,
         generator_hook: Some(Arc::new(move || gen_gate.pass())),
         reload_timeout: puppetcam::pipeline::RELOAD_TIMEOUT,
+        presence: Default::default(),
+        fit: Default::default(),
     }
 }
 

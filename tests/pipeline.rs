@@ -224,6 +224,8 @@ fn live_spec(source: Arc<dyn Fn() -> puppetcam::Result<Box<dyn FrameSource>> + S
         calibration: None,
         generator_hook: None,
         reload_timeout: puppetcam::pipeline::RELOAD_TIMEOUT,
+        presence: Default::default(),
+        fit: Default::default(),
     }
 }
 

@@ -829,15 +829,21 @@ impl Retargeter {
     /// Forgets a learned neutral and starts learning again (no effect with a profile).
     pub fn relearn(&mut self) {
         if self.status != NeutralStatus::Profile {
-            self.driver = None;
-            self.goal = None;
-            self.learn_pts.clear();
-            self.learn_iris.clear();
-            self.recent.clear();
-            self.since_estimate = 0;
-            self.pose = None;
-            self.status = NeutralStatus::Learning { have: 0, need: self.params.learn_frames };
+            self.relearn_now();
         }
+    }
+
+    /// "Neutral now" (control API): forgets the neutral in use, a profile's too, and learns it
+    /// again from the next steady frames; the provisional neutral drives the portrait meanwhile.
+    pub fn relearn_now(&mut self) {
+        self.driver = None;
+        self.goal = None;
+        self.learn_pts.clear();
+        self.learn_iris.clear();
+        self.recent.clear();
+        self.since_estimate = 0;
+        self.pose = None;
+        self.status = NeutralStatus::Learning { have: 0, need: self.params.learn_frames };
     }
 
     /// Pipeline convenience: `None` (face lost) or a rejected frame give `None`, to be fed to

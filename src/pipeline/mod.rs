@@ -6,6 +6,8 @@ pub mod avatar_stage;
 mod generator_stage;
 mod output_stage;
 pub mod notice;
+pub mod presence;
+mod controller;
 mod supervise;
 pub mod compose;
 pub mod timeline;
@@ -13,6 +15,7 @@ pub mod plan;
 pub mod synthetic;
 
 pub use generator_stage::RELOAD_TIMEOUT;
+pub use controller::Controller;
 pub use plan::{default_avatar, DriverSpec, Plan};
 use generator_stage::{generator_thread, GenCtx, LoadCtx};
 use output_stage::output_thread;
@@ -108,6 +111,10 @@ pub struct PipelineSpec {
     pub generator_hook: Option<StageHook>,
     /// Longest an avatar reload may take before it is given up ([`RELOAD_TIMEOUT`]).
     pub reload_timeout: Duration,
+    /// Pause still, face-lost still and mark, avatar-switch cross-fade (`presence`).
+    pub presence: presence::PresenceParams,
+    /// How a warp avatar's portrait fills the output (`[output] fit`, `core::fit`).
+    pub fit: crate::core::fit::Fit,
 }
 
 /// See [`PipelineSpec::generator_hook`].
@@ -237,7 +244,12 @@ type Reply = Sender<Result<()>>;
 
 enum Control {
     /// Load the avatar at the path; with settings, also switch the generator to those (SIGHUP).
-    Reload(PathBuf, Option<GenSettings>, Reply),
+    /// `true`: a live switch, cross-faded from the old avatar (control API).
+    Reload(PathBuf, Option<GenSettings>, bool, Reply),
+    /// Hold the still of the portrait (true) or go back to the live face (false), with a fade.
+    Pause(bool, Reply),
+    /// Learn the driver's neutral again from the next steady frames.
+    NeutralNow(Reply),
 }
 
 /// What a reconfiguration can change in the generator stage besides the avatar file.
@@ -343,6 +355,8 @@ impl Pipeline {
             calibration,
             generator_hook,
             reload_timeout,
+            presence,
+            fit,
         } = spec;
         // Test-only fault injection (`PUPPETCAM_FAULT`, see `supervise`).
         let faults = Arc::new(supervise::Faults::from_env());
@@ -404,13 +418,14 @@ impl Pipeline {
         }
         let gen_ctx = GenCtx {
             stats: stats.clone(),
-            load: LoadCtx { runtime, out_w: out_width, out_h: out_height, ease, retarget, calibration },
+            load: LoadCtx { runtime, out_w: out_width, out_h: out_height, fit, ease, retarget, calibration },
             fps,
             pacing,
             stop: stop.clone(),
             hook: generator_hook,
             faults: faults.clone(),
             reload_timeout,
+            presence,
         };
         let out_tx = LatestSender::new(out_tx, &out_rx, pacing, &stats, |s| &s.output);
         let ready = ready_tx.clone();
@@ -472,27 +487,19 @@ impl PipelineHandle {
     /// the running one, which keeps producing frames (no pause, so liveness needs no grace); on
     /// failure or after the reload timeout the old avatar keeps running and the error is returned.
     pub fn reload_avatar(&self, path: &Path) -> Result<()> {
-        self.generator_request(path, None)
+        self.controller().reload(path, None, false)
+    }
+
+    /// A cloneable handle on the generator's controls (live avatar switch, pause, neutral now)
+    /// for the control API, which outlives no pipeline: its requests fail once the stage ended.
+    pub fn controller(&self) -> Controller {
+        Controller::new(self.control.clone(), self.reload_timeout)
     }
 
     /// Loads the avatar at `path` with new generator settings (runtime, retargeting, easing); on
     /// failure the running avatar and settings stay.
     pub fn reconfigure_generator(&self, path: &Path, settings: GenSettings) -> Result<()> {
-        self.generator_request(path, Some(settings))
-    }
-
-    fn generator_request(&self, path: &Path, settings: Option<GenSettings>) -> Result<()> {
-        let (tx, rx) = bounded(1);
-        self.control
-            .send_timeout(Control::Reload(path.to_path_buf(), settings, tx), Duration::from_secs(5))
-            .map_err(|_| Error::Invalid("the generator stage does not take requests (not running, or busy)".into()))?;
-        // The generator answers by its own timeout; this one only guards against a stage that
-        // stopped answering altogether.
-        match rx.recv_timeout(self.reload_timeout + Duration::from_secs(10)) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => Err(Error::Invalid(format!("the generator stage did not answer the reload within {:.0} s", self.reload_timeout.as_secs_f64() + 10.0))),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::Invalid("the generator stage ended during the reload".into())),
-        }
+        self.controller().reload(path, Some(settings), false)
     }
 
     /// Swaps the source (SIGHUP with a changed `[source]`). If the new one does not open, the

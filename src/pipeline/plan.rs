@@ -51,6 +51,10 @@ pub struct Plan {
     /// Portrait (then more shots) to animate: a warp avatar is created from them (cached by
     /// content hash) and replaces `avatar` when the plan starts.
     pub portraits: Vec<PathBuf>,
+    /// Pause and face-lost still, the face-not-found mark (`[output] face_lost_mark`).
+    pub presence: super::presence::PresenceParams,
+    /// `[output] fit`: how the portrait fills an output of another aspect ratio.
+    pub fit: crate::core::fit::Fit,
 }
 
 impl Plan {
@@ -73,6 +77,8 @@ impl Plan {
             retarget: Some(RetargetParams::default()),
             calibration: None,
             portraits: Vec::new(),
+            presence: Default::default(),
+            fit: Default::default(),
         }
     }
 
@@ -142,6 +148,8 @@ impl Plan {
             calibration: self.calibration,
             generator_hook: None,
             reload_timeout: crate::pipeline::RELOAD_TIMEOUT,
+            presence: self.presence,
+            fit: self.fit,
         })
     }
 
@@ -250,6 +258,8 @@ impl Plan {
             retarget: r.enabled.then(|| r.params.clone()),
             calibration,
             portraits: cfg.portrait.iter().cloned().collect(),
+            presence: super::presence::PresenceParams { mark: cfg.output.face_lost_mark, ..Default::default() },
+            fit: cfg.output.fit,
         })
     }
 }
