@@ -19,7 +19,7 @@ use super::geometry::{Pt, Similarity};
 use super::head3d::{pivot, rotate_about, with_depth, Rot3};
 use super::mesh::FACE_OVAL;
 use super::types::Frame;
-use super::warp::{raster_triangle, sample_bilinear, signed_area, WarpModel};
+use super::warp::{barycentric, interpolant, raster_triangle, sample_bilinear, signed_area, WarpModel};
 use crate::error::{Error, Result};
 
 /// A fold at the rigidly posed sheet only counts where the triangle faces the camera with at
@@ -424,26 +424,7 @@ fn turn_about(c: [f64; 3], q: &Similarity, rot: &Rot3, p: Pt, z: f32) -> [f64; 3
 /// The affine function over triangle `d` that takes the values `z` at its vertices (a depth, a
 /// source coordinate, a weight): `z(x, y) = a x + b y + c`.
 fn plane(d: [Pt; 3], z: [f32; 3]) -> Option<[f64; 3]> {
-    let area = signed_area(d[0], d[1], d[2]);
-    if !(area.abs() > 1e-9) {
-        return None;
-    }
-    let (x0, y0) = (d[0][0] as f64, d[0][1] as f64);
-    let (x1, y1) = (d[1][0] as f64, d[1][1] as f64);
-    let (x2, y2) = (d[2][0] as f64, d[2][1] as f64);
-    let inv = 1.0 / (2.0 * area);
-    let l = [
-        [(y1 - y2) * inv, (x2 - x1) * inv, (x1 * y2 - x2 * y1) * inv],
-        [(y2 - y0) * inv, (x0 - x2) * inv, (x2 * y0 - x0 * y2) * inv],
-        [(y0 - y1) * inv, (x1 - x0) * inv, (x0 * y1 - x1 * y0) * inv],
-    ];
-    let mut p = [0.0; 3];
-    for k in 0..3 {
-        for (c, lk) in p.iter_mut().zip(l[k]) {
-            *c += z[k] as f64 * lk;
-        }
-    }
-    Some(p)
+    barycentric(d).map(|l| interpolant(&l, z.map(f64::from)))
 }
 
 /// Renders the warp of `src` (the canvas) for turned targets `t` into `out` (same size), ROI
