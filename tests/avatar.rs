@@ -149,6 +149,16 @@ fn to_mat(f: &Frame) -> opencv::core::Mat {
     bgr
 }
 
+/// A warp avatar (no refiner) made by `puppetcam avatar create` from the data set's portrait
+/// `name`, in `dir`.
+fn warp_avatar_of(data: &Path, name: &str, dir: &Path) -> WarpAvatar {
+    let out = dir.join(format!("{name}.pcav"));
+    let img = data.join("portraits").join(format!("{name}.jpg")).display().to_string();
+    let o = puppetcam(&["avatar", "create", &img, "--no-refiner", "-o", &out.display().to_string()], dir, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    WarpAvatar::load(&out).unwrap()
+}
+
 /// `out` equals tests/golden/`name` within one grey level; `PUPPETCAM_BLESS=1` rewrites it.
 fn assert_golden(out: &Frame, name: &str) {
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
@@ -296,11 +306,7 @@ fn mouths_and_lids_move_in_the_3d_path_on_real_portraits() {
     let Some(d) = data() else { return };
     let dir = tempfile::tempdir().unwrap();
     for name in ["lp_s4", "lp_s0", "lp_s1"] {
-        let out = dir.path().join(format!("{name}.pcav"));
-        let img = d.join("portraits").join(format!("{name}.jpg")).display().to_string();
-        let o = puppetcam(&["avatar", "create", &img, "--no-refiner", "-o", &out.display().to_string()], dir.path(), &[]);
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-        let av = WarpAvatar::load(&out).unwrap();
+        let av = warp_avatar_of(&d, name, dir.path());
         let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
         let mut r = WarpRenderer::new(&av, w, h).unwrap();
         let rest = r.neutral().to_vec();
@@ -350,22 +356,9 @@ fn turning_a_turned_portrait_keeps_the_face_closed() {
     use puppetcam::core::mesh::FACE_OVAL;
     let Some(d) = data() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let inside = |poly: &[[f32; 2]], x: f32, y: f32| {
-        let mut c = false;
-        for k in 0..poly.len() {
-            let (a, b) = (poly[k], poly[(k + 1) % poly.len()]);
-            if (a[1] > y) != (b[1] > y) && x < a[0] + (y - a[1]) / (b[1] - a[1]) * (b[0] - a[0]) {
-                c = !c;
-            }
-        }
-        c
-    };
+    let inside = |poly: &[[f32; 2]], x: f32, y: f32| puppetcam::core::geometry::inside_polygon(poly, [x, y]);
     for name in ["lp_s4", "lp_s0", "ss_zak"] {
-        let out = dir.path().join(format!("{name}.pcav"));
-        let img = d.join("portraits").join(format!("{name}.jpg")).display().to_string();
-        let o = puppetcam(&["avatar", "create", &img, "--no-refiner", "-o", &out.display().to_string()], dir.path(), &[]);
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-        let av = WarpAvatar::load(&out).unwrap();
+        let av = warp_avatar_of(&d, name, dir.path());
         let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
         let r = WarpRenderer::new(&av, w, h).unwrap();
         let rest = r.neutral().to_vec();

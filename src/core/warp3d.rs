@@ -591,16 +591,7 @@ mod tests {
             // Inside the turned face: mesh points' hull shrunk (the oval's 85 %).
             let centre = [t.pts[..468].iter().map(|p| p[0]).sum::<f32>() / 468.0, t.pts[..468].iter().map(|p| p[1]).sum::<f32>() / 468.0];
             let oval: Vec<Pt> = FACE_OVAL.iter().map(|&i| [centre[0] + 0.8 * (t.pts[i][0] - centre[0]), centre[1] + 0.8 * (t.pts[i][1] - centre[1])]).collect();
-            let inside = |x: f32, y: f32| {
-                let mut c = false;
-                for k in 0..oval.len() {
-                    let (a, b) = (oval[k], oval[(k + 1) % oval.len()]);
-                    if (a[1] > y) != (b[1] > y) && x < a[0] + (y - a[1]) / (b[1] - a[1]) * (b[0] - a[0]) {
-                        c = !c;
-                    }
-                }
-                c
-            };
+            let inside = |x: f32, y: f32| crate::core::geometry::inside_polygon(&oval, [x, y]);
             let (mut worst, mut n) = (0i32, 0);
             for y in 0..h {
                 for x in 0..w {
@@ -731,16 +722,7 @@ mod tests {
         // colour; on the near half, none of the far side's.
         let (mut far, mut mirrored, mut near, mut foreign) = (0, 0, 0, 0);
         let hull: Vec<Pt> = FACE_OVAL.iter().map(|&i| back.pts[i]).collect();
-        let inside = |x: f32, y: f32| {
-            let mut c = false;
-            for k in 0..hull.len() {
-                let (a, b) = (hull[k], hull[(k + 1) % hull.len()]);
-                if (a[1] > y) != (b[1] > y) && x < a[0] + (y - a[1]) / (b[1] - a[1]) * (b[0] - a[0]) {
-                    c = !c;
-                }
-            }
-            c
-        };
+        let inside = |x: f32, y: f32| crate::core::geometry::inside_polygon(&hull, [x, y]);
         for y in 0..h {
             for x in 0..w {
                 if !inside(x as f32, y as f32) {
