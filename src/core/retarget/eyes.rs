@@ -2,6 +2,7 @@
 //! width), in which the portrait's lids are rebuilt with the driver's opening ratio (blinks and
 //! winks transfer as ratios of the portrait's own eye height, whatever the two eyes' sizes) and
 //! the iris moves by the driver's offset from its neutral iris.
+use super::eye_contact::Contact;
 use super::openness::{self, Eye};
 use super::topology::Topology;
 use super::Pts68;
@@ -78,7 +79,9 @@ pub(super) fn lid_opening(x: f64) -> f64 {
 /// portrait's own lid shape scaled by the driver's opening ratio, and sets each iris (`out_iris`,
 /// the portrait's neutral irises) offset from the portrait's neutral iris by the driver's offset
 /// from its neutral iris, in eye coordinates. `p68`: the driver's frame (68-point subset) and
-/// `iris` its irises; `driver` and `target`: the two neutrals' eye models.
+/// `iris` its irises; `driver` and `target`: the two neutrals' eye models. With `contact` (eye
+/// contact, weight > 0) the iris moves, by that weight, to the portrait's camera gaze plus the
+/// driver's departure from its screen gaze instead (`eye_contact.rs`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn transfer(
     topo: &Topology,
@@ -89,6 +92,7 @@ pub(super) fn transfer(
     driver: &[EyeModel; 2],
     target: &[EyeModel; 2],
     gain: f64,
+    contact: Option<&Contact>,
 ) {
     for eye in Eye::BOTH {
         let e = eye as usize;
@@ -109,7 +113,18 @@ pub(super) fn transfer(
                     .unwrap_or([0.0, 0.0]),
                 _ => [0.0, 0.0],
             };
-            let c = from_eye(&o68, eye, [tc[0] + delta[0], tc[1] + delta[1]]);
+            let mut pos = [tc[0] + delta[0], tc[1] + delta[1]];
+            if let (Some(k), Some(di)) = (contact.filter(|k| k.weight > 0.0), iris) {
+                if let Some(c) = to_eye(p68, eye, [di[e].cx as f64, di[e].cy as f64]) {
+                    // The same gain and clamps as the plain transfer: a glance moves the iris as
+                    // far as it did without eye contact, only from the camera gaze.
+                    let (s, cam) = (k.screen[e], k.camera[e]);
+                    let dep = [(gain * (c[0] - s[0])).clamp(-0.25, 0.25), (gain * (c[1] - s[1])).clamp(-0.12, 0.12)];
+                    let w = k.weight.min(1.0);
+                    pos = [pos[0] + w * (cam[0] + dep[0] - pos[0]), pos[1] + w * (cam[1] + dep[1] - pos[1])];
+                }
+            }
+            let c = from_eye(&o68, eye, pos);
             let [a, b, ..] = eye.indices();
             ir[e] = Iris { cx: c[0] as f32, cy: c[1] as f32, r: (tr * dist(o68[a], o68[b])) as f32 };
         }

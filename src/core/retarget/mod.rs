@@ -10,7 +10,9 @@
 //!   to the portrait's proportions, and added to the portrait's neutral (`expression`, with the
 //!   lips kept from crossing in `mouth`);
 //! - eyes: lid opening transferred as a ratio of the neutral opening (blinks and winks stay
-//!   faithful whatever the eye sizes), iris offset in normalised eye coordinates (`eyes`);
+//!   faithful whatever the eye sizes), iris offset in normalised eye coordinates (`eyes`), or,
+//!   with eye contact on, from the driver's screen gaze to the portrait looking into the camera
+//!   (`eye_contact`);
 //!
 //! Then the pose is re-applied (limited and smoothed) around the portrait's face centre.
 //! The driver's neutral comes from a calibration profile or is estimated (`neutral`) and, without
@@ -19,6 +21,7 @@
 //! See docs/retargeting.md. Pure: no I/O, never panics on bad input.
 mod ease;
 mod expression;
+mod eye_contact;
 mod eyes;
 mod learning;
 mod mouth;

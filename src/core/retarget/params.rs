@@ -36,6 +36,10 @@ pub struct RetargetParams {
     /// Without a profile: largest non-rigid landmark motion (RMS / inter-ocular distance)
     /// accepted in the learning window.
     pub learn_max_motion: f32,
+    /// Eye contact: the portrait looks into the camera while the driver looks at the screen (the
+    /// driver's most frequent gaze over the last seconds), and still follows glances away from
+    /// it (`eye_contact.rs`). Switchable live from the control API.
+    pub eye_contact: bool,
 }
 
 impl Default for RetargetParams {
@@ -53,6 +57,7 @@ impl Default for RetargetParams {
             mouth_gain: 1.0,
             learn_frames: 30,
             learn_max_motion: 0.03,
+            eye_contact: false,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! transfer, lips, eyes, pose re-applied) against the driver neutral in use, and holds the state
 //! between frames (the neutral being learned, the smoothed pose, the rejected-frame count).
 use super::expression::{self, measure, Measures, REGIONS};
+use super::eye_contact::{camera_gaze, gaze_sample, Contact, EyeContact};
 use super::eyes::{self, eye_model, EyeModel};
 use super::mouth::uncross_lips;
 use super::neutral::NeutralStatus;
@@ -71,6 +72,11 @@ pub struct Retargeter {
     pub(super) since_estimate: usize,
     pub(super) pose: Option<Pose>,
     pub(super) rejected: u64,
+    /// Eye contact's switch and the driver's screen gaze.
+    pub(super) eye_contact: EyeContact,
+    /// Where the portrait's irises look into the camera, per eye in eye coordinates (`None`:
+    /// degenerate eyes, eye contact then does nothing).
+    pub(super) t_camera: Option<[[f64; 2]; 2]>,
 }
 impl Retargeter {
     /// `target`: the portrait's neutral landmarks in crop coordinates (avatar metadata).
@@ -106,6 +112,8 @@ impl Retargeter {
         let tm = measure(&t68.pts68).map_err(|e| Error::Invalid(format!("avatar neutral landmarks: {e}")))?;
         let t_eyes = [eye_model(&topo, &target, target_iris.as_ref(), Eye::Right)?, eye_model(&topo, &target, target_iris.as_ref(), Eye::Left)?];
         let ts = stable_pts(&t68.pts68);
+        let eye_contact = params.eye_contact;
+        let t_camera = camera_gaze(&t68.pts68, Eye::Right).zip(camera_gaze(&t68.pts68, Eye::Left)).map(|(r, l)| [r, l]);
         let t_centre = centroid(ts);
         let t_size = rms_size(&ts);
         let mut r = Retargeter {
@@ -127,6 +135,8 @@ impl Retargeter {
             goal: None,
             pose: None,
             rejected: 0,
+            eye_contact: EyeContact::new(eye_contact),
+            t_camera,
         };
         if let Some(d) = driver_neutral {
             r.driver = Some(r.driver_model(&d)?);
@@ -161,6 +171,16 @@ impl Retargeter {
     /// The topology this retargeter works on.
     pub fn topology(&self) -> &Topology {
         &self.topo
+    }
+
+    /// Switches eye contact (control API); the irises glide to their new place over a few frames.
+    pub fn set_eye_contact(&mut self, on: bool) {
+        self.eye_contact.set(on);
+    }
+
+    /// Whether eye contact is switched on.
+    pub fn eye_contact(&self) -> bool {
+        self.eye_contact.is_on()
     }
 
     /// Driver frames rejected so far (non-finite or degenerate landmarks).
@@ -240,8 +260,16 @@ impl Retargeter {
 
         // Eyes: lids from the target's own lid shape scaled by the driver's opening ratio, iris
         // offset from the driver's neutral iris position in eye coordinates.
+        // Eye contact: every open-eye frame is a gaze sample (also while off, so that switching
+        // it on has its screen reference at once); the reference is only read while it weighs.
+        self.eye_contact.observe(gaze_sample(&p68, iris, &d.eyes));
+        let w = self.eye_contact.step();
+        let contact = match (w > 0.0, self.t_camera) {
+            (true, Some(camera)) => self.eye_contact.screen().map(|screen| Contact { weight: w, screen, camera }),
+            _ => None,
+        };
         let mut out_iris = self.target.iris;
-        eyes::transfer(&self.topo, &mut out, &mut out_iris, &p68, iris, &d.eyes, &self.t_eyes, gain);
+        eyes::transfer(&self.topo, &mut out, &mut out_iris, &p68, iris, &d.eyes, &self.t_eyes, gain, contact.as_ref());
 
         // Head pose relative to the neutral, about the stable-point centre, normalised by size;
         // limited, smoothed and re-applied about the portrait's stable-point centre.
