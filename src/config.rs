@@ -113,6 +113,7 @@ pub struct RawRetarget {
     pub mouth_gain: Option<f64>,
     pub learn_frames: Option<i64>,
     pub learn_max_motion: Option<f64>,
+    pub eye_contact: Option<bool>,
     pub ease_hold_s: Option<f64>,
     pub ease_out_s: Option<f64>,
     pub ease_in_s: Option<f64>,
@@ -146,7 +147,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
         "retarget",
         &[
             "enabled", "profile", "max_roll_deg", "head_3d", "max_yaw_deg", "max_pitch_deg", "max_translation", "min_scale", "max_scale",
-            "pose_smoothing", "expression_gain", "mouth_gain", "learn_frames", "learn_max_motion", "ease_hold_s", "ease_out_s", "ease_in_s",
+            "pose_smoothing", "expression_gain", "mouth_gain", "learn_frames", "learn_max_motion", "eye_contact", "ease_hold_s", "ease_out_s", "ease_in_s",
         ],
     ),
     (
@@ -576,6 +577,7 @@ impl Config {
                 mouth_gain: float_in("retarget.mouth_gain", t.mouth_gain, f64::from(rd.mouth_gain), MOUTH_GAIN)?,
                 learn_frames: int_in("retarget.learn_frames", t.learn_frames, rd.learn_frames as i64, LEARN_FRAMES)? as usize,
                 learn_max_motion: float_in("retarget.learn_max_motion", t.learn_max_motion, f64::from(rd.learn_max_motion), LEARN_MAX_MOTION)?,
+                eye_contact: t.eye_contact.unwrap_or(rd.eye_contact),
             },
             ease_hold_s: float_in("retarget.ease_hold_s", t.ease_hold_s, 0.2, EASE_S)?,
             ease_out_s: float_in("retarget.ease_out_s", t.ease_out_s, 0.3, EASE_S)?,
@@ -775,6 +777,7 @@ mod tests {
             pose_smoothing = 0.5
             learn_frames = 10
             learn_max_motion = 0.1
+            eye_contact = true
             ease_hold_s = 1.0
             ease_out_s = 2.0
             ease_in_s = 0.5
@@ -801,6 +804,7 @@ mod tests {
         let p = &r.params;
         assert_eq!((p.max_translation, p.min_scale, p.max_scale, p.pose_smoothing), (0.3, 0.5, 2.0, 0.5));
         assert_eq!((p.learn_frames, p.learn_max_motion), (10, 0.1));
+        assert!(p.eye_contact && !Config::from_toml("").unwrap().retarget.params.eye_contact);
         assert_eq!((r.ease_hold_s, r.ease_out_s, r.ease_in_s), (1.0, 2.0, 0.5));
         assert_eq!(c.service.bind.port(), 9000);
         assert!(c.service.allow_remote && !c.service.watch_avatar);
@@ -943,6 +947,7 @@ mod tests {
         assert_eq!(k, "output.fps", "{m}");
         let (k, _) = err("[runtime]\nfp16 = 1\n");
         assert_eq!(k, "runtime.fp16");
+        assert_eq!(err("[retarget]\neye_contact = \"yes\"\n").0, "retarget.eye_contact");
         let (k, _) = err("[source\nkind = 1");
         assert!(k.is_empty() || k.starts_with("source"), "{k}");
     }

@@ -41,6 +41,17 @@ pub enum CtlVerb {
     Pause,
     /// Back to the live face (fades out).
     Resume,
+    /// The portrait looks into the camera while you look at the screen (on), or where you look (off).
+    EyeContact {
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,6 +228,11 @@ pub fn cmd_ctl(a: CtlArgs) -> anyhow::Result<u8> {
         CtlVerb::Resume => {
             let r = d.call("POST", "/api/resume", None)?;
             d.print(&r, |_| "resumed".into());
+        }
+        CtlVerb::EyeContact { state } => {
+            let s = if *state == OnOff::On { "on" } else { "off" };
+            let r = d.call("POST", &format!("/api/eye-contact/{s}"), None)?;
+            d.print(&r, |_| format!("eye contact {s}"));
         }
     }
     Ok(0)

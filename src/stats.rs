@@ -134,6 +134,8 @@ pub struct LookStatus {
     pub switching: bool,
     /// Times "neutral now" was asked for.
     pub neutral_resets: u64,
+    /// Eye contact is on (`[retarget] eye_contact`, or switched by the control API).
+    pub eye_contact: bool,
 }
 
 /// All statistics of one running pipeline.

@@ -220,6 +220,16 @@ fn every_ctl_verb_drives_the_running_daemon() {
     assert!(v["retarget_state"].as_str().unwrap().starts_with("provisional"), "{v}");
     wait_until("the neutral learned again", 60, || status()["retarget_state"].as_str().unwrap().starts_with("learned"));
 
+    // Eye contact: off by default, on and off again through ctl, shown in the status; a state
+    // other than on/off is a clear error.
+    assert_eq!(status()["control"]["eye_contact"], false);
+    assert_eq!(d.ctl_ok(&["eye-contact", "on"]).trim(), "eye contact on");
+    wait_until("eye contact on in the status", 10, || status()["control"]["eye_contact"] == true);
+    d.ctl_ok(&["eye-contact", "off"]);
+    wait_until("eye contact off in the status", 10, || status()["control"]["eye_contact"] == false);
+    let o = d.ctl(&["eye-contact", "maybe"]);
+    assert!(!o.status.success() && common::text(&o).contains("maybe"), "{}", common::text(&o));
+
     // Delete refuses the live avatar; rename follows it; another one is deleted.
     let o = d.ctl(&["avatar", "delete", "Ada Lovelace"]);
     assert_eq!(o.status.code(), Some(1));

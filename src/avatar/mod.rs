@@ -194,6 +194,18 @@ impl WarpStage {
         self.retargeter.relearn_now();
     }
 
+    /// Eye contact on or off (control API); it outlives a profile neutral's completion.
+    pub fn set_eye_contact(&mut self, on: bool) {
+        if let Some((_, params)) = self.pending.as_mut() {
+            params.eye_contact = on;
+        }
+        self.retargeter.set_eye_contact(on);
+    }
+
+    pub fn eye_contact(&self) -> bool {
+        self.retargeter.eye_contact()
+    }
+
     pub fn renderer(&self) -> &WarpRenderer {
         &self.renderer
     }

@@ -215,7 +215,16 @@ fn route(hub: &Arc<ControlHub>, req: &ApiRequest) -> Result<ApiResponse, Control
             hub.pause(false)?;
             ok()
         }
-        (_, ["status" | "avatars" | "jobs" | "neutral" | "pause" | "resume", ..]) => {
+        ("POST", ["eye-contact", state]) => {
+            let on = match *state {
+                "on" => true,
+                "off" => false,
+                other => return Err(ControlError::BadRequest(format!("eye contact {other:?}: use /api/eye-contact/on or /api/eye-contact/off"))),
+            };
+            hub.eye_contact(on)?;
+            ok()
+        }
+        (_, ["status" | "avatars" | "jobs" | "neutral" | "pause" | "resume" | "eye-contact", ..]) => {
             Err(ControlError::BadRequest(format!("{m} is not allowed on {} (see docs/api.md)", req.path)))
         }
         _ => Err(ControlError::NotFound(format!("no API route {} (see docs/api.md)", req.path))),

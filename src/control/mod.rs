@@ -168,6 +168,10 @@ impl ControlHub {
         self.controller()?.neutral_now().map_err(|e| ControlError::Conflict(e.to_string()))
     }
 
+    pub fn eye_contact(&self, on: bool) -> Result<(), ControlError> {
+        self.controller()?.eye_contact(on).map_err(|e| ControlError::Conflict(e.to_string()))
+    }
+
     /// The `control` part of /status.json and /api/status.
     pub fn status_value(&self) -> serde_json::Value {
         let look = self.stats.look.read().clone();
@@ -179,6 +183,7 @@ impl ControlHub {
             "face_mark": look.face_mark,
             "switching": look.switching,
             "neutral_resets": look.neutral_resets,
+            "eye_contact": look.eye_contact,
             "pipeline": self.pipeline.read().is_some(),
             "jobs": self.jobs.all(),
             "library": self.library.dir(),

@@ -103,6 +103,25 @@ impl Avatar {
         }
     }
 
+    /// Eye contact on or off; false when this avatar does not retarget (nothing to switch).
+    pub(super) fn set_eye_contact(&mut self, on: bool) -> bool {
+        match &mut self.kind {
+            Kind::Warp(w) => {
+                w.set_eye_contact(on);
+                true
+            }
+            Kind::Onnx(o) => o.retargeter.as_mut().map(|r| r.set_eye_contact(on)).is_some(),
+        }
+    }
+
+    /// Whether eye contact is on (false without retargeting).
+    pub(super) fn eye_contact(&self) -> bool {
+        match &self.kind {
+            Kind::Warp(w) => w.eye_contact(),
+            Kind::Onnx(o) => o.retargeter.as_ref().is_some_and(Retargeter::eye_contact),
+        }
+    }
+
     /// Shows this avatar on the status page and /metrics.
     pub(super) fn publish(&self, ctx: &GenCtx) {
         let source = ctx.load.calibration.as_ref().map_or("", |c| c.source.as_str());

@@ -57,6 +57,13 @@ impl Controller {
         self.wait(rx, Duration::from_secs(10), "neutral now")
     }
 
+    /// Eye contact on or off (the irises glide to their new place over a few frames).
+    pub fn eye_contact(&self, on: bool) -> Result<()> {
+        let (tx, rx) = bounded(1);
+        self.send(Control::EyeContact(on, tx))?;
+        self.wait(rx, Duration::from_secs(10), "eye contact")
+    }
+
     fn send(&self, c: Control) -> Result<()> {
         self.control
             .send_timeout(c, Duration::from_secs(5))

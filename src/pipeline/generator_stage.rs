@@ -107,6 +107,9 @@ struct State {
     /// The last frame sent out, with the still and fades applied (what a switch fades from).
     last_out: Arc<Frame>,
     neutral_resets: u64,
+    /// Eye contact as switched by the control API (`None`: as the config says). Applied to every
+    /// avatar loaded later (a switch, a restart after a panic) until the daemon restarts.
+    eye_contact: Option<bool>,
 }
 
 pub(super) fn generator_thread(
@@ -142,6 +145,7 @@ pub(super) fn generator_thread(
         presence,
         fade: None,
         neutral_resets: 0,
+        eye_contact: None,
     };
     let mut control = control;
     let stats = ctx.stats.clone();
@@ -152,6 +156,9 @@ pub(super) fn generator_thread(
             match Avatar::load(&st.path, &ctx.load, &mut st.raster) {
                 Ok(a) => {
                     st.av = a;
+                    if let Some(on) = st.eye_contact {
+                        st.av.set_eye_contact(on);
+                    }
                     st.av.publish(&ctx);
                 }
                 Err(e) => log::error!("generator: reloading {} after the panic failed ({e}); keeping the avatar in memory", st.path.display()),
@@ -194,6 +201,17 @@ fn generator_loop(ctx: &mut GenCtx, st: &mut State, rx: &Receiver<FaceMsg>, cont
                             Ok(())
                         } else {
                             Err(Error::Invalid("retargeting is off ([retarget] enabled = false): there is no driver neutral to take".into()))
+                        };
+                        let _ = reply.send(r);
+                    }
+                    Ok(Control::EyeContact(on, reply)) => {
+                        let r = if st.av.set_eye_contact(on) {
+                            st.eye_contact = Some(on);
+                            log::info!("eye contact {}", if on { "on: the portrait looks into the camera while you look at the screen" } else { "off" });
+                            publish_look(ctx, st);
+                            Ok(())
+                        } else {
+                            Err(Error::Invalid("retargeting is off ([retarget] enabled = false): there are no eyes to turn to the camera".into()))
                         };
                         let _ = reply.send(r);
                     }
@@ -327,6 +345,7 @@ fn publish_look(ctx: &GenCtx, st: &State) {
         face_mark: st.presence_mark() > 0.0,
         switching: st.fade.is_some(),
         neutral_resets: st.neutral_resets,
+        eye_contact: st.av.eye_contact(),
     };
     if *ctx.stats.look.read() != look {
         *ctx.stats.look.write() = look;
@@ -350,6 +369,9 @@ fn finish_reload(ctx: &mut GenCtx, st: &mut State, p: Pending, r: Result<Avatar>
             log::info!("avatar reloaded from {} in {:.1} s", p.path.display(), p.started.elapsed().as_secs_f64());
             ctx.load = p.load;
             st.av = new;
+            if let Some(on) = st.eye_contact {
+                st.av.set_eye_contact(on);
+            }
             st.path = p.path;
             st.last_good = st.av.idle.clone();
             if p.crossfade {

@@ -250,6 +250,8 @@ enum Control {
     Pause(bool, Reply),
     /// Learn the driver's neutral again from the next steady frames.
     NeutralNow(Reply),
+    /// Eye contact on (true) or off, from now on and for every avatar loaded later.
+    EyeContact(bool, Reply),
 }
 
 /// What a reconfiguration can change in the generator stage besides the avatar file.

@@ -360,7 +360,7 @@ mod tests {
     fn retarget_section_reaches_the_retargeter_and_easer() {
         let cfg = Config::from_toml(
             "[retarget]\nmax_roll_deg = 11\nhead_3d = false\nmax_yaw_deg = 20\nmax_pitch_deg = 15\nmax_translation = 0.2\nmin_scale = 0.7\nmax_scale = 1.5\npose_smoothing = 0.6\n\
-             expression_gain = 1.4\nmouth_gain = 1.1\nlearn_frames = 12\nlearn_max_motion = 0.05\nease_hold_s = 0.5\nease_out_s = 0.8\nease_in_s = 0.25\n",
+             expression_gain = 1.4\nmouth_gain = 1.1\nlearn_frames = 12\nlearn_max_motion = 0.05\neye_contact = true\nease_hold_s = 0.5\nease_out_s = 0.8\nease_in_s = 0.25\n",
         )
         .unwrap();
         let p = Plan::from_config(&cfg).unwrap();
@@ -379,6 +379,7 @@ mod tests {
                 mouth_gain: 1.1,
                 learn_frames: 12,
                 learn_max_motion: 0.05,
+                eye_contact: true,
             })
         );
         p.retarget.as_ref().unwrap().validate().unwrap();
