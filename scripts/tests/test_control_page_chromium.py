@@ -30,7 +30,9 @@ class Skip(Exception):
 
 
 def skip(reason):
-    if os.environ.get('CI') in ('true', '1') and 'data' in reason:
+    # CI's set-up (scripts/setup.sh full) installs chromium, chromium-driver and selenium and
+    # builds the binary: under CI=true nothing here may be missing.
+    if os.environ.get('CI') in ('true', '1'):
         raise AssertionError(f'CI=true and {reason}')
     try:
         import pytest
