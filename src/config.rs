@@ -85,6 +85,7 @@ pub struct RawFace {
     pub model_dir: Option<PathBuf>,
     pub min_score: Option<f64>,
     pub iris: Option<bool>,
+    pub iris_alternate: Option<bool>,
     pub one_euro: Option<RawOneEuro>,
 }
 
@@ -140,7 +141,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every", "face_lost_mark", "fit"]),
     ("avatar", &["path", "portrait", "library"]),
     ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
-    ("face", &["model_dir", "min_score", "iris", "one_euro"]),
+    ("face", &["model_dir", "min_score", "iris", "iris_alternate", "one_euro"]),
     ("face.one_euro", &["min_cutoff", "beta", "d_cutoff"]),
     (
         "retarget",
@@ -277,7 +278,10 @@ pub struct OutputConfig {
     pub format: PixFormat,
     pub width: u32,
     pub height: u32,
+    /// The output's rate cap; when not set (`fps_set` false) the live output follows the source's
+    /// rate and this (30) is only used when the source tells none.
     pub fps: u32,
+    pub fps_set: bool,
     /// PNG sink: keep one frame of every `every`.
     pub every: u32,
     /// Draw the small face-not-found mark on the still shown while the face is lost.
@@ -304,6 +308,9 @@ pub struct FaceConfig {
     pub model_dir: Option<PathBuf>,
     pub min_score: f32,
     pub iris: bool,
+    /// Live output: run the iris model on one open eye per frame, taking turns, and carry the
+    /// other (`face::iris_schedule`); false runs both eyes every frame.
+    pub iris_alternate: bool,
     pub min_cutoff: f32,
     pub beta: f32,
     pub d_cutoff: f32,
@@ -492,6 +499,7 @@ impl Config {
             format: choice("output.format", o.format.as_deref(), PixFormat::Yuyv, &[("yuyv", PixFormat::Yuyv), ("i420", PixFormat::I420)])?,
             width: even("output.width", int_in("output.width", o.width, 1280, OUTPUT_WIDTH)?)?,
             height: even("output.height", int_in("output.height", o.height, 720, OUTPUT_HEIGHT)?)?,
+            fps_set: o.fps.is_some(),
             fps: int_in("output.fps", o.fps, 30, OUTPUT_FPS)?,
             every: int_in("output.every", o.every, 1, PNG_EVERY)?,
             face_lost_mark: o.face_lost_mark.unwrap_or(true),
@@ -552,6 +560,7 @@ impl Config {
             model_dir: nonempty_path("face.model_dir", f.model_dir)?,
             min_score: float_in("face.min_score", f.min_score, 0.5, UNIT)?,
             iris: f.iris.unwrap_or(true),
+            iris_alternate: f.iris_alternate.unwrap_or(true),
             min_cutoff: float_in("face.one_euro.min_cutoff", e.min_cutoff, od.min_cutoff.into(), ONE_EURO_CUTOFF)?,
             beta: float_in("face.one_euro.beta", e.beta, od.beta.into(), ONE_EURO_BETA)?,
             d_cutoff: float_in("face.one_euro.d_cutoff", e.d_cutoff, od.d_cutoff.into(), ONE_EURO_CUTOFF)?,

@@ -3,13 +3,16 @@
 pub mod detector;
 pub mod extract;
 pub mod iris;
+pub mod iris_schedule;
 pub mod landmarker;
 mod model;
 pub mod ort_env;
+pub mod profile;
 pub mod roi;
 pub mod still;
 pub mod tracker;
 
+pub use profile::FaceProfile;
 pub use tracker::FaceTracker;
 
 use crate::core::one_euro::OneEuroParams;
@@ -77,6 +80,9 @@ pub struct TrackerConfig {
     pub roi_scale: f32,
     /// Run the iris model when it is available.
     pub iris: bool,
+    /// On which eyes and frames (`iris_schedule`): both eyes every frame (MediaPipe's pipeline,
+    /// the default here: landmark extraction and parity) or one open eye per frame (live).
+    pub iris_schedule: iris_schedule::IrisSchedule,
     /// Crop the next frame from this frame's landmarks; false detects on every frame
     /// (independent frames, e.g. unrelated images).
     pub track: bool,
@@ -91,6 +97,7 @@ impl Default for TrackerConfig {
             min_presence_score: 0.5,
             roi_scale: 1.5,
             iris: true,
+            iris_schedule: iris_schedule::IrisSchedule::EveryFrame,
             track: true,
             filter: Some(OneEuroParams::default()),
         }
