@@ -86,6 +86,7 @@ pub struct RawFace {
     pub min_score: Option<f64>,
     pub iris: Option<bool>,
     pub iris_alternate: Option<bool>,
+    pub threads: Option<i64>,
     pub one_euro: Option<RawOneEuro>,
 }
 
@@ -141,7 +142,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every", "face_lost_mark", "fit"]),
     ("avatar", &["path", "portrait", "library"]),
     ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
-    ("face", &["model_dir", "min_score", "iris", "iris_alternate", "one_euro"]),
+    ("face", &["model_dir", "min_score", "iris", "iris_alternate", "threads", "one_euro"]),
     ("face.one_euro", &["min_cutoff", "beta", "d_cutoff"]),
     (
         "retarget",
@@ -311,6 +312,8 @@ pub struct FaceConfig {
     /// Live output: run the iris model on one open eye per frame, taking turns, and carry the
     /// other (`face::iris_schedule`); false runs both eyes every frame.
     pub iris_alternate: bool,
+    /// ORT intra-op threads of the landmark and iris models (1..=8).
+    pub threads: u32,
     pub min_cutoff: f32,
     pub beta: f32,
     pub d_cutoff: f32,
@@ -379,6 +382,8 @@ pub const OUTPUT_FPS: RangeInclusive<i64> = 1..=120;
 pub const PNG_EVERY: RangeInclusive<i64> = 1..=1_000_000;
 pub const THREADS: RangeInclusive<i64> = 0..=256;
 pub const DEVICE_ID: RangeInclusive<i64> = 0..=64;
+/// `[face] threads`: intra-op threads of the landmark and iris models.
+pub const FACE_THREADS: RangeInclusive<i64> = 1..=8;
 pub const UNIT: RangeInclusive<f64> = 0.0..=1.0;
 pub const ONE_EURO_CUTOFF: RangeInclusive<f64> = 0.001..=100.0;
 /// Per inter-ocular distance per second; values in (0, 1) were the old per-pixel unit.
@@ -561,6 +566,7 @@ impl Config {
             min_score: float_in("face.min_score", f.min_score, 0.5, UNIT)?,
             iris: f.iris.unwrap_or(true),
             iris_alternate: f.iris_alternate.unwrap_or(true),
+            threads: int_in("face.threads", f.threads, 1, FACE_THREADS)?,
             min_cutoff: float_in("face.one_euro.min_cutoff", e.min_cutoff, od.min_cutoff.into(), ONE_EURO_CUTOFF)?,
             beta: float_in("face.one_euro.beta", e.beta, od.beta.into(), ONE_EURO_BETA)?,
             d_cutoff: float_in("face.one_euro.d_cutoff", e.d_cutoff, od.d_cutoff.into(), ONE_EURO_CUTOFF)?,

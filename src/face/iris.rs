@@ -83,9 +83,15 @@ pub struct IrisModel {
 
 impl IrisModel {
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_threads(path, 1)
+    }
+
+    /// With `threads` intra-op threads (see `model::load_checked`).
+    pub fn load_threads(path: &Path, threads: usize) -> Result<Self> {
         let session = model::load_checked(
             path,
             "iris model",
+            threads,
             &[1, 3, SIZE as i64, SIZE as i64],
             &[(&[1, 213], "71 eye-contour points"), (&[1, 15], "5 iris points")],
         )?;
@@ -103,13 +109,25 @@ impl IrisModel {
     /// The iris of eye `k` (0: subject's right, 1: left); `None` when its crop is degenerate.
     /// Adds the time spent to `t`.
     pub fn run_eye(&mut self, img: &impl ToInputArray, mesh: &[[f32; 3]], k: usize, t: &mut IrisTiming) -> Result<Option<EyeIris>> {
+        let Some((roi, input)) = Self::eye_input(img, mesh, k, t)? else { return Ok(None) };
+        self.run_input(&roi, &input, k, t).map(Some)
+    }
+
+    /// The crop rect of eye `k` and the model's input tensor from it; `None` when degenerate.
+    pub fn eye_input(img: &impl ToInputArray, mesh: &[[f32; 3]], k: usize, t: &mut IrisTiming) -> Result<Option<(RotRect, Vec<f32>)>> {
         let Some(roi) = eye_roi_in(mesh, k) else { return Ok(None) };
-        let flip = EYES[k].2;
         let t0 = std::time::Instant::now();
-        let input = crop_to_tensor(img, &roi, SIZE, Border::Replicate, 1.0 / 255.0, 0.0, flip)?;
+        let input = crop_to_tensor(img, &roi, SIZE, Border::Replicate, 1.0 / 255.0, 0.0, EYES[k].2)?;
+        t.crop += t0.elapsed();
+        Ok(Some((roi, input)))
+    }
+
+    /// The model on an input made by [`IrisModel::eye_input`] for eye `k` from `roi`.
+    pub fn run_input(&mut self, roi: &RotRect, input: &[f32], k: usize, t: &mut IrisTiming) -> Result<EyeIris> {
+        let roi = *roi;
+        let flip = EYES[k].2;
         let t1 = std::time::Instant::now();
-        let res = model::run(&mut self.session, [1, 3, SIZE, SIZE], &input)?;
-        t.crop += t1 - t0;
+        let res = model::run(&mut self.session, [1, 3, SIZE, SIZE], input)?;
         t.model += t1.elapsed();
         let s = SIZE as f32;
         let mut pts = [[0.0f32; 2]; 5];
@@ -124,7 +142,7 @@ impl IrisModel {
         // The centre relative to the crop: the model's first point, flip undone.
         let u0 = if flip { s - res[1][0] } else { res[1][0] };
         let rel = [u0 / s, res[1][1] / s, iris.r / roi.w];
-        Ok(Some(EyeIris { iris, rel }))
+        Ok(EyeIris { iris, rel })
     }
 }
 

@@ -7,6 +7,8 @@
 //! the iris; the renderer clips it by them anyway). An eye the model skips keeps its last iris
 //! *relative to its eye crop*, placed in this frame's crop: it follows the head exactly and
 //! lags only in gaze, by one frame (two while the other eye is closed and this one not).
+//! An eye whose crop has not changed since the model last ran on it (a steady gaze, the usual
+//! case in a call) is not run again either: the model would see the same pixels.
 //! [`IrisSchedule::EveryFrame`] is MediaPipe's own pipeline, kept for `puppetcam landmarks`, the
 //! training data and the parity tests against MediaPipe.
 use super::iris::{eye_openness, EyeIris};
@@ -33,6 +35,37 @@ pub struct IrisPlanner {
     schedule: IrisSchedule,
     turn: usize,
     last: [Option<[f32; 3]>; 2],
+    /// Each eye's model input when the model last ran on it (`Alternate` only).
+    last_input: [Option<Vec<f32>>; 2],
+}
+
+/// An eye crop counts as changed (the model runs on it) when more than this many of its 64x64
+/// pixels differ by more than [`STILL_LEVEL`] from the crop the model last saw: an iris moving by
+/// one pixel changes a crescent of about 30 pixels by far more than that, camera noise and
+/// compression change single pixels by a few levels. The crop follows the head (it is cut along
+/// this frame's eye corners), so a still gaze in a moving head stays unchanged.
+pub const STILL_PIXELS: usize = 12;
+/// In input units (pixel values / 255): 24 levels of 255.
+pub const STILL_LEVEL: f32 = 24.0 / 255.0;
+
+/// Whether two iris inputs (3 planes of the same size) differ in more than [`STILL_PIXELS`] pixels
+/// by more than [`STILL_LEVEL`] in any channel.
+pub fn crop_changed(a: &[f32], b: &[f32]) -> bool {
+    if a.len() != b.len() || a.len() % 3 != 0 {
+        return true;
+    }
+    let plane = a.len() / 3;
+    let mut n = 0;
+    for i in 0..plane {
+        let d = (0..3).map(|c| (a[c * plane + i] - b[c * plane + i]).abs()).fold(0.0f32, f32::max);
+        if d > STILL_LEVEL {
+            n += 1;
+            if n > STILL_PIXELS {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 impl IrisPlanner {
@@ -43,6 +76,21 @@ impl IrisPlanner {
     /// Forgets the carried irises (a new track: the old face's gaze means nothing).
     pub fn reset(&mut self) {
         self.last = [None, None];
+        self.last_input = [None, None];
+    }
+
+    /// Whether the model needs to run on eye `k` whose input this frame is `input`: always with
+    /// `EveryFrame`; with `Alternate` only when the crop changed since the model last ran on it
+    /// (a still eye keeps its iris). Remembers `input` when it says yes.
+    pub fn needs_model(&mut self, k: usize, input: &[f32]) -> bool {
+        if self.schedule == IrisSchedule::EveryFrame {
+            return true;
+        }
+        let changed = self.last[k].is_none() || self.last_input[k].as_deref().map_or(true, |prev| crop_changed(prev, input));
+        if changed {
+            self.last_input[k] = Some(input.to_vec());
+        }
+        changed
     }
 
     /// Which eyes to run the model on for this frame's `mesh`. An eye without a carried iris
@@ -144,6 +192,29 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(p.plan(&wink), [true, false]);
         }
+    }
+
+    #[test]
+    fn a_still_eye_is_not_run_again() {
+        let mut p = IrisPlanner::new(IrisSchedule::Alternate);
+        let crop = vec![0.5f32; 3 * 64 * 64];
+        assert!(p.needs_model(0, &crop), "nothing carried yet");
+        p.remember(0, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1] });
+        let mut noisy = crop.clone();
+        for i in (0..noisy.len()).step_by(97) {
+            noisy[i] += 0.05; // noise: many pixels, a few levels
+        }
+        assert!(!p.needs_model(0, &noisy));
+        let mut moved = crop.clone();
+        for i in 0..40 {
+            moved[2000 + i] = 0.1; // an iris edge: a few dozen pixels, far off
+        }
+        assert!(p.needs_model(0, &moved));
+        assert!(!p.needs_model(0, &moved), "compared with the crop the model last saw");
+        let mut every = IrisPlanner::new(IrisSchedule::EveryFrame);
+        every.remember(0, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1] });
+        assert!(every.needs_model(0, &crop) && every.needs_model(0, &crop));
+        assert!(crop_changed(&crop, &crop[..30]), "inputs of another size always differ");
     }
 
     #[test]

@@ -46,9 +46,15 @@ pub struct MeshResult {
 
 impl Landmarker {
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_threads(path, 1)
+    }
+
+    /// With `threads` intra-op threads (see `model::load_checked`).
+    pub fn load_threads(path: &Path, threads: usize) -> Result<Self> {
         let session = model::load_checked(
             path,
             "face landmark model",
+            threads,
             &[1, 3, SIZE as i64, SIZE as i64],
             &[(&[1, 3 * MESH_POINTS as i64, 1, 1], "468 x (x, y, z)"), (&[1, 1, 1, 1], "face flag")],
         )?;

@@ -86,6 +86,8 @@ pub struct TrackerConfig {
     /// Crop the next frame from this frame's landmarks; false detects on every frame
     /// (independent frames, e.g. unrelated images).
     pub track: bool,
+    /// ORT intra-op threads of the landmark and iris models (`[face] threads`).
+    pub threads: usize,
     /// One Euro smoothing of the landmarks; `None` returns the raw per-frame model output.
     pub filter: Option<OneEuroParams>,
 }
@@ -99,6 +101,7 @@ impl Default for TrackerConfig {
             iris: true,
             iris_schedule: iris_schedule::IrisSchedule::EveryFrame,
             track: true,
+            threads: 1,
             filter: Some(OneEuroParams::default()),
         }
     }
@@ -115,6 +118,9 @@ impl TrackerConfig {
         };
         unit("face.min_detection_score", self.min_detection_score)?;
         unit("face.min_presence_score", self.min_presence_score)?;
+        if !(1..=8).contains(&self.threads) {
+            return Err(Error::Config { key: "face.threads".into(), msg: format!("must be within 1..=8, got {}", self.threads) });
+        }
         if !(self.roi_scale.is_finite() && (1.0..=4.0).contains(&self.roi_scale)) {
             return Err(Error::Config { key: "face.roi_scale".into(), msg: format!("must be within 1..=4, got {}", self.roi_scale) });
         }

@@ -38,9 +38,10 @@ impl FaceTracker {
     pub fn new(models: &FaceModels, cfg: TrackerConfig) -> Result<Self> {
         cfg.validate()?;
         let detector = Detector::load(&models.detector)?;
-        let landmarker = Landmarker::load(&models.landmarks)?;
+        // The detector runs only when the track is lost: one thread is enough.
+        let landmarker = Landmarker::load_threads(&models.landmarks, cfg.threads)?;
         let iris = match (&models.iris, cfg.iris) {
-            (Some(p), true) => Some(IrisModel::load(p)?),
+            (Some(p), true) => Some(IrisModel::load_threads(p, cfg.threads)?),
             _ => None,
         };
         let mesh_filter = cfg.filter.map(OneEuroBank::new);
@@ -145,15 +146,16 @@ impl FaceTracker {
                 let mut t = IrisTiming::default();
                 let mut both = [None, None];
                 for (k, slot) in both.iter_mut().enumerate() {
-                    *slot = if run[k] {
-                        self.profile.iris_runs += 1;
-                        let eye = m.run_eye(&img, &res.mesh, k, &mut t)?;
-                        if let Some(e) = &eye {
-                            self.iris_plan.remember(k, e);
+                    *slot = match run[k].then(|| IrisModel::eye_input(&img, &res.mesh, k, &mut t)).transpose()?.flatten() {
+                        Some((roi, input)) if self.iris_plan.needs_model(k, &input) => {
+                            self.profile.iris_runs += 1;
+                            let eye = m.run_input(&roi, &input, k, &mut t)?;
+                            self.iris_plan.remember(k, &eye);
+                            Some(eye.iris)
                         }
-                        eye.map(|e| e.iris)
-                    } else {
-                        eye_roi_in(&res.mesh, k).and_then(|roi| self.iris_plan.carried(k, &roi))
+                        Some((roi, _)) => self.iris_plan.carried(k, &roi),
+                        None if run[k] => None,
+                        None => eye_roi_in(&res.mesh, k).and_then(|roi| self.iris_plan.carried(k, &roi)),
                     };
                 }
                 (self.profile.iris_crop, self.profile.iris_model) = (t.crop, t.model);

@@ -180,8 +180,10 @@ impl Plan {
         };
         // The face models build their own (CPU) sessions through crate::ep.
         let mut tracker = self.tracker;
-        if self.effective_pacing() == Pacing::EveryFrame {
-            // Rendering to a file has no deadline: MediaPipe's full pipeline, both irises each frame.
+        if self.pacing.is_none() && self.effective_pacing() == Pacing::EveryFrame {
+            // Rendering a file to a file has no deadline: MediaPipe's full pipeline, both irises
+            // each frame. (`bench` chooses its pacing explicitly, and measures the live set-up
+            // flat out too.)
             tracker.iris_schedule = IrisSchedule::EveryFrame;
         }
         tracker.validate()?;
@@ -232,11 +234,13 @@ impl Plan {
             fp16: cfg.runtime.fp16,
             allow_cpu_fallback: cfg.runtime.allow_cpu_fallback,
             intra_threads: cfg.runtime.threads as usize,
+            intra_spinning: true,
             device_id: cfg.runtime.device_id as i32,
         };
         let tracker = TrackerConfig {
             min_detection_score: cfg.face.min_score,
             iris: cfg.face.iris,
+            threads: cfg.face.threads as usize,
             iris_schedule: if cfg.face.iris_alternate { IrisSchedule::Alternate } else { IrisSchedule::EveryFrame },
             filter: Some(OneEuroParams { min_cutoff: cfg.face.min_cutoff, beta: cfg.face.beta, d_cutoff: cfg.face.d_cutoff }),
             ..TrackerConfig::default()
