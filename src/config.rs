@@ -892,6 +892,8 @@ mod tests {
             ("[source]\nfps = 1000", "source.fps"),
             ("[source]\nfps = -1", "source.fps"),
             ("[runtime]\nthreads = 1000", "runtime.threads"),
+            ("[face]\nthreads = 0", "face.threads"),
+            ("[face]\nthreads = 9", "face.threads"),
             ("[runtime]\ndevice_id = -2", "runtime.device_id"),
             ("[face]\nmin_score = 1.5", "face.min_score"),
             ("[face]\nmin_score = -0.1", "face.min_score"),

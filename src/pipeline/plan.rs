@@ -311,6 +311,18 @@ mod tests {
     }
 
     #[test]
+    fn output_rate_follows_the_source_unless_fps_is_configured() {
+        let p = Plan::from_config(&Config::default()).unwrap();
+        assert!(p.fps_follows_source, "no [output] fps: follow the source");
+        assert_eq!(p.tracker.iris_schedule, IrisSchedule::Alternate);
+        let p = Plan::from_config(&Config::from_toml("[output]\nfps = 25\n[face]\niris_alternate = false\nthreads = 2\n").unwrap()).unwrap();
+        assert!(!p.fps_follows_source && p.fps == 25, "a configured fps caps");
+        assert_eq!((p.tracker.iris_schedule, p.tracker.threads), (IrisSchedule::EveryFrame, 2));
+        let spec = Plan::demo().into_spec().unwrap();
+        assert!(spec.follow_source_fps);
+    }
+
+    #[test]
     fn config_maps_onto_the_plan() {
         let cfg = Config::from_toml(
             "[source]\nkind = \"file\"\npath = \"clip.mp4\"\n[output]\nkind = \"y4m\"\npath = \"o.y4m\"\nwidth = 320\nheight = 240\nfps = 20\n[runtime]\nproviders = [\"cuda\", \"cpu\"]\nallow_cpu_fallback = false\nthreads = 2\n",
