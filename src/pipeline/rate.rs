@@ -26,8 +26,9 @@ pub struct OutputRate {
 impl OutputRate {
     /// The rate to write at, given the source's rate if known.
     pub fn effective(&self, source: Option<f64>) -> f64 {
-        match source.filter(|s| s.is_finite() && *s > 0.0) {
-            Some(s) if self.follow_source => s.min(MAX_FPS),
+        // A file may claim a fraction of a frame per second: sinks take whole rates from 1.
+        match source.filter(|s| s.is_finite() && *s > 0.0).map(|s| s.clamp(1.0, MAX_FPS)) {
+            Some(s) if self.follow_source => s,
             Some(s) => s.min(self.fps),
             None => self.fps,
         }
@@ -60,6 +61,7 @@ mod tests {
         assert_eq!(follow.effective(None), 30.0, "no rate known: the configured one");
         assert_eq!(follow.effective(Some(f64::NAN)), 30.0);
         assert_eq!(follow.effective(Some(1000.0)), MAX_FPS);
+        assert_eq!(follow.effective(Some(0.2)), 1.0, "no rate under one frame per second");
         let capped = OutputRate { fps: 30.0, follow_source: false };
         assert_eq!(capped.effective(Some(60.0)), 30.0, "the configured fps caps a faster source");
         assert_eq!(capped.effective(Some(25.0)), 25.0, "and does not pad a slower one");
