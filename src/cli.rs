@@ -225,6 +225,11 @@ pub struct BenchArgs {
     /// figures under load.
     #[arg(long)]
     pub load: bool,
+    /// With --live and a video source: deliver its frames at this rate, like a webcam negotiated
+    /// at it (e.g. 30 or 60), whatever rate the clip was recorded at. The output follows it
+    /// unless --fps caps it.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=240))]
+    pub camera_fps: Option<u32>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -300,6 +305,7 @@ pub fn apply_overrides(plan: &mut Plan, a: &PipelineArgs, frames: Option<u64>) -
             return Err(Error::Config { key: "output.fps".into(), msg: format!("--fps {fps} is not in 1..=240") });
         }
         plan.fps = fps;
+        plan.fps_follows_source = false;
     }
     if let Some(s) = &a.source {
         plan.driver = parse_source(s, plan.fps, frames)?;
@@ -362,7 +368,7 @@ pub fn main_with_args() -> anyhow::Result<u8> {
         Command::Bench(a) => {
             let mut plan = load_plan(a.config.as_ref())?;
             apply_overrides(&mut plan, &a.pipeline, None)?;
-            bench::cmd_bench(plan, a.frames, a.json, a.live, a.load)
+            bench::cmd_bench(plan, a.frames, a.json, a.live, a.load, a.camera_fps)
         }
         Command::InstallService(a) => cmd_install_service(a),
         Command::Landmarks(a) => {

@@ -85,6 +85,8 @@ pub struct RawFace {
     pub model_dir: Option<PathBuf>,
     pub min_score: Option<f64>,
     pub iris: Option<bool>,
+    pub iris_alternate: Option<bool>,
+    pub threads: Option<i64>,
     pub one_euro: Option<RawOneEuro>,
 }
 
@@ -141,7 +143,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every", "face_lost_mark", "fit"]),
     ("avatar", &["path", "portrait", "library"]),
     ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
-    ("face", &["model_dir", "min_score", "iris", "one_euro"]),
+    ("face", &["model_dir", "min_score", "iris", "iris_alternate", "threads", "one_euro"]),
     ("face.one_euro", &["min_cutoff", "beta", "d_cutoff"]),
     (
         "retarget",
@@ -278,7 +280,10 @@ pub struct OutputConfig {
     pub format: PixFormat,
     pub width: u32,
     pub height: u32,
+    /// The output's rate cap; when not set (`fps_set` false) the live output follows the source's
+    /// rate and this (30) is only used when the source tells none.
     pub fps: u32,
+    pub fps_set: bool,
     /// PNG sink: keep one frame of every `every`.
     pub every: u32,
     /// Draw the small face-not-found mark on the still shown while the face is lost.
@@ -305,6 +310,11 @@ pub struct FaceConfig {
     pub model_dir: Option<PathBuf>,
     pub min_score: f32,
     pub iris: bool,
+    /// Live output: run the iris model on one open eye per frame, taking turns, and carry the
+    /// other (`face::iris_schedule`); false runs both eyes every frame.
+    pub iris_alternate: bool,
+    /// ORT intra-op threads of the landmark and iris models (1..=8).
+    pub threads: u32,
     pub min_cutoff: f32,
     pub beta: f32,
     pub d_cutoff: f32,
@@ -373,6 +383,8 @@ pub const OUTPUT_FPS: RangeInclusive<i64> = 1..=120;
 pub const PNG_EVERY: RangeInclusive<i64> = 1..=1_000_000;
 pub const THREADS: RangeInclusive<i64> = 0..=256;
 pub const DEVICE_ID: RangeInclusive<i64> = 0..=64;
+/// `[face] threads`: intra-op threads of the landmark and iris models.
+pub const FACE_THREADS: RangeInclusive<i64> = 1..=8;
 pub const UNIT: RangeInclusive<f64> = 0.0..=1.0;
 pub const ONE_EURO_CUTOFF: RangeInclusive<f64> = 0.001..=100.0;
 /// Per inter-ocular distance per second; values in (0, 1) were the old per-pixel unit.
@@ -493,6 +505,7 @@ impl Config {
             format: choice("output.format", o.format.as_deref(), PixFormat::Yuyv, &[("yuyv", PixFormat::Yuyv), ("i420", PixFormat::I420)])?,
             width: even("output.width", int_in("output.width", o.width, 1280, OUTPUT_WIDTH)?)?,
             height: even("output.height", int_in("output.height", o.height, 720, OUTPUT_HEIGHT)?)?,
+            fps_set: o.fps.is_some(),
             fps: int_in("output.fps", o.fps, 30, OUTPUT_FPS)?,
             every: int_in("output.every", o.every, 1, PNG_EVERY)?,
             face_lost_mark: o.face_lost_mark.unwrap_or(true),
@@ -553,6 +566,8 @@ impl Config {
             model_dir: nonempty_path("face.model_dir", f.model_dir)?,
             min_score: float_in("face.min_score", f.min_score, 0.5, UNIT)?,
             iris: f.iris.unwrap_or(true),
+            iris_alternate: f.iris_alternate.unwrap_or(true),
+            threads: int_in("face.threads", f.threads, 1, FACE_THREADS)?,
             min_cutoff: float_in("face.one_euro.min_cutoff", e.min_cutoff, od.min_cutoff.into(), ONE_EURO_CUTOFF)?,
             beta: float_in("face.one_euro.beta", e.beta, od.beta.into(), ONE_EURO_BETA)?,
             d_cutoff: float_in("face.one_euro.d_cutoff", e.d_cutoff, od.d_cutoff.into(), ONE_EURO_CUTOFF)?,
@@ -881,6 +896,8 @@ mod tests {
             ("[source]\nfps = 1000", "source.fps"),
             ("[source]\nfps = -1", "source.fps"),
             ("[runtime]\nthreads = 1000", "runtime.threads"),
+            ("[face]\nthreads = 0", "face.threads"),
+            ("[face]\nthreads = 9", "face.threads"),
             ("[runtime]\ndevice_id = -2", "runtime.device_id"),
             ("[face]\nmin_score = 1.5", "face.min_score"),
             ("[face]\nmin_score = -0.1", "face.min_score"),

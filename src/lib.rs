@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod config;
 pub mod service;
 pub mod stats;
+pub mod histogram;
 pub mod calibrate;
 pub mod avatar;
 pub mod refine;

@@ -97,6 +97,7 @@ fn spec(gates: &Gates, source: SourceFactory) -> PipelineSpec {
         out_width: 160,
         out_height: 120,
         fps: 25.0,
+        follow_source_fps: false,
         pacing: Pacing::Realtime,
         reconnect_max_backoff: Duration::from_millis(200),
         source_notice_after: LOST,

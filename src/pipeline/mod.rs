@@ -12,6 +12,7 @@ mod supervise;
 pub mod compose;
 pub mod timeline;
 pub mod plan;
+pub mod rate;
 pub mod synthetic;
 
 pub use generator_stage::RELOAD_TIMEOUT;
@@ -40,6 +41,10 @@ pub trait FaceStage: Send {
     /// Forgets the tracked face and the filter state: called when the source was reopened, whose
     /// frames are unrelated to the last ones seen.
     fn reset(&mut self) {}
+    /// Where the last `process` spent its time, for stages that measure it (the face tracker).
+    fn profile(&self) -> Option<crate::face::FaceProfile> {
+        None
+    }
 }
 
 impl FaceStage for crate::face::FaceTracker {
@@ -48,6 +53,9 @@ impl FaceStage for crate::face::FaceTracker {
     }
     fn reset(&mut self) {
         crate::face::FaceTracker::reset(self)
+    }
+    fn profile(&self) -> Option<crate::face::FaceProfile> {
+        Some(crate::face::FaceTracker::profile(self))
     }
 }
 
@@ -76,8 +84,8 @@ pub enum Driver {
 /// How the output is clocked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pacing {
-    /// Write at the output fps, repeating the last frame when the generator is late; channels keep
-    /// only the latest frame (virtual camera).
+    /// Write each frame as it arrives, at most at the output rate, repeating the last frame when
+    /// the generator is late; channels keep only the latest frame (virtual camera).
     Realtime,
     /// Write every generated frame, never drop (rendering a file to a file, bench).
     EveryFrame,
@@ -91,7 +99,11 @@ pub struct PipelineSpec {
     pub sink: SinkFactory,
     pub out_width: u32,
     pub out_height: u32,
+    /// The output rate: a cap on the source's rate, or (with `follow_source_fps`) only the rate
+    /// used when the source tells none (`rate`).
     pub fps: f64,
+    /// Live output at the source's own rate (no `fps` configured).
+    pub follow_source_fps: bool,
     pub pacing: Pacing,
     /// Longest wait between two reconnection attempts of a live source.
     pub reconnect_max_backoff: Duration,
@@ -349,6 +361,7 @@ impl Pipeline {
             out_width,
             out_height,
             fps,
+            follow_source_fps,
             pacing,
             reconnect_max_backoff,
             source_notice_after,
@@ -433,9 +446,10 @@ impl Pipeline {
         let ready = ready_tx.clone();
         threads.push(("generator", spawn("generator", move || generator_thread(avatar, gen_ctx, face_rx, control_rx, out_tx, ready))?));
         let (st, stop2, ready) = (stats.clone(), stop.clone(), ready_tx);
+        let rate = rate::OutputRate { fps, follow_source: follow_source_fps };
         threads.push((
             "output",
-            spawn("output", move || output_thread(sink, out_width, out_height, fps, pacing, out_rx, sink_ctl_rx, st, stop2, ready, faults))?,
+            spawn("output", move || output_thread(sink, out_width, out_height, rate, pacing, out_rx, sink_ctl_rx, st, stop2, ready, faults))?,
         ));
         expected += 2;
 
@@ -612,6 +626,8 @@ fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, mut ctx:
         log::info!("source: {}", s.describe());
         *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
     });
+    // Settled whether or not the source opened: the output waits for this to open its sink.
+    ctx.stats.set_source_fps(opened.as_ref().ok().and_then(|s| s.fps()));
     // A camera missing at start is waited for, not fatal: the service runs degraded (the
     // virtual camera shows the portrait with a notice) and animates once the camera appears. A
     // restart could not bring it back, and one that exits would end in systemd's start limit.
@@ -673,6 +689,7 @@ fn capture_loop(
                 Ok(s) => {
                     log::info!("source replaced: {}", s.describe());
                     *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
+                    ctx.stats.set_source_fps(s.fps());
                     ctx.stats.source_lost.store(false, Ordering::SeqCst);
                     (*factory, ctx.live) = (new, live);
                     *src = Some(s);
@@ -706,6 +723,7 @@ fn capture_loop(
             match factory() {
                 Ok(s) => {
                     log::info!("source reopened, waiting for its first frame: {}", s.describe());
+                    ctx.stats.set_source_fps(s.fps());
                     *ctx.stats.source_state.write() = format!("reopened, waiting for frames: {}", s.describe());
                     awaiting_first = true;
                     // The new session's timestamps start again from its own zero.
@@ -863,6 +881,9 @@ fn face_loop(
                     }
                 };
                 stats.face.record(t0.elapsed());
+                if let Some(p) = face.profile() {
+                    stats.face_parts.record(&p);
+                }
                 FaceMsg::Face { lm, captured }
             }
             CaptureMsg::Waiting(why) => {
@@ -896,6 +917,7 @@ fn synthetic_thread(
     ready: Sender<(&'static str, Result<()>)>,
 ) -> Result<()> {
     *stats.source_state.write() = "synthetic driver".into();
+    stats.set_source_fps(Some(fps));
     let _ = ready.send(("capture", Ok(())));
     drop(ready);
     let start = Instant::now();

@@ -6,6 +6,7 @@ use crate::core::one_euro::OneEuroParams;
 use crate::core::retarget::RetargetParams;
 use crate::ep::{Provider, RuntimeOptions};
 use crate::error::{Error, Result};
+use crate::face::iris_schedule::IrisSchedule;
 use crate::face::{FaceModels, FaceTracker, TrackerConfig};
 use crate::sink::{open_sink, SinkSpec};
 use crate::source::{open_source, SourceSpec};
@@ -30,7 +31,10 @@ pub struct Plan {
     pub sink: SinkSpec,
     pub width: u32,
     pub height: u32,
+    /// Output rate: a cap on the source's rate, or only the fallback when `fps_follows_source`.
     pub fps: u32,
+    /// No rate configured (`[output] fps` unset, no `--fps`): live output at the source's rate.
+    pub fps_follows_source: bool,
     pub runtime: RuntimeOptions,
     pub tracker: TrackerConfig,
     /// Face model directory; `None` searches the usual places (`FaceModels::locate`).
@@ -67,8 +71,9 @@ impl Plan {
             width: 640,
             height: 480,
             fps: 25,
+            fps_follows_source: true,
             runtime: RuntimeOptions::default(),
-            tracker: TrackerConfig::default(),
+            tracker: TrackerConfig { iris_schedule: IrisSchedule::Alternate, ..TrackerConfig::default() },
             face_models: None,
             pacing: None,
             reconnect_max_backoff: Duration::from_secs(5),
@@ -140,6 +145,7 @@ impl Plan {
             out_width: self.width,
             out_height: self.height,
             fps: self.fps as f64,
+            follow_source_fps: self.fps_follows_source,
             pacing,
             reconnect_max_backoff: self.reconnect_max_backoff,
             source_notice_after: self.source_notice_after,
@@ -173,7 +179,13 @@ impl Plan {
             None => FaceModels::locate()?,
         };
         // The face models build their own (CPU) sessions through crate::ep.
-        let tracker = self.tracker;
+        let mut tracker = self.tracker;
+        if self.pacing.is_none() && self.effective_pacing() == Pacing::EveryFrame {
+            // Rendering a file to a file has no deadline: MediaPipe's full pipeline, both irises
+            // each frame. (`bench` chooses its pacing explicitly, and measures the live set-up
+            // flat out too.)
+            tracker.iris_schedule = IrisSchedule::EveryFrame;
+        }
         tracker.validate()?;
         Ok(Box::new(move || {
             let t = FaceTracker::new(&models, tracker)?;
@@ -222,11 +234,14 @@ impl Plan {
             fp16: cfg.runtime.fp16,
             allow_cpu_fallback: cfg.runtime.allow_cpu_fallback,
             intra_threads: cfg.runtime.threads as usize,
+            intra_spinning: true,
             device_id: cfg.runtime.device_id as i32,
         };
         let tracker = TrackerConfig {
             min_detection_score: cfg.face.min_score,
             iris: cfg.face.iris,
+            threads: cfg.face.threads as usize,
+            iris_schedule: if cfg.face.iris_alternate { IrisSchedule::Alternate } else { IrisSchedule::EveryFrame },
             filter: Some(OneEuroParams { min_cutoff: cfg.face.min_cutoff, beta: cfg.face.beta, d_cutoff: cfg.face.d_cutoff }),
             ..TrackerConfig::default()
         };
@@ -248,6 +263,7 @@ impl Plan {
             width: cfg.output.width,
             height: cfg.output.height,
             fps: cfg.output.fps,
+            fps_follows_source: !cfg.output.fps_set,
             runtime,
             tracker,
             face_models: cfg.face.model_dir.clone(),
@@ -292,6 +308,18 @@ mod tests {
         assert_eq!(p.effective_pacing(), Pacing::Realtime);
         p.pacing = Some(Pacing::EveryFrame);
         assert_eq!(p.effective_pacing(), Pacing::EveryFrame);
+    }
+
+    #[test]
+    fn output_rate_follows_the_source_unless_fps_is_configured() {
+        let p = Plan::from_config(&Config::default()).unwrap();
+        assert!(p.fps_follows_source, "no [output] fps: follow the source");
+        assert_eq!(p.tracker.iris_schedule, IrisSchedule::Alternate);
+        let p = Plan::from_config(&Config::from_toml("[output]\nfps = 25\n[face]\niris_alternate = false\nthreads = 2\n").unwrap()).unwrap();
+        assert!(!p.fps_follows_source && p.fps == 25, "a configured fps caps");
+        assert_eq!((p.tracker.iris_schedule, p.tracker.threads), (IrisSchedule::EveryFrame, 2));
+        let spec = Plan::demo().into_spec().unwrap();
+        assert!(spec.follow_source_fps);
     }
 
     #[test]

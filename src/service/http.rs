@@ -838,6 +838,19 @@ pub fn metrics_text(stats: &PipelineStats, liveness: &Liveness) -> String {
     for s in stats.stages() {
         histogram(&mut o, s);
     }
+    family(
+        &mut o,
+        "puppetcam_end_to_end_latency_seconds",
+        "histogram",
+        "Camera frame to virtual-camera frame, per newly generated frame written; buckets 5 ms apart around lip-sync thresholds.",
+    );
+    for (le, count) in stats.end_to_end_hist.cumulative() {
+        let _ = writeln!(o, "puppetcam_end_to_end_latency_seconds_bucket{{le=\"{}\"}} {count}", prom_f64(le));
+    }
+    // _count is the +Inf bucket, so the two agree even while a frame is being recorded.
+    let e2e_count = stats.end_to_end_hist.cumulative().last().map_or(0, |c| c.1);
+    let _ = writeln!(o, "puppetcam_end_to_end_latency_seconds_sum {}", prom_f64(stats.end_to_end_hist.sum_seconds()));
+    let _ = writeln!(o, "puppetcam_end_to_end_latency_seconds_count {e2e_count}");
     family(&mut o, "puppetcam_frames_total", "counter", "Frames written to the sink.");
     let _ = writeln!(o, "puppetcam_frames_total {}", stats.output.frames.load(Ordering::Relaxed));
     family(&mut o, "puppetcam_stage_frames_total", "counter", "Frames processed per stage.");
