@@ -200,6 +200,10 @@ fn every_ctl_verb_drives_the_running_daemon() {
     // Pause holds the still: identical frames a moment apart; resume moves again.
     d.ctl_ok(&["pause"]);
     wait_until("the still to fade in", 10, || status()["control"]["still"] == 1.0);
+    // The status changes when the generator weighs the still; the frame it made then reaches the
+    // preview a little later (output stage, JPEG), so the preview can still show the last frame of
+    // the fade. Two seconds is many frame periods even for the debug build under load.
+    std::thread::sleep(Duration::from_millis(2000));
     let (a, _) = (d.preview(), std::thread::sleep(Duration::from_millis(700)));
     let b = d.preview();
     assert_eq!(mad(&a, &b), 0.0, "paused output still moves");
