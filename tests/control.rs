@@ -377,7 +377,8 @@ fn a_lost_face_shows_the_still_with_a_switchable_mark() {
         wait_until("the mark's fade", 5, || d.status().unwrap()["control"]["face_mark"] == mark);
         let v = d.status().unwrap();
         assert_eq!((v["face"].as_str(), v["control"]["paused"].as_bool()), (Some("lost"), Some(false)), "{v}");
-        // The still is held: identical frames.
+        // The still is held: identical frames (after the status-to-preview lag, as for pause).
+        std::thread::sleep(Duration::from_millis(2000));
         let a = d.preview();
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(mad(&a, &d.preview()), 0.0, "mark {mark}");
