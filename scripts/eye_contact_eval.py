@@ -1,14 +1,17 @@
-"""Usage: scripts/eye_contact_eval.py CLIPS PORTRAITS (comma-separated names), e.g. lp_d5,sh_video lp_s9,lp_d12."""
 """Eye-contact measurement: render held-out clips onto portraits with [retarget] eye_contact off and
 on, re-detect the output with `puppetcam landmarks`, and compare the rendered iris offset from the eye
-centre with the driver's."""
+centre with the driver's.
+
+Usage: scripts/eye_contact_eval.py CLIPS PORTRAITS (comma-separated names), e.g. lp_d5,sh_video lp_s9,lp_d12.
+Clips and portraits come from $PUPPETCAM_DATA (else ../shared/data beside the checkout)."""
 import json, subprocess, sys, os
 from pathlib import Path
 import numpy as np, cv2
 sys.path.insert(0, os.path.dirname(__file__))
 from eyecoords import eye_coords
-BIN = os.environ.get("PUPPETCAM_BIN", "target/release/puppetcam")
-DATA = Path(os.environ.get("PUPPETCAM_DATA", "/work/shared/data"))
+ROOT = Path(__file__).resolve().parent.parent
+BIN = os.environ.get("PUPPETCAM_BIN", str(ROOT / "target/release/puppetcam"))
+DATA = Path(os.environ.get("PUPPETCAM_DATA") or ROOT.parent / "shared" / "data")
 W = Path(os.environ.get("EYE_CONTACT_WORK", "/tmp/eye_contact")); W.mkdir(exist_ok=True)
 BIAS = np.array([[-0.024, -0.030], [0.024, -0.030]])  # frontal gaze rel. to the opening centre, per eye (x along a->b)
 def run(*a):
