@@ -15,4 +15,7 @@ if [ "${NPROC:-1}" -gt 1 ]; then
 else
   "$PY" scripts/train_refiner.py train --data "$DATA" --out "$RUN" --threads "${THREADS:-2}" "$@"
 fi
-"$PY" scripts/train_refiner.py ship "$RUN/latest.pt" "${SHIP_DIR:-onnx}"
+# Ship the checkpoint with the best validation score (identities kept apart from training and
+# evaluation), else the last one.
+CKPT="$RUN/best.pt"; [ -f "$CKPT" ] || CKPT="$RUN/latest.pt"
+"$PY" scripts/train_refiner.py ship "$CKPT" "${SHIP_DIR:-onnx}"

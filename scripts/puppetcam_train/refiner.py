@@ -33,6 +33,15 @@ MOUTH, EYE = 96, 48
 CONTRACT = "refiner-1"
 # Identities never trained on: the evaluation clips of docs/quality.md.
 HELD_OUT = ("lp_d5", "lp_d18", "r3_May_5s", "sh_video")
+# Identities kept apart from both training and evaluation, to choose the checkpoint to ship (the
+# step-1000 weights once beat the shipped step-3000 ones on the evaluation clips, and choosing on
+# those would tune on them). Picked by rule, not by eye: every 11th of the 44 other clips in
+# sorted order, from the 6th.
+VALIDATION = ("lp_d10", "lp_d9", "sk_4", "sp_W040_level_3_happy_029")
+# A pair's target eye is "closing" below this share of its clip's median eye-opening area, and its
+# mouth "open" above this quantile of the clip's mouth-opening areas (the rasters' fill channel).
+BLINK_SHARE = 0.6
+OPEN_QUANTILE = 0.75
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,11 +302,11 @@ def _ras_to_t(a: np.ndarray) -> torch.Tensor:
 class RegionData:
     """All clips of a `refiner-data` directory in memory (uint8): pairs and shots per clip."""
 
-    def __init__(self, root: Path, exclude=(), only=None):
+    def __init__(self, root: Path, exclude=(), only=None, boost_blink: float = 0.0, boost_open: float = 0.0):
         self.root = Path(root)
         names = sorted(p.name[: -len(".pairs.mouth_in.npy")] for p in self.root.glob("*.pairs.mouth_in.npy"))
         names = [n for n in names if n not in set(exclude) and (only is None or n in set(only))]
-        self.videos, self.pairs, self.shots = [], [], []
+        self.videos, self.pairs, self.shots, self.blink, self.open, self.prob = [], [], [], [], [], []
         for n in names:
             ld = lambda k: np.load(self.root / f"{n}.{k}.npy")
             p = {k: ld(f"pairs.{k}") for k in ("mouth_in", "mouth_ras", "mouth_gt", "eyes_in", "eyes_ras", "eyes_gt")}
@@ -307,6 +316,11 @@ class RegionData:
             self.videos.append(n)
             self.pairs.append(p)
             self.shots.append(s)
+            blink, open_ = pair_kinds(p["eyes_ras"], p["mouth_ras"])
+            w = 1.0 + boost_blink * blink + boost_open * open_
+            self.blink.append(blink)
+            self.open.append(open_)
+            self.prob.append(w / w.sum())
 
     def __len__(self):
         return len(self.videos)
@@ -315,18 +329,37 @@ class RegionData:
         return sum(len(p["mouth_in"]) for p in self.pairs)
 
     def episode(self, rng: np.random.Generator, batch: int, k: int) -> dict:
-        """`batch` episodes: a video each, k of its shots, one of its pairs."""
+        """`batch` episodes: a video each, k of its shots, one of its pairs (closing eyes and open
+        mouths drawn more often when the data was loaded with boosts)."""
         vids = rng.integers(0, len(self.videos), batch)
+        items = [(v, int(rng.choice(len(self.prob[v]), p=self.prob[v]))) for v in vids]
+        return self.batch(rng, items, k)
+
+    def batch(self, rng: np.random.Generator, items, k: int) -> dict:
+        """The episodes of the given (video, pair) items, k random shots each."""
+        vids = [v for v, _ in items]
         out = {key: [] for key in ("m_in", "m_ras", "m_gt", "e_in", "e_ras", "e_gt", "sm", "se")}
-        for v in vids:
+        for v, i in items:
             p, s = self.pairs[v], self.shots[v]
-            i = rng.integers(0, len(p["mouth_in"]))
             js = rng.choice(len(s["mouth_in"]), size=k, replace=len(s["mouth_in"]) < k)
             out["m_in"].append(p["mouth_in"][i]); out["m_ras"].append(p["mouth_ras"][i]); out["m_gt"].append(p["mouth_gt"][i])
             out["e_in"].append(p["eyes_in"][i]); out["e_ras"].append(p["eyes_ras"][i]); out["e_gt"].append(p["eyes_gt"][i])
             out["sm"].append(np.concatenate([s["mouth_in"][js], s["mouth_ras"][js]], -1))
             out["se"].append(np.concatenate([s["eyes_in"][js], s["eyes_ras"][js]], -1))
         return batch_tensors(out, vids)
+
+
+def pair_kinds(eyes_ras: np.ndarray, mouth_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair: is the target's eye closing (both eyes' opening area under BLINK_SHARE of the
+    clip's median) and is its mouth open (area above the clip's OPEN_QUANTILE, and not empty)?
+    Read from the rasters' fill channel (2), so it needs no landmarks. Float 0/1 arrays."""
+    eye = (eyes_ras[..., 2] >= 128).reshape(len(eyes_ras), -1).sum(1).astype(np.float64)
+    mouth = (mouth_ras[..., 2] >= 128).reshape(len(mouth_ras), -1).sum(1).astype(np.float64)
+    if len(eye) == 0:
+        return np.zeros(0), np.zeros(0)
+    blink = eye < BLINK_SHARE * np.median(eye)
+    open_ = (mouth > np.quantile(mouth, OPEN_QUANTILE)) & (mouth > 0)
+    return blink.astype(np.float64), open_.astype(np.float64)
 
 
 def batch_tensors(out: dict, vids) -> dict:
@@ -350,7 +383,12 @@ class RefinerConfig:
     data: str = ".cache/refiner"           # `puppetcam refiner-data` output (scripts/prepare_refiner.sh)
     val: str = ""                          # held-out clips' refiner-data (default: <data>/val)
     out: str = "runs/refiner"              # checkpoints, stats.jsonl, samples
-    exclude: tuple = HELD_OUT              # identities never trained on
+    exclude: tuple = HELD_OUT              # identities never trained on (evaluation)
+    val_ids: tuple = VALIDATION            # never trained on either: validation, checkpoint choice
+                                           # (from `data`; none found: <data>/val is validated)
+    boost_blink: float = 2.0               # pairs whose target eye is closing drawn (1 + this)x
+                                           # as often (blinks are ~5 % of frames; lids were grey)
+    boost_open: float = 1.0                # pairs whose target mouth is wide open: (1 + this)x
     preset: str = "default"                # network widths: default | tiny (unit tests only)
     batch: int = 8                         # episodes per step per process
     k_max: int = 8                         # shots per episode: K uniform in 1..k_max (paper: 8)
@@ -371,6 +409,8 @@ class RefinerConfig:
     log_every: int = 25
     val_every: int = 250
     ckpt_every: int = 100
+    val_pairs: int = 12                    # validation: per clip, this many random pairs plus up
+                                           # to this many closing-eye and open-mouth pairs each
     snapshots: tuple = ()                  # steps at which to keep a copy (step_N.pt), e.g. to
                                            # compare ablations at equal training time
     seed: int = 0
@@ -411,7 +451,8 @@ class RefinerTrainer:
         self.cfg = cfg
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         torch.manual_seed(cfg.seed)
-        self.data = data or RegionData(Path(cfg.data), exclude=cfg.exclude)
+        self.data = data or RegionData(Path(cfg.data), exclude=tuple(cfg.exclude) + tuple(cfg.val_ids),
+                                       boost_blink=cfg.boost_blink, boost_open=cfg.boost_open)
         if len(self.data) == 0:
             raise SystemExit(f"no refiner data in {cfg.data} (run scripts/prepare_refiner.sh)")
         # Same seed on every rank: identical initial weights; gradients are averaged by hand
@@ -421,14 +462,15 @@ class RefinerTrainer:
         self.opt_d = torch.optim.Adam(self.nets.disc_params(), lr=cfg.lr_d, betas=tuple(float(b) for b in cfg.betas))
         self.step = 0
         self.cpu_s = 0.0
+        self.best = (-math.inf, 0)   # (validation score, step) of best.pt
 
     def state(self) -> dict:
         return dict(kind="puppetcam-refiner", contract=CONTRACT, step=self.step, config=asdict(self.cfg),
                     mouth_net=asdict(self.nets.mn), eye_net=asdict(self.nets.en), videos=self.data.videos,
-                    held_out=list(self.cfg.exclude), cpu_seconds=self.cpu_s,
+                    held_out=list(self.cfg.exclude), validation=list(self.cfg.val_ids), cpu_seconds=self.cpu_s,
                     content_loss="L1 (opening x%g) + Laplacian-pyramid L1 + D feature matching; no perceptual "
                                  "network (none installs from a registry without a download)" % (1 + self.cfg.inside),
-                    nets=self.nets.state_dict(), opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict())
+                    best=list(self.best), nets=self.nets.state_dict(), opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict())
 
     def load_state(self, s: dict):
         if s["videos"] != self.data.videos:
@@ -437,6 +479,7 @@ class RefinerTrainer:
         self.opt_g.load_state_dict(s["opt_g"])
         self.opt_d.load_state_dict(s["opt_d"])
         self.step, self.cpu_s = s["step"], s.get("cpu_seconds", 0.0)
+        self.best = tuple(s.get("best", (-math.inf, 0)))
 
     def train_step(self) -> dict:
         c = self.cfg
@@ -485,32 +528,52 @@ class RefinerTrainer:
             p.grad /= self.world
 
     @torch.no_grad()
-    def validate(self, val: RegionData, episodes: int = 64, k: int = 4) -> dict:
-        """Mouth / eye PSNR of the refined crops and of the warp alone, on held-out clips."""
+    def validate(self, val: RegionData, episodes: int | None = None, k: int = 4) -> dict:
+        """PSNR of the refined crops and of the warp alone on clips never trained on, over a fixed
+        draw of pairs: per clip `episodes` (default cfg.val_pairs) random pairs plus as many
+        closing-eye and open-mouth ones. Mouth and eye crops; the mouth opening (raster fill);
+        the eye crops of closing-eye pairs. `val_score`, the sum of the refined PSNRs, chooses
+        the checkpoint to ship."""
         rng = np.random.default_rng(1234)
+        n = episodes or self.cfg.val_pairs
+        items, closing = [], []
+        for v in range(len(val)):
+            m = len(val.prob[v])
+            pick = [rng.choice(m, size=min(n, m), replace=False)]
+            for kind in (val.blink[v], val.open[v]):
+                idx = np.flatnonzero(kind)
+                pick.append(rng.choice(idx, size=min(n, len(idx)), replace=False))
+            for i in np.concatenate(pick):
+                items.append((v, int(i)))
+                closing.append(bool(val.blink[v][i]))
         was = self.nets.training
         self.nets.eval()  # no spectral-norm power iteration here (ranks stay in sync)
-        acc = dict(m_warp=0.0, m_ref=0.0, e_warp=0.0, e_ref=0.0, m_open_warp=0.0, m_open_ref=0.0)
-        n = 0
-        for _ in range(max(1, episodes // 8)):
-            b = val.episode(rng, 8, k)
+        se = {key: [0.0, 0.0] for key in ("m_warp", "m_ref", "e_warp", "e_ref", "m_open_warp", "m_open_ref",
+                                          "e_closed_warp", "e_closed_ref")}
+
+        def add(key, err, weight):
+            se[key][0] += float(err.sum())
+            se[key][1] += float(weight)
+
+        for c in range(0, len(items), 8):
+            b = val.batch(rng, items[c:c + 8], k)
             em, ee = self.nets.embed(b, zero=self.cfg.no_embedder)
             rgb, a = self.nets.Gm(b["m_in"], em)
             om = composite(b["m_in"], rgb, a)
             rgb, a = self.nets.Ge(b["e_in"], ee.repeat_interleave(2, 0))
             oe = composite(b["e_in"], rgb, a)
-            acc["m_warp"] += _psnr(b["m_in"][:, :3], b["m_gt"])
-            acc["m_ref"] += _psnr(om, b["m_gt"])
-            acc["e_warp"] += _psnr(b["e_in"][:, :3], b["e_gt"])
-            acc["e_ref"] += _psnr(oe, b["e_gt"])
             mask = b["m_in"][:, 5:6]
-            if mask.sum() > 0:
-                err = lambda o: ((o - b["m_gt"]) ** 2 * mask).sum() / (3 * mask.sum())
-                acc["m_open_warp"] += 10 * math.log10(4 / err(b["m_in"][:, :3]).clamp_min(1e-10).item())
-                acc["m_open_ref"] += 10 * math.log10(4 / err(om).clamp_min(1e-10).item())
-            n += 1
+            shut = torch.tensor(closing[c:c + 8]).repeat_interleave(2)[:, None, None, None].float()
+            for tag, mo, eo in (("warp", b["m_in"][:, :3], b["e_in"][:, :3]), ("ref", om, oe)):
+                em2, ee2 = (mo - b["m_gt"]) ** 2, (eo - b["e_gt"]) ** 2
+                add(f"m_{tag}", em2, em2.numel())
+                add(f"e_{tag}", ee2, ee2.numel())
+                add(f"m_open_{tag}", em2 * mask, 3 * mask.sum())
+                add(f"e_closed_{tag}", ee2 * shut, shut.sum() * ee2[0].numel())
         self.nets.train(was)
-        return {f"val_{k}": v / n for k, v in acc.items()}
+        out = {f"val_{key}": (10 * math.log10(4 / max(e / w, 1e-10)) if w > 0 else float("nan")) for key, (e, w) in se.items()}
+        out["val_score"] = sum(out[f"val_{key}_ref"] for key in ("m", "e", "m_open", "e_closed") if math.isfinite(out[f"val_{key}_ref"]))
+        return out
 
     def save_sample(self, path: Path):
         import cv2
@@ -546,10 +609,14 @@ def train(cfg: RefinerConfig, resume: str | None = None, max_steps: int | None =
     vdir = Path(cfg.val) if cfg.val else Path(cfg.data) / "val"
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        if vdir.is_dir():
+        if cfg.val:
             val = RegionData(vdir)
+        else:
+            val = RegionData(Path(cfg.data), only=cfg.val_ids) if cfg.val_ids else None
+            if (val is None or len(val) == 0) and vdir.is_dir():
+                val = RegionData(vdir)
         print(f"refiner meta-training: {len(tr.data)} clips, {tr.data.n_pairs()} pairs, "
-              f"held out {list(cfg.exclude)}, from step {tr.step}" + (" (DDP x%d)" % tr.world if tr.world > 1 else ""), flush=True)
+              f"held out {list(cfg.exclude)}, validation {val.videos if val is not None else []}, from step {tr.step}" + (" (DDP x%d)" % tr.world if tr.world > 1 else ""), flush=True)
     stop = cfg.steps if max_steps is None else min(cfg.steps, tr.step + max_steps)
     log = open(out / "stats.jsonl", "a") if main else None
     bar = None
@@ -567,6 +634,11 @@ def train(cfg: RefinerConfig, resume: str | None = None, max_steps: int | None =
             t0 = time.time()
             if val is not None and len(val) and (tr.step % cfg.val_every == 0 or tr.step == stop):
                 st.update(tr.validate(val))
+                # The checkpoint to ship: the best validation score so far (best.pt).
+                if math.isfinite(st["val_score"]) and st["val_score"] > tr.best[0]:
+                    tr.best = (st["val_score"], tr.step)
+                    ckpt.save(out / "best.pt", tr.state())
+                st["best_step"] = tr.best[1]
                 print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in st.items()}), flush=True)
             log.write(json.dumps(st) + "\n")
             log.flush()

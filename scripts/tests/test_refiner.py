@@ -143,3 +143,44 @@ def test_export_refuses_a_graph_that_disagrees_with_torch(crops, tmp_path, monke
         R.export_refiner(nets.Gm, nets.Ge, torch.zeros(1, 8), torch.zeros(1, 8), tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
     assert R.RefinerGraph.forward is real
+
+
+def test_closing_eyes_and_open_mouths_are_found_and_drawn_more_often(tmp_path):
+    """pair_kinds reads the rasters' fill channel; boosts change how often those pairs are drawn."""
+    root = tmp_path / "c"
+    _write_clip(root, "clip_a", 20, 4, 0)
+    er = np.load(root / "clip_a.pairs.eyes_ras.npy")
+    mr = np.load(root / "clip_a.pairs.mouth_ras.npy")
+    er[:4, ..., 2] = 0                      # pairs 0-3: eyes shut (no opening)
+    er[4:6, :, 20:, :, 2] = 0               # pairs 4-5: half open: not a blink (under 0.6? no: ~0.5)
+    mr[10:, ..., 2] = 0                     # pairs 10-19: mouth closed
+    np.save(root / "clip_a.pairs.eyes_ras.npy", er)
+    np.save(root / "clip_a.pairs.mouth_ras.npy", mr)
+    blink, open_ = R.pair_kinds(er, mr)
+    half = (er[4, ..., 2] >= 128).sum() / (er[8, ..., 2] >= 128).sum()
+    assert blink[:4].all() and not blink[6:].any() and bool(blink[4]) == (half < R.BLINK_SHARE)
+    assert not open_[10:].any()
+    plain = R.RegionData(root)
+    boosted = R.RegionData(root, boost_blink=4.0)
+    assert np.allclose(plain.prob[0], 1 / 20)
+    assert boosted.prob[0][0] == pytest.approx(5 * boosted.prob[0][8])
+    # episode() draws the pair with these probabilities: count the shut-eye pairs it returns.
+    shut = lambda d: sum(int((d.episode(np.random.default_rng(n), 1, 1)["e_in"][:, 5] > 0).sum() == 0) for n in range(200))
+    assert shut(boosted) > 2 * shut(plain) > 0
+
+
+def test_validation_scores_closing_eyes_and_keeps_the_best_checkpoint(crops, tmp_path):
+    """Validation identities come from the training directory and are not trained on; best.pt
+    holds the step with the best score."""
+    out = tmp_path / "run"
+    tr = R.train(tiny_cfg(crops, out, steps=3, val_ids=("clip_b",)), progress=False)
+    assert tr.data.videos == ["clip_a"]
+    s = ckpt.load(out / "latest.pt")
+    assert s["validation"] == ["clip_b"] and "clip_b" not in s["videos"]
+    best = ckpt.load(out / "best.pt")
+    assert best["best"][1] == best["step"] and 1 <= best["step"] <= 3
+    lines = [__import__("json").loads(x) for x in (out / "stats.jsonl").read_text().splitlines()]
+    scores = {x["step"]: x["val_score"] for x in lines}
+    assert scores[best["step"]] == max(scores.values())
+    v = tr.validate(R.RegionData(crops, only=["clip_b"]))
+    assert {"val_e_closed_ref", "val_m_open_ref", "val_score"} <= v.keys()

@@ -2,7 +2,7 @@
 //! clip, cut by the daemon's own warp and region code (so training sees exactly what the daemon
 //! will feed the network):
 //! - pairs: frame i warped to frame j's landmarks (j aligned into i's frame by a similarity) with
-//!   the fallback-free warp, the mouth and eye crops of that warp, their landmark rasters, and
+//!   the warp (with the mouth-interior prior, as the daemon draws it), the mouth and eye crops of that warp, their landmark rasters, and
 //!   the same crops of the real frame j (the target);
 //! - shots: crops and rasters of frames at their own landmarks (the embedder's K-shot input).
 //!
@@ -124,6 +124,7 @@ pub fn run(args: &RefinerDataArgs) -> Result<(usize, usize)> {
         return Err(Error::Invalid(format!("{}: a face in only {} frame(s); need 2 or more", args.video.display(), frames.len())));
     }
     let mut rng = Rng::new(args.seed, &name);
+    let ears = super::median_ears(frames.iter().map(|f| f.mesh.as_slice()));
     let mut pairs = SampleSet::default();
     for i in spread(frames.len(), args.sources) {
         let src = &frames[i];
@@ -131,7 +132,7 @@ pub fn run(args: &RefinerDataArgs) -> Result<(usize, usize)> {
         for _ in 0..args.targets {
             let j = rng.below(frames.len());
             let dst = &frames[j];
-            if let Some(s) = pair_sample(&src.frame, &src.mesh, &model, &dst.frame, &dst.mesh, dst.iris.as_ref()) {
+            if let Some(s) = pair_sample(&src.frame, &src.mesh, &model, &dst.frame, &dst.mesh, dst.iris.as_ref(), ears) {
                 pairs.push(s);
             }
         }

@@ -54,20 +54,64 @@ fn stable_points(mesh: &[Pt]) -> Option<Vec<Pt>> {
 
 /// A training pair: `src` (with its `model`) warped to `dst`'s expression and pose, `dst`'s
 /// landmarks carried into `src`'s frame by the similarity of their rigid points; the input is
-/// the fallback-free warp, the target `dst` itself under the same boxes.
-pub fn pair_sample(src: &Frame, src_mesh: &[Pt], model: &WarpModel, dst: &Frame, dst_mesh: &[Pt], dst_iris: Option<&[Iris; 2]>) -> Option<Sample> {
+/// the warp with the mouth-interior prior (no other fallback, as in the daemon when a refiner
+/// runs), the target `dst` itself under the same boxes.
+///
+/// `eye_neutral` (the open eye-aspect ratios of `dst`'s person, e.g. their median over a clip)
+/// closes `dst`'s lids as the retargeter closes a driver's (`retarget::remap_lids`), so a real
+/// blink is learned from the closed-lid warp the daemon feeds the network.
+pub fn pair_sample(src: &Frame, src_mesh: &[Pt], model: &WarpModel, dst: &Frame, dst_mesh: &[Pt], dst_iris: Option<&[Iris; 2]>, eye_neutral: Option<[f64; 2]>) -> Option<Sample> {
     let (a, b) = (stable_points(dst_mesh)?, stable_points(src_mesh)?);
     let t = fit_similarity(&a, &b, None).ok().filter(|t| t.is_finite() && t.scale > 0.2 && t.scale < 5.0)?;
     let inv = t.inverse()?;
-    let moved: Vec<Pt> = dst_mesh.iter().map(|&p| t.apply(p)).collect();
+    let mut moved: Vec<Pt> = dst_mesh.iter().map(|&p| t.apply(p)).collect();
+    if let Some(n) = eye_neutral {
+        crate::core::retarget::remap_lids(&mut moved, n);
+    }
     let iris = dst_iris.map(|ir| ir.map(|i| t.apply_iris(i)));
     let pose = fit_similarity(&b, &stable_points(&moved)?, None).ok()?;
     let dst_pts = model.targets(&moved, &pose);
     let mut warped = src.clone();
     model.render(src, &dst_pts, &mut warped).ok()?;
+    paint_mouth_prior(src, src_mesh, &dst_pts, &mut warped);
     let bx = regions::boxes(&moved)?;
     let (input, raster) = cut(&warped, &bx, &moved, iris.as_ref());
     Some(Sample { input, raster, target: Some([0, 1, 2].map(|k| regions::crop(dst, &bx[k].mapped(&inv)))) })
+}
+
+/// The mouth-interior prior on a training pair's warp, exactly as the avatar's renderer draws it
+/// before the refiner (`avatar::render`): the opening beyond the source's own gets the prior's
+/// teeth, shadow and tongue in the source's skin colour. Without it the network would be trained
+/// on inputs it never sees in the daemon (an opening stretched from lip pixels).
+fn paint_mouth_prior(src: &Frame, src_mesh: &[Pt], dst_pts: &[Pt], warped: &mut Frame) {
+    let n = crate::core::landmarks::MESH_POINTS;
+    if src_mesh.len() < n || dst_pts.len() < n {
+        return;
+    }
+    let live = &dst_pts[..n];
+    if let Some(skin) = crate::core::mouth_interior::skin_colour(src, &src_mesh[..n]) {
+        let strength = crate::core::features::cavity_strength(crate::core::mesh::mouth_gap(live), crate::core::mesh::mouth_gap(&src_mesh[..n]));
+        crate::core::mouth_interior::paint(warped, live, skin, strength);
+    }
+}
+
+/// Per-eye median eye-aspect ratio of some faces (their open eyes, when they mostly are): the
+/// `eye_neutral` of [`pair_sample`]. `None` when no mesh is usable.
+pub fn median_ears<'a>(meshes: impl Iterator<Item = &'a [Pt]>) -> Option<[f64; 2]> {
+    let mut v: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for m in meshes {
+        if let Some(e) = crate::core::retarget::mesh_ears(m) {
+            v[0].push(e[0]);
+            v[1].push(e[1]);
+        }
+    }
+    if v[0].is_empty() {
+        return None;
+    }
+    Some(v.map(|mut x| {
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    }))
 }
 
 /// Samples stacked for `.npy` output: mouth arrays [N, 96, 96, 3], eye arrays [N, 2, 48, 48, 3].

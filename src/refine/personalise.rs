@@ -86,10 +86,11 @@ pub fn shot_samples(av: &WarpAvatar) -> Vec<Sample> {
 /// Fine-tuning pairs: every shot warped to every shot's landmarks (itself included).
 pub fn shot_pairs(av: &WarpAvatar) -> Result<SampleSet> {
     let mut set = SampleSet::default();
+    let ears = super::median_ears(av.shots.iter().map(|s| s.mesh.as_slice()));
     for a in &av.shots {
         let model = WarpModel::new(a.image.width, a.image.height, &a.mesh)?;
         for b in &av.shots {
-            if let Some(s) = pair_sample(&a.image, &a.mesh, &model, &b.image, &b.mesh, b.iris.as_ref()) {
+            if let Some(s) = pair_sample(&a.image, &a.mesh, &model, &b.image, &b.mesh, b.iris.as_ref(), ears) {
                 set.push(s);
             }
         }
