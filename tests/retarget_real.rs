@@ -223,7 +223,7 @@ fn portrait_keeps_its_shape_and_follows_the_driver() {
 
 /// A real blink shuts the portrait's eye, and open eyes stay open (issue 17). MediaPipe reads a
 /// shut eye at about half of its open eye-aspect ratio, not 0.3 as the lid remap once assumed;
-/// with that remap this clip's blinks left the portrait's eye 35-50 % open (the "blinks do not
+/// with that remap this clip's blinks left the portrait's eye 16-46 % open (the "blinks do not
 /// reach the portrait" of the issue) and this test failed. lp_d10 blinks several times; it is
 /// one of the refiner's validation identities, not an evaluation clip.
 #[test]
