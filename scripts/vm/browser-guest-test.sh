@@ -1,0 +1,253 @@
+#!/bin/bash
+# Runs inside the browser VM (run-browser-test.sh) as a oneshot unit after boot: real headless
+# browsers (chromium, firefox-esr) open the local probe page, find the camera labelled
+# puppetcam and draw its frames, while the shipped puppetcam system unit writes /dev/video10:
+# browser opened after and before the daemon, a SIGHUP that changes the output size and full
+# restarts while the browser holds the stream, YUYV and I420. Prints one PUPPETCAM-VM: line per
+# check with its time, each probe's findings as PUPPETCAM-VM-RESULT lines (JSON), then
+# PUPPETCAM-VM: PASS or FAIL and powers the VM off.
+#
+# Under TCG the emulated CPU gives the browser a few frames a second at best: frames and their
+# content are asserted, rates only reported.
+set -u
+. /usr/local/lib/puppetcam-vmtest/guest-lib.sh   # T0, fails, say, check, wait_for, unit, active, ready, sj
+OUT=/dev/video10
+CONF=/etc/puppetcam/puppetcam.toml
+SHARE=/usr/local/share/puppetcam-vmtest
+W=/tmp/vmtest
+mkdir -p "$W"
+chmod 0755 "$W"
+URL=http://127.0.0.1:8000/index.html
+# Seconds of stream each probe watches: the warp avatar makes about one new frame a second
+# under TCG, so this sees several.
+SAMPLE_S=8
+# The browser's mean colour may differ from the device's frame by the frames in between and the
+# browser's scaling; a wrong colour conversion (full range, swapped chroma) is off by 20+.
+MEAN_TOL=12
+
+finish() {
+    browser_stop
+    [ -n "${HTTP_PID:-}" ] && kill "$HTTP_PID" 2>/dev/null
+    say "journal of puppetcam.service (last 25 lines):"
+    journal_since "$T0" | tail -25 >/dev/console 2>&1
+    for f in "$W"/probe-*.log; do
+        [ -f "$f" ] || continue
+        say "$(basename "$f") (last 15 lines):"
+        tail -15 "$f" >/dev/console 2>&1
+    done
+    export_file results.jsonl "$W/results.jsonl"
+    if [ -f "$SHARE/export-screenshots" ]; then
+        for f in "$W"/*.png; do [ -f "$f" ] && export_file "$(basename "$f")" "$f"; done
+    fi
+    if [ ${#fails[@]} -eq 0 ]; then echo "PUPPETCAM-VM: PASS" >/dev/console
+    else echo "PUPPETCAM-VM: FAIL ${fails[*]}" >/dev/console; fi
+    systemctl poweroff --force --force
+}
+trap finish EXIT
+
+# A file out to the host through the console (the VM has neither disk nor network to it):
+# base64 in numbered lines that run-browser-test.sh puts back together.
+export_file() { # name path
+    [ -s "$2" ] || return 0
+    local n i=0
+    base64 -w 3000 "$2" >"$W/b64"
+    n=$(wc -l <"$W/b64")
+    while IFS= read -r l; do
+        echo "PUPPETCAM-FILE $1 $i/$n $l" >/dev/console
+        i=$((i + 1))
+    done <"$W/b64"
+}
+
+# ---- the daemon's config ------------------------------------------------------------------------
+# Sets `key = value` in the [output] section (the [source] section has keys of the same names).
+output_set() { # key value
+    sed -i "/^\[output\]/,/^\[/ s/^$1 = .*/$1 = $2/" "$CONF"
+}
+output_is() { # format width height: the config file says so
+    output_set format "\"$1\""; output_set width "$2"; output_set height "$3"
+}
+# (Re)starts the unit with the config as it is and waits for READY.
+daemon_restart() {
+    systemctl reset-failed puppetcam.service 2>/dev/null
+    systemctl restart --no-block puppetcam.service
+    ready 240
+}
+sink_desc() { sj .sink_state; }
+
+# ---- the browser, held open by puppetcam-browser-probe ------------------------------------------
+BROWSER= BROWSER_VERSION=
+browser_start() { # chromium | firefox
+    local first
+    BROWSER=$1
+    coproc PROBE { exec runuser -u tester -- env HOME=/home/tester puppetcam-browser-probe "$BROWSER" "$URL" 2>>"$W/probe-$BROWSER.log"; }
+    if ! IFS= read -r -t 300 first <&"${PROBE[0]}"; then first='{"ok":false,"error":"no answer from the browser in 300 s"}'; fi
+    echo "$first" >"$W/last"
+    BROWSER_VERSION=$(jq -r '.browser // empty' "$W/last")
+    say "$BROWSER: $first"
+    jq -e .ok "$W/last" >/dev/null
+}
+browser_stop() {
+    [ -n "${PROBE_PID:-}" ] || return 0
+    local line
+    if [ -n "${PROBE[1]:-}" ]; then
+        echo quit >&"${PROBE[1]}" 2>/dev/null
+        IFS= read -r -t 60 line <&"${PROBE[0]}" 2>/dev/null
+    fi
+    kill "$PROBE_PID" 2>/dev/null
+    wait "$PROBE_PID" 2>/dev/null
+    # Whatever the driver left behind (a browser that did not quit).
+    pkill -u tester 2>/dev/null
+    sleep 1
+}
+# One command to the page (see puppetcam-browser-probe); the answer, one JSON line, goes to
+# $W/last and, tagged with the scenario, to results.jsonl and the console.
+SCENARIO=
+FORMAT=yuyv
+pq() {
+    local line
+    if [ -z "${PROBE[1]:-}" ]; then
+        line='{"ok":false,"error":"the browser driver is gone"}'
+    elif ! echo "$*" >&"${PROBE[1]}" 2>/dev/null; then
+        line='{"ok":false,"error":"the browser driver is gone"}'
+    elif ! IFS= read -r -t 300 line <&"${PROBE[0]}"; then line='{"ok":false,"error":"no answer from the browser in 300 s"}'; fi
+    echo "$line" >"$W/last"
+    jq -c --arg b "$BROWSER_VERSION" --arg s "$SCENARIO" --arg f "$FORMAT" --arg c "$*" \
+        '{browser: $b, scenario: $s, format: $f, command: $c} + .' "$W/last" >>"$W/results.jsonl" 2>/dev/null \
+        || echo "{\"browser\":\"$BROWSER_VERSION\",\"scenario\":\"$SCENARIO\",\"unparsed\":true}" >>"$W/results.jsonl"
+    say "RESULT $BROWSER $SCENARIO $*: $(jq -c 'del(.cameras)' "$W/last" 2>/dev/null || cat "$W/last")"
+}
+last() { jq -e "$1" "$W/last" >/dev/null 2>&1; }
+
+# The camera is in the page's list.
+sees_camera() { pq call find puppetcam; last '.cam != null and (.cam.label | test("puppetcam"))'; }
+no_camera() { pq call find puppetcam; last '.cam == null'; }
+# Opens the camera at $1 x $2; the answer must name it.
+opens() { pq call open puppetcam "$1" "$2"; last '.ok and (.label | test("puppetcam"))'; }
+# Watches the open stream: frames drawn, live track, a real picture (not black, not flat), and
+# the face moving (some consecutive frames differ).
+sample() { pq call sample "$SAMPLE_S"; }
+frames_drawn() { last '.ok and .samples >= 3 and .trackState == "live"'; }
+picture() { last '.ok and (.mean | add / 3) > 30 and .spread > 15'; }
+moving() { last '.ok and .changed >= 2'; }
+flows() { frames_drawn && moving; }
+size_is() { last ".ok and .videoSize == [$1, $2]"; }
+# The canvas's mean colour matches a frame read from the device right after (same conversion
+# as the sink's, decoded independently): the browser decodes the format and range right.
+colour_matches() {
+    local ref
+    ref=$(puppetcam-browser-probe frame-mean "$OUT" 2>>"$W/frame-mean.err") || { say "frame-mean failed: $(tail -2 "$W/frame-mean.err")"; return 1; }
+    say "device frame: $ref; canvas mean $(jq -c .mean "$W/last")"
+    jq -n -e --argjson a "$(jq -c .mean "$W/last")" --argjson b "$(echo "$ref" | jq -c .mean)" --argjson t "$MEAN_TOL" \
+        '[range(3)] | all(. as $i | (($a[$i] - $b[$i]) | fabs) <= $t)' >/dev/null
+}
+# One open at w x h and a sample, with its checks. $3: "exact" when the device has that size.
+open_and_watch() { # w h exact|scaled
+    local tag="$BROWSER $FORMAT $SCENARIO ${1}x$2"
+    check "$tag: getUserMedia opens the puppetcam camera" opens "$1" "$2" || return 1
+    sample
+    check "$tag: frames drawn to the canvas (live track)" frames_drawn
+    check "$tag: a picture, not black or flat" picture
+    check "$tag: consecutive frames differ (the face moves)" moving
+    if [ "$3" = exact ]; then
+        check "$tag: the video is ${1}x$2" size_is "$1" "$2"
+        check "$tag: mean colour matches the device's frame (within $MEAN_TOL)" colour_matches
+    fi
+}
+
+# ---- one browser through every scenario -----------------------------------------------------------
+run_browser() { # chromium | firefox
+    local b=$1 pid
+    FORMAT=yuyv
+    output_is yuyv 1280 720
+    systemctl stop puppetcam.service
+    systemctl reset-failed puppetcam.service 2>/dev/null
+
+    # 1. The browser opens before puppetcam: with exclusive_caps=1 the idle node is an output,
+    #    not a camera. Once the daemon writes, the page must see it, after a new
+    #    enumerateDevices() or, as the docs say, after a reload.
+    SCENARIO=before
+    check "$b: starts with the page" browser_start "$b" || return
+    check "$b before: no puppetcam camera while the daemon is stopped" no_camera
+    check "$b before: daemon reaches READY" daemon_restart
+    if sees_camera; then
+        say "$b before: seen after a new enumerateDevices(), without a reload"
+    else
+        say "$b before: not seen after a new enumerateDevices(); reloading"
+        pq reload
+        check "$b before: seen after a reload" sees_camera
+    fi
+    open_and_watch 1280 720 exact
+    browser_stop
+
+    # 2. The browser opens after puppetcam: listed at once, 1280x720 and 640x480.
+    SCENARIO=after
+    check "$b: starts with the page (daemon running)" browser_start "$b" || return
+    check "$b after: the camera is listed at once" sees_camera
+    open_and_watch 640 480 scaled
+    say "$b after 640x480: negotiated $(jq -c '{videoSize, settings: (.settings | {width, height, frameRate})}' "$W/last")"
+    open_and_watch 1280 720 exact
+    pq screenshot "$W/$b-yuyv-1280x720.png"
+    check "$b after: screenshot taken" last '.ok and .bytes > 10000'
+
+    # 3. SIGHUP that changes the output size while the browser holds the stream: documented as
+    #    not applied (needs a restart); the stream goes on at the old size, same process.
+    SCENARIO=sighup
+    pid=$(unit MainPID)
+    output_is yuyv 640 480
+    systemctl reload puppetcam.service
+    check "$b sighup: status says the size needs a restart" wait_for 60 sh -c "curl -fsS --max-time 5 http://127.0.0.1:8765/status.json | grep -q 'needs a restart: output 640x480'"
+    check "$b sighup: same process" sh -c "[ \"\$(systemctl show -p MainPID --value puppetcam.service)\" = $pid ]"
+    sample
+    check "$b sighup: the stream goes on (frames, moving)" flows
+    check "$b sighup: still 1280x720" size_is 1280 720
+
+    # 4. Full restart, same size, while the browser holds the stream: the same stream (no new
+    #    getUserMedia) must show the new process's frames.
+    SCENARIO=restart
+    output_is yuyv 1280 720
+    check "$b restart: daemon READY again with the stream held" daemon_restart
+    sample
+    check "$b restart: the held stream recovers (frames, moving)" flows
+    check "$b restart: still 1280x720" size_is 1280 720
+
+    # 5. Full restart with another size while the browser holds the stream: v4l2loopback keeps
+    #    the held format (docs/virtual-camera.md, troubleshooting).
+    SCENARIO=restart-size
+    output_is yuyv 640 480
+    systemctl reset-failed puppetcam.service 2>/dev/null
+    systemctl restart --no-block puppetcam.service
+    sleep 20
+    say "$b restart-size: unit $(unit ActiveState)/$(unit SubState), restarts $(unit NRestarts); sink $(sink_desc)"
+    journal_since $(($(date +%s) - 25)) | grep -E 'kept format|ERROR' | tail -3 >/dev/console 2>&1
+    sample
+    pq call stop
+    # With the browser's stream closed, the new size applies.
+    check "$b restart-size: READY at 640x480 once the browser let go" daemon_restart
+    check "$b restart-size: the device is 640x480 now" sh -c "v4l2-ctl -d $OUT --get-fmt-video | grep -q 'Width/Height *: *640/480'"
+    open_and_watch 640 480 exact
+
+    # 6. I420 (V4L2 YU12), 1280x720.
+    pq call stop
+    FORMAT=i420
+    SCENARIO=i420
+    output_is i420 1280 720
+    check "$b i420: daemon READY in I420" daemon_restart
+    open_and_watch 1280 720 exact
+    open_and_watch 640 480 scaled
+    say "$b i420 640x480: negotiated $(jq -c '{videoSize, settings: (.settings | {width, height, frameRate})}' "$W/last")"
+    pq screenshot "$W/$b-i420-1280x720.png"
+    browser_stop
+}
+
+say "v4l2loopback: $(cat /sys/class/video4linux/video10/name 2>/dev/null) (video10), exclusive_caps $(cat /sys/module/v4l2loopback/parameters/exclusive_caps 2>/dev/null)"
+check "v4l2loopback made /dev/video10" wait_for 30 test -e "$OUT"
+# The browsers run as a user in the video group, as a desktop user would.
+useradd -m -G video tester
+(cd "$SHARE/web" && exec python3 -m http.server --bind 127.0.0.1 8000 >"$W/http.log" 2>&1) &
+HTTP_PID=$!
+check "the page is served" wait_for 30 curl -fsS -o /dev/null "$URL"
+for b in $(cat "$SHARE/browsers"); do
+    run_browser "$b"
+done
+systemctl start puppetcam.service
+check "systemctl stop is clean" sh -c 'systemctl stop puppetcam.service && [ "$(systemctl show -p Result --value puppetcam.service)" = success ]'

@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Drives a real headless browser for the browser VM test (scripts/vm/browser-guest-test.sh).
+
+`puppetcam-browser-probe chromium|firefox URL` starts the browser on URL, then reads one command
+a line on stdin and answers each with one JSON line on stdout, so the shell test can hold the
+browser (and its camera stream) open while it restarts the daemon:
+
+    call FN ARG...      window.probe.FN(ARG...) on the page (numbers stay numbers)
+    reload              reload the page, wait until window.probe is there again
+    screenshot PATH     PNG of the browser's view
+    version             the browser's name and version
+    quit
+
+Chromium is driven over the W3C WebDriver HTTP protocol of Debian's chromedriver, Firefox over
+Marionette (Debian has no geckodriver); both are a few requests, so only the standard library
+is needed. `puppetcam-browser-probe frame-mean DEVICE` prints the mean RGB of one frame read
+from DEVICE with v4l2-ctl (YUYV or YU12, BT.601 limited range, as the sink writes it), the
+reference the canvas's mean colour is compared with.
+"""
+import base64
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+# The emulated CPU of the VM is slow: a page load or getUserMedia can take tens of seconds.
+SCRIPT_TIMEOUT_S = 240
+START_TIMEOUT_S = 240
+
+
+def log(msg):
+    print(f"probe: {msg}", file=sys.stderr, flush=True)
+
+
+def wait_port(port, deadline, proc):
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"nothing listens on port {port} after {START_TIMEOUT_S} s")
+
+
+def call_script(fn, args):
+    # The result travels as a JSON string: both protocols then hand it back untouched.
+    return (
+        "const done = arguments[arguments.length - 1];"
+        "if (!window.probe) { done(JSON.stringify({ok: false, error: 'page not loaded: ' + document.title})); return; }"
+        f"window.probe[{json.dumps(fn)}](...{json.dumps(args)})"
+        ".then(r => done(JSON.stringify(r)), e => done(JSON.stringify({ok: false, error: String(e)})));"
+    )
+
+
+class Chromium:
+    """chromedriver's W3C WebDriver endpoint."""
+
+    PORT = 9515
+
+    def __init__(self, url, profile):
+        self.driver = subprocess.Popen(
+            ["chromedriver", f"--port={self.PORT}"], stdout=subprocess.DEVNULL, stderr=sys.stderr
+        )
+        wait_port(self.PORT, time.time() + START_TIMEOUT_S, self.driver)
+        args = [
+            "--headless=new",
+            # The VM's root is a tmpfs without the set-up the sandbox wants; not what is tested.
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            # Answers the camera permission prompt with yes; the camera itself is the real one.
+            "--use-fake-ui-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-extensions",
+            "--window-size=820,420",
+            f"--user-data-dir={profile}",
+        ]
+        caps = {"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": shutil.which("chromium") or "/usr/bin/chromium", "args": args},
+        }}}
+        r = self.req("POST", "/session", caps, timeout=START_TIMEOUT_S)
+        self.sid = r["sessionId"]
+        self.version = "Chromium " + r["capabilities"].get("browserVersion", "?")
+        self.req("POST", f"/session/{self.sid}/timeouts", {"script": SCRIPT_TIMEOUT_S * 1000, "pageLoad": START_TIMEOUT_S * 1000})
+        self.req("POST", f"/session/{self.sid}/url", {"url": url}, timeout=START_TIMEOUT_S)
+
+    def req(self, method, path, body=None, timeout=SCRIPT_TIMEOUT_S + 30):
+        data = None if body is None else json.dumps(body).encode()
+        rq = urllib.request.Request(f"http://127.0.0.1:{self.PORT}{path}", data=data, method=method,
+                                    headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(rq, timeout=timeout) as resp:
+                return json.load(resp).get("value")
+        except urllib.error.HTTPError as e:
+            v = json.load(e).get("value", {})
+            raise RuntimeError(f"webdriver {path}: {v.get('error')}: {v.get('message', '')[:300]}") from None
+
+    def call(self, fn, args):
+        return self.req("POST", f"/session/{self.sid}/execute/async", {"script": call_script(fn, args), "args": []})
+
+    def reload(self):
+        self.req("POST", f"/session/{self.sid}/refresh", {}, timeout=START_TIMEOUT_S)
+
+    def screenshot(self):
+        return base64.b64decode(self.req("GET", f"/session/{self.sid}/screenshot"))
+
+    def quit(self):
+        try:
+            self.req("DELETE", f"/session/{self.sid}", timeout=60)
+        finally:
+            self.driver.terminate()
+            self.driver.wait(30)
+
+
+class Firefox:
+    """Marionette: length-prefixed JSON over TCP, [0, id, command, params] -> [1, id, error, result]."""
+
+    PORT = 2828
+
+    def __init__(self, url, profile):
+        prefs = {
+            "marionette.port": self.PORT,
+            # No prompt for the camera; the real camera, not Firefox's fake one.
+            "media.navigator.permission.disabled": True,
+            "media.navigator.streams.fake": False,
+            # The V4L2 camera directly, as on a desktop without the camera portal.
+            "media.webrtc.camera.allow-pipewire": False,
+            "media.autoplay.default": 0,
+            "browser.shell.checkDefaultBrowser": False,
+            "browser.startup.homepage_override.mstone": "ignore",
+            "datareporting.policy.dataSubmissionEnabled": False,
+            "toolkit.telemetry.reportingpolicy.firstRun": False,
+            "app.update.disabledForTesting": True,
+            "browser.aboutwelcome.enabled": False,
+        }
+        with open(os.path.join(profile, "user.js"), "w") as f:
+            for k, v in prefs.items():
+                f.write(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n")
+        self.proc = subprocess.Popen(
+            ["firefox-esr", "--headless", "--marionette", "--no-remote", "--profile", profile,
+             "--width", "820", "--height", "420", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=sys.stderr,
+        )
+        wait_port(self.PORT, time.time() + START_TIMEOUT_S, self.proc)
+        self.sock = socket.create_connection(("127.0.0.1", self.PORT), timeout=START_TIMEOUT_S)
+        self.buf = b""
+        self.msgid = 0
+        hello = self.recv()
+        if hello.get("marionetteProtocol") != 3:
+            raise RuntimeError(f"unexpected Marionette hello {hello}")
+        r = self.cmd("WebDriver:NewSession", {"capabilities": {"alwaysMatch": {"acceptInsecureCerts": True}}})
+        self.version = "Firefox " + r["capabilities"].get("browserVersion", "?")
+        self.cmd("WebDriver:SetTimeouts", {"script": SCRIPT_TIMEOUT_S * 1000, "pageLoad": START_TIMEOUT_S * 1000})
+        self.cmd("WebDriver:Navigate", {"url": url})
+
+    def recv(self):
+        while True:
+            if b":" in self.buf:
+                n, rest = self.buf.split(b":", 1)
+                if len(rest) >= int(n):
+                    self.buf = rest[int(n):]
+                    return json.loads(rest[:int(n)])
+            self.more()
+
+    def more(self):
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise RuntimeError("Marionette closed the connection")
+        self.buf += chunk
+
+    def cmd(self, name, params):
+        self.msgid += 1
+        body = json.dumps([0, self.msgid, name, params]).encode()
+        self.sock.settimeout(SCRIPT_TIMEOUT_S + 30)
+        self.sock.sendall(str(len(body)).encode() + b":" + body)
+        while True:
+            msg = self.recv()
+            if msg[0] == 1 and msg[1] == self.msgid:
+                break
+        if msg[2]:
+            raise RuntimeError(f"marionette {name}: {msg[2].get('error')}: {str(msg[2].get('message', ''))[:300]}")
+        return msg[3]
+
+    def call(self, fn, args):
+        return self.cmd("WebDriver:ExecuteAsyncScript", {"script": call_script(fn, args), "args": []})["value"]
+
+    def reload(self):
+        self.cmd("WebDriver:Refresh", {})
+
+    def screenshot(self):
+        return base64.b64decode(self.cmd("WebDriver:TakeScreenshot", {"full": False, "hash": False})["value"])
+
+    def quit(self):
+        try:
+            self.cmd("Marionette:Quit", {"flags": ["eForceQuit"]})
+        except (RuntimeError, OSError):
+            pass
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def wait_page(b):
+    """After a (re)load: until window.probe answers."""
+    deadline = time.time() + START_TIMEOUT_S
+    while True:
+        try:
+            r = json.loads(b.call("list", []))
+            if isinstance(r, list):
+                return
+        except RuntimeError:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError("the page did not load")
+        time.sleep(1)
+
+
+def serve(kind, url):
+    profile = tempfile.mkdtemp(prefix=f"probe-{kind}-")
+    t = time.time()
+    b = (Chromium if kind == "chromium" else Firefox)(url, profile)
+    wait_page(b)
+    log(f"{b.version} up with the page in {time.time() - t:.0f} s")
+    print(json.dumps({"ok": True, "browser": b.version, "startup_s": round(time.time() - t, 1)}), flush=True)
+    for line in sys.stdin:
+        words = shlex.split(line)
+        if not words:
+            continue
+        t = time.time()
+        try:
+            if words[0] == "call":
+                args = [int(a) if a.lstrip("-").isdigit() else a for a in words[2:]]
+                res = json.loads(b.call(words[1], args))
+            elif words[0] == "reload":
+                b.reload()
+                wait_page(b)
+                res = {"ok": True}
+            elif words[0] == "screenshot":
+                png = b.screenshot()
+                with open(words[1], "wb") as f:
+                    f.write(png)
+                res = {"ok": True, "bytes": len(png)}
+            elif words[0] == "version":
+                res = {"ok": True, "browser": b.version}
+            elif words[0] == "quit":
+                b.quit()
+                print(json.dumps({"ok": True}), flush=True)
+                return
+            else:
+                res = {"ok": False, "error": f"unknown command {words[0]}"}
+        except Exception as e:  # noqa: BLE001 - every failure is one answer line, the test goes on
+            res = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        if isinstance(res, dict):
+            res.setdefault("took_s", round(time.time() - t, 1))
+        print(json.dumps(res), flush=True)
+    b.quit()
+
+
+def clamp(x):
+    return 0 if x < 0 else 255 if x > 255 else x
+
+
+def frame_mean(device):
+    """Mean RGB of one frame of `device`, subsampled every 8th pixel in both directions."""
+    fmt = subprocess.run(["v4l2-ctl", "-d", device, "--get-fmt-video"], capture_output=True, text=True, check=True).stdout
+    info = {}
+    for line in fmt.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            info[k.strip()] = v.strip()
+    w, h = (int(x) for x in info["Width/Height"].split("/"))
+    fourcc = info["Pixel Format"].split("'")[1]
+    with tempfile.NamedTemporaryFile() as f:
+        subprocess.run(["v4l2-ctl", "-d", device, "--stream-mmap", "--stream-count=1", f"--stream-to={f.name}"],
+                       capture_output=True, check=True, timeout=60)
+        raw = f.read()
+    if fourcc == "YUYV":
+        ys = lambda x, y: raw[2 * (y * w + x)]
+        us = lambda x, y: raw[2 * (y * w + (x & ~1)) + 1]
+        vs = lambda x, y: raw[2 * (y * w + (x & ~1)) + 3]
+    elif fourcc == "YU12":
+        cw = w // 2
+        u0, v0 = w * h, w * h + cw * (h // 2)
+        ys = lambda x, y: raw[y * w + x]
+        us = lambda x, y: raw[u0 + (y // 2) * cw + x // 2]
+        vs = lambda x, y: raw[v0 + (y // 2) * cw + x // 2]
+    else:
+        raise SystemExit(f"frame-mean: unsupported pixel format {fourcc}")
+    need = w * h * 2 if fourcc == "YUYV" else w * h * 3 // 2
+    if len(raw) < need:
+        raise SystemExit(f"frame-mean: {len(raw)} bytes, a {w}x{h} {fourcc} frame needs {need}")
+    sums, n = [0.0, 0.0, 0.0], 0
+    for y in range(0, h, 8):
+        for x in range(0, w, 8):
+            c, d, e = ys(x, y) - 16, us(x, y) - 128, vs(x, y) - 128
+            sums[0] += clamp(1.164 * c + 1.596 * e)
+            sums[1] += clamp(1.164 * c - 0.392 * d - 0.813 * e)
+            sums[2] += clamp(1.164 * c + 2.017 * d)
+            n += 1
+    print(json.dumps({"size": [w, h], "fourcc": fourcc, "mean": [round(s / n, 1) for s in sums]}))
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "frame-mean":
+        frame_mean(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] in ("chromium", "firefox"):
+        try:
+            serve(sys.argv[1], sys.argv[2])
+        except Exception as e:  # noqa: BLE001 - the test reads why from the one line
+            print(json.dumps({"ok": False, "error": f"browser start: {type(e).__name__}: {e}"}), flush=True)
+            sys.exit(1)
+    else:
+        sys.exit("usage: puppetcam-browser-probe chromium|firefox URL  |  frame-mean /dev/videoN")
+
+
+if __name__ == "__main__":
+    main()
