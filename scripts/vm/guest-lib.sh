@@ -9,6 +9,9 @@ check() { # name, command...
     local name=$1; shift
     if "$@"; then say "ok   $name"; else say "FAIL $name"; fails+=("$name"); fi
 }
+# A check that what follows cannot go on without: returns non-zero when it failed, so the
+# caller can skip the rest (one FAIL is enough, and the VM's time is limited).
+need() { local n=${#fails[@]}; check "$@"; [ ${#fails[@]} -eq "$n" ]; }
 # Waits up to $1 s for `$2...` to succeed.
 wait_for() {
     local t=$1; shift

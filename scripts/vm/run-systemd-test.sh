@@ -32,6 +32,14 @@
 #   PUPPETCAM_VM_AUTOSTART    0: puppetcam.service is not started at boot (the guest test starts it)
 #   PUPPETCAM_VM_MEM          guest memory (default 3072M)
 #   PUPPETCAM_VM_NAME         names this test's top layer, initrd and console log (default: none)
+#   PUPPETCAM_VM_ROOT_DISK    1: the Debian root is an ext4 disk image (virtio, opened with
+#                             snapshot=on, so the cached image never changes) instead of being
+#                             unpacked from the initramfs into RAM. For big roots (the browsers'
+#                             1 GB): under TCG, unpacking, copying and then freeing that much
+#                             initramfs took minutes and stalled the guest (a 250 s soft lockup
+#                             in switch_root's removal of the old root, seen with 1.3 GB). The
+#                             initramfs then holds busybox, the virtio/ext4 modules and the top
+#                             layer, which its /init copies onto the mounted disk.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -57,7 +65,9 @@ PKGS=systemd,systemd-sysv,udev,kmod,curl,v4l-utils,procps${PUPPETCAM_VM_EXTRA_PK
 ROOT_LAYOUT=1
 EXCLUDE=${PUPPETCAM_VM_ROOT_EXCLUDE:-}
 key=$(echo "$ROOT_LAYOUT $PKGS $KREL $(basename "$LBDIR")${EXCLUDE:+ exclude $EXCLUDE}" | sha256sum | cut -c1-12)
-BASE=$CACHE/systemd/base-$key.cpio
+ROOT_DISK=${PUPPETCAM_VM_ROOT_DISK:-0}
+case $ROOT_DISK in 0) BASE=$CACHE/systemd/base-$key.cpio ;; 1) BASE=$CACHE/systemd/base-$key.ext4 ;;
+    *) die "PUPPETCAM_VM_ROOT_DISK=$ROOT_DISK: 0 or 1" ;; esac
 if [ ! -s "$BASE" ]; then
     mkdir -p "$CACHE/systemd"
     rootfs=$CACHE/systemd/root-$key
@@ -81,7 +91,13 @@ if [ ! -s "$BASE" ]; then
     $SUDO chroot "$rootfs" systemctl mask serial-getty@ttyS0.service getty@tty1.service systemd-networkd.service >/dev/null 2>&1 || true
     echo puppetcam-vm >"$rootfs/etc/hostname"
     log "packing the base root ($(du -sm "$rootfs" | cut -f1) MB)"
-    (cd "$rootfs" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$BASE.tmp"
+    if [ "$ROOT_DISK" = 1 ]; then
+        # Room for what the tests write (journal, /tmp, browser profiles) besides the files.
+        mkfs.ext4 -q -F -L puppetcam-root -d "$rootfs" "$BASE.tmp" "$(($(du -sm "$rootfs" | cut -f1) * 5 / 4 + 512))M" \
+            || die "mkfs.ext4 -d failed (e2fsprogs >= 1.43 needed)"
+    else
+        (cd "$rootfs" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$BASE.tmp"
+    fi
     mv "$BASE.tmp" "$BASE"
     rm -rf "$rootfs"
 fi
@@ -182,10 +198,72 @@ if [ -n "${PUPPETCAM_VM_OVERLAY:-}" ]; then
     cp -a "$PUPPETCAM_VM_OVERLAY"/. "$stage"/
 fi
 TOP=$CACHE/systemd/top${NAME:+-$NAME}.cpio
-(cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$TOP"
 INITRD=$CACHE/systemd/initrd${NAME:+-$NAME}.cpio
-cat "$BASE" "$TOP" >"$INITRD"
-log "initramfs $(du -m "$INITRD" | cut -f1) MB (top layer $(du -m "$TOP" | cut -f1) MB)"
+disk=()
+if [ "$ROOT_DISK" = 1 ]; then
+    # The modules to mount the disk, from the kernel's package (cached; in load order: Debian
+    # builds them all as modules).
+    MODS=$CACHE/systemd/diskmods-$KREL
+    diskmods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4"
+    if [ ! -s "$MODS/order" ]; then
+        kdeb=$(ls "$CACHE"/debs/linux-image-"$KREL"_*.deb 2>/dev/null | tail -1 || true)
+        if [ -z "$kdeb" ]; then
+            log "apt-get download linux-image-$KREL (the virtio and ext4 modules)"
+            mkdir -p "$CACHE/debs"
+            (cd "$CACHE/debs" && { apt-get download "linux-image-$KREL" >/dev/null 2>&1 \
+                || { $SUDO apt-get update -qq >/dev/null 2>&1; apt-get download "linux-image-$KREL" >/dev/null 2>&1; }; }) \
+                || die "apt-get download linux-image-$KREL failed"
+            kdeb=$(ls "$CACHE"/debs/linux-image-"$KREL"_*.deb | tail -1)
+        fi
+        rm -rf "$MODS.tmp" && mkdir -p "$MODS.tmp/x"
+        dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$MODS.tmp/x" --wildcards "./lib/modules/$KREL/kernel/drivers/virtio/*" \
+            "./lib/modules/$KREL/kernel/drivers/block/*" "./lib/modules/$KREL/kernel/fs/*" "./lib/modules/$KREL/kernel/lib/*" \
+            "./lib/modules/$KREL/kernel/crypto/*" || die "could not extract modules from $kdeb"
+        for m in $diskmods; do
+            f=$(find "$MODS.tmp/x" -name "$m.ko" | head -1)
+            [ -n "$f" ] || die "module $m not in $kdeb"
+            cp "$f" "$MODS.tmp/"
+        done
+        echo "$diskmods" >"$MODS.tmp/order"
+        rm -rf "$MODS.tmp/x" "$MODS"
+        mv "$MODS.tmp" "$MODS"
+    fi
+    [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || die "a static /bin/busybox is needed (apt-get install busybox-static)"
+    # The initramfs: busybox, the modules, this /init, and the top layer under /top.
+    wrap=$(mktemp -d)
+    rm -f "$stage/init"
+    mv "$stage" "$wrap/top"
+    stage=$wrap
+    mkdir -p "$wrap/bin" "$wrap/modules" "$wrap/proc" "$wrap/dev" "$wrap/newroot"
+    cp /bin/busybox "$wrap/bin/"
+    cp "$MODS"/*.ko "$MODS/order" "$wrap/modules/"
+    cat >"$wrap/init" <<'INIT'
+#!/bin/busybox sh
+# The Debian root is on /dev/vda: mount it, put the test's top layer over it, start systemd.
+b=/bin/busybox
+$b mount -t proc proc /proc
+$b mount -t devtmpfs devtmpfs /dev
+for m in $($b cat /modules/order); do $b insmod "/modules/$m.ko" || echo "init: insmod $m failed"; done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do $b sleep 0.1; i=$((i + 1)); done
+$b mount -t ext4 /dev/vda /newroot || { echo "PUPPETCAM-VM: FAIL init: cannot mount the root disk"; $b poweroff -f; }
+# mkfs.ext4 -d gives / the mode of mmdebstrap's directory (0700): no other user could reach
+# anything (units fail with 200/CHDIR, dbus cannot start).
+$b chmod 0755 /newroot
+$b cp -a /top/. /newroot/
+$b umount /dev
+$b umount /proc
+exec $b switch_root /newroot /usr/lib/systemd/systemd
+INIT
+    chmod 0755 "$wrap/init"
+    disk=(-drive "file=$BASE,if=virtio,format=raw,snapshot=on")
+    (cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$INITRD"
+    log "root disk $(du -m "$BASE" | cut -f1) MB, initramfs $(du -m "$INITRD" | cut -f1) MB"
+else
+    (cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$TOP"
+    cat "$BASE" "$TOP" >"$INITRD"
+    log "initramfs $(du -m "$INITRD" | cut -f1) MB (top layer $(du -m "$TOP" | cut -f1) MB)"
+fi
 
 # ---- boot -------------------------------------------------------------------------------------
 accel=${PUPPETCAM_VM_ACCEL:-tcg}
@@ -193,7 +271,7 @@ LOG=$CACHE/systemd/last-run${NAME:+-$NAME}.log
 log "booting ($accel, timeout ${TIMEOUT}s, console log $LOG)"
 set +e
 timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 -accel "$accel" -m "${PUPPETCAM_VM_MEM:-3072M}" -smp "${PUPPETCAM_VM_SMP:-2}" \
-    -nographic -no-reboot -kernel "$KDIR/vmlinuz" -initrd "$INITRD" \
+    -nographic -no-reboot -kernel "$KDIR/vmlinuz" -initrd "$INITRD" "${disk[@]}" \
     -append "console=ttyS0 panic=-1 loglevel=4" \
     </dev/null >"$LOG" 2>&1
 qrc=$?

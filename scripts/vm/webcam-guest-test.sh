@@ -5,7 +5,7 @@
 # before the camera. Prints one PUPPETCAM-VM: line per check with its time, then
 # PUPPETCAM-VM: PASS or FAIL and powers the VM off.
 set -u
-. /usr/local/lib/puppetcam-vmtest/guest-lib.sh   # T0, fails, say, check, wait_for, unit, active, ready, sj
+. /usr/local/lib/puppetcam-vmtest/guest-lib.sh   # T0, fails, say, check, need, wait_for, unit, active, ready, sj
 CAM=/dev/video11
 OUT=/dev/video10
 CLIP=/usr/local/share/puppetcam-vmtest/clip.mkv
@@ -140,9 +140,6 @@ sources() { # tag start-time: each change of the source state (first 60 characte
         if (s != last) { printf "%s+%.0fs [errors %s] %s", sep, $1 - t0, $6, s; sep = " -> " } last = s } END { print "" }' "$W/watch-$1"
 }
 
-# A check that a phase cannot go on without: the rest of the phase is skipped (one FAIL is
-# enough, and the VM's time is limited).
-need() { local n=${#fails[@]}; check "$@"; [ ${#fails[@]} -eq "$n" ]; }
 # Daemon stopped, no feeder, state reset: each phase starts from here.
 reset() {
     systemctl stop puppetcam.service
