@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real browsers pick puppetcam as their camera (issue 21): in the systemd VM of
 # run-systemd-test.sh (qemu, Debian bookworm root, systemd as PID 1, v4l2loopback loaded at boot
-# from the shipped modprobe files, the shipped system unit) with Debian's chromium (+ chromedriver)
+# from the shipped modprobe files, the shipped system unit) with Debian's chromium
 # and firefox-esr added, puppetcam runs as the service with a warp avatar (the public-domain
 # astronaut of onnx/default_avatar.md, warp only) driven by the synthetic cartoon face, writing
 # /dev/video10. Each browser, headless, opens a local page (scripts/vm/browser/probe.html) that
@@ -20,7 +20,7 @@
 # probe) and the browsers' screenshots (PNG), carried out of the guest on the console as base64.
 #
 # Environment (besides run-systemd-test.sh's):
-#   PUPPETCAM_VM_TIMEOUT     seconds the VM may run (default 1200)
+#   PUPPETCAM_VM_TIMEOUT     seconds the VM may run (default 2400)
 #   PUPPETCAM_BROWSER_OUT    directory for results.jsonl and screenshots (default: none kept)
 #   PUPPETCAM_BROWSERS       which browsers to test, space-separated (default "chromium firefox")
 set -euo pipefail
@@ -133,13 +133,13 @@ EXCLUDE+=" /usr/lib/chromium/libVkLayer_khronos_validation.so"
 EXCLUDE+=" /usr/share/doc/* /usr/share/man/* /usr/share/locale/*"
 PKGS=python3,jq
 for b in $BROWSERS; do
-    case $b in chromium) PKGS+=,chromium,chromium-driver ;; firefox) PKGS+=,firefox-esr ;; esac
+    case $b in chromium) PKGS+=,chromium ;; firefox) PKGS+=,firefox-esr ;; esac
 done
 LOG=$CACHE/systemd/last-run-browser.log
 set +e
 PUPPETCAM_VM_NAME=browser PUPPETCAM_VM_EXTRA_PKGS=$PKGS PUPPETCAM_VM_ROOT_EXCLUDE=$EXCLUDE PUPPETCAM_VM_OVERLAY=$overlay \
     PUPPETCAM_VM_AUTOSTART=0 PUPPETCAM_VM_ROOT_DISK=1 PUPPETCAM_VM_MEM=${PUPPETCAM_VM_MEM:-4096M} \
-    PUPPETCAM_VM_TIMEOUT=${PUPPETCAM_VM_TIMEOUT:-1200} \
+    PUPPETCAM_VM_TIMEOUT=${PUPPETCAM_VM_TIMEOUT:-2400} \
     "$ROOT/scripts/vm/run-systemd-test.sh"
 rc=$?
 set -e

@@ -247,10 +247,10 @@ for m in $($b cat /modules/order); do $b insmod "/modules/$m.ko" || echo "init: 
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do $b sleep 0.1; i=$((i + 1)); done
 $b mount -t ext4 /dev/vda /newroot || { echo "PUPPETCAM-VM: FAIL init: cannot mount the root disk"; $b poweroff -f; }
-# mkfs.ext4 -d gives / the mode of mmdebstrap's directory (0700): no other user could reach
-# anything (units fail with 200/CHDIR, dbus cannot start).
-$b chmod 0755 /newroot
 $b cp -a /top/. /newroot/
+# cp -a also gives / the mode of /top (mktemp's 0700): no other user could reach anything
+# (units fail with 200/CHDIR, dbus cannot start).
+$b chmod 0755 /newroot
 $b umount /dev
 $b umount /proc
 exec $b switch_root /newroot /usr/lib/systemd/systemd

@@ -11,9 +11,8 @@ browser (and its camera stream) open while it restarts the daemon:
     version             the browser's name and version
     quit
 
-Chromium is driven over the W3C WebDriver HTTP protocol of Debian's chromedriver, Firefox over
-Marionette (Debian has no geckodriver); both are a few requests, so only the standard library
-is needed. `puppetcam-browser-probe frame-mean DEVICE` prints the mean RGB of one frame read
+Chromium is driven over its DevTools protocol (a websocket), Firefox over Marionette (Debian has
+no geckodriver); both are a few requests, so only the standard library is needed. `puppetcam-browser-probe frame-mean DEVICE` prints the mean RGB of one frame read
 from DEVICE with v4l2-ctl (YUYV or YU12, BT.601 limited range, as the sink writes it), the
 reference the canvas's mean colour is compared with.
 """
@@ -22,17 +21,17 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 
 # The emulated CPU of the VM is slow: a page load or getUserMedia can take tens of seconds.
 SCRIPT_TIMEOUT_S = 240
-START_TIMEOUT_S = 240
+START_TIMEOUT_S = 420
 
 
 def log(msg):
@@ -51,6 +50,29 @@ def wait_port(port, deadline, proc):
     raise RuntimeError(f"nothing listens on port {port} after {START_TIMEOUT_S} s")
 
 
+def free_port():
+    """A port nothing listens on: a browser that has not quite exited yet may still hold the
+    previous one, and the next driver would talk to it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc):
+    """Ends a browser and every process it started (its own session)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def call_script(fn, args):
     # The result travels as a JSON string: both protocols then hand it back untouched.
     return (
@@ -61,17 +83,78 @@ def call_script(fn, args):
     )
 
 
-class Chromium:
-    """chromedriver's W3C WebDriver endpoint."""
+class WebSocket:
+    """The least of RFC 6455 a DevTools client needs: text frames, fragmentation, ping."""
 
-    PORT = 9515
+    def __init__(self, url):
+        rest = url.split("://", 1)[1]
+        hostport, path = rest.split("/", 1)
+        host, port = hostport.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=START_TIMEOUT_S)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise RuntimeError("DevTools closed the connection during the handshake")
+            head += chunk
+        head, self.buf = head.split(b"\r\n\r\n", 1)
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(f"DevTools refused the websocket: {head[:200]!r}")
+
+    def read(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise RuntimeError("DevTools closed the connection")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def send(self, text, opcode=0x1):
+        data = text.encode() if isinstance(text, str) else text
+        n = len(data)
+        head = bytes([0x80 | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 1 << 16:
+            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        mask = os.urandom(4)
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def recv(self):
+        message = b""
+        while True:
+            b0, b1 = self.read(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(self.read(2), "big")
+            elif n == 127:
+                n = int.from_bytes(self.read(8), "big")
+            payload = self.read(n)
+            opcode = b0 & 0x0F
+            if opcode == 0x9:
+                self.send(payload, opcode=0xA)
+                continue
+            if opcode == 0x8:
+                raise RuntimeError("DevTools closed the websocket")
+            message += payload
+            if b0 & 0x80:
+                return message.decode()
+
+
+class Chromium:
+    """The DevTools protocol of `chromium --remote-debugging-port`. (chromedriver gave up with
+    "unable to connect to renderer" while Chromium was still starting on the emulated CPU.)"""
 
     def __init__(self, url, profile):
-        self.driver = subprocess.Popen(
-            ["chromedriver", f"--port={self.PORT}"], stdout=subprocess.DEVNULL, stderr=sys.stderr
-        )
-        wait_port(self.PORT, time.time() + START_TIMEOUT_S, self.driver)
+        self.PORT = free_port()
         args = [
+            shutil.which("chromium") or "/usr/bin/chromium",
             "--headless=new",
             # The VM's root is a tmpfs without the set-up the sandbox wants; not what is tested.
             "--no-sandbox",
@@ -83,53 +166,68 @@ class Chromium:
             "--no-first-run",
             "--disable-background-networking",
             "--disable-extensions",
-            "--window-size=820,420",
+            "--window-size=820,300",
             f"--user-data-dir={profile}",
+            f"--remote-debugging-port={self.PORT}",
+            url,
         ]
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": shutil.which("chromium") or "/usr/bin/chromium", "args": args},
-        }}}
-        r = self.req("POST", "/session", caps, timeout=START_TIMEOUT_S)
-        self.sid = r["sessionId"]
-        self.version = "Chromium " + r["capabilities"].get("browserVersion", "?")
-        self.req("POST", f"/session/{self.sid}/timeouts", {"script": SCRIPT_TIMEOUT_S * 1000, "pageLoad": START_TIMEOUT_S * 1000})
-        self.req("POST", f"/session/{self.sid}/url", {"url": url}, timeout=START_TIMEOUT_S)
+        self.proc = subprocess.Popen(args, stdout=sys.stderr, stderr=sys.stderr, start_new_session=True)
+        deadline = time.time() + START_TIMEOUT_S
+        wait_port(self.PORT, deadline, self.proc)
+        self.version = "Chromium " + self.http("/json/version")["Browser"].split("/", 1)[-1]
+        while True:
+            pages = [t for t in self.http("/json/list") if t.get("type") == "page"]
+            if pages:
+                break
+            if time.time() > deadline:
+                raise RuntimeError("Chromium opened no page")
+            time.sleep(1)
+        self.ws = WebSocket(pages[0]["webSocketDebuggerUrl"])
+        self.msgid = 0
 
-    def req(self, method, path, body=None, timeout=SCRIPT_TIMEOUT_S + 30):
-        data = None if body is None else json.dumps(body).encode()
-        rq = urllib.request.Request(f"http://127.0.0.1:{self.PORT}{path}", data=data, method=method,
-                                    headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(rq, timeout=timeout) as resp:
-                return json.load(resp).get("value")
-        except urllib.error.HTTPError as e:
-            v = json.load(e).get("value", {})
-            raise RuntimeError(f"webdriver {path}: {v.get('error')}: {v.get('message', '')[:300]}") from None
+    def http(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.PORT}{path}", timeout=60) as resp:
+            return json.load(resp)
+
+    def cmd(self, method, params):
+        self.msgid += 1
+        self.ws.sock.settimeout(SCRIPT_TIMEOUT_S + 30)
+        self.ws.send(json.dumps({"id": self.msgid, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.msgid:
+                break
+        if "error" in msg:
+            raise RuntimeError(f"devtools {method}: {msg['error'].get('message')}")
+        return msg["result"]
 
     def call(self, fn, args):
-        return self.req("POST", f"/session/{self.sid}/execute/async", {"script": call_script(fn, args), "args": []})
+        expr = (
+            "window.probe ? "
+            f"window.probe[{json.dumps(fn)}](...{json.dumps(args)})"
+            ".then(r => JSON.stringify(r), e => JSON.stringify({ok: false, error: String(e)}))"
+            " : JSON.stringify({ok: false, error: 'page not loaded: ' + document.title})"
+        )
+        r = self.cmd("Runtime.evaluate", {"expression": expr, "awaitPromise": True, "returnByValue": True})
+        if "exceptionDetails" in r:
+            raise RuntimeError(f"page script: {r['exceptionDetails'].get('text')}")
+        return r["result"]["value"]
 
     def reload(self):
-        self.req("POST", f"/session/{self.sid}/refresh", {}, timeout=START_TIMEOUT_S)
+        self.cmd("Page.reload", {})
 
     def screenshot(self):
-        return base64.b64decode(self.req("GET", f"/session/{self.sid}/screenshot"))
+        return base64.b64decode(self.cmd("Page.captureScreenshot", {"format": "png"})["data"])
 
     def quit(self):
-        try:
-            self.req("DELETE", f"/session/{self.sid}", timeout=60)
-        finally:
-            self.driver.terminate()
-            self.driver.wait(30)
+        stop(self.proc)
 
 
 class Firefox:
     """Marionette: length-prefixed JSON over TCP, [0, id, command, params] -> [1, id, error, result]."""
 
-    PORT = 2828
-
     def __init__(self, url, profile):
+        self.PORT = free_port()
         prefs = {
             "marionette.port": self.PORT,
             # No prompt for the camera; the real camera, not Firefox's fake one.
@@ -150,8 +248,8 @@ class Firefox:
                 f.write(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n")
         self.proc = subprocess.Popen(
             ["firefox-esr", "--headless", "--marionette", "--no-remote", "--profile", profile,
-             "--width", "820", "--height", "420", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=sys.stderr,
+             "--width", "820", "--height", "300", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=sys.stderr, start_new_session=True,
         )
         wait_port(self.PORT, time.time() + START_TIMEOUT_S, self.proc)
         self.sock = socket.create_connection(("127.0.0.1", self.PORT), timeout=START_TIMEOUT_S)
@@ -203,14 +301,7 @@ class Firefox:
         return base64.b64decode(self.cmd("WebDriver:TakeScreenshot", {"full": False, "hash": False})["value"])
 
     def quit(self):
-        try:
-            self.cmd("Marionette:Quit", {"flags": ["eForceQuit"]})
-        except (RuntimeError, OSError):
-            pass
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
 
 
 def wait_page(b):
