@@ -17,17 +17,17 @@ SHARE=/usr/local/share/puppetcam-vmtest
 W=/tmp/vmtest
 mkdir -p "$W"
 chmod 0755 "$W"
-URL=http://127.0.0.1:8000/index.html
+# file://: a secure context for getUserMedia in both browsers, and no network service to start.
+URL=file://$SHARE/web/index.html
 # Seconds of stream each probe watches: the warp avatar makes about one new frame a second
 # under TCG, so this sees several.
-SAMPLE_S=8
+SAMPLE_S=6
 # The browser's mean colour may differ from the device's frame by the frames in between and the
 # browser's scaling; a wrong colour conversion (full range, swapped chroma) is off by 20+.
 MEAN_TOL=12
 
 finish() {
     browser_stop
-    [ -n "${HTTP_PID:-}" ] && kill "$HTTP_PID" 2>/dev/null
     say "journal of puppetcam.service (last 25 lines):"
     journal_since "$T0" | tail -25 >/dev/console 2>&1
     for f in "$W"/probe-*.log; do
@@ -83,7 +83,7 @@ browser_start() { # chromium | firefox
     coproc PROBE { exec setpriv --reuid=tester --regid=tester --init-groups env HOME=/home/tester USER=tester \
         puppetcam-browser-probe "$BROWSER" "$URL" 2>>"$W/probe-$BROWSER.log"; }
     # The emulated CPU, shared with the daemon: a browser can take minutes to start.
-    if ! IFS= read -r -t 600 first <&"${PROBE[0]}"; then first='{"ok":false,"error":"no answer from the browser in 600 s"}'; fi
+    if ! IFS= read -r -t 1000 first <&"${PROBE[0]}"; then first='{"ok":false,"error":"no answer from the browser in 1000 s"}'; fi
     echo "$first" >"$W/last"
     BROWSER_VERSION=$(jq -r '.browser // empty' "$W/last")
     say "$BROWSER: $first"
@@ -114,7 +114,7 @@ pq() {
         line='{"ok":false,"error":"the browser driver is gone"}'
     elif ! echo "$*" >&"${PROBE[1]}" 2>/dev/null; then
         line='{"ok":false,"error":"the browser driver is gone"}'
-    elif ! IFS= read -r -t 300 line <&"${PROBE[0]}"; then line='{"ok":false,"error":"no answer from the browser in 300 s"}'; fi
+    elif ! IFS= read -r -t 700 line <&"${PROBE[0]}"; then line='{"ok":false,"error":"no answer from the browser in 700 s"}'; fi
     echo "$line" >"$W/last"
     jq -c --arg b "$BROWSER_VERSION" --arg s "$SCENARIO" --arg f "$FORMAT" --arg c "$*" \
         '{browser: $b, scenario: $s, format: $f, command: $c} + .' "$W/last" >>"$W/results.jsonl" 2>/dev/null \
@@ -241,8 +241,6 @@ run_browser() { # chromium | firefox
     check "$b i420: the device is YU12" sh -c "v4l2-ctl -d $OUT --get-fmt-video | grep -q YU12"
     open_and_watch 1280 720 exact
     pq screenshot "$W/$b-i420-1280x720.png"
-    open_and_watch 640 480 scaled
-    say "$b i420 640x480: negotiated $(jq -c '{videoSize, settings: (.settings | {width, height, frameRate})}' "$W/last")"
     browser_stop
 }
 
@@ -250,9 +248,6 @@ say "v4l2loopback: $(cat /sys/class/video4linux/video10/name 2>/dev/null) (video
 check "v4l2loopback made /dev/video10" wait_for 30 test -e "$OUT"
 # The browsers run as a user in the video group, as a desktop user would.
 useradd -m -G video tester
-(cd "$SHARE/web" && exec python3 -m http.server --bind 127.0.0.1 8000 >"$W/http.log" 2>&1) &
-HTTP_PID=$!
-check "the page is served" wait_for 30 curl -fs -o /dev/null "$URL"
 for b in $(cat "$SHARE/browsers"); do
     run_browser "$b"
 done

@@ -93,7 +93,7 @@ if [ ! -s "$BASE" ]; then
     log "packing the base root ($(du -sm "$rootfs" | cut -f1) MB)"
     if [ "$ROOT_DISK" = 1 ]; then
         # Room for what the tests write (journal, /tmp, browser profiles) besides the files.
-        mkfs.ext4 -q -F -L puppetcam-root -d "$rootfs" "$BASE.tmp" "$(($(du -sm "$rootfs" | cut -f1) * 5 / 4 + 512))M" \
+        mkfs.ext4 -q -F -L puppetcam-root -d "$rootfs" "$BASE.tmp" "$(($(du -sm "$rootfs" | cut -f1) * 5 / 4 + 512))M" >/dev/null \
             || die "mkfs.ext4 -d failed (e2fsprogs >= 1.43 needed)"
     else
         (cd "$rootfs" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$BASE.tmp"
