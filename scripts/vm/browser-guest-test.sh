@@ -15,6 +15,7 @@ OUT=/dev/video10
 CONF=/etc/puppetcam/puppetcam.toml
 SHARE=/usr/local/share/puppetcam-vmtest
 W=/tmp/vmtest
+SHOTS=$W/shots
 mkdir -p "$W"
 chmod 0755 "$W"
 # file://: a secure context for getUserMedia in both browsers, and no network service to start.
@@ -37,7 +38,7 @@ finish() {
     done
     export_file results.jsonl "$W/results.jsonl"
     if [ -f "$SHARE/export-screenshots" ]; then
-        for f in "$W"/*.png; do [ -f "$f" ] && export_file "$(basename "$f")" "$f"; done
+        for f in "$SHOTS"/*.png; do [ -f "$f" ] && export_file "$(basename "$f")" "$f"; done
     fi
     if [ ${#fails[@]} -eq 0 ]; then echo "PUPPETCAM-VM: PASS" >/dev/console
     else echo "PUPPETCAM-VM: FAIL ${fails[*]}" >/dev/console; fi
@@ -73,6 +74,9 @@ daemon_restart() {
     ready 240
 }
 sink_desc() { sj .sink_state; }
+kept_status() { sink_desc | grep -q 'kept by a consumer; configured 640x480 yuyv'; }
+# What the daemon logged since epoch second $1 about its output, restarts and reloads.
+daemon_log() { journal_since "$1" | grep -E 'v4l2|output|reload|kept|needs a restart|ERROR|WARN|Started|Stopped' | tail -8 >/dev/console 2>&1; }
 
 # ---- the browser, held open by puppetcam-browser-probe ------------------------------------------
 BROWSER= BROWSER_VERSION=
@@ -130,7 +134,13 @@ no_camera() { pq call find puppetcam; last '.cams != null and .cam == null'; }
 opens() { pq call open puppetcam "$1" "$2"; last '.ok and (.label | test("puppetcam"))'; }
 # Watches the open stream: frames drawn, live track, a real picture (not black, not flat), and
 # the face moving (some consecutive frames differ).
-sample() { pq call sample "$SAMPLE_S"; }
+sample() {
+    pq call sample "$SAMPLE_S"
+    if last '.trackState == "ended"'; then
+        say "the browser ended the track $(jq -r .endedSAgo "$W/last") s ago; its log:"
+        grep -vE 'dbus|DBus|font_unique' "$W/probe-$BROWSER.log" | tail -8 >/dev/console 2>&1
+    fi
+}
 frames_drawn() { last '.ok and .samples >= 3 and .trackState == "live"'; }
 picture() { last '.ok and (.mean | add / 3) > 30 and .spread > 15'; }
 moving() { last '.ok and .changed >= 2'; }
@@ -189,7 +199,7 @@ run_browser() { # chromium | firefox
     need "$b: starts with the page (daemon running)" browser_start "$b" || return
     need "$b after: the camera is listed at once" sees_camera || return
     open_and_watch 1280 720 exact
-    pq screenshot "$W/$b-yuyv-1280x720.png"
+    pq screenshot "$SHOTS/$b-yuyv-1280x720.png"
     check "$b after: screenshot taken" last '.ok and .bytes > 10000'
     open_and_watch 640 480 scaled
     say "$b after 640x480: negotiated $(jq -c '{videoSize, settings: (.settings | {width, height, frameRate})}' "$W/last")"
@@ -200,32 +210,42 @@ run_browser() { # chromium | firefox
     open_and_watch 1280 720 exact
     pid=$(unit MainPID)
     output_is yuyv 640 480
+    t=$(date +%s)
     systemctl reload puppetcam.service
-    check "$b sighup: status says the size needs a restart" wait_for 60 sh -c "curl -fsS --max-time 5 http://127.0.0.1:8765/status.json | grep -q 'needs a restart: output 640x480'"
+    # The outcome goes to the journal and systemd's status line.
+    check "$b sighup: the reload says the size needs a restart" wait_for 60 sh -c "journalctl -b --no-pager -u puppetcam.service --since @$t | grep -q 'needs a restart: output 640x480'"
+    say "$b sighup: status: $(unit StatusText)"
     check "$b sighup: same process" sh -c "[ \"\$(systemctl show -p MainPID --value puppetcam.service)\" = $pid ]"
     sample
     check "$b sighup: the held stream goes on (frames, moving)" flows
     check "$b sighup: still 1280x720" size_is 1280 720
+    daemon_log "$t"
 
     # 4. Full restart, same size, while the browser holds the stream: the same stream (no new
     #    getUserMedia) shows the new process's frames.
     SCENARIO=restart
     output_is yuyv 1280 720
+    last '.trackState == "live"' || open_and_watch 1280 720 exact
+    t=$(date +%s)
     check "$b restart: daemon READY again with the stream held" daemon_restart
     sample
     check "$b restart: the held stream recovers (frames, moving)" flows
     check "$b restart: still 1280x720" size_is 1280 720
+    daemon_log "$t"
 
     # 5. Full restart with another size while the browser holds the stream: v4l2loopback keeps
     #    the held format; the sink writes it (scaled) instead of failing, and says so.
     SCENARIO=restart-size
+    last '.trackState == "live"' || open_and_watch 1280 720 exact
     output_is yuyv 640 480
+    t=$(date +%s)
     check "$b restart-size: daemon READY with the stream held" daemon_restart
     say "$b restart-size: sink $(sink_desc)"
-    check "$b restart-size: status says the format is kept by a consumer" sh -c "sj .sink_state | grep -q 'kept by a consumer; configured 640x480 yuyv'"
+    check "$b restart-size: status says the format is kept by a consumer" kept_status
     sample
     check "$b restart-size: the held stream recovers (frames, moving)" flows
     check "$b restart-size: still 1280x720" size_is 1280 720
+    daemon_log "$t"
     # With the stream closed, a restart applies the configured size.
     pq call stop
     check "$b restart-size: READY at 640x480 once the browser let go" daemon_restart
@@ -240,7 +260,7 @@ run_browser() { # chromium | firefox
     check "$b i420: daemon READY in I420" daemon_restart
     check "$b i420: the device is YU12" sh -c "v4l2-ctl -d $OUT --get-fmt-video | grep -q YU12"
     open_and_watch 1280 720 exact
-    pq screenshot "$W/$b-i420-1280x720.png"
+    pq screenshot "$SHOTS/$b-i420-1280x720.png"
     browser_stop
 }
 
@@ -248,6 +268,8 @@ say "v4l2loopback: $(cat /sys/class/video4linux/video10/name 2>/dev/null) (video
 check "v4l2loopback made /dev/video10" wait_for 30 test -e "$OUT"
 # The browsers run as a user in the video group, as a desktop user would.
 useradd -m -G video tester
+# The browser writes its screenshots as that user.
+install -d -o tester "$SHOTS"
 for b in $(cat "$SHARE/browsers"); do
     run_browser "$b"
 done

@@ -183,6 +183,7 @@ class Chromium:
             "--single-process",
             "--no-zygote",
             f"--remote-debugging-port={self.PORT}",
+            "--enable-logging=stderr",
             url,
         ]
         self.proc = subprocess.Popen(args, stdout=sys.stderr, stderr=sys.stderr, start_new_session=True)
