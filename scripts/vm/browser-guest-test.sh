@@ -146,18 +146,24 @@ picture() { last '.ok and (.mean | add / 3) > 30 and .spread > 15'; }
 moving() { last '.ok and .changed >= 2'; }
 flows() { frames_drawn && moving; }
 size_is() { last ".ok and .videoSize == [$1, $2]"; }
-# The canvas's mean colour matches a frame read from the device right after (same conversion
-# as the sink's, decoded independently): the browser decodes the format and range right.
+# A frame read from the device (same conversion as the sink's, decoded independently), the
+# reference for the canvas's mean colour: the browser decodes the format and range right. Read
+# before the browser opens the stream: a second reader that streams and closes (v4l2-ctl) while
+# Chromium holds the stream ends Chromium's track (v4l2loopback 0.12.7; seen in this test).
+REF=
+reference_frame() {
+    REF=$(puppetcam-browser-probe frame-mean "$OUT" 2>>"$W/frame-mean.err") || { say "frame-mean failed: $(tail -2 "$W/frame-mean.err")"; REF=; }
+}
 colour_matches() {
-    local ref
-    ref=$(puppetcam-browser-probe frame-mean "$OUT" 2>>"$W/frame-mean.err") || { say "frame-mean failed: $(tail -2 "$W/frame-mean.err")"; return 1; }
-    say "device frame: $ref; canvas mean $(jq -c .mean "$W/last")"
-    jq -n -e --argjson a "$(jq -c .mean "$W/last")" --argjson b "$(echo "$ref" | jq -c .mean)" --argjson t "$MEAN_TOL" \
+    [ -n "$REF" ] || return 1
+    say "device frame: $REF; canvas mean $(jq -c .mean "$W/last")"
+    jq -n -e --argjson a "$(jq -c .mean "$W/last")" --argjson b "$(echo "$REF" | jq -c .mean)" --argjson t "$MEAN_TOL" \
         '[range(3)] | all(. as $i | (($a[$i] - $b[$i]) | fabs) <= $t)' >/dev/null
 }
 # One open at w x h and a sample, with its checks. $3: "exact" when the device has that size.
 open_and_watch() { # w h exact|scaled
     local tag="$BROWSER $FORMAT $SCENARIO ${1}x$2"
+    if [ "$3" = exact ]; then pq call stop; reference_frame; fi
     need "$tag: getUserMedia opens the puppetcam camera" opens "$1" "$2" || return 1
     sample
     check "$tag: frames drawn to the canvas (live track)" frames_drawn
