@@ -118,7 +118,7 @@ pq() {
         line='{"ok":false,"error":"the browser driver is gone"}'
     elif ! echo "$*" >&"${PROBE[1]}" 2>/dev/null; then
         line='{"ok":false,"error":"the browser driver is gone"}'
-    elif ! IFS= read -r -t 700 line <&"${PROBE[0]}"; then line='{"ok":false,"error":"no answer from the browser in 700 s"}'; fi
+    elif ! IFS= read -r -t 300 line <&"${PROBE[0]}"; then line='{"ok":false,"error":"no answer from the browser in 300 s"}'; fi
     echo "$line" >"$W/last"
     jq -c --arg b "$BROWSER_VERSION" --arg s "$SCENARIO" --arg f "$FORMAT" --arg c "$*" \
         '{browser: $b, scenario: $s, format: $f, command: $c} + .' "$W/last" >>"$W/results.jsonl" 2>/dev/null \
@@ -152,7 +152,19 @@ size_is() { last ".ok and .videoSize == [$1, $2]"; }
 # Chromium holds the stream ends Chromium's track (v4l2loopback 0.12.7; seen in this test).
 REF=
 reference_frame() {
-    REF=$(puppetcam-browser-probe frame-mean "$OUT" 2>>"$W/frame-mean.err") || { say "frame-mean failed: $(tail -2 "$W/frame-mean.err")"; REF=; }
+    local p i=0
+    REF=
+    # In the background with a deadline: once (after a restart at another size) this read hung
+    # the whole test.
+    puppetcam-browser-probe frame-mean "$OUT" >"$W/ref" 2>>"$W/frame-mean.err" &
+    p=$!
+    while kill -0 "$p" 2>/dev/null && [ $i -lt 120 ]; do sleep 0.5; i=$((i + 1)); done
+    if kill -0 "$p" 2>/dev/null; then
+        kill -9 "$p" 2>/dev/null
+        say "frame-mean: no frame from $OUT in 60 s; daemon: $(sj '[.stages[] | "\(.name) \(.frames)"] | join(", ")'), sink $(sink_desc)"
+        return
+    fi
+    wait "$p" && REF=$(cat "$W/ref") || say "frame-mean failed: $(tail -2 "$W/frame-mean.err")"
 }
 colour_matches() {
     [ -n "$REF" ] || return 1
@@ -258,6 +270,7 @@ run_browser() { # chromium | firefox
     pq call stop
     check "$b restart-size: READY at 640x480 once the browser let go" daemon_restart
     check "$b restart-size: the device is 640x480 now" sh -c "v4l2-ctl -d $OUT --get-fmt-video | grep -q 'Width/Height *: *640/480'"
+    say "$b restart-size: daemon stages $(sj '[.stages[] | "\(.name) \(.frames)"] | join(", ")'); sink $(sink_desc)"
     open_and_watch 640 480 exact
 
     # 6. I420 (V4L2 YU12), 1280x720.
