@@ -37,9 +37,6 @@ finish() {
         grep -vE "^\[[0-9.]+\]\[(INFO)\]: (Waiting|Done waiting)" "$f" | tail -40 >/dev/console 2>&1
     done
     export_file results.jsonl "$W/results.jsonl"
-    if [ -f "$SHARE/export-screenshots" ]; then
-        for f in "$SHOTS"/*.png; do [ -f "$f" ] && export_file "$(basename "$f")" "$f"; done
-    fi
     if [ ${#fails[@]} -eq 0 ]; then echo "PUPPETCAM-VM: PASS" >/dev/console
     else echo "PUPPETCAM-VM: FAIL ${fails[*]}" >/dev/console; fi
     systemctl poweroff --force --force
@@ -126,6 +123,11 @@ pq() {
     say "RESULT $BROWSER $SCENARIO $*: $(jq -c 'del(.cameras)' "$W/last" 2>/dev/null || cat "$W/last")"
 }
 last() { jq -e "$1" "$W/last" >/dev/null 2>&1; }
+# A screenshot of the browser's view, sent to the host at once when it keeps them.
+shot() {
+    pq screenshot "$SHOTS/$1"
+    [ -f "$SHARE/export-screenshots" ] && export_file "$1" "$SHOTS/$1"
+}
 
 # The camera is in the page's list.
 sees_camera() { pq call find puppetcam; last '.cam != null and (.cam.label | test("puppetcam"))'; }
@@ -217,7 +219,7 @@ run_browser() { # chromium | firefox
     need "$b: starts with the page (daemon running)" browser_start "$b" || return
     need "$b after: the camera is listed at once" sees_camera || return
     open_and_watch 1280 720 exact
-    pq screenshot "$SHOTS/$b-yuyv-1280x720.png"
+    shot "$b-yuyv-1280x720.png"
     check "$b after: screenshot taken" last '.ok and .bytes > 10000'
     open_and_watch 640 480 scaled
     say "$b after 640x480: negotiated $(jq -c '{videoSize, settings: (.settings | {width, height, frameRate})}' "$W/last")"
@@ -281,7 +283,7 @@ run_browser() { # chromium | firefox
     check "$b i420: daemon READY in I420" daemon_restart
     check "$b i420: the device is YU12" sh -c "v4l2-ctl -d $OUT --get-fmt-video | grep -q YU12"
     open_and_watch 1280 720 exact
-    pq screenshot "$SHOTS/$b-i420-1280x720.png"
+    shot "$b-i420-1280x720.png"
     browser_stop
 }
 
