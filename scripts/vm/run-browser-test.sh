@@ -131,10 +131,10 @@ EOF
 EXCLUDE="/usr/lib/x86_64-linux-gnu/dri/* /usr/lib/x86_64-linux-gnu/libLLVM-* /usr/lib/x86_64-linux-gnu/libz3.so*"
 EXCLUDE+=" /usr/lib/chromium/libVkLayer_khronos_validation.so"
 EXCLUDE+=" /usr/share/doc/* /usr/share/man/* /usr/share/locale/*"
+# In a fixed order: the root is cached per package list.
 PKGS=python3,jq
-for b in $BROWSERS; do
-    case $b in chromium) PKGS+=,chromium ;; firefox) PKGS+=,firefox-esr ;; esac
-done
+case " $BROWSERS " in *" chromium "*) PKGS+=,chromium ;; esac
+case " $BROWSERS " in *" firefox "*) PKGS+=,firefox-esr ;; esac
 LOG=$CACHE/systemd/last-run-browser.log
 set +e
 PUPPETCAM_VM_NAME=browser PUPPETCAM_VM_EXTRA_PKGS=$PKGS PUPPETCAM_VM_ROOT_EXCLUDE=$EXCLUDE PUPPETCAM_VM_OVERLAY=$overlay \
