@@ -175,7 +175,7 @@ class Chromium:
             "--mute-audio",
             "--password-store=basic",
             "--disable-extensions",
-            "--window-size=820,300",
+            "--window-size=820,440",  # headless Chromium showed 157 px of 300: taller window
             f"--user-data-dir={profile}",
             # One process instead of a browser, a zygote, a renderer, a network and a GPU
             # process: on the emulated CPU each of them takes minutes to start, and the network
