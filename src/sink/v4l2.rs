@@ -117,8 +117,8 @@ impl V4l2Sink {
             // v4l2loopback keeps the previous producer's format while anyone (a browser tab, a
             // call) still has the device open, or forever with keep_format=1. Writing that
             // format keeps the consumer's picture alive across a restart with new settings;
-            // refusing would leave it frozen and the service failing until the consumer lets
-            // go (found by the browser VM test, scripts/vm/run-browser-test.sh).
+            // refusing left it frozen and the service failing to start until the consumer let
+            // go (scripts/vm/run-browser-test.sh restarts with a new size under a held stream).
             log::warn!(
                 "{} kept format {}x{} {} for a consumer that still holds it (or keep_format=1): writing that \
                  instead of the configured {width}x{height} {format}, frames scaled to fit; restart puppetcam \
