@@ -11,7 +11,7 @@ fails. We patch that one spot (pad the fp16 source too) before tflite2onnx folds
 dequantize into a plain fp32 constant.
 
 `--check` runs each converted model through onnxruntime on a real face (when
-/work/shared/data is present) and compares with the TFLite interpreter when one is importable
+../shared/data is present) and compares with the TFLite interpreter when one is importable
 (`ai_edge_litert` or `tflite_runtime`); end-to-end agreement with MediaPipe's own face_mesh is
 tested by scripts/tests/test_landmarks_vs_mediapipe.py.
 """

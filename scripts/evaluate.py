@@ -72,12 +72,14 @@ def main():
                    help="render modes per avatar: 3d (head turns in 3-D, default), 2d (the 2-D warp of 0.1), base (the same avatars rendered by $PUPPETCAM_BASE_BIN)")
     t = sub.add_parser("turns", help="rank clips by head turn (yaw proxy against frame 0, MediaPipe)")
     t.add_argument("--clips", nargs="*", default=None, help="default: every video in the data set")
-    ts = sub.add_parser("turn-sheet", help="cross-identity head turns, 2-D warp against 3-D, as a contact sheet")
+    ts = sub.add_parser("turn-sheet", help="cross-identity head turns (2-D warp, 3-D, another build's 3-D) as a contact sheet")
     ts.add_argument("--portraits", nargs="+", default=["lp_s0", "lp_s3", "lp_s4", "lp_s1", "df_img20"])
     ts.add_argument("--drivers", nargs="+", default=["ss_obama_short", "sk_4"])
     ts.add_argument("--sheet", default="docs/quality-turn.jpg")
     ts.add_argument("--work", default=None)
     ts.add_argument("--variant", default="ff", help="avatar kind (see self --variants)")
+    ts.add_argument("--modes", nargs="+", default=["2d", "3d"], choices=["3d", "2d", "base"],
+                    help="columns per driver: 2d, 3d, base (3-D by $PUPPETCAM_BASE_BIN)")
     c = sub.add_parser("cross", help="cross-identity correlations and contact sheet")
     c.add_argument("--portraits", nargs="+", default=["lp_s0", "lp_s3", "lp_s4", "lp_s1", "df_img20"])
     c.add_argument("--drivers", nargs="+", default=["lp_d5", "lp_d18", "r3_May_5s"])
@@ -115,7 +117,7 @@ def main():
     work = Path(a.work) if a.work else AE.tmpdir()
     if a.cmd == "turn-sheet":
         AE.turn_sheet(binary(), [find("portraits", p) for p in a.portraits], [find("videos", d) for d in a.drivers], work,
-                      Path(a.sheet), variant=a.variant)
+                      Path(a.sheet), variant=a.variant, modes=a.modes)
         return
     ident = None if a.no_identity else AE.identity_or_none()
     if a.cmd == "self":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Videos -> cached face crops, landmarks and rasters for training (see puppetcam_train/dataset.py).
 
-  python scripts/prepare_data.py /work/shared/data/videos --cache .cache/train
+  python scripts/prepare_data.py ../shared/data/videos --cache .cache/train
   (VoxCeleb2-style trees identity/video/clip.mp4 work too; each flat video is one identity.)
 """
 import argparse

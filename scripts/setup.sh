@@ -20,9 +20,9 @@ case "$LEVEL" in
 esac
 
 # Debian packages: building the daemon needs OpenCV headers, libclang (opencv crate bindings),
-# nasm; the venv needs python3-venv. The tests also need ffmpeg, chromium and systemd.
+# nasm; the venv needs python3-venv. The tests also need ffmpeg, chromium (+ chromium-driver) and systemd.
 APT_PKGS=(libopencv-dev clang libclang-dev pkg-config nasm python3-venv)
-if [ "$LEVEL" = full ]; then APT_PKGS+=(ffmpeg chromium fonts-liberation systemd); fi
+if [ "$LEVEL" = full ]; then APT_PKGS+=(ffmpeg chromium chromium-driver fonts-liberation systemd); fi
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -3,10 +3,13 @@
 //! stage could sustain alone, and the pipeline's throughput. Flat-out mode (default) processes
 //! every frame, so its end-to-end figure includes queueing; `--live` paces the driver like a camera
 //! and keeps only the latest frame, so end-to-end is the latency a viewer sees, and it counts the
-//! generated frames against those written; `--load` keeps one core busy with another process.
+//! generated frames against those written; `--load` keeps one core busy with another process;
+//! `--camera-fps N` delivers a video's frames at N fps like a webcam at that rate
+//! (`source::camera_rate`). The face stage's parts (detector, crops, models) are printed too.
 use anyhow::Context;
-use puppetcam::pipeline::{DriverSpec, Pacing, Pipeline, Plan};
+use puppetcam::pipeline::{Driver, DriverSpec, Pacing, Pipeline, Plan};
 use puppetcam::sink::SinkSpec;
+use puppetcam::source::camera_rate::CameraRate;
 use puppetcam::source::SourceSpec;
 use puppetcam::stats::PipelineStats;
 use serde_json::json;
@@ -34,7 +37,7 @@ impl Drop for BusyCore {
     }
 }
 
-pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: bool) -> anyhow::Result<u8> {
+pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: bool, camera_fps: Option<u32>) -> anyhow::Result<u8> {
     if frames == 0 {
         return Err(puppetcam::Error::Config { key: "bench.frames".into(), msg: "--frames must be at least 1".into() }.into());
     }
@@ -51,10 +54,32 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
         }
         DriverSpec::Source(_) => {}
     }
-    let driver = describe_driver(&plan.driver);
+    let mut driver = describe_driver(&plan.driver);
+    let mut spec = plan.clone().into_spec().context("bench: cannot build the pipeline")?;
+    if let Some(fps) = camera_fps {
+        let file = match &plan.driver {
+            DriverSpec::Source(SourceSpec::File { path, .. }) if live => SourceSpec::File { path: path.clone(), looping: true, realtime: false },
+            _ => {
+                return Err(puppetcam::Error::Config {
+                    key: "bench.camera_fps".into(),
+                    msg: "--camera-fps needs --live and a video file source (--source loop:CLIP)".into(),
+                }
+                .into())
+            }
+        };
+        // Probe the rate now, so a bad value is an error here and not in the capture thread.
+        drop(CameraRate::new(Box::new(NoFrames), f64::from(fps))?);
+        if let Driver::Video { source, .. } = &mut spec.driver {
+            *source = Arc::new(move || {
+                let inner = puppetcam::source::open_source(&file)?;
+                Ok(Box::new(CameraRate::new(inner, f64::from(fps))?) as Box<dyn puppetcam::source::FrameSource>)
+            });
+        }
+        driver = format!("{driver}, delivered at {fps} fps like a camera");
+    }
     let _busy = if load { Some(BusyCore::start()?) } else { None };
     let stats = Arc::new(PipelineStats::default());
-    let handle = Pipeline::start_plan(plan.clone(), stats.clone()).context("bench: cannot start the pipeline")?;
+    let handle = Pipeline::start_spec(spec, stats.clone()).context("bench: cannot start the pipeline")?;
     let out = |s: &PipelineStats| s.output.frames.load(Ordering::Relaxed);
     let gen = |s: &PipelineStats| s.generator.frames.load(Ordering::Relaxed);
     let mut measuring_since: Option<(Instant, u64)> = None;
@@ -62,14 +87,17 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
     // Frames written that carry a newly generated frame (not repeats): end-to-end samples.
     let fresh = |s: &PipelineStats| s.end_to_end.frames.load(Ordering::Relaxed);
     let mut fresh0 = 0;
+    let (mut iris0, mut face0) = (0, 0);
     let timeout = Instant::now() + Duration::from_secs(600);
     // Measure exactly `frames` frames from wherever the warm-up ended (a fast pipeline writes
     // several frames between two polls).
     while measuring_since.map_or(true, |(_, n0)| out(&stats) < n0 + frames) && !handle.is_finished() && Instant::now() < timeout {
         if measuring_since.is_none() && out(&stats) >= WARMUP {
-            for s in stats.stages() {
+            for s in stats.stages().into_iter().chain(stats.face_parts.all()) {
                 s.reset_recent();
             }
+            iris0 = stats.face_parts.iris_runs.load(Ordering::Relaxed);
+            face0 = stats.face.frames.load(Ordering::Relaxed);
             measuring_since = Some((Instant::now(), out(&stats)));
             gen0 = gen(&stats);
             fresh0 = fresh(&stats);
@@ -89,6 +117,9 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
     let generated = gen(&stats).saturating_sub(gen0);
     let written_fresh = fresh(&stats).saturating_sub(fresh0);
     let ep = stats.ep.read().clone();
+    let face_frames = stats.face.frames.load(Ordering::Relaxed).saturating_sub(face0);
+    let iris_per_frame = (face_frames > 0).then(|| stats.face_parts.iris_runs.load(Ordering::Relaxed).saturating_sub(iris0) as f64 / face_frames as f64);
+    let out_rate = if live { puppetcam::pipeline::rate::OutputRate { fps: f64::from(plan.fps), follow_source: plan.fps_follows_source }.now(&stats) } else { f64::from(plan.fps) };
 
     let ms = |s: &puppetcam::stats::StageStats, p: f64| s.percentile_us(p).map(|v| v / 1e3);
     let rows: Vec<(&str, Option<f64>, Option<f64>, Option<f64>, u64)> =
@@ -99,6 +130,12 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
             .map(|(n, med, p95, p99, drops)| {
                 (n.to_string(), json!({ "median_ms": med, "p95_ms": p95, "p99_ms": p99, "max_fps": stage_max_fps(*n, *med), "drops": drops }))
             })
+            .collect();
+        let parts: serde_json::Map<String, serde_json::Value> = stats
+            .face_parts
+            .all()
+            .iter()
+            .map(|s| (s.name.to_string(), json!({ "median_ms": ms(s, 50.0), "p95_ms": ms(s, 95.0), "frames": s.frames.load(Ordering::Relaxed) })))
             .collect();
         let doc = json!({
             "driver": driver,
@@ -118,6 +155,10 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
             "load": if load { "one core busy (another process)" } else { "none" },
             "face_lost": stats.face_lost.load(Ordering::Relaxed),
             "stages": stages,
+            "face_parts": parts,
+            "iris_runs_per_frame": iris_per_frame,
+            "source_fps": stats.source_fps(),
+            "output_fps": out_rate,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -135,7 +176,19 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
             let fps = stage_max_fps(n, *med).map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
             println!("{:<11} {:>10} {:>8} {:>8} {:>9} {:>7}", n, f(med), f(p95), f(p99), fps, drops);
         }
+        if stats.face_parts.landmark_model.frames.load(Ordering::Relaxed) > 0 {
+            let parts: Vec<String> = stats
+                .face_parts
+                .all()
+                .iter()
+                .map(|s| format!("{} {}", s.name, ms(s, 50.0).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())))
+                .collect();
+            let iris = iris_per_frame.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+            println!("face stage parts, median ms: {} (detector: frames it ran on); iris model runs per frame {iris}", parts.join(", "));
+        }
         if live {
+            let src = stats.source_fps().map(|v| format!("{v:.2}")).unwrap_or_else(|| "unknown".into());
+            println!("source {src} fps, output at most {out_rate:.2} fps");
             println!("generated {generated} frames, {written_fresh} of them written (the rest dropped as stale or over the fps cap)");
         }
         println!(
@@ -156,6 +209,18 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
 /// inverse would be a meaningless huge number.
 fn stage_max_fps(stage: &str, median_ms: Option<f64>) -> Option<f64> {
     median_ms.filter(|m| *m >= 0.05 && stage != "end_to_end").map(|m| 1e3 / m)
+}
+
+/// A source with no frames: only to check a `--camera-fps` value before the pipeline starts.
+struct NoFrames;
+
+impl puppetcam::source::FrameSource for NoFrames {
+    fn next_frame(&mut self) -> puppetcam::Result<Option<puppetcam::core::types::Frame>> {
+        Ok(None)
+    }
+    fn describe(&self) -> String {
+        String::new()
+    }
 }
 
 fn describe_driver(d: &DriverSpec) -> String {

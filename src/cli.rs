@@ -54,6 +54,8 @@ pub enum Command {
     /// Make and inspect avatars.
     #[command(subcommand)]
     Avatar(AvatarCommand),
+    /// Control the running daemon: avatars, pause, neutral now, status (docs/api.md).
+    Ctl(crate::ctl::CtlArgs),
     /// Cut the refiner's training crops from a talking-head clip (used by training).
     #[command(hide = true)]
     RefinerData(puppetcam::refine::data::RefinerDataArgs),
@@ -223,6 +225,11 @@ pub struct BenchArgs {
     /// figures under load.
     #[arg(long)]
     pub load: bool,
+    /// With --live and a video source: deliver its frames at this rate, like a webcam negotiated
+    /// at it (e.g. 30 or 60), whatever rate the clip was recorded at. The output follows it
+    /// unless --fps caps it.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=240))]
+    pub camera_fps: Option<u32>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -298,6 +305,7 @@ pub fn apply_overrides(plan: &mut Plan, a: &PipelineArgs, frames: Option<u64>) -
             return Err(Error::Config { key: "output.fps".into(), msg: format!("--fps {fps} is not in 1..=240") });
         }
         plan.fps = fps;
+        plan.fps_follows_source = false;
     }
     if let Some(s) = &a.source {
         plan.driver = parse_source(s, plan.fps, frames)?;
@@ -360,7 +368,7 @@ pub fn main_with_args() -> anyhow::Result<u8> {
         Command::Bench(a) => {
             let mut plan = load_plan(a.config.as_ref())?;
             apply_overrides(&mut plan, &a.pipeline, None)?;
-            bench::cmd_bench(plan, a.frames, a.json, a.live, a.load)
+            bench::cmd_bench(plan, a.frames, a.json, a.live, a.load, a.camera_fps)
         }
         Command::InstallService(a) => cmd_install_service(a),
         Command::Landmarks(a) => {
@@ -373,6 +381,7 @@ pub fn main_with_args() -> anyhow::Result<u8> {
         }
         Command::Avatar(AvatarCommand::Create(a)) => cmd_avatar_create(a),
         Command::Avatar(AvatarCommand::Depth(a)) => cmd_avatar_depth(a),
+        Command::Ctl(a) => crate::ctl::cmd_ctl(a),
         Command::RefinerData(a) => {
             let (pairs, shots) = puppetcam::refine::data::run(&a)?;
             log::info!("{}: {pairs} pairs, {shots} shots written to {}", a.video.display(), a.out.display());
@@ -560,17 +569,48 @@ fn service_options(cfg: Option<&Config>, plan: &Plan, http: Option<std::net::Soc
     }
 }
 
+/// The control API's shared state: the avatar library, the token (created on the first start),
+/// the upload limit; from the config (defaults without one).
+fn control_hub(loaded: Option<&(Config, FoundConfig)>, plan: &Plan, stats: &Arc<PipelineStats>) -> anyhow::Result<Arc<puppetcam::control::ControlHub>> {
+    use puppetcam::control::{library, token, ControlHub, ControlOptions};
+    let default_cfg = Config::default();
+    let cfg = loaded.map(|(c, _)| c).unwrap_or(&default_cfg);
+    let data = puppetcam::paths::Env::current().data_dir();
+    let cands = token::candidates(cfg.service.token_file.as_deref(), loaded.map(|(_, f)| f.path.as_path()), &data);
+    let (tok, _) = token::load_or_create(&cands).map_err(|e| anyhow::anyhow!("control API: {e}"))?;
+    let opts = ControlOptions {
+        library: cfg.library.clone().unwrap_or_else(library::default_dir),
+        configured: plan.avatar.clone(),
+        token: tok,
+        max_upload: u64::from(cfg.service.max_upload_mb) << 20,
+        models: plan.face_models.clone(),
+        default_steps: 200,
+    };
+    let lib = opts.library.clone();
+    let hub = ControlHub::new(opts, stats.clone()).map_err(|e| anyhow::anyhow!("control API: {e}"))?;
+    log::info!("avatar library: {}", lib.display());
+    Ok(hub)
+}
+
 fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
     let loaded = run_config(&a)?;
     let mut plan = run_plan(loaded.as_ref().map(|(c, _)| c), &a.pipeline, a.frames, &detect_devices)?;
     // `--portrait` / `[avatar] portrait`: make (or find) the warp avatar now, so that the
     // watcher and the status page see the file that is actually animated.
     plan.resolve_portraits()?;
-    let svc_opts = service_options(loaded.as_ref().map(|(c, _)| c), &plan, a.http)?;
+    let mut svc_opts = service_options(loaded.as_ref().map(|(c, _)| c), &plan, a.http)?;
     let stats = Arc::new(PipelineStats::default());
+    let hub = match &svc_opts.http {
+        Some(_) => Some(control_hub(loaded.as_ref(), &plan, &stats)?),
+        None => None,
+    };
+    svc_opts.control = hub.clone();
     let service = Service::start(&svc_opts, stats.clone()).context("cannot start the service helpers")?;
     let mut running = plan.clone();
     let handle = Pipeline::start_plan(plan, stats.clone())?;
+    if let Some(h) = &hub {
+        h.attach(handle.controller());
+    }
     if let Some(addr) = service.http_addr() {
         log::info!("status on http://{addr}/ (health, metrics, preview)");
     }
@@ -581,6 +621,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
             Some(p) => {
                 handle.reload_avatar(p)?;
                 running.avatar = p.to_path_buf();
+                if let Some(h) = &hub {
+                    h.set_live(p);
+                }
                 Ok(format!("avatar {} loaded", p.display()))
             }
             // SIGHUP: re-read the whole config and apply what changed.
@@ -590,12 +633,18 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
                 new_plan.resolve_portraits()?;
                 let opts = service_options(new_cfg.as_ref().map(|(c, _)| c), &new_plan, a.http)?;
                 let report = reload::apply(&handle, &service, &running, &new_plan, &opts)?;
+                if let (Some(h), true) = (&hub, report.running.avatar != running.avatar) {
+                    h.set_live(&report.running.avatar);
+                }
                 running = report.running.clone();
                 Ok(report.summary())
             }
         },
     );
     service.stopping();
+    if let Some(h) = &hub {
+        h.detach();
+    }
     let r = match exit {
         LoopExit::Shutdown => {
             log::info!("shutting down");

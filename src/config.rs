@@ -54,6 +54,8 @@ pub struct RawOutput {
     pub height: Option<i64>,
     pub fps: Option<i64>,
     pub every: Option<i64>,
+    pub face_lost_mark: Option<bool>,
+    pub fit: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -62,6 +64,7 @@ pub struct RawAvatar {
     pub path: Option<PathBuf>,
     /// A portrait image to animate (a warp avatar is made from it and cached); wins over `path`.
     pub portrait: Option<PathBuf>,
+    pub library: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -82,6 +85,8 @@ pub struct RawFace {
     pub model_dir: Option<PathBuf>,
     pub min_score: Option<f64>,
     pub iris: Option<bool>,
+    pub iris_alternate: Option<bool>,
+    pub threads: Option<i64>,
     pub one_euro: Option<RawOneEuro>,
 }
 
@@ -110,6 +115,7 @@ pub struct RawRetarget {
     pub mouth_gain: Option<f64>,
     pub learn_frames: Option<i64>,
     pub learn_max_motion: Option<f64>,
+    pub eye_contact: Option<bool>,
     pub ease_hold_s: Option<f64>,
     pub ease_out_s: Option<f64>,
     pub ease_in_s: Option<f64>,
@@ -119,6 +125,8 @@ pub struct RawRetarget {
 #[serde(deny_unknown_fields)]
 pub struct RawService {
     pub enabled: Option<bool>,
+    pub token_file: Option<PathBuf>,
+    pub max_upload_mb: Option<i64>,
     pub bind: Option<String>,
     pub allow_remote: Option<bool>,
     pub preview_fps: Option<f64>,
@@ -132,21 +140,24 @@ pub struct RawService {
 const SCHEMA: &[(&str, &[&str])] = &[
     ("", &["source", "output", "avatar", "runtime", "face", "retarget", "service"]),
     ("source", &["kind", "device", "path", "width", "height", "fps", "loop"]),
-    ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every"]),
-    ("avatar", &["path", "portrait"]),
+    ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every", "face_lost_mark", "fit"]),
+    ("avatar", &["path", "portrait", "library"]),
     ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
-    ("face", &["model_dir", "min_score", "iris", "one_euro"]),
+    ("face", &["model_dir", "min_score", "iris", "iris_alternate", "threads", "one_euro"]),
     ("face.one_euro", &["min_cutoff", "beta", "d_cutoff"]),
     (
         "retarget",
         &[
             "enabled", "profile", "max_roll_deg", "head_3d", "max_yaw_deg", "max_pitch_deg", "max_translation", "min_scale", "max_scale",
-            "pose_smoothing", "expression_gain", "mouth_gain", "learn_frames", "learn_max_motion", "ease_hold_s", "ease_out_s", "ease_in_s",
+            "pose_smoothing", "expression_gain", "mouth_gain", "learn_frames", "learn_max_motion", "eye_contact", "ease_hold_s", "ease_out_s", "ease_in_s",
         ],
     ),
     (
         "service",
-        &["enabled", "bind", "allow_remote", "preview_fps", "max_preview_clients", "watch_avatar", "stall_timeout_s", "source_lost_timeout_s"],
+        &[
+            "enabled", "bind", "allow_remote", "preview_fps", "max_preview_clients", "watch_avatar", "stall_timeout_s", "source_lost_timeout_s",
+            "token_file", "max_upload_mb",
+        ],
     ),
 ];
 
@@ -269,9 +280,16 @@ pub struct OutputConfig {
     pub format: PixFormat,
     pub width: u32,
     pub height: u32,
+    /// The output's rate cap; when not set (`fps_set` false) the live output follows the source's
+    /// rate and this (30) is only used when the source tells none.
     pub fps: u32,
+    pub fps_set: bool,
     /// PNG sink: keep one frame of every `every`.
     pub every: u32,
+    /// Draw the small face-not-found mark on the still shown while the face is lost.
+    pub face_lost_mark: bool,
+    /// How a portrait fills an output of another aspect ratio (`core::fit`).
+    pub fit: crate::core::fit::Fit,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -292,6 +310,11 @@ pub struct FaceConfig {
     pub model_dir: Option<PathBuf>,
     pub min_score: f32,
     pub iris: bool,
+    /// Live output: run the iris model on one open eye per frame, taking turns, and carry the
+    /// other (`face::iris_schedule`); false runs both eyes every frame.
+    pub iris_alternate: bool,
+    /// ORT intra-op threads of the landmark and iris models (1..=8).
+    pub threads: u32,
     pub min_cutoff: f32,
     pub beta: f32,
     pub d_cutoff: f32,
@@ -327,6 +350,10 @@ pub struct ServiceConfig {
     pub stall_timeout_s: f32,
     /// A lost camera is "degraded" (reopened with backoff) and unhealthy after this long.
     pub source_lost_timeout_s: f32,
+    /// The control API's token file; `None`: beside the config file (see `control::token`).
+    pub token_file: Option<PathBuf>,
+    /// Largest upload the control API accepts (all images of one create together), MiB.
+    pub max_upload_mb: u32,
 }
 
 /// The complete, validated configuration.
@@ -337,6 +364,9 @@ pub struct Config {
     pub avatar: PathBuf,
     /// `[avatar] portrait`: an image to animate through a cached warp avatar.
     pub portrait: Option<PathBuf>,
+    /// `[avatar] library`: the avatar library's directory; `None`: the standard place
+    /// (`$STATE_DIRECTORY/avatars`, `$XDG_DATA_HOME/puppetcam/avatars`, ...).
+    pub library: Option<PathBuf>,
     pub runtime: RuntimeConfig,
     pub face: FaceConfig,
     pub retarget: RetargetConfig,
@@ -353,6 +383,8 @@ pub const OUTPUT_FPS: RangeInclusive<i64> = 1..=120;
 pub const PNG_EVERY: RangeInclusive<i64> = 1..=1_000_000;
 pub const THREADS: RangeInclusive<i64> = 0..=256;
 pub const DEVICE_ID: RangeInclusive<i64> = 0..=64;
+/// `[face] threads`: intra-op threads of the landmark and iris models.
+pub const FACE_THREADS: RangeInclusive<i64> = 1..=8;
 pub const UNIT: RangeInclusive<f64> = 0.0..=1.0;
 pub const ONE_EURO_CUTOFF: RangeInclusive<f64> = 0.001..=100.0;
 /// Per inter-ocular distance per second; values in (0, 1) were the old per-pixel unit.
@@ -375,6 +407,8 @@ pub const PREVIEW_CLIENTS: RangeInclusive<i64> = 1..=64;
 /// Above 1 s so a busy CPU does not look hung; below the units' WatchdogSec=10 by default.
 pub const STALL_TIMEOUT_S: RangeInclusive<f64> = 0.5..=3600.0;
 pub const SOURCE_LOST_TIMEOUT_S: RangeInclusive<f64> = 1.0..=86400.0;
+/// Uploads are held in memory while they are checked: 32 photos of a few MB fit in the default.
+pub const MAX_UPLOAD_MB: RangeInclusive<i64> = 1..=1024;
 
 fn cfg_err(key: &str, msg: impl Into<String>) -> Error {
     Error::Config { key: key.to_string(), msg: msg.into() }
@@ -471,13 +505,20 @@ impl Config {
             format: choice("output.format", o.format.as_deref(), PixFormat::Yuyv, &[("yuyv", PixFormat::Yuyv), ("i420", PixFormat::I420)])?,
             width: even("output.width", int_in("output.width", o.width, 1280, OUTPUT_WIDTH)?)?,
             height: even("output.height", int_in("output.height", o.height, 720, OUTPUT_HEIGHT)?)?,
+            fps_set: o.fps.is_some(),
             fps: int_in("output.fps", o.fps, 30, OUTPUT_FPS)?,
             every: int_in("output.every", o.every, 1, PNG_EVERY)?,
+            face_lost_mark: o.face_lost_mark.unwrap_or(true),
+            fit: {
+                use crate::core::fit::Fit;
+                choice("output.fit", o.fit.as_deref(), Fit::default(), &[("contain", Fit::Contain), ("cover", Fit::Cover), ("blur", Fit::Blur)])?
+            },
         };
 
         let a = raw.avatar.unwrap_or_default();
         let avatar = nonempty_path("avatar.path", a.path)?.unwrap_or_else(|| PathBuf::from("onnx/default_avatar.pcav"));
         let portrait = nonempty_path("avatar.portrait", a.portrait)?;
+        let library = nonempty_path("avatar.library", a.library)?;
 
         let r = raw.runtime.unwrap_or_default();
         let providers = match r.providers {
@@ -525,6 +566,8 @@ impl Config {
             model_dir: nonempty_path("face.model_dir", f.model_dir)?,
             min_score: float_in("face.min_score", f.min_score, 0.5, UNIT)?,
             iris: f.iris.unwrap_or(true),
+            iris_alternate: f.iris_alternate.unwrap_or(true),
+            threads: int_in("face.threads", f.threads, 1, FACE_THREADS)?,
             min_cutoff: float_in("face.one_euro.min_cutoff", e.min_cutoff, od.min_cutoff.into(), ONE_EURO_CUTOFF)?,
             beta: float_in("face.one_euro.beta", e.beta, od.beta.into(), ONE_EURO_BETA)?,
             d_cutoff: float_in("face.one_euro.d_cutoff", e.d_cutoff, od.d_cutoff.into(), ONE_EURO_CUTOFF)?,
@@ -549,6 +592,7 @@ impl Config {
                 mouth_gain: float_in("retarget.mouth_gain", t.mouth_gain, f64::from(rd.mouth_gain), MOUTH_GAIN)?,
                 learn_frames: int_in("retarget.learn_frames", t.learn_frames, rd.learn_frames as i64, LEARN_FRAMES)? as usize,
                 learn_max_motion: float_in("retarget.learn_max_motion", t.learn_max_motion, f64::from(rd.learn_max_motion), LEARN_MAX_MOTION)?,
+                eye_contact: t.eye_contact.unwrap_or(rd.eye_contact),
             },
             ease_hold_s: float_in("retarget.ease_hold_s", t.ease_hold_s, 0.2, EASE_S)?,
             ease_out_s: float_in("retarget.ease_out_s", t.ease_out_s, 0.3, EASE_S)?,
@@ -578,9 +622,11 @@ impl Config {
             watch_avatar: v.watch_avatar.unwrap_or(true),
             stall_timeout_s: float_in("service.stall_timeout_s", v.stall_timeout_s, 5.0, STALL_TIMEOUT_S)?,
             source_lost_timeout_s: float_in("service.source_lost_timeout_s", v.source_lost_timeout_s, 60.0, SOURCE_LOST_TIMEOUT_S)?,
+            token_file: nonempty_path("service.token_file", v.token_file)?,
+            max_upload_mb: int_in("service.max_upload_mb", v.max_upload_mb, 64, MAX_UPLOAD_MB)?,
         };
 
-        Ok(Config { source, output, avatar, portrait, runtime, face, retarget, service })
+        Ok(Config { source, output, avatar, portrait, library, runtime, face, retarget, service })
     }
 
     /// Parses and resolves TOML text.
@@ -746,6 +792,7 @@ mod tests {
             pose_smoothing = 0.5
             learn_frames = 10
             learn_max_motion = 0.1
+            eye_contact = true
             ease_hold_s = 1.0
             ease_out_s = 2.0
             ease_in_s = 0.5
@@ -772,6 +819,7 @@ mod tests {
         let p = &r.params;
         assert_eq!((p.max_translation, p.min_scale, p.max_scale, p.pose_smoothing), (0.3, 0.5, 2.0, 0.5));
         assert_eq!((p.learn_frames, p.learn_max_motion), (10, 0.1));
+        assert!(p.eye_contact && !Config::from_toml("").unwrap().retarget.params.eye_contact);
         assert_eq!((r.ease_hold_s, r.ease_out_s, r.ease_in_s), (1.0, 2.0, 0.5));
         assert_eq!(c.service.bind.port(), 9000);
         assert!(c.service.allow_remote && !c.service.watch_avatar);
@@ -848,6 +896,8 @@ mod tests {
             ("[source]\nfps = 1000", "source.fps"),
             ("[source]\nfps = -1", "source.fps"),
             ("[runtime]\nthreads = 1000", "runtime.threads"),
+            ("[face]\nthreads = 0", "face.threads"),
+            ("[face]\nthreads = 9", "face.threads"),
             ("[runtime]\ndevice_id = -2", "runtime.device_id"),
             ("[face]\nmin_score = 1.5", "face.min_score"),
             ("[face]\nmin_score = -0.1", "face.min_score"),
@@ -914,6 +964,7 @@ mod tests {
         assert_eq!(k, "output.fps", "{m}");
         let (k, _) = err("[runtime]\nfp16 = 1\n");
         assert_eq!(k, "runtime.fp16");
+        assert_eq!(err("[retarget]\neye_contact = \"yes\"\n").0, "retarget.eye_contact");
         let (k, _) = err("[source\nkind = 1");
         assert!(k.is_empty() || k.starts_with("source"), "{k}");
     }

@@ -9,6 +9,16 @@ use std::path::Path;
 
 /// Writes `bytes` to `path` atomically and durably, creating the parent directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_mode(path, bytes, false)
+}
+
+/// [`write_atomic`] for a secret: the file stays readable by its owner only (0600), from its
+/// first byte on disk to its final name.
+pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_mode(path, bytes, true)
+}
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| Error::Io { path: p, source }
@@ -23,8 +33,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".part").tempfile_in(dir).map_err(io(dir))?;
     tmp.write_all(bytes).map_err(io(tmp.path()))?;
     tmp.as_file().sync_all().map_err(io(tmp.path()))?;
-    // The temporary file is private (0600); the target gets the usual mode for new files.
-    set_default_mode(tmp.as_file());
+    // The temporary file is private (0600); the target gets the usual mode for new files,
+    // unless it is a secret.
+    if !private {
+        set_default_mode(tmp.as_file());
+    }
     tmp.persist(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e.error })?;
     // The rename is durable only once the directory entry is on disk.
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;

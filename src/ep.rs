@@ -71,6 +71,9 @@ pub struct RuntimeOptions {
     pub allow_cpu_fallback: bool,
     /// ORT intra-op threads for this session; 0 = ORT's default (all cores).
     pub intra_threads: usize,
+    /// Let idle intra-op threads spin (ORT's default). Off for the face models' extra thread:
+    /// a spinning thread would take the core the generator is working on.
+    pub intra_spinning: bool,
     pub device_id: i32,
 }
 
@@ -83,6 +86,7 @@ impl Default for RuntimeOptions {
             fp16: true,
             allow_cpu_fallback: true,
             intra_threads: 0,
+            intra_spinning: true,
             device_id: 0,
         }
     }
@@ -206,6 +210,9 @@ fn new_builder(o: &RuntimeOptions) -> Result<SessionBuilder> {
     let mut b = Session::builder(env)?;
     if o.intra_threads > 0 {
         b = b.with_intra_threads(o.intra_threads).map_err(|e| Error::Ort(e.to_string()))?;
+    }
+    if !o.intra_spinning {
+        b = b.with_intra_op_spinning(false).map_err(|e| Error::Ort(e.to_string()))?;
     }
     Ok(b)
 }

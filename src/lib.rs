@@ -13,8 +13,10 @@ pub mod pipeline;
 pub mod config;
 pub mod service;
 pub mod stats;
+pub mod histogram;
 pub mod calibrate;
 pub mod avatar;
 pub mod refine;
 
 pub use error::{Error, Result};
+pub mod control;

@@ -191,6 +191,21 @@ impl Env {
             .unwrap_or_else(|| PathBuf::from(".cache").join(PACKAGE))
     }
 
+    /// The writable data directory (avatar library, control token without a config file):
+    /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`, first entry), `$XDG_DATA_HOME/puppetcam`,
+    /// `~/.local/share/puppetcam`; a relative `.local/share/puppetcam` only without any HOME.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(d) = self.vars.get("STATE_DIRECTORY").and_then(|v| v.to_str()).and_then(|v| v.split(':').next()) {
+            if Path::new(d).is_absolute() {
+                return PathBuf::from(d);
+            }
+        }
+        self.abs_var("XDG_DATA_HOME")
+            .map(|d| d.join(PACKAGE))
+            .or_else(|| self.abs_var("HOME").map(|h| h.join(".local/share").join(PACKAGE)))
+            .unwrap_or_else(|| PathBuf::from(".local/share").join(PACKAGE))
+    }
+
     /// TensorRT engine and timing caches.
     pub fn trt_cache_dir(&self) -> PathBuf {
         self.cache_dir().join("trt")
@@ -375,6 +390,16 @@ mod tests {
         let manifest = env!("CARGO_MANIFEST_DIR");
         assert!(e.data_roots().iter().all(|r| !r.starts_with(manifest)), "{:?}", e.data_roots());
         assert!(e.ort_library_candidates(None).iter().all(|r| !r.starts_with(manifest)));
+    }
+
+    #[test]
+    fn data_dir_follows_systemd_then_xdg_then_home() {
+        let at = |vars: &[(&str, &str)]| env(Path::new("/usr/bin/puppetcam"), Path::new("/"), vars).data_dir();
+        assert_eq!(at(&[("HOME", "/home/u")]), PathBuf::from("/home/u/.local/share/puppetcam"));
+        assert_eq!(at(&[("HOME", "/home/u"), ("XDG_DATA_HOME", "/x")]), PathBuf::from("/x/puppetcam"));
+        assert_eq!(at(&[("HOME", "/home/u"), ("STATE_DIRECTORY", "/var/lib/puppetcam:/var/lib/other")]), PathBuf::from("/var/lib/puppetcam"));
+        // Relative values are ignored (the XDG spec says so).
+        assert_eq!(at(&[("HOME", "/home/u"), ("XDG_DATA_HOME", "rel"), ("STATE_DIRECTORY", "rel")]), PathBuf::from("/home/u/.local/share/puppetcam"));
     }
 
     #[test]

@@ -121,6 +121,23 @@ pub struct EpStatus {
     pub fallback_reason: Option<String>,
 }
 
+/// What the control API changed in the output, as the generator applies it (status page).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct LookStatus {
+    /// Paused: the still of the portrait is held.
+    pub paused: bool,
+    /// Weight of the still in the output, 0 (live) ..= 1 (still only), rounded to 0.01.
+    pub still: f32,
+    /// The face-not-found mark is on the output.
+    pub face_mark: bool,
+    /// A live avatar switch is cross-fading.
+    pub switching: bool,
+    /// Times "neutral now" was asked for.
+    pub neutral_resets: u64,
+    /// Eye contact is on (`[retarget] eye_contact`, or switched by the control API).
+    pub eye_contact: bool,
+}
+
 /// All statistics of one running pipeline.
 pub struct PipelineStats {
     pub started: Instant,
@@ -130,6 +147,16 @@ pub struct PipelineStats {
     pub output: StageStats,
     /// Time from capture to sink write, per frame.
     pub end_to_end: StageStats,
+    /// The same with buckets around the lip-sync thresholds, for /metrics.
+    pub end_to_end_hist: crate::histogram::Histogram,
+    /// Where the face stage's time goes (`face::FaceProfile`), per frame.
+    pub face_parts: FaceParts,
+    /// The frame rate the open source delivers (camera's negotiated rate, file's rate), as f64
+    /// bits; 0 while unknown. The live output follows it (`pipeline::rate`).
+    pub source_fps_bits: AtomicU64,
+    /// Set once the capture stage tried to open its source (whether or not that told a rate):
+    /// the output opens its sink after this, at the rate it then knows.
+    pub source_rate_settled: AtomicBool,
     pub face_lost: AtomicU64,
     pub source_reconnects: AtomicU64,
     /// Set by the capture stage while a live source is lost and being reopened; liveness calls
@@ -154,6 +181,8 @@ pub struct PipelineStats {
     /// Retargeter state and where the driver's neutral comes from: `profile: <file> ...`,
     /// `learning 12/30: ...`, `learned: ...` or `off ...` (see `pipeline::retarget_state_text`).
     pub retarget_state: RwLock<String>,
+    /// Pause, face-lost still, cross-fade (issue 20's control API).
+    pub look: RwLock<LookStatus>,
     /// The latest output frame, for the MJPEG preview.
     pub preview: Mutex<Option<std::sync::Arc<crate::core::types::Frame>>>,
 }
@@ -167,6 +196,10 @@ impl Default for PipelineStats {
             generator: StageStats::new("generator"),
             output: StageStats::new("output"),
             end_to_end: StageStats::new("end_to_end"),
+            end_to_end_hist: crate::histogram::Histogram::new_ms(&crate::histogram::END_TO_END_MS),
+            face_parts: FaceParts::default(),
+            source_fps_bits: AtomicU64::new(0),
+            source_rate_settled: AtomicBool::new(false),
             face_lost: AtomicU64::new(0),
             source_reconnects: AtomicU64::new(0),
             source_lost: AtomicBool::new(false),
@@ -179,8 +212,54 @@ impl Default for PipelineStats {
             sink_state: RwLock::new(String::new()),
             avatar_name: RwLock::new(String::new()),
             retarget_state: RwLock::new(String::new()),
+            look: RwLock::new(LookStatus::default()),
             preview: Mutex::new(None),
         }
+    }
+}
+
+/// The face stage's parts (`face::FaceProfile`): the detector only on frames it ran, the others
+/// every frame the tracker ran (iris as the sum over the eyes it ran on, 0 when none).
+pub struct FaceParts {
+    pub detector: StageStats,
+    pub landmark_crop: StageStats,
+    pub landmark_model: StageStats,
+    pub iris_crop: StageStats,
+    pub iris_model: StageStats,
+    pub other: StageStats,
+    /// Eyes the iris model ran on, in all.
+    pub iris_runs: AtomicU64,
+}
+
+impl Default for FaceParts {
+    fn default() -> Self {
+        FaceParts {
+            detector: StageStats::new("detector"),
+            landmark_crop: StageStats::new("landmark_crop"),
+            landmark_model: StageStats::new("landmark_model"),
+            iris_crop: StageStats::new("iris_crop"),
+            iris_model: StageStats::new("iris_model"),
+            other: StageStats::new("other"),
+            iris_runs: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FaceParts {
+    pub fn all(&self) -> [&StageStats; 6] {
+        [&self.detector, &self.landmark_crop, &self.landmark_model, &self.iris_crop, &self.iris_model, &self.other]
+    }
+
+    pub fn record(&self, p: &crate::face::FaceProfile) {
+        if let Some(d) = p.detector {
+            self.detector.record(d);
+        }
+        self.landmark_crop.record(p.landmark_crop);
+        self.landmark_model.record(p.landmark_model);
+        self.iris_crop.record(p.iris_crop);
+        self.iris_model.record(p.iris_model);
+        self.other.record(p.other);
+        self.iris_runs.fetch_add(u64::from(p.iris_runs), Ordering::Relaxed);
     }
 }
 
@@ -201,6 +280,19 @@ impl PipelineStats {
             FACE_LOST => "lost",
             _ => "unknown",
         }
+    }
+
+    /// The source's frame rate, once the capture stage knows it.
+    pub fn source_fps(&self) -> Option<f64> {
+        let v = f64::from_bits(self.source_fps_bits.load(Ordering::Relaxed));
+        (v.is_finite() && v > 0.0).then_some(v)
+    }
+
+    /// Publishes the open source's rate (`None`: it does not tell) and marks the rate settled.
+    pub fn set_source_fps(&self, fps: Option<f64>) {
+        let v = fps.filter(|f| f.is_finite() && *f > 0.0).unwrap_or(0.0);
+        self.source_fps_bits.store(v.to_bits(), Ordering::Relaxed);
+        self.source_rate_settled.store(true, Ordering::SeqCst);
     }
 
     /// Marks a reload in progress until the guard is dropped (see `reloading`).

@@ -149,6 +149,16 @@ fn to_mat(f: &Frame) -> opencv::core::Mat {
     bgr
 }
 
+/// A warp avatar (no refiner) made by `puppetcam avatar create` from the data set's portrait
+/// `name`, in `dir`.
+fn warp_avatar_of(data: &Path, name: &str, dir: &Path) -> WarpAvatar {
+    let out = dir.join(format!("{name}.pcav"));
+    let img = data.join("portraits").join(format!("{name}.jpg")).display().to_string();
+    let o = puppetcam(&["avatar", "create", &img, "--no-refiner", "-o", &out.display().to_string()], dir, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    WarpAvatar::load(&out).unwrap()
+}
+
 /// `out` equals tests/golden/`name` within one grey level; `PUPPETCAM_BLESS=1` rewrites it.
 fn assert_golden(out: &Frame, name: &str) {
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
@@ -296,11 +306,7 @@ fn mouths_and_lids_move_in_the_3d_path_on_real_portraits() {
     let Some(d) = data() else { return };
     let dir = tempfile::tempdir().unwrap();
     for name in ["lp_s4", "lp_s0", "lp_s1"] {
-        let out = dir.path().join(format!("{name}.pcav"));
-        let img = d.join("portraits").join(format!("{name}.jpg")).display().to_string();
-        let o = puppetcam(&["avatar", "create", &img, "--no-refiner", "-o", &out.display().to_string()], dir.path(), &[]);
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-        let av = WarpAvatar::load(&out).unwrap();
+        let av = warp_avatar_of(&d, name, dir.path());
         let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
         let mut r = WarpRenderer::new(&av, w, h).unwrap();
         let rest = r.neutral().to_vec();
@@ -335,5 +341,92 @@ fn mouths_and_lids_move_in_the_3d_path_on_real_portraits() {
         let want = (1..8).map(|k| mesh[c[k]][1] - rest[c[k]][1]).sum::<f32>() / 7.0;
         assert!(lid > 0.8 * want, "{name}: upper lid moved {lid:.1} px of {want:.1}");
         assert!(INNER_LIPS.iter().all(|&i| posed[i][0].is_finite()));
+    }
+}
+
+/// Issue 16: turning a turned portrait towards its far side must not pull the hair or background
+/// around the face into the cheek. Canvas pixels outside the face oval are painted magenta; after
+/// the turn, no magenta may show inside the turned oval on the side the turn brings forward
+/// (the far side legitimately shows what lies behind it). Before the outline was sealed, the
+/// mesh points at a turned portrait's silhouette swung inwards and the ring band (hair) cut
+/// notches into the cheek; the flipped triangles there were culled and left holes.
+#[test]
+fn turning_a_turned_portrait_keeps_the_face_closed() {
+    use puppetcam::core::head3d::{Euler, Rot3};
+    use puppetcam::core::mesh::FACE_OVAL;
+    let Some(d) = data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let inside = |poly: &[[f32; 2]], x: f32, y: f32| puppetcam::core::geometry::inside_polygon(poly, [x, y]);
+    for name in ["lp_s4", "lp_s0", "ss_zak"] {
+        let av = warp_avatar_of(&d, name, dir.path());
+        let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
+        let r = WarpRenderer::new(&av, w, h).unwrap();
+        let rest = r.neutral().to_vec();
+        let oval: Vec<[f32; 2]> = FACE_OVAL.iter().map(|&i| rest[i]).collect();
+        let mut canvas = r.canvas().clone();
+        for y in 0..h {
+            for x in 0..w {
+                if !inside(&oval, x as f32, y as f32) {
+                    let o = 3 * (y * w + x) as usize;
+                    canvas.data[o..o + 3].copy_from_slice(&[255, 0, 255]);
+                }
+            }
+        }
+        for (yaw, pitch) in [(22.0, 0.0), (-22.0, 0.0), (20.0, 9.0), (-20.0, -9.0)] {
+            let rot = Rot3::from_euler(Euler { yaw: f64::to_radians(yaw), pitch: f64::to_radians(pitch), roll: 0.0 });
+            let t = r.depth().targets(r.model(), &rest, &Similarity::IDENTITY, &rot);
+            let mut frame = canvas.clone();
+            puppetcam::core::warp3d::render(r.model(), &canvas, &t, &mut frame).unwrap();
+            // The turned oval, shrunk by 4 % towards its centre (its edge is a blend).
+            let turned: Vec<[f32; 2]> = FACE_OVAL.iter().map(|&i| t.pts[i]).collect();
+            let c = [turned.iter().map(|p| p[0]).sum::<f32>() / 36.0, turned.iter().map(|p| p[1]).sum::<f32>() / 36.0];
+            let shrunk: Vec<[f32; 2]> = turned.iter().map(|p| [c[0] + 0.96 * (p[0] - c[0]), c[1] + 0.96 * (p[1] - c[1])]).collect();
+            // Positive yaw carries the front of the face towards -x: the +x side comes forward.
+            let nose = t.pts[1][0];
+            let (mut near, mut bad) = (0, 0);
+            for y in 0..h {
+                for x in 0..w {
+                    let forward = if yaw > 0.0 { x as f32 > nose } else { (x as f32) < nose };
+                    if forward && inside(&shrunk, x as f32, y as f32) {
+                        near += 1;
+                        let o = 3 * (y * w + x) as usize;
+                        let p = &frame.data[o..o + 3];
+                        if p[0] > 200 && p[1] < 60 && p[2] > 200 {
+                            bad += 1;
+                        }
+                    }
+                }
+            }
+            assert!(near > 1000, "{name}: {near}");
+            assert!(bad * 1000 <= near, "{name} yaw {yaw} pitch {pitch}: {bad} of {near} pixels of the forward cheek show what lay outside the face");
+        }
+    }
+}
+
+/// Goldens of `[output] fit = cover | blur` (issue 20): the bundled default avatar's idle frame
+/// in a 16:9 output. Cover fills the frame around the face (the whole face mesh in view, no
+/// black); blur keeps the whole portrait over its blurred, darkened copy. `PUPPETCAM_BLESS=1`
+/// rewrites them after an intended change.
+#[test]
+fn golden_fit_cover_and_blur_fill_a_16_9_frame() {
+    use puppetcam::core::fit::Fit;
+    let av = WarpAvatar::load(&default_avatar()).unwrap();
+    let (w, h) = (320u32, 180u32);
+    let black_cols = |f: &Frame| (0..f.width).filter(|&x| (0..f.height).all(|y| f.data[((y * f.width + x) * 3) as usize..][..3] == [0, 0, 0])).count();
+    let contain = WarpRenderer::with_fit(&av, w, h, Fit::Contain).unwrap();
+    assert!(black_cols(contain.canvas()) > 40, "contain keeps its bars");
+    for (fit, name) in [(Fit::Cover, "fit_cover_320x180.png"), (Fit::Blur, "fit_blur_320x180.png")] {
+        let r = WarpRenderer::with_fit(&av, w, h, fit).unwrap();
+        assert_eq!(black_cols(r.canvas()), 0, "{fit:?} left black bars");
+        assert!(r.neutral().iter().all(|p| p[0] >= 0.0 && p[1] >= 0.0 && p[0] < w as f32 && p[1] < h as f32), "{fit:?}: the face is cropped");
+        assert_golden(r.canvas(), name);
+    }
+    // Blur: the sharp portrait sits exactly where contain puts it.
+    let blur = WarpRenderer::with_fit(&av, w, h, Fit::Blur).unwrap();
+    assert_eq!(blur.neutral(), contain.neutral());
+    // Pixel-aligned output is the portrait itself, whatever the fit.
+    let (pw, ph) = (av.shots[0].image.width, av.shots[0].image.height);
+    for fit in [Fit::Cover, Fit::Blur] {
+        assert_eq!(WarpRenderer::with_fit(&av, pw, ph, fit).unwrap().canvas().data, av.shots[0].image.data);
     }
 }

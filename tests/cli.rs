@@ -2,6 +2,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
 fn puppetcam(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_puppetcam"))
         .args(args)
@@ -53,6 +55,28 @@ fn bench_json_reports_every_stage() {
         assert!(med >= 0.0 && p99 >= med, "{stage}: {v}");
     }
     assert!(v["stages"]["generator"]["median_ms"].as_f64().unwrap() > 0.0);
+}
+
+/// Issue 19: `bench --live --camera-fps 60` delivers a clip like a 60 fps webcam, and the output
+/// follows the source's rate (no --fps given); the face stage reports its parts. Asking for a
+/// camera rate without a live video source is a clear error.
+#[test]
+fn bench_drives_a_camera_rate_source_and_the_output_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = puppetcam(&["bench", "--camera-fps", "60", "--frames", "3", "--json", "--cpu"], dir.path());
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o).contains("--camera-fps needs --live and a video file source"), "{}", text(&o));
+    let Some(clip) = common::data("videos/lp_d5.mp4") else { return };
+    let src = format!("loop:{}", clip.display());
+    let o = puppetcam(&["bench", "--live", "--camera-fps", "60", "--source", &src, "--frames", "10", "--json", "--cpu", "--size", "320x240"], dir.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {t}"));
+    assert_eq!(v["source_fps"].as_f64(), Some(60.0), "{v}");
+    assert_eq!(v["output_fps"].as_f64(), Some(60.0), "the output follows the source: {v}");
+    assert!(v["driver"].as_str().unwrap().contains("60 fps like a camera"), "{v}");
+    assert!(v["face_parts"]["landmark_model"]["median_ms"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["iris_runs_per_frame"].as_f64().unwrap() <= 2.0, "{v}");
 }
 
 #[test]

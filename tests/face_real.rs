@@ -172,3 +172,46 @@ fn losing_the_face_resets_the_filter() {
     assert!(raw_dx > 1.0, "unfiltered nose moved {raw_dx} px for a 2 px shift");
     assert!(dx > 0.1 * raw_dx && dx < 0.9 * raw_dx, "filtered nose moved {dx} px where the unfiltered one moved {raw_dx} px");
 }
+
+/// Issue 19: live, the iris model runs on one open eye per frame and the other eye's iris is
+/// carried in its eye crop (`face::iris_schedule`). On real clips the carried irises must stay
+/// close to MediaPipe's every-frame pipeline (which the parity tests check against MediaPipe),
+/// and the model must run about once per frame instead of twice.
+#[test]
+fn alternating_irises_stay_close_to_every_frame() {
+    use puppetcam::face::iris_schedule::IrisSchedule;
+    use puppetcam::source::{open_source, SourceSpec};
+    let clips: Vec<PathBuf> = ["videos/lp_d5.mp4", "videos/sh_video.mp4", "videos/mt_German_20s.mp4"].iter().filter_map(|c| common::data(c)).collect();
+    if clips.is_empty() {
+        return;
+    }
+    for clip in clips {
+        let cfg = |s| TrackerConfig { filter: None, iris_schedule: s, ..Default::default() };
+        let mut full = FaceTracker::new(&models(), cfg(IrisSchedule::EveryFrame)).unwrap();
+        let mut alt = FaceTracker::new(&models(), cfg(IrisSchedule::Alternate)).unwrap();
+        let mut src = open_source(&SourceSpec::File { path: clip.clone(), looping: false, realtime: false }).unwrap();
+        let (mut errs, mut runs, mut frames) = (Vec::new(), 0u32, 0u32);
+        while let Some(f) = src.next_frame().unwrap() {
+            if frames == 150 {
+                break;
+            }
+            let (a, b) = (full.process(&f).unwrap(), alt.process(&f).unwrap());
+            frames += 1;
+            runs += u32::from(alt.profile().iris_runs);
+            let (Some(a), Some(b)) = (a, b) else { continue };
+            assert_eq!(a.mesh, b.mesh, "the schedule changes nothing but the irises");
+            let (ia, ib) = (a.iris.unwrap(), b.iris.expect("a carried iris on every frame"));
+            let iod = inter_ocular(&a.pts68);
+            for k in 0..2 {
+                errs.push(((ia[k].cx - ib[k].cx).hypot(ia[k].cy - ib[k].cy) / iod) as f64);
+            }
+        }
+        assert!(errs.len() > 200, "{}: face found on too few frames", clip.display());
+        errs.sort_by(f64::total_cmp);
+        let mean = errs.iter().sum::<f64>() / errs.len() as f64;
+        let p95 = errs[errs.len() * 95 / 100];
+        eprintln!("{}: iris centre vs every frame: mean {:.4}, p95 {:.4}, max {:.4} IOD; {:.2} model runs per frame", clip.display(), mean, p95, errs[errs.len() - 1], runs as f64 / frames as f64);
+        assert!(mean < 0.01 && p95 < 0.04, "{}: mean {mean:.4}, p95 {p95:.4} of the inter-ocular distance", clip.display());
+        assert!((runs as f64) < 1.1 * frames as f64, "{}: {runs} iris runs over {frames} frames", clip.display());
+    }
+}

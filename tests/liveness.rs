@@ -97,6 +97,7 @@ fn spec(gates: &Gates, source: SourceFactory) -> PipelineSpec {
         out_width: 160,
         out_height: 120,
         fps: 25.0,
+        follow_source_fps: false,
         pacing: Pacing::Realtime,
         reconnect_max_backoff: Duration::from_millis(200),
         source_notice_after: LOST,
@@ -105,6 +106,8 @@ fn spec(gates: &Gates, source: SourceFactory) -> PipelineSpec {
         calibration: None,
         generator_hook: Some(Arc::new(move || gen_gate.pass())),
         reload_timeout: puppetcam::pipeline::RELOAD_TIMEOUT,
+        presence: Default::default(),
+        fit: Default::default(),
     }
 }
 

@@ -216,6 +216,7 @@ fn live_spec(source: Arc<dyn Fn() -> puppetcam::Result<Box<dyn FrameSource>> + S
         out_width: 160,
         out_height: 120,
         fps: 50.0,
+        follow_source_fps: false,
         pacing: Pacing::Realtime,
         reconnect_max_backoff: Duration::from_millis(300),
         source_notice_after: Duration::from_secs(60),
@@ -224,6 +225,8 @@ fn live_spec(source: Arc<dyn Fn() -> puppetcam::Result<Box<dyn FrameSource>> + S
         calibration: None,
         generator_hook: None,
         reload_timeout: puppetcam::pipeline::RELOAD_TIMEOUT,
+        presence: Default::default(),
+        fit: Default::default(),
     }
 }
 

@@ -234,6 +234,41 @@ fn metrics_are_valid_prometheus_text() {
     srv.shutdown();
 }
 
+/// Issue 19: end-to-end latency as its own histogram, with buckets fine enough around the 35 ms
+/// target to tell a lip-sync problem from a good call.
+#[test]
+fn end_to_end_latency_is_a_histogram_with_lip_sync_buckets() {
+    let stats = Arc::new(PipelineStats::default());
+    for ms in [18u64, 22, 34, 36, 48, 120] {
+        stats.end_to_end_hist.record(Duration::from_millis(ms));
+    }
+    let (srv, _l) = start(&stats, opts());
+    let text = String::from_utf8(get(srv.local_addr(), "/metrics").body).unwrap();
+    assert!(text.contains("# TYPE puppetcam_end_to_end_latency_seconds histogram"), "{text}");
+    let samples = parse_prometheus(&text);
+    let bucket = |le: &str| {
+        samples
+            .iter()
+            .find(|(n, l, _)| n == "puppetcam_end_to_end_latency_seconds_bucket" && l.get("le").map(String::as_str) == Some(le))
+            .map(|s| s.2)
+    };
+    assert_eq!(bucket("0.02"), Some(1.0));
+    assert_eq!(bucket("0.035"), Some(3.0), "34 ms is under the target, 36 ms over");
+    assert_eq!(bucket("0.045"), Some(4.0));
+    assert_eq!(bucket("0.05"), Some(5.0));
+    assert_eq!(bucket("+Inf"), Some(6.0));
+    let les: Vec<f64> = samples
+        .iter()
+        .filter(|(n, _, _)| n == "puppetcam_end_to_end_latency_seconds_bucket")
+        .map(|(_, l, _)| if l["le"] == "+Inf" { f64::INFINITY } else { l["le"].parse().unwrap() })
+        .collect();
+    assert!(les.windows(2).all(|w| w[0] < w[1]), "{les:?}");
+    let one = |name: &str| samples.iter().find(|(n, _, _)| n == name).map(|s| s.2);
+    assert_eq!(one("puppetcam_end_to_end_latency_seconds_count"), Some(6.0));
+    assert!((one("puppetcam_end_to_end_latency_seconds_sum").unwrap() - 0.278).abs() < 1e-9);
+    srv.shutdown();
+}
+
 #[test]
 fn the_parser_rejects_broken_exposition() {
     // The validity test is only worth something if its parser can fail.

@@ -555,13 +555,12 @@ def rank_turns(clips, every=2):
     return sorted(res, key=lambda r: -r[1])
 
 
-def turn_sheet(binary, portraits, drivers, work: Path, sheet_path: Path, variant="ff", log=print, tile=200):
+def turn_sheet(binary, portraits, drivers, work: Path, sheet_path: Path, variant="ff", log=print, tile=200, modes=("2d", "3d")):
     """Cross-identity head turns, before and after: each portrait driven by each driver without
-    `--neutral` (the rest pose is learned), rendered with the 2-D warp of 0.1 and with the 3-D
-    head turn, at the driver's frame of largest turn (yaw proxy furthest from its median).
-    Rows: portraits; per driver three columns: driver frame, 2-D, 3-D. Returns, per pair, the
-    number of output frames whose face box holds a pixel of the portrait at rest that the turn
-    should have moved."""
+    `--neutral` (the rest pose is learned), rendered in each of `modes` (see MODES: the 2-D warp
+    of 0.1, the 3-D head turn, the 3-D head turn of another build), at the driver's frame of
+    largest turn (yaw proxy furthest from its median). Rows: portraits; per driver: the driver
+    frame, then one column per mode."""
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     mesher = Mesh()
@@ -591,10 +590,14 @@ def turn_sheet(binary, portraits, drivers, work: Path, sheet_path: Path, variant
             fm = mesher(frame)
             fb = box(fm, frame.shape[1], frame.shape[0], 0.35) if fm is not None else (0, 0, frame.shape[1], frame.shape[0])
             cells.append(cv2.resize(crop(frame, fb), (tile, tile), interpolation=cv2.INTER_AREA))
-            for mode, extra in (("2d", ["--config", cfg]), ("3d", [])):
+            for mode in modes:
+                extra = ["--config", cfg] if mode == "2d" else []
+                b = binary
+                if mode == "base":
+                    b = os.environ.get("PUPPETCAM_BASE_BIN") or sys.exit("evaluate: --modes base needs PUPPETCAM_BASE_BIN")
                 out = work / f"{p.stem}_{d.stem}_{mode}"
                 if not out.exists():
-                    render_avatar(binary, av, d, None, size, out, extra)
+                    render_avatar(b, av, d, None, size, out, extra)
                 pngs = sorted(out.glob("*.png"))
                 o = cv2.cvtColor(cv2.imread(str(pngs[min(i, len(pngs) - 1)])), cv2.COLOR_BGR2RGB)
                 b = box(m, size[0], size[1], 0.35) if m is not None else (0, 0, size[0], size[1])

@@ -211,6 +211,10 @@ pub struct Summary {
     pub shots: usize,
     pub pixels: u64,
     pub refiner: bool,
+    /// The refiner's own line (`fine-tuned: 200 steps ...`, `feed-forward: ...`), when it has one.
+    pub refiner_info: Option<String>,
+    /// RFC 3339 time of creation.
+    pub created: String,
 }
 
 /// Reads and checks the header and the blob table: magic, version, header size, shot count,
@@ -298,7 +302,15 @@ pub fn check_file(path: &Path) -> Result<Summary> {
     let f = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let len = f.metadata().map_err(|source| Error::Io { path: path.to_path_buf(), source })?.len();
     let l = layout(&mut FileAt(f, len), path)?;
-    Ok(Summary { name: l.header.name, shots: l.header.shots.len(), pixels: l.pixels, refiner: l.header.refiner.is_some() })
+    let refiner_info = l.header.refiner.as_ref().map(|r| r.info.clone());
+    Ok(Summary {
+        name: l.header.name,
+        shots: l.header.shots.len(),
+        pixels: l.pixels,
+        refiner: refiner_info.is_some(),
+        refiner_info,
+        created: l.header.created,
+    })
 }
 
 fn decode_png(bytes: &[u8]) -> std::result::Result<Frame, String> {

@@ -93,7 +93,22 @@ impl WarpStage {
         ease: Ease,
         runtime: Option<&crate::ep::RuntimeOptions>,
     ) -> Result<WarpStage> {
-        let mut renderer = WarpRenderer::new(&avatar, out_w, out_h)?;
+        Self::with_fit(avatar, out_w, out_h, params, neutral, ease, runtime, crate::core::fit::Fit::Contain)
+    }
+
+    /// [`WarpStage::with_runtime`] with the portrait placed on the output as `fit` says.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_fit(
+        avatar: WarpAvatar,
+        out_w: u32,
+        out_h: u32,
+        params: RetargetParams,
+        neutral: Option<&MeshNeutral>,
+        ease: Ease,
+        runtime: Option<&crate::ep::RuntimeOptions>,
+        fit: crate::core::fit::Fit,
+    ) -> Result<WarpStage> {
+        let mut renderer = WarpRenderer::with_fit(&avatar, out_w, out_h, fit)?;
         let refiner = match (&avatar.refiner, runtime) {
             (Some(r), Some(rt)) => {
                 let refiner = crate::refine::Refiner::from_blob(r, rt)
@@ -170,6 +185,25 @@ impl WarpStage {
 
     pub fn status(&self) -> NeutralStatus {
         self.retargeter.status()
+    }
+
+    /// "Neutral now": learn the driver's neutral again from the next steady frames (a pending
+    /// profile neutral is dropped too).
+    pub fn relearn_neutral(&mut self) {
+        self.pending = None;
+        self.retargeter.relearn_now();
+    }
+
+    /// Eye contact on or off (control API); it outlives a profile neutral's completion.
+    pub fn set_eye_contact(&mut self, on: bool) {
+        if let Some((_, params)) = self.pending.as_mut() {
+            params.eye_contact = on;
+        }
+        self.retargeter.set_eye_contact(on);
+    }
+
+    pub fn eye_contact(&self) -> bool {
+        self.retargeter.eye_contact()
     }
 
     pub fn renderer(&self) -> &WarpRenderer {

@@ -211,12 +211,20 @@ pub struct WarpRenderer {
 
 impl WarpRenderer {
     pub fn new(av: &WarpAvatar, out_w: u32, out_h: u32) -> Result<WarpRenderer> {
+        Self::with_fit(av, out_w, out_h, crate::core::fit::Fit::Contain)
+    }
+
+    /// [`WarpRenderer::new`] with the portrait placed on the canvas as `fit` says
+    /// (`core::fit`: black bars, cropped around the face, or over its own blurred copy).
+    pub fn with_fit(av: &WarpAvatar, out_w: u32, out_h: u32, fit: crate::core::fit::Fit) -> Result<WarpRenderer> {
         av.validate().map_err(|m| Error::Invalid(format!("avatar `{}`: {m}", av.name)))?;
         if out_w == 0 || out_h == 0 {
             return Err(Error::Invalid(format!("output size {out_w}x{out_h}")));
         }
         let p = &av.shots[0];
-        let (canvas, lb) = letterbox(&p.image, out_w, out_h)?;
+        let face = crate::core::fit::face_box(&p.mesh);
+        let (canvas, placed) = crate::core::fit::canvas(&p.image, out_w, out_h, fit, face)?;
+        let lb = Letterbox { scale: placed.scale, offset: placed.offset };
         let neutral: Vec<Pt> = p.mesh.iter().map(|&q| lb.apply(q)).collect();
         let neutral_iris = p.iris.map(|ir| ir.map(|i| lb.apply_iris(i)));
         let model = WarpModel::with_triangles(out_w, out_h, &neutral, av.triangles.clone())?;

@@ -46,20 +46,7 @@ pub struct FeatureSource {
 
 /// Polygon helpers on a closed contour.
 fn inside(poly: &[Pt], p: Pt) -> bool {
-    let mut c = false;
-    let n = poly.len();
-    let mut j = n - 1;
-    for i in 0..n {
-        let (a, b) = (poly[i], poly[j]);
-        if (a[1] > p[1]) != (b[1] > p[1]) {
-            let x = (b[0] - a[0]) * (p[1] - a[1]) / (b[1] - a[1]) + a[0];
-            if p[0] < x {
-                c = !c;
-            }
-        }
-        j = i;
-    }
-    c
+    super::geometry::inside_polygon(poly, p)
 }
 
 fn seg_dist(p: Pt, a: Pt, b: Pt) -> f32 {

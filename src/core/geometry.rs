@@ -226,6 +226,23 @@ pub fn centroid<I: IntoIterator<Item = Pt>>(pts: I) -> [f64; 2] {
     if n == 0 { [f64::NAN, f64::NAN] } else { [x / n as f64, y / n as f64] }
 }
 
+/// Whether `p` lies inside the closed polygon `poly` (even-odd rule; points on an edge may go
+/// either way). Generic so that f32 and f64 callers keep their own precision.
+pub fn inside_polygon<T>(poly: &[[T; 2]], p: [T; 2]) -> bool
+where
+    T: Copy + PartialOrd + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + std::ops::Mul<Output = T> + std::ops::Div<Output = T>,
+{
+    let n = poly.len();
+    let mut c = false;
+    for i in 0..n {
+        let (a, b) = (poly[i], poly[(i + n - 1) % n]);
+        if (a[1] > p[1]) != (b[1] > p[1]) && p[0] < (b[0] - a[0]) * (p[1] - a[1]) / (b[1] - a[1]) + a[0] {
+            c = !c;
+        }
+    }
+    c
+}
+
 /// Hermite step: 0 below 0, 1 above 1, smooth (zero slope at both ends) in between.
 pub fn smoothstep(x: f32) -> f32 {
     let x = x.clamp(0.0, 1.0);

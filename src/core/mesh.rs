@@ -70,6 +70,28 @@ pub fn mouth_gap(pts: &[[f32; 2]]) -> f32 {
     g / w
 }
 
+/// The points on the face's midline (their own mirror images). In MediaPipe's canonical face
+/// model (`canonical_face_model.obj`, Apache-2.0) these are the vertices with x = 0.
+pub const MIDLINE: [usize; 28] = [0, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 94, 151, 152, 164, 168, 175, 195, 197, 199, 200];
+
+/// Left-right mirror of the 468 points: `mirror()[i]` is the point at i's place on the other side
+/// of the face. The canonical model lists the points of one side among the first 248 vertices
+/// and their mirror images, in the same order, as vertices 248..467; so the map follows from
+/// [`MIDLINE`] alone (it maps 1316 of the tessellation's 1322 edges onto edges; the other six
+/// are where MediaPipe's triangulation itself is not symmetric).
+pub fn mirror() -> [usize; 468] {
+    let mut m = [0usize; 468];
+    for (i, v) in m.iter_mut().enumerate() {
+        *v = i;
+    }
+    let side = (0..248).filter(|i| !MIDLINE.contains(i));
+    for (k, i) in side.enumerate() {
+        m[i] = 248 + k;
+        m[248 + k] = i;
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +99,24 @@ mod tests {
     #[test]
     fn tables_match_the_68_point_table() {
         assert!(tables_consistent());
+    }
+
+    #[test]
+    fn the_mirror_swaps_the_sides() {
+        let m = mirror();
+        assert!((0..468).all(|i| m[m[i]] == i), "an involution");
+        assert_eq!((0..468).filter(|&i| m[i] == i).count(), MIDLINE.len());
+        // Known pairs: outer and inner eye corners, mouth corners (outer and inner), cheeks.
+        for (a, b) in [(33, 263), (133, 362), (61, 291), (78, 308), (234, 454), (127, 356), (58, 288), (172, 397)] {
+            assert_eq!((m[a], m[b]), (b, a), "{a} <-> {b}");
+        }
+        // The contours map onto each other: the oval onto itself, one eye onto the other, the
+        // lips onto themselves.
+        let set = |v: &[usize]| v.iter().map(|&i| m[i]).collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(set(&FACE_OVAL), FACE_OVAL.iter().copied().collect());
+        assert_eq!(set(&EYE_R), EYE_L.iter().copied().collect());
+        assert_eq!(set(&INNER_LIPS), INNER_LIPS.iter().copied().collect());
+        assert_eq!(set(&OUTER_LIPS), OUTER_LIPS.iter().copied().collect());
     }
 
     #[test]

@@ -16,3 +16,4 @@ pub mod mouth_interior;
 pub mod mouth_prior;
 pub mod pasteback;
 pub mod regions;
+pub mod fit;

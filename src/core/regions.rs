@@ -138,17 +138,6 @@ fn seg_dist(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
     (p[0] - a[0] - t * dx).hypot(p[1] - a[1] - t * dy)
 }
 
-fn inside(p: [f64; 2], poly: &[[f64; 2]]) -> bool {
-    let mut c = false;
-    let n = poly.len();
-    for i in 0..n {
-        let (a, b) = (poly[i], poly[(i + n - 1) % n]);
-        if (a[1] > p[1]) != (b[1] > p[1]) && p[0] < (b[0] - a[0]) * (p[1] - a[1]) / (b[1] - a[1]) + a[0] {
-            c = !c;
-        }
-    }
-    c
-}
 
 /// What a region's raster draws.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,7 +223,7 @@ pub fn raster(b: &RegionBox, kind: RegionKind, mesh: &[Pt], iris: Option<&[Iris;
             for v in y0..=y1 {
                 for u in x0..=x1 {
                     let p = [u as f64, v as f64];
-                    if !inside(p, &fill) {
+                    if !super::geometry::inside_polygon(&fill, p) {
                         continue;
                     }
                     let o = 3 * (v * n + u);
@@ -438,7 +427,7 @@ mod tests {
             for u in 0..n {
                 let p = [u as f64, v as f64];
                 let o = 3 * (v * n + u);
-                let in_open = fill.len() >= 3 && inside(p, &fill);
+                let in_open = fill.len() >= 3 && crate::core::geometry::inside_polygon(&fill, p);
                 out[o] = (255.0 * line_v(p, &line0)).round() as u8;
                 out[o + 1] = match (kind, disc) {
                     (RegionKind::Mouth, _) => (255.0 * line_v(p, &line1)).round() as u8,

@@ -540,37 +540,49 @@ impl WarpModel {
     }
 }
 
-/// Visits the integer pixels (x, y) inside triangle `d` and within `roi`, with the position the
-/// affine map d -> s gives them. Pixels on a shared edge may be visited by both triangles: the
-/// maps agree there, so the result does not depend on the order. Returns the count visited.
-pub fn raster_triangle(d: [Pt; 3], s: [Pt; 3], roi: [u32; 4], mut visit: impl FnMut(u32, u32, f64, f64)) -> usize {
+/// The barycentric coordinates over triangle `d` as affine functions of the pixel position:
+/// `l[i] = [a, b, c]` with `l_i(x, y) = a x + b y + c` (1 at vertex i, 0 at the others). `None`
+/// for a degenerate triangle.
+pub fn barycentric(d: [Pt; 3]) -> Option<[[f64; 3]; 3]> {
     let area = signed_area(d[0], d[1], d[2]);
     if !(area.abs() > 1e-9) || !area.is_finite() {
-        return 0;
+        return None;
     }
-    // Barycentric affine: for p, l1 = ((d2-d1) x (p-d1)) / 2A etc.
     let (x0, y0) = (d[0][0] as f64, d[0][1] as f64);
     let (x1, y1) = (d[1][0] as f64, d[1][1] as f64);
     let (x2, y2) = (d[2][0] as f64, d[2][1] as f64);
     let inv = 1.0 / (2.0 * area);
-    // l_i(p) = a_i * x + b_i * y + c_i
-    let l0 = [(y1 - y2) * inv, (x2 - x1) * inv, (x1 * y2 - x2 * y1) * inv];
-    let l1 = [(y2 - y0) * inv, (x0 - x2) * inv, (x2 * y0 - x0 * y2) * inv];
-    let l2 = [(y0 - y1) * inv, (x1 - x0) * inv, (x0 * y1 - x1 * y0) * inv];
+    Some([
+        [(y1 - y2) * inv, (x2 - x1) * inv, (x1 * y2 - x2 * y1) * inv],
+        [(y2 - y0) * inv, (x0 - x2) * inv, (x2 * y0 - x0 * y2) * inv],
+        [(y0 - y1) * inv, (x1 - x0) * inv, (x0 * y1 - x1 * y0) * inv],
+    ])
+}
+
+/// The affine function over a triangle (its [`barycentric`] coordinates `l`) that takes the
+/// values `v` at its vertices: `[a, b, c]` with `f(x, y) = a x + b y + c`.
+pub fn interpolant(l: &[[f64; 3]; 3], v: [f64; 3]) -> [f64; 3] {
+    let mut p = [0.0; 3];
+    for k in 0..3 {
+        for (c, lk) in p.iter_mut().zip(l[k]) {
+            *c += v[k] * lk;
+        }
+    }
+    p
+}
+
+/// Visits the integer pixels (x, y) inside triangle `d` and within `roi`, with the position the
+/// affine map d -> s gives them. Pixels on a shared edge may be visited by both triangles: the
+/// maps agree there, so the result does not depend on the order. Returns the count visited.
+pub fn raster_triangle(d: [Pt; 3], s: [Pt; 3], roi: [u32; 4], mut visit: impl FnMut(u32, u32, f64, f64)) -> usize {
+    let Some(l) = barycentric(d) else { return 0 };
+    let [l0, l1, l2] = l;
+    let (x0, y0) = (d[0][0] as f64, d[0][1] as f64);
+    let (x1, y1) = (d[1][0] as f64, d[1][1] as f64);
+    let (x2, y2) = (d[2][0] as f64, d[2][1] as f64);
     // Source position as an affine function of (x, y).
-    let (sx0, sy0) = (s[0][0] as f64, s[0][1] as f64);
-    let (sx1, sy1) = (s[1][0] as f64, s[1][1] as f64);
-    let (sx2, sy2) = (s[2][0] as f64, s[2][1] as f64);
-    let ax = [
-        sx0 * l0[0] + sx1 * l1[0] + sx2 * l2[0],
-        sx0 * l0[1] + sx1 * l1[1] + sx2 * l2[1],
-        sx0 * l0[2] + sx1 * l1[2] + sx2 * l2[2],
-    ];
-    let ay = [
-        sy0 * l0[0] + sy1 * l1[0] + sy2 * l2[0],
-        sy0 * l0[1] + sy1 * l1[1] + sy2 * l2[1],
-        sy0 * l0[2] + sy1 * l1[2] + sy2 * l2[2],
-    ];
+    let ax = interpolant(&l, s.map(|p| p[0] as f64));
+    let ay = interpolant(&l, s.map(|p| p[1] as f64));
     let bx0 = x0.min(x1).min(x2).floor().max(roi[0] as f64);
     let bx1 = x0.max(x1).max(x2).ceil().min(roi[2] as f64 - 1.0);
     let by0 = y0.min(y1).min(y2).floor().max(roi[1] as f64);

@@ -19,7 +19,7 @@ use super::geometry::{Pt, Similarity};
 use super::head3d::{pivot, rotate_about, with_depth, Rot3};
 use super::mesh::FACE_OVAL;
 use super::types::Frame;
-use super::warp::{raster_triangle, sample_bilinear, signed_area, WarpModel};
+use super::warp::{barycentric, interpolant, raster_triangle, sample_bilinear, signed_area, WarpModel};
 use crate::error::{Error, Result};
 
 /// A fold at the rigidly posed sheet only counts where the triangle faces the camera with at
@@ -40,9 +40,37 @@ const FACING_FULL: f32 = 0.75;
 const FACING_NONE: f32 = 0.35;
 /// Smoothing passes of the depth the facing is judged on.
 const FACING_SMOOTHING: usize = 8;
+/// Mirror fill (what a turn shows that the portrait never showed squarely). The far side of a
+/// turned portrait is foreshortened: a few pixels of cheek, then the silhouette (hair,
+/// background). Turned to face the camera, those pixels were stretched over the cheek as a
+/// saw-tooth of hair. The same surface on the near side, mirrored, was seen squarely. So a mesh
+/// point whose mirror image covered at least `MIRROR_MARGIN` times its own area in the portrait
+/// (fully at `MIRROR_MARGIN + MIRROR_RAMP`) takes its texture from that mirror image while the
+/// turn magnifies its own by more than `STRETCH_MARGIN` (fully at `STRETCH_MARGIN +
+/// STRETCH_RAMP`). Areas: the mesh triangles around the point. A frontal portrait's sides are
+/// alike, so it keeps its own pixels.
+const MIRROR_MARGIN: f32 = 1.4;
+const MIRROR_RAMP: f32 = 0.8;
+const STRETCH_MARGIN: f32 = 1.1;
+const STRETCH_RAMP: f32 = 0.3;
+/// A mesh triangle that the turn shows from behind (its orientation flipped) is still drawn if
+/// the smooth surface around it faces the camera by at least this much (the normals' z, mean of
+/// its corners). Why: at the silhouette of a turned portrait the landmark depth is noisy and
+/// its triangles overlap; a turn towards the camera flipped every other one, and culling them
+/// opened a saw-tooth of holes. Where the smooth surface turns away (the far side), they are
+/// culled as before.
+const DRAW_FACING: f32 = 0.2;
 /// Depth tolerance of the z-buffer (pixels): within it, the later-drawn triangle wins (drawing
 /// order puts slivers and openings first, under the rest, as in 2-D).
 const Z_TOLERANCE: f32 = 0.5;
+/// Depth added to the triangles that touch a ring or the border, so that the face's own surface
+/// always wins over them. Why: the rings sit at the pivot's depth, in front of the face's sides
+/// (the outline lies near the ears, behind the pivot), so where a turn slid the outline over the
+/// band between outline and rings, the band was drawn over the cheek; its triangles alternate
+/// with the cheek's along the outline, which showed as a saw-tooth tear (sk_4 at 25 degrees).
+/// Hair and background around the face lie behind it at any angle the limits allow; what is in
+/// front of the face (fringe, glasses) is part of the mesh.
+const BEHIND_FACE: f32 = 1.0e6;
 
 /// The depth of a warp model's control points at rest, and the head's pivot.
 #[derive(Clone, Debug)]
@@ -52,13 +80,33 @@ pub struct DepthModel {
     /// Per mesh point: how much of the retargeted (non-rigid) motion it keeps, from how squarely
     /// its surface faces the camera at rest (see [`FACING_FULL`]).
     expression_w: Vec<f32>,
+    /// The smooth surface at rest: per mesh point its normal and area, and the mirror fill's
+    /// preference (see [`MIRROR_MARGIN`]).
+    surface: Surface,
+    /// Boundary points that move with the oval (see [`seal_outline`]).
+    sealed: Vec<Sealed>,
 }
 
-/// Where the control points go for a turned head: image positions and depths.
+/// Per mesh point: the unit normal of the smoothed surface at rest (oriented so that n_z > 0 is
+/// seen from the front), the area of the mesh triangles around it at rest, those triangles, and
+/// how much it prefers its mirror image's texture (empty unless the mesh is MediaPipe's 468).
+#[derive(Clone, Debug)]
+struct Surface {
+    normal: Vec<[f64; 3]>,
+    area: Vec<f64>,
+    around: Vec<Vec<usize>>,
+    preference: Vec<f32>,
+}
+
+/// Where the control points go for a turned head: image positions and depths; per control point
+/// how much of its texture comes from its mirror image (empty: none), and per mesh point how
+/// squarely its smoothed surface faces the camera after the turn (empty: unknown).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Targets {
     pub pts: Vec<Pt>,
     pub z: Vec<f32>,
+    pub fill: Vec<f32>,
+    pub facing: Vec<f32>,
 }
 
 impl DepthModel {
@@ -78,7 +126,9 @@ impl DepthModel {
         // keeps its motion next to one that drops it is a fold, which the repair then fixes by
         // shrinking the whole expression: a turned painting's mouth stayed shut).
         let coarse = with_depth(&model.rest()[..n], &smooth_depth(model, mesh_depth, FACING_SMOOTHING));
-        let w0: Vec<f32> = facing(model, &coarse)
+        let normal = normals(model, &coarse);
+        let rest_facing: Vec<f32> = normal.iter().map(|v| v[2] as f32).collect();
+        let w0: Vec<f32> = rest_facing
             .iter()
             .map(|&f| super::geometry::smoothstep(((f - FACING_NONE) / (FACING_FULL - FACING_NONE)).clamp(0.0, 1.0)))
             .collect();
@@ -91,7 +141,8 @@ impl DepthModel {
             }
         }
         let smooth = smooth_depth(model, mesh_depth, DEPTH_SMOOTHING);
-        let mesh_depth: Vec<f32> = (0..n).map(|i| smooth[i] + full_w[i] * (mesh_depth[i] - smooth[i])).collect();
+        let mut mesh_depth: Vec<f32> = (0..n).map(|i| smooth[i] + full_w[i] * (mesh_depth[i] - smooth[i])).collect();
+        let sealed = seal_outline(model, &mut mesh_depth);
         // The pivot from the measured depth: the driver's turn is measured about the same point
         // (`avatar::turn`), so that the head's translation stays consistent.
         let pivot = pivot(&raw3).ok_or_else(|| Error::Invalid("warp depth: no pivot (mesh too small)".into()))?;
@@ -101,7 +152,36 @@ impl DepthModel {
         let ring_end = n + 2 * model.n_ring();
         let rest_z = (0..model.rest().len()).map(|i| if i < n { mesh_depth[i] } else if i < ring_end { pivot[2] as f32 } else { far }).collect();
         let expression_w = full_w;
-        Ok(DepthModel { rest_z, pivot, expression_w })
+        let surface = Surface::new(model, normal);
+        Ok(DepthModel { rest_z, pivot, expression_w, surface, sealed })
+    }
+
+    /// Per control point: how much of its texture comes from its mirror image for the targets
+    /// `pts` of a pose with scale `scale` (0 for rings and border, and wherever the turn does
+    /// not magnify the portrait's own texture).
+    fn fill_weights(&self, model: &WarpModel, pts: &[Pt], scale: f64) -> Vec<f32> {
+        let f = &self.surface;
+        if f.preference.is_empty() {
+            return Vec::new();
+        }
+        let tris = model.triangles();
+        let s2 = scale * scale;
+        let mut w = vec![0.0f32; pts.len()];
+        for (i, wi) in w.iter_mut().enumerate().take(f.preference.len()) {
+            let p = f.preference[i];
+            if p <= 0.0 || !(f.area[i] > 0.0) {
+                continue;
+            }
+            let now: f64 = f.around[i].iter().map(|&k| tri_area(tris[k].map(|j| pts[j as usize]))).sum();
+            let stretch = (now / (f.area[i] * s2)) as f32;
+            *wi = p * super::geometry::smoothstep(((stretch - STRETCH_MARGIN) / STRETCH_RAMP).clamp(0.0, 1.0));
+        }
+        w
+    }
+
+    /// Per mesh point: the z of its smoothed surface normal turned by `rot`.
+    fn facing_after(&self, rot: &Rot3) -> Vec<f32> {
+        self.surface.normal.iter().map(|&v| rot.apply(v)[2] as f32).collect()
     }
 
     /// The head's pivot at rest (canvas pixels and depth).
@@ -137,7 +217,7 @@ impl DepthModel {
         let nr = model.n_ring();
         let ok = mesh.len() == n && mesh.iter().all(|p| p[0].is_finite() && p[1].is_finite()) && q.is_finite() && rot.is_finite();
         if !ok {
-            return Targets { pts: rest.to_vec(), z: self.rest_z.clone() };
+            return Targets { pts: rest.to_vec(), z: self.rest_z.clone(), fill: Vec::new(), facing: Vec::new() };
         }
         let ring_end = n + 2 * nr;
         let weights = model.ring_weights();
@@ -155,11 +235,21 @@ impl DepthModel {
             })
             .collect();
         let mut dst3 = rigid3.clone();
-        for i in 0..n {
+        let expression = |i: usize| {
             let r = q.apply(rest[i]);
             let w = self.expression_w[i];
-            let p = [r[0] + w * (mesh[i][0] - r[0]), r[1] + w * (mesh[i][1] - r[1])];
-            dst3[i] = turn_about(c, q, rot, p, self.rest_z[i]);
+            [w * (mesh[i][0] - r[0]), w * (mesh[i][1] - r[1])]
+        };
+        for i in 0..n {
+            let r = q.apply(rest[i]);
+            let e = expression(i);
+            dst3[i] = turn_about(c, q, rot, [r[0] + e[0], r[1] + e[1]], self.rest_z[i]);
+        }
+        for s in &self.sealed {
+            let r = q.apply(rest[s.point]);
+            let (a, b) = (expression(s.by[0]), expression(s.by[1]));
+            let p = [r[0] + s.w[0] * a[0] + s.w[1] * b[0], r[1] + s.w[0] * a[1] + s.w[1] * b[1]];
+            dst3[s.point] = turn_about(c, q, rot, p, self.rest_z[s.point]);
         }
         // Rings also follow part of the outline's own (non-rigid) motion: a jaw dropping.
         if nr == FACE_OVAL.len() {
@@ -192,13 +282,98 @@ impl DepthModel {
             .collect();
         model.repair_folds(&mut pts, &safe, Some(&refa));
         let z = dst3.iter().map(|p| p[2] as f32).collect();
-        Targets { pts, z }
+        let fill = self.fill_weights(model, &pts, q.scale);
+        Targets { pts, z, fill, facing: self.facing_after(rot) }
     }
 }
 
-/// Per mesh point: the camera-facing component (|n_z|) of its surface normal at rest, from the
-/// area-weighted normals of the warp's triangles among mesh points.
-fn facing(model: &WarpModel, mesh3: &[super::head3d::P3]) -> Vec<f32> {
+/// Mesh points on the sheet's face boundary that are not on the face oval (the triangulation
+/// ties the rings to whatever mesh points lie on the mesh's hull; on a turned portrait, points of
+/// the far cheek's side project on or outside the oval) take the depth of the oval next to
+/// them, so that a turn moves them with the outline. Why: nearer to the camera than the oval,
+/// they swung inwards when the far side turned towards the camera and pulled the ring band (hair)
+/// into the cheek as notches between the oval's points.
+/// Returns, per such point, the two oval points and their weights; its retargeted motion is
+/// theirs too (the retargeter's own motion there is the far cheek's landmark noise).
+fn seal_outline(model: &WarpModel, depth: &mut [f32]) -> Vec<Sealed> {
+    let n = depth.len();
+    if n != super::landmarks::MESH_POINTS || model.n_ring() != FACE_OVAL.len() {
+        return Vec::new();
+    }
+    let rest = model.rest();
+    let ring = n..n + 2 * model.n_ring();
+    let mut sealed = Vec::new();
+    for i in 0..n {
+        if FACE_OVAL.contains(&i) || !model.neighbours()[i].iter().any(|&j| ring.contains(&(j as usize))) {
+            continue;
+        }
+        // Inverse-distance mean of the two nearest oval points.
+        let mut near: Vec<(f64, usize)> = FACE_OVAL.iter().map(|&o| (super::geometry::dist(rest[i], rest[o]), o)).collect();
+        near.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (w0, w1) = (1.0 / (near[0].0 + 1e-3), 1.0 / (near[1].0 + 1e-3));
+        let w = [(w0 / (w0 + w1)) as f32, (w1 / (w0 + w1)) as f32];
+        let by = [near[0].1, near[1].1];
+        depth[i] = w[0] * depth[by[0]] + w[1] * depth[by[1]];
+        sealed.push(Sealed { point: i, by, w });
+    }
+    sealed
+}
+
+/// A mesh point on the sheet's face boundary that moves with the oval (see [`seal_outline`]).
+#[derive(Clone, Debug)]
+struct Sealed {
+    point: usize,
+    by: [usize; 2],
+    w: [f32; 2],
+}
+
+impl Surface {
+    fn new(model: &WarpModel, normal: Vec<[f64; 3]>) -> Surface {
+        let n = normal.len();
+        let mut around = vec![Vec::new(); n];
+        let mut area = vec![0.0f64; n];
+        let rest = model.rest();
+        for (k, (t, &a0)) in model.triangles().iter().zip(model.rest_areas()).enumerate() {
+            if a0 == 0.0 || t.iter().any(|&i| i as usize >= n) {
+                continue;
+            }
+            let a = tri_area(t.map(|i| rest[i as usize]));
+            for &i in t {
+                around[i as usize].push(k);
+                area[i as usize] += a;
+            }
+        }
+        let preference = if n == super::landmarks::MESH_POINTS {
+            let mirror = super::mesh::mirror();
+            let mut pref: Vec<f32> = (0..n)
+                .map(|i| {
+                    let ratio = if area[i] > 0.0 { (area[mirror[i]] / area[i]) as f32 } else { 0.0 };
+                    super::geometry::smoothstep(((ratio - MIRROR_MARGIN) / MIRROR_RAMP).clamp(0.0, 1.0))
+                })
+                .collect();
+            // Eyes and lips keep their own texture: they carry the expression and the gaze, and
+            // the refiner repaints them.
+            for &i in super::mesh::INNER_LIPS.iter().chain(&super::mesh::OUTER_LIPS).chain(&super::mesh::EYE_R).chain(&super::mesh::EYE_L) {
+                pref[i] = 0.0;
+            }
+            // Smoothed, so that the seam between own and mirrored texture is a blend.
+            smooth_depth(model, &pref, 2)
+        } else {
+            Vec::new()
+        };
+        Surface { normal, area, around, preference }
+    }
+}
+
+/// Unsigned area of a triangle.
+fn tri_area(p: [Pt; 3]) -> f64 {
+    signed_area(p[0], p[1], p[2]).abs()
+}
+
+/// Per mesh point: its unit surface normal at rest, oriented so that n_z > 0 is seen from the
+/// front (|n_z| is how squarely it faces the camera), from the area-weighted normals of the
+/// warp's triangles among mesh points.
+fn normals(model: &WarpModel, mesh3: &[super::head3d::P3]) -> Vec<[f64; 3]> {
     let n = mesh3.len();
     let mut acc = vec![[0.0f64; 3]; n];
     for (t, &a0) in model.triangles().iter().zip(model.rest_areas()) {
@@ -222,7 +397,7 @@ fn facing(model: &WarpModel, mesh3: &[super::head3d::P3]) -> Vec<f32> {
     acc.iter()
         .map(|v| {
             let l = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
-            if l > 1e-12 { (v[2].abs() / l) as f32 } else { 1.0 }
+            if l > 1e-12 { v.map(|c| c / l) } else { [0.0, 0.0, 1.0] }
         })
         .collect()
 }
@@ -246,28 +421,10 @@ fn turn_about(c: [f64; 3], q: &Similarity, rot: &Rot3, p: Pt, z: f32) -> [f64; 3
     rotate_about(rot, c, [p[0] as f64, p[1] as f64, z as f64 * q.scale])
 }
 
-/// The depth plane of triangle `d` with vertex depths `z`: `z(x, y) = a x + b y + c`.
-fn depth_plane(d: [Pt; 3], z: [f32; 3]) -> Option<[f64; 3]> {
-    let area = signed_area(d[0], d[1], d[2]);
-    if !(area.abs() > 1e-9) {
-        return None;
-    }
-    let (x0, y0) = (d[0][0] as f64, d[0][1] as f64);
-    let (x1, y1) = (d[1][0] as f64, d[1][1] as f64);
-    let (x2, y2) = (d[2][0] as f64, d[2][1] as f64);
-    let inv = 1.0 / (2.0 * area);
-    let l = [
-        [(y1 - y2) * inv, (x2 - x1) * inv, (x1 * y2 - x2 * y1) * inv],
-        [(y2 - y0) * inv, (x0 - x2) * inv, (x2 * y0 - x0 * y2) * inv],
-        [(y0 - y1) * inv, (x1 - x0) * inv, (x0 * y1 - x1 * y0) * inv],
-    ];
-    let mut p = [0.0; 3];
-    for k in 0..3 {
-        for (c, lk) in p.iter_mut().zip(l[k]) {
-            *c += z[k] as f64 * lk;
-        }
-    }
-    Some(p)
+/// The affine function over triangle `d` that takes the values `z` at its vertices (a depth, a
+/// source coordinate, a weight): `z(x, y) = a x + b y + c`.
+fn plane(d: [Pt; 3], z: [f32; 3]) -> Option<[f64; 3]> {
+    barycentric(d).map(|l| interpolant(&l, z.map(f64::from)))
 }
 
 /// Renders the warp of `src` (the canvas) for turned targets `t` into `out` (same size), ROI
@@ -284,28 +441,60 @@ pub fn render(model: &WarpModel, src: &Frame, t: &Targets, out: &mut Frame) -> R
     if t.pts.len() != rest.len() || t.z.len() != rest.len() || !t.pts.iter().all(|p| p[0].is_finite() && p[1].is_finite()) || !t.z.iter().all(|z| z.is_finite()) {
         return Err(Error::Invalid("warp: target points or depths missing or not finite".into()));
     }
+    if !(t.fill.is_empty() || (t.fill.len() == rest.len() && model.n_mesh() == super::landmarks::MESH_POINTS && t.fill.iter().all(|w| (0.0..=1.0).contains(w)))) {
+        return Err(Error::Invalid("warp: mirror-fill weights must be one in 0..=1 per point of a 468-point mesh".into()));
+    }
+    if !(t.facing.is_empty() || (t.facing.len() == model.n_mesh() && t.facing.iter().all(|f| f.is_finite()))) {
+        return Err(Error::Invalid("warp: surface facing must be one finite value per mesh point".into()));
+    }
+    let mirror = super::mesh::mirror();
     let roi = model.roi();
     let rw = (roi[2] - roi[0]) as usize;
     let mut zbuf = vec![f32::INFINITY; rw * (roi[3] - roi[1]) as usize];
     let areas = model.rest_areas();
     let facing = areas.iter().copied().find(|&a| a != 0.0).map_or(1.0, f64::signum);
     let width = model.width() as usize;
+    let n_mesh = model.n_mesh() as u32;
     let mut written = 0;
     for &k in model.order() {
         let tri = model.triangles()[k];
+        let layer = if tri.iter().any(|&i| i >= n_mesh) { BEHIND_FACE } else { 0.0 };
         let d = tri.map(|i| t.pts[i as usize]);
         let s = tri.map(|i| rest[i as usize]);
         // Openings and slivers (rest area 0) have no facing of their own: always drawn, first.
+        // A flipped face triangle is culled unless its smooth surface still faces the camera
+        // (see [`DRAW_FACING`]).
         if areas[k] != 0.0 && signed_area(d[0], d[1], d[2]) * facing <= 0.0 {
-            continue;
+            let smooth_facing = (layer == 0.0 && !t.facing.is_empty()).then(|| tri.iter().map(|&i| t.facing[i as usize]).sum::<f32>() / 3.0);
+            if !smooth_facing.is_some_and(|f| f >= DRAW_FACING) {
+                continue;
+            }
         }
-        let Some(p) = depth_plane(d, tri.map(|i| t.z[i as usize])) else { continue };
+        let Some(p) = plane(d, tri.map(|i| t.z[i as usize])) else { continue };
+        // Mirror fill: the same pixel's place in the mirrored triangle, and the blend weight,
+        // both affine over the triangle.
+        let fill = (layer == 0.0 && !t.fill.is_empty() && tri.iter().any(|&i| t.fill[i as usize] > 0.0))
+            .then(|| {
+                let m = tri.map(|i| rest[mirror[i as usize]]);
+                Some((plane(d, m.map(|v| v[0]))?, plane(d, m.map(|v| v[1]))?, plane(d, tri.map(|i| t.fill[i as usize]))?))
+            })
+            .flatten();
         written += raster_triangle(d, s, roi, |x, y, sx, sy| {
-            let z = (p[0] * x as f64 + p[1] * y as f64 + p[2]) as f32;
+            let (xf, yf) = (x as f64, y as f64);
+            let z = (p[0] * xf + p[1] * yf + p[2]) as f32 + layer;
             let zi = (y - roi[1]) as usize * rw + (x - roi[0]) as usize;
             if z <= zbuf[zi] + Z_TOLERANCE {
                 zbuf[zi] = z;
-                let px = sample_bilinear(src, sx, sy);
+                let mut px = sample_bilinear(src, sx, sy);
+                if let Some((mx, my, mw)) = &fill {
+                    let w = (mw[0] * xf + mw[1] * yf + mw[2]).clamp(0.0, 1.0);
+                    if w > 1.0 / 512.0 {
+                        let q = sample_bilinear(src, mx[0] * xf + mx[1] * yf + mx[2], my[0] * xf + my[1] * yf + my[2]);
+                        for k in 0..3 {
+                            px[k] = (px[k] as f64 + w * (q[k] as f64 - px[k] as f64)).round() as u8;
+                        }
+                    }
+                }
                 let o = 3 * (y as usize * width + x as usize);
                 out.data[o..o + 3].copy_from_slice(&px);
             }
@@ -317,7 +506,7 @@ pub fn render(model: &WarpModel, src: &Frame, t: &Targets, out: &mut Frame) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::head3d::Euler;
+    use crate::core::head3d::{pivot, rotate_about, with_depth, Euler};
     use crate::core::warp::tests::{synthetic_mesh, texture};
 
     fn yaw(deg: f64) -> Rot3 {
@@ -402,16 +591,7 @@ mod tests {
             // Inside the turned face: mesh points' hull shrunk (the oval's 85 %).
             let centre = [t.pts[..468].iter().map(|p| p[0]).sum::<f32>() / 468.0, t.pts[..468].iter().map(|p| p[1]).sum::<f32>() / 468.0];
             let oval: Vec<Pt> = FACE_OVAL.iter().map(|&i| [centre[0] + 0.8 * (t.pts[i][0] - centre[0]), centre[1] + 0.8 * (t.pts[i][1] - centre[1])]).collect();
-            let inside = |x: f32, y: f32| {
-                let mut c = false;
-                for k in 0..oval.len() {
-                    let (a, b) = (oval[k], oval[(k + 1) % oval.len()]);
-                    if (a[1] > y) != (b[1] > y) && x < a[0] + (y - a[1]) / (b[1] - a[1]) * (b[0] - a[0]) {
-                        c = !c;
-                    }
-                }
-                c
-            };
+            let inside = |x: f32, y: f32| crate::core::geometry::inside_polygon(&oval, [x, y]);
             let (mut worst, mut n) = (0i32, 0);
             for y in 0..h {
                 for x in 0..w {
@@ -468,6 +648,105 @@ mod tests {
         }
     }
 
+    /// A left-right symmetric 468-point mesh in MediaPipe's sense (`mesh::mirror`): the
+    /// synthetic mesh with each side's point forced to its side and its mirror image placed
+    /// opposite, midline points on the midline.
+    fn symmetric_mesh(cx: f32, cy: f32, r: f32) -> Vec<Pt> {
+        let base = synthetic_mesh(cx, cy, r);
+        let m = crate::core::mesh::mirror();
+        let mut pts = base.clone();
+        for i in 0..468 {
+            if m[i] == i {
+                pts[i] = [cx, base[i][1]];
+            } else if i < m[i] {
+                let dx = (base[i][0] - cx).abs().max(1.0);
+                pts[i] = [cx - dx, base[i][1]];
+                pts[m[i]] = [cx + dx, base[i][1]];
+            }
+        }
+        pts
+    }
+
+    /// Mirror fill: a portrait turned by 30 degrees shows its far side foreshortened; turned back
+    /// to the front, that side's own few pixels would be stretched over it, so it takes the near
+    /// side's texture, mirrored. A frontal portrait keeps its own pixels at any turn.
+    #[test]
+    fn a_turned_portraits_far_side_takes_the_mirrored_near_side() {
+        let (w, h) = (420u32, 400u32);
+        let (c, r) = ([210.0f32, 200.0], 95.0);
+        let front = symmetric_mesh(c[0], c[1], r);
+        let depth = dome(&front, c, r, 70.0);
+        // The frontal portrait: no fill at any turn.
+        let m0 = WarpModel::new(w, h, &front).unwrap();
+        let dm0 = DepthModel::new(&m0, &depth).unwrap();
+        for deg in [-30.0, 30.0] {
+            let t = dm0.targets(&m0, &front, &Similarity::IDENTITY, &yaw(deg));
+            assert!(t.fill.iter().all(|&f| f < 0.05), "frontal portrait, yaw {deg}: fill up to {:?}", t.fill.iter().cloned().fold(0.0f32, f32::max));
+        }
+        // The turned portrait: the frontal face turned by 30 degrees about its pivot.
+        let pv = pivot(&with_depth(&front, &depth)).unwrap();
+        let rot = yaw(30.0);
+        let turned3: Vec<[f64; 3]> = front.iter().zip(&depth).map(|(p, &z)| rotate_about(&rot, pv, [p[0] as f64, p[1] as f64, z as f64])).collect();
+        let portrait: Vec<Pt> = turned3.iter().map(|p| [p[0] as f32, p[1] as f32]).collect();
+        let pdepth: Vec<f32> = turned3.iter().map(|p| p[2] as f32).collect();
+        // The face's midline in an image: x at height y, from the midline points (nearest above
+        // and below).
+        let midline = |pts: &[Pt], y: f32| {
+            let mut ml: Vec<Pt> = crate::core::mesh::MIDLINE.iter().map(|&i| pts[i]).collect();
+            ml.sort_by(|a, b| a[1].total_cmp(&b[1]));
+            let k = ml.iter().position(|p| p[1] >= y).unwrap_or(ml.len() - 1).max(1);
+            let (a, b) = (ml[k - 1], ml[k]);
+            let t = if b[1] > a[1] { ((y - a[1]) / (b[1] - a[1])).clamp(0.0, 1.0) } else { 0.5 };
+            a[0] + t * (b[0] - a[0])
+        };
+        // Canvas: red on the face's left of the midline, blue right of it (a little texture).
+        let nose = portrait[1][0];
+        let mut img = Frame::black(w, h);
+        for y in 0..h {
+            for x in 0..w {
+                let o = 3 * (y * w + x) as usize;
+                let v = ((x * 7 + y * 3) % 20) as u8;
+                img.data[o..o + 3].copy_from_slice(&if (x as f32) < midline(&portrait, y as f32) { [200 + v, 40, 40] } else { [40, 40, 200 + v] });
+            }
+        }
+        let m = WarpModel::new(w, h, &portrait).unwrap();
+        let dm = DepthModel::new(&m, &pdepth).unwrap();
+        // Which side is far: the one whose mesh is narrower in the portrait.
+        let half = |pred: &dyn Fn(f32) -> bool| portrait.iter().filter(|p| pred(p[0])).map(|p| (p[0] - nose).abs()).fold(0.0f32, f32::max);
+        let far_is_right = half(&|x| x > nose) < half(&|x| x < nose);
+        let back = dm.targets(&m, &portrait, &Similarity::IDENTITY, &yaw(-30.0));
+        assert!(back.fill.iter().any(|&f| f > 0.5), "the far side is filled: max {:?}", back.fill.iter().cloned().fold(0.0f32, f32::max));
+        let mut out = img.clone();
+        render(&m, &img, &back, &mut out).unwrap();
+        // On the far half of the turned-back face, part of the cheek is now the near side's
+        // colour; on the near half, none of the far side's.
+        let (mut far, mut mirrored, mut near, mut foreign) = (0, 0, 0, 0);
+        let hull: Vec<Pt> = FACE_OVAL.iter().map(|&i| back.pts[i]).collect();
+        let inside = |x: f32, y: f32| crate::core::geometry::inside_polygon(&hull, [x, y]);
+        for y in 0..h {
+            for x in 0..w {
+                if !inside(x as f32, y as f32) {
+                    continue;
+                }
+                let o = 3 * (y * w + x) as usize;
+                let red = out.data[o] > out.data[o + 2];
+                let mid = midline(&back.pts, y as f32);
+                let right = x as f32 > mid + 5.0;
+                let left = (x as f32) < mid - 5.0;
+                if (far_is_right && right) || (!far_is_right && left) {
+                    far += 1;
+                    mirrored += usize::from(red == far_is_right);
+                } else if right || left {
+                    near += 1;
+                    foreign += usize::from(red != far_is_right);
+                }
+            }
+        }
+        assert!(far > 2000 && near > 2000, "{far} {near}");
+        assert!(mirrored * 5 >= far, "only {mirrored} of {far} far-side pixels took the near side's texture");
+        assert!(foreign * 50 <= near, "{foreign} of {near} near-side pixels show the far side's colour");
+    }
+
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         let mesh = synthetic_mesh(150.0, 150.0, 70.0);
@@ -483,7 +762,7 @@ mod tests {
         assert_eq!(t.pts, m.rest());
         let img = texture(300, 300);
         let mut out = img.clone();
-        assert!(render(&m, &img, &Targets { pts: t.pts.clone(), z: vec![0.0; 3] }, &mut out).is_err());
+        assert!(render(&m, &img, &Targets { pts: t.pts.clone(), z: vec![0.0; 3], fill: Vec::new(), facing: Vec::new() }, &mut out).is_err());
         assert!(render(&m, &img, &t, &mut Frame::black(10, 10)).is_err());
     }
 }

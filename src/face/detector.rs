@@ -144,6 +144,7 @@ impl Detector {
         let session = model::load_checked(
             path,
             "face detector",
+            1,
             &[1, 3, SIZE as i64, SIZE as i64],
             &[(&[1, NUM_ANCHORS as i64, NUM_COORDS as i64], "box regressors"), (&[1, NUM_ANCHORS as i64, 1], "scores")],
         )?;

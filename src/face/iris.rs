@@ -14,6 +14,55 @@ const SIZE: usize = 64;
 const EYE_SCALE: f32 = 2.3;
 /// Eye corner pairs (from, to) in the mesh: subject's right eye (image left), then left eye.
 const EYES: [(usize, usize, bool); 2] = [(33, 133, false), (362, 263, true)];
+/// Upper and lower lid midpoints of each eye, in the order of `EYES` (MediaPipe's mesh).
+const LIDS: [(usize, usize); 2] = [(159, 145), (386, 374)];
+
+/// The crop rect of eye `k` (0: subject's right, 1: left) in the 468-point `mesh`; `None` when
+/// the mesh is short or the crop degenerate.
+pub fn eye_roi_in(mesh: &[[f32; 3]], k: usize) -> Option<RotRect> {
+    let (a, b, _) = *EYES.get(k)?;
+    if mesh.len() < MESH_POINTS {
+        return None;
+    }
+    let r = eye_roi([mesh[a][0], mesh[a][1]], [mesh[b][0], mesh[b][1]]);
+    r.is_valid().then_some(r)
+}
+
+/// Lid opening of eye `k` over its corner-to-corner width: about 0.25-0.35 open, under 0.1
+/// closed. `None` for a short mesh or a degenerate eye.
+pub fn eye_openness(mesh: &[[f32; 3]], k: usize) -> Option<f32> {
+    let ((a, b, _), (up, lo)) = (*EYES.get(k)?, LIDS[k]);
+    if mesh.len() < MESH_POINTS {
+        return None;
+    }
+    let d = |i: usize, j: usize| ((mesh[i][0] - mesh[j][0]).powi(2) + (mesh[i][1] - mesh[j][1]).powi(2)).sqrt();
+    let w = d(a, b);
+    (w.is_finite() && w > 1e-3).then(|| d(up, lo) / w)
+}
+
+/// One eye's iris from the model, in frame pixels and relative to the eye's crop (centre in
+/// crop units 0..1, radius over the crop's side): the relative form follows the head when the
+/// iris is carried to a frame where the model did not run on that eye (`iris_schedule`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EyeIris {
+    pub iris: Iris,
+    pub rel: [f32; 3],
+}
+
+impl EyeIris {
+    /// The iris at relative position `rel` in the crop `roi` (the inverse of what `run_eye` stores).
+    pub fn place(rel: [f32; 3], roi: &RotRect) -> Iris {
+        let c = roi.to_frame(rel[0], rel[1], 1.0, 1.0);
+        Iris { cx: c[0], cy: c[1], r: rel[2] * roi.w }
+    }
+}
+
+/// Time spent on an iris run: building the input tensor (crop) and the model itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct IrisTiming {
+    pub crop: std::time::Duration,
+    pub model: std::time::Duration,
+}
 
 /// The crop rect of one eye from its two corners.
 pub fn eye_roi(p0: [f32; 2], p1: [f32; 2]) -> RotRect {
@@ -34,9 +83,15 @@ pub struct IrisModel {
 
 impl IrisModel {
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_threads(path, 1)
+    }
+
+    /// With `threads` intra-op threads (see `model::load_checked`).
+    pub fn load_threads(path: &Path, threads: usize) -> Result<Self> {
         let session = model::load_checked(
             path,
             "iris model",
+            threads,
             &[1, 3, SIZE as i64, SIZE as i64],
             &[(&[1, 213], "71 eye-contour points"), (&[1, 15], "5 iris points")],
         )?;
@@ -46,29 +101,48 @@ impl IrisModel {
     /// Both irises of the face whose 468-point mesh (frame pixels) is `mesh`; `None` when the eye
     /// crops are degenerate (e.g. a collapsed mesh).
     pub fn run(&mut self, img: &impl ToInputArray, mesh: &[[f32; 3]]) -> Result<Option<[Iris; 2]>> {
-        if mesh.len() < MESH_POINTS {
-            return Ok(None);
-        }
-        let mut out = [Iris::default(); 2];
-        for (k, &(a, b, flip)) in EYES.iter().enumerate() {
-            let roi = eye_roi([mesh[a][0], mesh[a][1]], [mesh[b][0], mesh[b][1]]);
-            if !roi.is_valid() {
-                return Ok(None);
+        let mut t = IrisTiming::default();
+        let (Some(a), Some(b)) = (self.run_eye(img, mesh, 0, &mut t)?, self.run_eye(img, mesh, 1, &mut t)?) else { return Ok(None) };
+        Ok(Some([a.iris, b.iris]))
+    }
+
+    /// The iris of eye `k` (0: subject's right, 1: left); `None` when its crop is degenerate.
+    /// Adds the time spent to `t`.
+    pub fn run_eye(&mut self, img: &impl ToInputArray, mesh: &[[f32; 3]], k: usize, t: &mut IrisTiming) -> Result<Option<EyeIris>> {
+        let Some((roi, input)) = Self::eye_input(img, mesh, k, t)? else { return Ok(None) };
+        self.run_input(&roi, &input, k, t).map(Some)
+    }
+
+    /// The crop rect of eye `k` and the model's input tensor from it; `None` when degenerate.
+    pub fn eye_input(img: &impl ToInputArray, mesh: &[[f32; 3]], k: usize, t: &mut IrisTiming) -> Result<Option<(RotRect, Vec<f32>)>> {
+        let Some(roi) = eye_roi_in(mesh, k) else { return Ok(None) };
+        let t0 = std::time::Instant::now();
+        let input = crop_to_tensor(img, &roi, SIZE, Border::Replicate, 1.0 / 255.0, 0.0, EYES[k].2)?;
+        t.crop += t0.elapsed();
+        Ok(Some((roi, input)))
+    }
+
+    /// The model on an input made by [`IrisModel::eye_input`] for eye `k` from `roi`.
+    pub fn run_input(&mut self, roi: &RotRect, input: &[f32], k: usize, t: &mut IrisTiming) -> Result<EyeIris> {
+        let roi = *roi;
+        let flip = EYES[k].2;
+        let t1 = std::time::Instant::now();
+        let res = model::run(&mut self.session, [1, 3, SIZE, SIZE], input)?;
+        t.model += t1.elapsed();
+        let s = SIZE as f32;
+        let mut pts = [[0.0f32; 2]; 5];
+        for (i, p) in pts.iter_mut().enumerate() {
+            let (mut u, v) = (res[1][3 * i], res[1][3 * i + 1]);
+            if flip {
+                u = s - u;
             }
-            let input = crop_to_tensor(img, &roi, SIZE, Border::Replicate, 1.0 / 255.0, 0.0, flip)?;
-            let res = model::run(&mut self.session, [1, 3, SIZE, SIZE], &input)?;
-            let s = SIZE as f32;
-            let mut pts = [[0.0f32; 2]; 5];
-            for (i, p) in pts.iter_mut().enumerate() {
-                let (mut u, v) = (res[1][3 * i], res[1][3 * i + 1]);
-                if flip {
-                    u = s - u;
-                }
-                *p = roi.to_frame(u, v, s, s);
-            }
-            out[k] = iris_from_points(&pts);
+            *p = roi.to_frame(u, v, s, s);
         }
-        Ok(Some(out))
+        let iris = iris_from_points(&pts);
+        // The centre relative to the crop: the model's first point, flip undone.
+        let u0 = if flip { s - res[1][0] } else { res[1][0] };
+        let rel = [u0 / s, res[1][1] / s, iris.r / roi.w];
+        Ok(EyeIris { iris, rel })
     }
 }
 
@@ -81,6 +155,31 @@ mod tests {
         let i = iris_from_points(&[[10.0, 10.0], [13.0, 10.0], [10.0, 15.0], [7.0, 10.0], [10.0, 6.0]]);
         assert_eq!((i.cx, i.cy), (10.0, 10.0));
         assert!((i.r - 3.75).abs() < 1e-6);
+    }
+
+    #[test]
+    fn placing_a_relative_iris_inverts_the_crop() {
+        // The crop's centre is the rect's centre, whatever its rotation; the radius scales with it.
+        let roi = RotRect { cx: 50.0, cy: 40.0, w: 20.0, h: 20.0, angle: 0.4 };
+        let i = EyeIris::place([0.5, 0.5, 0.1], &roi);
+        assert!((i.cx - 50.0).abs() < 1e-4 && (i.cy - 40.0).abs() < 1e-4 && (i.r - 2.0).abs() < 1e-5);
+        let c = roi.to_frame(16.0, 40.0, 64.0, 64.0);
+        let j = EyeIris::place([0.25, 0.625, 0.1], &roi);
+        assert!((j.cx - c[0]).abs() < 1e-4 && (j.cy - c[1]).abs() < 1e-4);
+    }
+
+    #[test]
+    fn openness_of_open_and_closed_eyes() {
+        let mut mesh = vec![[0.0f32; 3]; MESH_POINTS];
+        mesh[33] = [0.0, 0.0, 0.0];
+        mesh[133] = [30.0, 0.0, 0.0];
+        mesh[159] = [15.0, -5.0, 0.0];
+        mesh[145] = [15.0, 4.0, 0.0];
+        assert!((eye_openness(&mesh, 0).unwrap() - 0.3).abs() < 1e-6);
+        mesh[145] = [15.0, -4.0, 0.0];
+        assert!(eye_openness(&mesh, 0).unwrap() < 0.05);
+        assert_eq!(eye_openness(&mesh[..10], 0), None);
+        assert_eq!(eye_openness(&mesh, 1), None, "a collapsed eye has no openness");
     }
 
     #[test]

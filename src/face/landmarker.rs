@@ -38,13 +38,23 @@ pub struct MeshResult {
     pub mesh: Vec<[f32; 3]>,
     /// Face presence probability.
     pub score: f32,
+    /// Time spent building the input tensor (rotated crop, resize, normalisation) and in the
+    /// model, for the face stage's profile.
+    pub crop_time: std::time::Duration,
+    pub model_time: std::time::Duration,
 }
 
 impl Landmarker {
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_threads(path, 1)
+    }
+
+    /// With `threads` intra-op threads (see `model::load_checked`).
+    pub fn load_threads(path: &Path, threads: usize) -> Result<Self> {
         let session = model::load_checked(
             path,
             "face landmark model",
+            threads,
             &[1, 3, SIZE as i64, SIZE as i64],
             &[(&[1, 3 * MESH_POINTS as i64, 1, 1], "468 x (x, y, z)"), (&[1, 1, 1, 1], "face flag")],
         )?;
@@ -53,8 +63,11 @@ impl Landmarker {
 
     /// Runs the model on `roi` of `img` (RGB).
     pub fn run(&mut self, img: &impl ToInputArray, roi: &RotRect) -> Result<MeshResult> {
+        let t0 = std::time::Instant::now();
         let input = crop_to_tensor(img, roi, SIZE, Border::Replicate, 1.0 / 255.0, 0.0, false)?;
+        let t1 = std::time::Instant::now();
         let out = model::run(&mut self.session, [1, 3, SIZE, SIZE], &input)?;
+        let (crop_time, model_time) = (t1 - t0, t1.elapsed());
         let s = SIZE as f32;
         let mesh = out[0]
             .chunks_exact(3)
@@ -65,7 +78,7 @@ impl Landmarker {
             })
             .collect();
         let score = 1.0 / (1.0 + (-out[1][0]).exp());
-        Ok(MeshResult { mesh, score })
+        Ok(MeshResult { mesh, score, crop_time, model_time })
     }
 }
 

@@ -3,13 +3,16 @@
 pub mod detector;
 pub mod extract;
 pub mod iris;
+pub mod iris_schedule;
 pub mod landmarker;
 mod model;
 pub mod ort_env;
+pub mod profile;
 pub mod roi;
 pub mod still;
 pub mod tracker;
 
+pub use profile::FaceProfile;
 pub use tracker::FaceTracker;
 
 use crate::core::one_euro::OneEuroParams;
@@ -77,9 +80,14 @@ pub struct TrackerConfig {
     pub roi_scale: f32,
     /// Run the iris model when it is available.
     pub iris: bool,
+    /// On which eyes and frames (`iris_schedule`): both eyes every frame (MediaPipe's pipeline,
+    /// the default here: landmark extraction and parity) or one open eye per frame (live).
+    pub iris_schedule: iris_schedule::IrisSchedule,
     /// Crop the next frame from this frame's landmarks; false detects on every frame
     /// (independent frames, e.g. unrelated images).
     pub track: bool,
+    /// ORT intra-op threads of the landmark and iris models (`[face] threads`).
+    pub threads: usize,
     /// One Euro smoothing of the landmarks; `None` returns the raw per-frame model output.
     pub filter: Option<OneEuroParams>,
 }
@@ -91,7 +99,9 @@ impl Default for TrackerConfig {
             min_presence_score: 0.5,
             roi_scale: 1.5,
             iris: true,
+            iris_schedule: iris_schedule::IrisSchedule::EveryFrame,
             track: true,
+            threads: 1,
             filter: Some(OneEuroParams::default()),
         }
     }
@@ -108,6 +118,9 @@ impl TrackerConfig {
         };
         unit("face.min_detection_score", self.min_detection_score)?;
         unit("face.min_presence_score", self.min_presence_score)?;
+        if !(1..=8).contains(&self.threads) {
+            return Err(Error::Config { key: "face.threads".into(), msg: format!("must be within 1..=8, got {}", self.threads) });
+        }
         if !(self.roi_scale.is_finite() && (1.0..=4.0).contains(&self.roi_scale)) {
             return Err(Error::Config { key: "face.roi_scale".into(), msg: format!("must be within 1..=4, got {}", self.roi_scale) });
         }

@@ -5,12 +5,13 @@ use crate::error::{Error, Result};
 use ort::session::Session;
 use std::path::Path;
 
-/// Opens `path` on the CPU with one intra-op thread (these models take a few ms; more threads
-/// would only compete with the generator) and checks its single input shape and its outputs'
-/// element counts. `what` names the model in messages.
-pub(crate) fn load_checked(path: &Path, what: &str, input: &[i64], outputs: &[(&[i64], &str)]) -> Result<Session> {
+/// Opens `path` on the CPU with `threads` intra-op threads (`[face] threads`, default 1: these
+/// models take a few ms, and a second thread pays only while the generator's core is idle; an
+/// extra thread never spins, so it gives its core back at once) and checks its single input
+/// shape and its outputs' element counts. `what` names the model in messages.
+pub(crate) fn load_checked(path: &Path, what: &str, threads: usize, input: &[i64], outputs: &[(&[i64], &str)]) -> Result<Session> {
     super::ort_env::ensure_ort_loaded()?;
-    let opts = RuntimeOptions { providers: vec![Provider::Cpu], intra_threads: 1, ..RuntimeOptions::default() };
+    let opts = RuntimeOptions { providers: vec![Provider::Cpu], intra_threads: threads.max(1), intra_spinning: false, ..RuntimeOptions::default() };
     let (session, _status) = build_session(path, &opts, what)?;
     check_shapes(&session, path, what, input, outputs)?;
     Ok(session)

@@ -68,7 +68,7 @@ impl Avatar {
         let ease = Ease { hold_s: ctx.ease.hold_s, out_s: ctx.ease.out_s, in_s: ctx.ease.in_s };
         let name = wa.name.clone();
         let shots = wa.shots.len();
-        let stage = WarpStage::with_runtime(wa, ctx.out_w, ctx.out_h, params, neutral.as_ref(), ease, Some(&ctx.runtime))?;
+        let stage = WarpStage::with_fit(wa, ctx.out_w, ctx.out_h, params, neutral.as_ref(), ease, Some(&ctx.runtime), ctx.fit)?;
         let refined = if stage.refiner_ep().is_some() { ", learned refiner" } else { "" };
         log::info!("avatar: warp avatar `{name}` ({shots} shot(s){refined}) from {}", path.display());
         let idle = Arc::new(stage.idle());
@@ -88,6 +88,37 @@ impl Avatar {
         match &self.kind {
             Kind::Onnx(o) => o.retargeter.as_ref().map(Retargeter::status),
             Kind::Warp(w) => Some(w.status()),
+        }
+    }
+
+    /// "Neutral now": the retargeter learns the driver's neutral again from the next steady
+    /// frames. False when this avatar does not retarget (`[retarget] enabled = false`).
+    pub(super) fn relearn_neutral(&mut self) -> bool {
+        match &mut self.kind {
+            Kind::Warp(w) => {
+                w.relearn_neutral();
+                true
+            }
+            Kind::Onnx(o) => o.retargeter.as_mut().map(Retargeter::relearn_now).is_some(),
+        }
+    }
+
+    /// Eye contact on or off; false when this avatar does not retarget (nothing to switch).
+    pub(super) fn set_eye_contact(&mut self, on: bool) -> bool {
+        match &mut self.kind {
+            Kind::Warp(w) => {
+                w.set_eye_contact(on);
+                true
+            }
+            Kind::Onnx(o) => o.retargeter.as_mut().map(|r| r.set_eye_contact(on)).is_some(),
+        }
+    }
+
+    /// Whether eye contact is on (false without retargeting).
+    pub(super) fn eye_contact(&self) -> bool {
+        match &self.kind {
+            Kind::Warp(w) => w.eye_contact(),
+            Kind::Onnx(o) => o.retargeter.as_ref().is_some_and(Retargeter::eye_contact),
         }
     }
 

@@ -7,6 +7,7 @@
 //! panic, the avatar is loaded again from its file (its state may be half-updated), or the
 //! previous one kept if that fails, and frames go on.
 use super::avatar_stage::Avatar;
+use super::presence::{self, Presence, PresenceParams, SwitchFade};
 use super::supervise::{self, Faults};
 use super::{Control, EaseTimes, FaceMsg, GenSettings, LatestSender, OutMsg, Pacing, Reply, StageHook};
 use super::Calibration;
@@ -32,6 +33,8 @@ pub(crate) struct LoadCtx {
     pub(crate) runtime: RuntimeOptions,
     pub(crate) out_w: u32,
     pub(crate) out_h: u32,
+    /// How a warp avatar's portrait fills the output (`[output] fit`).
+    pub(crate) fit: crate::core::fit::Fit,
     pub(crate) ease: EaseTimes,
     pub(crate) retarget: Option<RetargetParams>,
     pub(crate) calibration: Option<Calibration>,
@@ -54,19 +57,22 @@ pub(crate) struct GenCtx {
     pub(crate) faults: Arc<Faults>,
     /// How long a reload may take ([`RELOAD_TIMEOUT`]; tests shorten it).
     pub(crate) reload_timeout: Duration,
+    pub(crate) presence: PresenceParams,
 }
 
 /// A reload in progress on its helper thread.
 struct Pending {
     path: PathBuf,
     load: LoadCtx,
+    /// A live switch: cross-fade from the old avatar.
+    crossfade: bool,
     reply: Reply,
     started: Instant,
     rx: Receiver<Result<Avatar>>,
 }
 
 /// Starts loading `path` with `load` on a helper thread.
-fn start_load(path: PathBuf, load: LoadCtx, reply: Reply) -> Pending {
+fn start_load(path: PathBuf, load: LoadCtx, crossfade: bool, reply: Reply) -> Pending {
     let (tx, rx) = bounded(1);
     // Kept here to report a failed spawn through the same channel as any other load error.
     let spawn_failed = tx.clone();
@@ -80,7 +86,7 @@ fn start_load(path: PathBuf, load: LoadCtx, reply: Reply) -> Pending {
     if let Err(e) = spawned {
         let _ = spawn_failed.send(Err(Error::Invalid(format!("cannot start the avatar loader thread: {e}"))));
     }
-    Pending { path, load, reply, started: Instant::now(), rx }
+    Pending { path, load, crossfade, reply, started: Instant::now(), rx }
 }
 
 /// The state that outlives a restart of the loop.
@@ -94,6 +100,16 @@ struct State {
     failing: bool,
     last_good: Arc<Frame>,
     last_t: Option<Instant>,
+    /// Pause and face-lost still (survives a restart: a pause is the user's choice).
+    presence: Presence,
+    /// The cross-fade of a live avatar switch, while it runs.
+    fade: Option<SwitchFade>,
+    /// The last frame sent out, with the still and fades applied (what a switch fades from).
+    last_out: Arc<Frame>,
+    neutral_resets: u64,
+    /// Eye contact as switched by the control API (`None`: as the config says). Applied to every
+    /// avatar loaded later (a switch, a restart after a panic) until the daemon restarts.
+    eye_contact: Option<bool>,
 }
 
 pub(super) fn generator_thread(
@@ -115,7 +131,22 @@ pub(super) fn generator_thread(
         return Ok(());
     }
     let last_good = av.idle.clone();
-    let mut st = State { av, path: avatar_path, raster, pending: None, face_present: false, failing: false, last_good, last_t: None };
+    let presence = Presence::new(ctx.presence);
+    let mut st = State {
+        av,
+        path: avatar_path,
+        raster,
+        pending: None,
+        face_present: false,
+        failing: false,
+        last_out: last_good.clone(),
+        last_good,
+        last_t: None,
+        presence,
+        fade: None,
+        neutral_resets: 0,
+        eye_contact: None,
+    };
     let mut control = control;
     let stats = ctx.stats.clone();
     let stop = ctx.stop.clone();
@@ -125,6 +156,9 @@ pub(super) fn generator_thread(
             match Avatar::load(&st.path, &ctx.load, &mut st.raster) {
                 Ok(a) => {
                     st.av = a;
+                    if let Some(on) = st.eye_contact {
+                        st.av.set_eye_contact(on);
+                    }
                     st.av.publish(&ctx);
                 }
                 Err(e) => log::error!("generator: reloading {} after the panic failed ({e}); keeping the avatar in memory", st.path.display()),
@@ -140,17 +174,49 @@ fn generator_loop(ctx: &mut GenCtx, st: &mut State, rx: &Receiver<FaceMsg>, cont
         let loaded = st.pending.as_ref().map_or_else(crossbeam_channel::never, |p| p.rx.clone());
         let msg = crossbeam_channel::select! {
             recv(control) -> c => {
-                let Ok(Control::Reload(path, settings, reply)) = c else {
+                match c {
+                    Ok(Control::Reload(path, settings, crossfade, reply)) => {
+                        if st.pending.is_some() {
+                            let _ = reply.send(Err(Error::Invalid("another avatar reload is still in progress".into())));
+                        } else {
+                            let load = settings.map_or_else(|| ctx.load.clone(), |s| ctx.load.with(s));
+                            log::info!("avatar: loading {} (the running avatar stays until it is ready)", path.display());
+                            st.pending = Some(start_load(path, load, crossfade, reply));
+                        }
+                    }
+                    Ok(Control::Pause(paused, reply)) => {
+                        if paused != st.presence.paused() {
+                            log::info!("{}", if paused { "paused: holding the still of the portrait" } else { "resumed: the live face again" });
+                        }
+                        st.presence.set_paused(paused);
+                        publish_look(ctx, st);
+                        let _ = reply.send(Ok(()));
+                    }
+                    Ok(Control::NeutralNow(reply)) => {
+                        let r = if st.av.relearn_neutral() {
+                            st.neutral_resets += 1;
+                            log::info!("neutral now: learning the driver's neutral from the next steady frames");
+                            st.av.publish(ctx);
+                            publish_look(ctx, st);
+                            Ok(())
+                        } else {
+                            Err(Error::Invalid("retargeting is off ([retarget] enabled = false): there is no driver neutral to take".into()))
+                        };
+                        let _ = reply.send(r);
+                    }
+                    Ok(Control::EyeContact(on, reply)) => {
+                        let r = if st.av.set_eye_contact(on) {
+                            st.eye_contact = Some(on);
+                            log::info!("eye contact {}", if on { "on: the portrait looks into the camera while you look at the screen" } else { "off" });
+                            publish_look(ctx, st);
+                            Ok(())
+                        } else {
+                            Err(Error::Invalid("retargeting is off ([retarget] enabled = false): there are no eyes to turn to the camera".into()))
+                        };
+                        let _ = reply.send(r);
+                    }
                     // The handle is gone: stop polling it (a closed channel is always ready).
-                    *control = crossbeam_channel::never();
-                    continue;
-                };
-                if st.pending.is_some() {
-                    let _ = reply.send(Err(Error::Invalid("another avatar reload is still in progress".into())));
-                } else {
-                    let load = settings.map_or_else(|| ctx.load.clone(), |s| ctx.load.with(s));
-                    log::info!("avatar: loading {} (the running avatar stays until it is ready)", path.display());
-                    st.pending = Some(start_load(path, load, reply));
+                    Err(_) => *control = crossbeam_channel::never(),
                 }
                 continue;
             }
@@ -172,6 +238,11 @@ fn generator_loop(ctx: &mut GenCtx, st: &mut State, rx: &Receiver<FaceMsg>, cont
         }
         ctx.faults.tick(supervise::GENERATOR);
         let t0 = Instant::now();
+        // Time since the previous frame, for the fades (offline: one frame period).
+        let look_dt = match ctx.pacing {
+            Pacing::EveryFrame => (1.0 / ctx.fps) as f32,
+            Pacing::Realtime => st.last_t.map_or(0.0, |t: Instant| (t0 - t).as_secs_f32()),
+        };
         let (captured, frame) = match msg {
             FaceMsg::Waiting(why) => {
                 log::warn!("generator: showing the waiting-for-camera notice ({why})");
@@ -225,9 +296,10 @@ fn generator_loop(ctx: &mut GenCtx, st: &mut State, rx: &Receiver<FaceMsg>, cont
                     log::info!("generator recovered");
                     st.failing = false;
                 }
-                ctx.stats.generator.record(t0.elapsed());
                 let f = Arc::new(Frame { pts: Duration::ZERO, seq: ctx.stats.generator.frames.load(Ordering::Relaxed), ..f });
                 st.last_good = f.clone();
+                let f = apply_look(ctx, st, f, look_dt);
+                ctx.stats.generator.record(t0.elapsed());
                 f
             }
             Err(e) => {
@@ -239,9 +311,53 @@ fn generator_loop(ctx: &mut GenCtx, st: &mut State, rx: &Receiver<FaceMsg>, cont
                 st.last_good.clone()
             }
         };
+        st.last_out = out.clone();
         if !tx.send(OutMsg { frame: out, captured: Some(captured) }) {
             return Ok(());
         }
+    }
+}
+
+/// The live frame with the still (pause, lost face), the mark and a switch's cross-fade on it.
+/// Returns `f` itself when nothing is drawn (no copy on the common path).
+fn apply_look(ctx: &GenCtx, st: &mut State, f: Arc<Frame>, dt: f32) -> Arc<Frame> {
+    let look = st.presence.update(st.face_present, dt);
+    let mut out = f;
+    if look.still > 0.0 {
+        let m = Arc::make_mut(&mut out);
+        presence::blend_into(m, &st.av.idle, look.still);
+        presence::draw_mark(m, look.mark);
+    }
+    if let Some(fade) = st.fade.as_mut() {
+        if !fade.apply(Arc::make_mut(&mut out), dt) {
+            st.fade = None;
+        }
+    }
+    publish_look(ctx, st);
+    out
+}
+
+/// Shows the pause/still/fade state in the status (only when it changed).
+fn publish_look(ctx: &GenCtx, st: &State) {
+    let look = crate::stats::LookStatus {
+        paused: st.presence.paused(),
+        still: (st.presence_weight() * 100.0).round() / 100.0,
+        face_mark: st.presence_mark() > 0.0,
+        switching: st.fade.is_some(),
+        neutral_resets: st.neutral_resets,
+        eye_contact: st.av.eye_contact(),
+    };
+    if *ctx.stats.look.read() != look {
+        *ctx.stats.look.write() = look;
+    }
+}
+
+impl State {
+    fn presence_weight(&self) -> f32 {
+        self.presence.weights().0
+    }
+    fn presence_mark(&self) -> f32 {
+        self.presence.weights().1
     }
 }
 
@@ -253,8 +369,15 @@ fn finish_reload(ctx: &mut GenCtx, st: &mut State, p: Pending, r: Result<Avatar>
             log::info!("avatar reloaded from {} in {:.1} s", p.path.display(), p.started.elapsed().as_secs_f64());
             ctx.load = p.load;
             st.av = new;
+            if let Some(on) = st.eye_contact {
+                st.av.set_eye_contact(on);
+            }
             st.path = p.path;
             st.last_good = st.av.idle.clone();
+            if p.crossfade {
+                // From what the camera showed last, so the switch never jumps.
+                st.fade = Some(SwitchFade::new(st.last_out.clone(), ctx.presence.switch_fade_s));
+            }
             st.av.publish(ctx);
             Ok(())
         }

@@ -6,13 +6,17 @@ pub mod avatar_stage;
 mod generator_stage;
 mod output_stage;
 pub mod notice;
+pub mod presence;
+mod controller;
 mod supervise;
 pub mod compose;
 pub mod timeline;
 pub mod plan;
+pub mod rate;
 pub mod synthetic;
 
 pub use generator_stage::RELOAD_TIMEOUT;
+pub use controller::Controller;
 pub use plan::{default_avatar, DriverSpec, Plan};
 use generator_stage::{generator_thread, GenCtx, LoadCtx};
 use output_stage::output_thread;
@@ -37,6 +41,10 @@ pub trait FaceStage: Send {
     /// Forgets the tracked face and the filter state: called when the source was reopened, whose
     /// frames are unrelated to the last ones seen.
     fn reset(&mut self) {}
+    /// Where the last `process` spent its time, for stages that measure it (the face tracker).
+    fn profile(&self) -> Option<crate::face::FaceProfile> {
+        None
+    }
 }
 
 impl FaceStage for crate::face::FaceTracker {
@@ -45,6 +53,9 @@ impl FaceStage for crate::face::FaceTracker {
     }
     fn reset(&mut self) {
         crate::face::FaceTracker::reset(self)
+    }
+    fn profile(&self) -> Option<crate::face::FaceProfile> {
+        Some(crate::face::FaceTracker::profile(self))
     }
 }
 
@@ -73,8 +84,8 @@ pub enum Driver {
 /// How the output is clocked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pacing {
-    /// Write at the output fps, repeating the last frame when the generator is late; channels keep
-    /// only the latest frame (virtual camera).
+    /// Write each frame as it arrives, at most at the output rate, repeating the last frame when
+    /// the generator is late; channels keep only the latest frame (virtual camera).
     Realtime,
     /// Write every generated frame, never drop (rendering a file to a file, bench).
     EveryFrame,
@@ -88,7 +99,11 @@ pub struct PipelineSpec {
     pub sink: SinkFactory,
     pub out_width: u32,
     pub out_height: u32,
+    /// The output rate: a cap on the source's rate, or (with `follow_source_fps`) only the rate
+    /// used when the source tells none (`rate`).
     pub fps: f64,
+    /// Live output at the source's own rate (no `fps` configured).
+    pub follow_source_fps: bool,
     pub pacing: Pacing,
     /// Longest wait between two reconnection attempts of a live source.
     pub reconnect_max_backoff: Duration,
@@ -108,6 +123,10 @@ pub struct PipelineSpec {
     pub generator_hook: Option<StageHook>,
     /// Longest an avatar reload may take before it is given up ([`RELOAD_TIMEOUT`]).
     pub reload_timeout: Duration,
+    /// Pause still, face-lost still and mark, avatar-switch cross-fade (`presence`).
+    pub presence: presence::PresenceParams,
+    /// How a warp avatar's portrait fills the output (`[output] fit`, `core::fit`).
+    pub fit: crate::core::fit::Fit,
 }
 
 /// See [`PipelineSpec::generator_hook`].
@@ -237,7 +256,14 @@ type Reply = Sender<Result<()>>;
 
 enum Control {
     /// Load the avatar at the path; with settings, also switch the generator to those (SIGHUP).
-    Reload(PathBuf, Option<GenSettings>, Reply),
+    /// `true`: a live switch, cross-faded from the old avatar (control API).
+    Reload(PathBuf, Option<GenSettings>, bool, Reply),
+    /// Hold the still of the portrait (true) or go back to the live face (false), with a fade.
+    Pause(bool, Reply),
+    /// Learn the driver's neutral again from the next steady frames.
+    NeutralNow(Reply),
+    /// Eye contact on (true) or off, from now on and for every avatar loaded later.
+    EyeContact(bool, Reply),
 }
 
 /// What a reconfiguration can change in the generator stage besides the avatar file.
@@ -335,6 +361,7 @@ impl Pipeline {
             out_width,
             out_height,
             fps,
+            follow_source_fps,
             pacing,
             reconnect_max_backoff,
             source_notice_after,
@@ -343,6 +370,8 @@ impl Pipeline {
             calibration,
             generator_hook,
             reload_timeout,
+            presence,
+            fit,
         } = spec;
         // Test-only fault injection (`PUPPETCAM_FAULT`, see `supervise`).
         let faults = Arc::new(supervise::Faults::from_env());
@@ -404,21 +433,23 @@ impl Pipeline {
         }
         let gen_ctx = GenCtx {
             stats: stats.clone(),
-            load: LoadCtx { runtime, out_w: out_width, out_h: out_height, ease, retarget, calibration },
+            load: LoadCtx { runtime, out_w: out_width, out_h: out_height, fit, ease, retarget, calibration },
             fps,
             pacing,
             stop: stop.clone(),
             hook: generator_hook,
             faults: faults.clone(),
             reload_timeout,
+            presence,
         };
         let out_tx = LatestSender::new(out_tx, &out_rx, pacing, &stats, |s| &s.output);
         let ready = ready_tx.clone();
         threads.push(("generator", spawn("generator", move || generator_thread(avatar, gen_ctx, face_rx, control_rx, out_tx, ready))?));
         let (st, stop2, ready) = (stats.clone(), stop.clone(), ready_tx);
+        let rate = rate::OutputRate { fps, follow_source: follow_source_fps };
         threads.push((
             "output",
-            spawn("output", move || output_thread(sink, out_width, out_height, fps, pacing, out_rx, sink_ctl_rx, st, stop2, ready, faults))?,
+            spawn("output", move || output_thread(sink, out_width, out_height, rate, pacing, out_rx, sink_ctl_rx, st, stop2, ready, faults))?,
         ));
         expected += 2;
 
@@ -472,27 +503,19 @@ impl PipelineHandle {
     /// the running one, which keeps producing frames (no pause, so liveness needs no grace); on
     /// failure or after the reload timeout the old avatar keeps running and the error is returned.
     pub fn reload_avatar(&self, path: &Path) -> Result<()> {
-        self.generator_request(path, None)
+        self.controller().reload(path, None, false)
+    }
+
+    /// A cloneable handle on the generator's controls (live avatar switch, pause, neutral now)
+    /// for the control API, which outlives no pipeline: its requests fail once the stage ended.
+    pub fn controller(&self) -> Controller {
+        Controller::new(self.control.clone(), self.reload_timeout)
     }
 
     /// Loads the avatar at `path` with new generator settings (runtime, retargeting, easing); on
     /// failure the running avatar and settings stay.
     pub fn reconfigure_generator(&self, path: &Path, settings: GenSettings) -> Result<()> {
-        self.generator_request(path, Some(settings))
-    }
-
-    fn generator_request(&self, path: &Path, settings: Option<GenSettings>) -> Result<()> {
-        let (tx, rx) = bounded(1);
-        self.control
-            .send_timeout(Control::Reload(path.to_path_buf(), settings, tx), Duration::from_secs(5))
-            .map_err(|_| Error::Invalid("the generator stage does not take requests (not running, or busy)".into()))?;
-        // The generator answers by its own timeout; this one only guards against a stage that
-        // stopped answering altogether.
-        match rx.recv_timeout(self.reload_timeout + Duration::from_secs(10)) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => Err(Error::Invalid(format!("the generator stage did not answer the reload within {:.0} s", self.reload_timeout.as_secs_f64() + 10.0))),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::Invalid("the generator stage ended during the reload".into())),
-        }
+        self.controller().reload(path, Some(settings), false)
     }
 
     /// Swaps the source (SIGHUP with a changed `[source]`). If the new one does not open, the
@@ -603,6 +626,8 @@ fn capture_thread(factory: SourceFactory, tx: LatestSender<CaptureMsg>, mut ctx:
         log::info!("source: {}", s.describe());
         *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
     });
+    // Settled whether or not the source opened: the output waits for this to open its sink.
+    ctx.stats.set_source_fps(opened.as_ref().ok().and_then(|s| s.fps()));
     // A camera missing at start is waited for, not fatal: the service runs degraded (the
     // virtual camera shows the portrait with a notice) and animates once the camera appears. A
     // restart could not bring it back, and one that exits would end in systemd's start limit.
@@ -664,6 +689,7 @@ fn capture_loop(
                 Ok(s) => {
                     log::info!("source replaced: {}", s.describe());
                     *ctx.stats.source_state.write() = format!("streaming: {}", s.describe());
+                    ctx.stats.set_source_fps(s.fps());
                     ctx.stats.source_lost.store(false, Ordering::SeqCst);
                     (*factory, ctx.live) = (new, live);
                     *src = Some(s);
@@ -697,6 +723,7 @@ fn capture_loop(
             match factory() {
                 Ok(s) => {
                     log::info!("source reopened, waiting for its first frame: {}", s.describe());
+                    ctx.stats.set_source_fps(s.fps());
                     *ctx.stats.source_state.write() = format!("reopened, waiting for frames: {}", s.describe());
                     awaiting_first = true;
                     // The new session's timestamps start again from its own zero.
@@ -854,6 +881,9 @@ fn face_loop(
                     }
                 };
                 stats.face.record(t0.elapsed());
+                if let Some(p) = face.profile() {
+                    stats.face_parts.record(&p);
+                }
                 FaceMsg::Face { lm, captured }
             }
             CaptureMsg::Waiting(why) => {
@@ -887,6 +917,7 @@ fn synthetic_thread(
     ready: Sender<(&'static str, Result<()>)>,
 ) -> Result<()> {
     *stats.source_state.write() = "synthetic driver".into();
+    stats.set_source_fps(Some(fps));
     let _ = ready.send(("capture", Ok(())));
     drop(ready);
     let start = Instant::now();

@@ -4,9 +4,11 @@
 //! writer makes every frame wait for its own tick, whose phase against the camera's is random,
 //! which adds 0 to one frame period of latency (lips trail the voice). The last frame is written
 //! again only when nothing new arrived for 1.5 periods, so v4l2loopback readers never starve
-//! (and liveness sees the output tick). `fps` caps the rate with a token bucket: a source faster
-//! than the cap loses frames evenly spread, a source at the cap with jitter loses none.
+//! (and liveness sees the output tick). The rate (`rate`: the source's own by default, capped by
+//! a configured fps) caps writes with a token bucket: a source faster than the cap loses frames
+//! evenly spread, a source at the cap with jitter loses none.
 //! Offline (every frame), frames are written in order, none dropped.
+use super::rate::{wait_until_settled, OutputRate, SETTLE_TIMEOUT};
 use super::supervise;
 use super::{report_ready, stop_on_err, OutMsg, Pacing, SinkFactory, SinkSwap};
 use crate::core::types::Frame;
@@ -48,14 +50,21 @@ impl RateCap {
     }
 }
 
-/// Writes each generated frame on arrival (see the module comment).
-fn live_output(wr: &mut Writer<'_>, w: u32, h: u32, fps: f64, rx: &Receiver<OutMsg>) -> Result<()> {
-    let repeat_after = Duration::from_secs_f64(REPEAT_AFTER_PERIODS / fps);
+/// Writes each generated frame on arrival (see the module comment). The rate is read again
+/// for every frame: a reopened or replaced source may run at another one.
+fn live_output(wr: &mut Writer<'_>, w: u32, h: u32, rate: OutputRate, rx: &Receiver<OutMsg>) -> Result<()> {
+    let fps = rate.now(wr.stats);
+    let mut repeat_after = Duration::from_secs_f64(REPEAT_AFTER_PERIODS / fps);
     let mut current = Arc::new(Frame::black(w, h));
     let mut cap = RateCap::new(fps, Instant::now());
     // Written at once: the device has a frame before the first one is generated.
     let mut last_write = Instant::now() - repeat_after;
     loop {
+        let fps = rate.now(wr.stats);
+        if fps != cap.fps {
+            cap.fps = fps;
+            repeat_after = Duration::from_secs_f64(REPEAT_AFTER_PERIODS / fps);
+        }
         match rx.recv_deadline(last_write + repeat_after) {
             Ok(mut m) => {
                 // Several queued (the writer was slow): the newest wins.
@@ -94,7 +103,7 @@ pub(super) fn output_thread(
     factory: SinkFactory,
     w: u32,
     h: u32,
-    fps: f64,
+    rate: OutputRate,
     pacing: Pacing,
     rx: Receiver<OutMsg>,
     swap: Receiver<SinkSwap>,
@@ -103,6 +112,18 @@ pub(super) fn output_thread(
     ready: Sender<(&'static str, Result<()>)>,
     faults: Arc<supervise::Faults>,
 ) -> Result<()> {
+    // Live, the sink is opened at the rate it will be written at, so the source's must be known
+    // first (the capture stage opens it meanwhile). Offline, the configured rate, as always.
+    let fps = match pacing {
+        Pacing::Realtime => {
+            wait_until_settled(&stats, &stop, SETTLE_TIMEOUT);
+            rate.now(&stats)
+        }
+        Pacing::EveryFrame => rate.fps,
+    };
+    if pacing == Pacing::Realtime && rate.follow_source {
+        log::info!("output rate: {fps:.2} fps (the source's; set [output] fps to cap it)");
+    }
     let opened = factory(w, h, fps).inspect(|s| {
         log::info!("output: {}", s.describe());
         *stats.sink_state.write() = format!("writing: {}", s.describe());
@@ -118,7 +139,7 @@ pub(super) fn output_thread(
             }
             Ok(())
         }
-        Pacing::Realtime => live_output(&mut w_state, w, h, fps, &rx),
+        Pacing::Realtime => live_output(&mut w_state, w, h, rate, &rx),
     });
     let fin = w_state.sink.finish();
     *stats.sink_state.write() = match (&r, &fin) {
@@ -181,7 +202,9 @@ impl Writer<'_> {
         }
         self.stats.output.record(t0.elapsed());
         if let Some(c) = captured {
-            self.stats.end_to_end.record(c.elapsed());
+            let e2e = c.elapsed();
+            self.stats.end_to_end.record(e2e);
+            self.stats.end_to_end_hist.record(e2e);
         }
         *self.stats.preview.lock() = Some(frame.clone());
         Ok(())
@@ -268,6 +291,23 @@ mod tests {
         assert!((1..=300).all(|i| cap.admit(ms(i as f64 * 1000.0 / 30.0 + jitter[i % jitter.len()]))));
     }
 
+    #[test]
+    fn a_60_fps_camera_is_written_whole_unless_capped() {
+        // Simulated arrival times, no clock: 2 s of a 60 fps camera with +-3 ms of jitter.
+        let t0 = Instant::now();
+        let at = |i: usize| t0 + Duration::from_secs_f64(i as f64 / 60.0 + [0.0, 0.003, -0.003][i % 3] + 0.01);
+        let written = |rate: OutputRate| {
+            let mut cap = RateCap::new(rate.effective(Some(60.0)), t0);
+            (0..120).map(|i| cap.admit(at(i))).collect::<Vec<bool>>()
+        };
+        let follow = written(OutputRate { fps: 30.0, follow_source: true });
+        assert!(follow.iter().all(|&w| w), "following the source drops nothing");
+        let capped = written(OutputRate { fps: 30.0, follow_source: false });
+        let n = capped.iter().filter(|&&w| w).count();
+        assert!((60..=62).contains(&n), "{n} written under a 30 fps cap");
+        assert!(!capped.windows(3).any(|w| w.iter().all(|&x| x) || w.iter().all(|&x| !x)), "drops not even: {capped:?}");
+    }
+
     /// Frames are written on arrival. Construction: at 2 fps the clocked writer ticks at start and
     /// every 500 ms; each frame arrives 50 ms after a tick, so the clocked writer holds it for
     /// 450 ms whatever the machine's load, while the on-arrival writer has no reason to wait at
@@ -292,7 +332,7 @@ mod tests {
             if clocked {
                 paced_output(&mut wr, 8, 8, 2.0, &rx).unwrap();
             } else {
-                live_output(&mut wr, 8, 8, 2.0, &rx).unwrap();
+                live_output(&mut wr, 8, 8, OutputRate { fps: 2.0, follow_source: false }, &rx).unwrap();
             }
             feeder.join().unwrap();
             assert_eq!(stats.end_to_end.frames.load(std::sync::atomic::Ordering::Relaxed), 4);

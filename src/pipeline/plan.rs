@@ -6,6 +6,7 @@ use crate::core::one_euro::OneEuroParams;
 use crate::core::retarget::RetargetParams;
 use crate::ep::{Provider, RuntimeOptions};
 use crate::error::{Error, Result};
+use crate::face::iris_schedule::IrisSchedule;
 use crate::face::{FaceModels, FaceTracker, TrackerConfig};
 use crate::sink::{open_sink, SinkSpec};
 use crate::source::{open_source, SourceSpec};
@@ -30,7 +31,10 @@ pub struct Plan {
     pub sink: SinkSpec,
     pub width: u32,
     pub height: u32,
+    /// Output rate: a cap on the source's rate, or only the fallback when `fps_follows_source`.
     pub fps: u32,
+    /// No rate configured (`[output] fps` unset, no `--fps`): live output at the source's rate.
+    pub fps_follows_source: bool,
     pub runtime: RuntimeOptions,
     pub tracker: TrackerConfig,
     /// Face model directory; `None` searches the usual places (`FaceModels::locate`).
@@ -51,6 +55,10 @@ pub struct Plan {
     /// Portrait (then more shots) to animate: a warp avatar is created from them (cached by
     /// content hash) and replaces `avatar` when the plan starts.
     pub portraits: Vec<PathBuf>,
+    /// Pause and face-lost still, the face-not-found mark (`[output] face_lost_mark`).
+    pub presence: super::presence::PresenceParams,
+    /// `[output] fit`: how the portrait fills an output of another aspect ratio.
+    pub fit: crate::core::fit::Fit,
 }
 
 impl Plan {
@@ -63,8 +71,9 @@ impl Plan {
             width: 640,
             height: 480,
             fps: 25,
+            fps_follows_source: true,
             runtime: RuntimeOptions::default(),
-            tracker: TrackerConfig::default(),
+            tracker: TrackerConfig { iris_schedule: IrisSchedule::Alternate, ..TrackerConfig::default() },
             face_models: None,
             pacing: None,
             reconnect_max_backoff: Duration::from_secs(5),
@@ -73,6 +82,8 @@ impl Plan {
             retarget: Some(RetargetParams::default()),
             calibration: None,
             portraits: Vec::new(),
+            presence: Default::default(),
+            fit: Default::default(),
         }
     }
 
@@ -134,6 +145,7 @@ impl Plan {
             out_width: self.width,
             out_height: self.height,
             fps: self.fps as f64,
+            follow_source_fps: self.fps_follows_source,
             pacing,
             reconnect_max_backoff: self.reconnect_max_backoff,
             source_notice_after: self.source_notice_after,
@@ -142,6 +154,8 @@ impl Plan {
             calibration: self.calibration,
             generator_hook: None,
             reload_timeout: crate::pipeline::RELOAD_TIMEOUT,
+            presence: self.presence,
+            fit: self.fit,
         })
     }
 
@@ -165,7 +179,13 @@ impl Plan {
             None => FaceModels::locate()?,
         };
         // The face models build their own (CPU) sessions through crate::ep.
-        let tracker = self.tracker;
+        let mut tracker = self.tracker;
+        if self.pacing.is_none() && self.effective_pacing() == Pacing::EveryFrame {
+            // Rendering a file to a file has no deadline: MediaPipe's full pipeline, both irises
+            // each frame. (`bench` chooses its pacing explicitly, and measures the live set-up
+            // flat out too.)
+            tracker.iris_schedule = IrisSchedule::EveryFrame;
+        }
         tracker.validate()?;
         Ok(Box::new(move || {
             let t = FaceTracker::new(&models, tracker)?;
@@ -214,11 +234,14 @@ impl Plan {
             fp16: cfg.runtime.fp16,
             allow_cpu_fallback: cfg.runtime.allow_cpu_fallback,
             intra_threads: cfg.runtime.threads as usize,
+            intra_spinning: true,
             device_id: cfg.runtime.device_id as i32,
         };
         let tracker = TrackerConfig {
             min_detection_score: cfg.face.min_score,
             iris: cfg.face.iris,
+            threads: cfg.face.threads as usize,
+            iris_schedule: if cfg.face.iris_alternate { IrisSchedule::Alternate } else { IrisSchedule::EveryFrame },
             filter: Some(OneEuroParams { min_cutoff: cfg.face.min_cutoff, beta: cfg.face.beta, d_cutoff: cfg.face.d_cutoff }),
             ..TrackerConfig::default()
         };
@@ -240,6 +263,7 @@ impl Plan {
             width: cfg.output.width,
             height: cfg.output.height,
             fps: cfg.output.fps,
+            fps_follows_source: !cfg.output.fps_set,
             runtime,
             tracker,
             face_models: cfg.face.model_dir.clone(),
@@ -250,6 +274,8 @@ impl Plan {
             retarget: r.enabled.then(|| r.params.clone()),
             calibration,
             portraits: cfg.portrait.iter().cloned().collect(),
+            presence: super::presence::PresenceParams { mark: cfg.output.face_lost_mark, ..Default::default() },
+            fit: cfg.output.fit,
         })
     }
 }
@@ -282,6 +308,18 @@ mod tests {
         assert_eq!(p.effective_pacing(), Pacing::Realtime);
         p.pacing = Some(Pacing::EveryFrame);
         assert_eq!(p.effective_pacing(), Pacing::EveryFrame);
+    }
+
+    #[test]
+    fn output_rate_follows_the_source_unless_fps_is_configured() {
+        let p = Plan::from_config(&Config::default()).unwrap();
+        assert!(p.fps_follows_source, "no [output] fps: follow the source");
+        assert_eq!(p.tracker.iris_schedule, IrisSchedule::Alternate);
+        let p = Plan::from_config(&Config::from_toml("[output]\nfps = 25\n[face]\niris_alternate = false\nthreads = 2\n").unwrap()).unwrap();
+        assert!(!p.fps_follows_source && p.fps == 25, "a configured fps caps");
+        assert_eq!((p.tracker.iris_schedule, p.tracker.threads), (IrisSchedule::EveryFrame, 2));
+        let spec = Plan::demo().into_spec().unwrap();
+        assert!(spec.follow_source_fps);
     }
 
     #[test]
@@ -350,7 +388,7 @@ mod tests {
     fn retarget_section_reaches_the_retargeter_and_easer() {
         let cfg = Config::from_toml(
             "[retarget]\nmax_roll_deg = 11\nhead_3d = false\nmax_yaw_deg = 20\nmax_pitch_deg = 15\nmax_translation = 0.2\nmin_scale = 0.7\nmax_scale = 1.5\npose_smoothing = 0.6\n\
-             expression_gain = 1.4\nmouth_gain = 1.1\nlearn_frames = 12\nlearn_max_motion = 0.05\nease_hold_s = 0.5\nease_out_s = 0.8\nease_in_s = 0.25\n",
+             expression_gain = 1.4\nmouth_gain = 1.1\nlearn_frames = 12\nlearn_max_motion = 0.05\neye_contact = true\nease_hold_s = 0.5\nease_out_s = 0.8\nease_in_s = 0.25\n",
         )
         .unwrap();
         let p = Plan::from_config(&cfg).unwrap();
@@ -369,6 +407,7 @@ mod tests {
                 mouth_gain: 1.1,
                 learn_frames: 12,
                 learn_max_motion: 0.05,
+                eye_contact: true,
             })
         );
         p.retarget.as_ref().unwrap().validate().unwrap();

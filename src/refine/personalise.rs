@@ -106,6 +106,12 @@ struct FineTuned {
 
 /// Gives `av` a refiner as `mode` says. Returns a line saying what was done.
 pub fn personalise(av: &mut WarpAvatar, mode: Mode, runtime: &RuntimeOptions) -> Result<String> {
+    personalise_with(av, mode, runtime, &mut |_, _| {})
+}
+
+/// [`personalise`], calling `progress(step, steps)` as fine-tuning advances (the control API's
+/// progress bar; nothing is called for the modes that do not fine-tune).
+pub fn personalise_with(av: &mut WarpAvatar, mode: Mode, runtime: &RuntimeOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<String> {
     if mode == Mode::Off {
         av.refiner = None;
         return Ok("no refiner (warp-only avatar; eyes and mouth by the deterministic fallbacks)".into());
@@ -121,7 +127,7 @@ pub fn personalise(av: &mut WarpAvatar, mode: Mode, runtime: &RuntimeOptions) ->
     if let Mode::FineTune { steps, fp16 } = mode {
         let why_not = match (&assets.meta, &assets.script) {
             (Some(meta), Some(script)) => match training_python() {
-                Ok(py) => return fine_tune(av, shots, steps, fp16, meta, script, &py),
+                Ok(py) => return fine_tune(av, shots, steps, fp16, meta, script, &py, progress),
                 Err(why) => why,
             },
             (None, _) => format!("the meta-learned weights {META_WEIGHTS} are not installed"),
@@ -136,7 +142,51 @@ pub fn personalise(av: &mut WarpAvatar, mode: Mode, runtime: &RuntimeOptions) ->
     Ok(info)
 }
 
-fn fine_tune(av: &mut WarpAvatar, shots: Vec<Sample>, steps: usize, fp16: bool, meta: &Path, script: &Path, py: &Path) -> Result<String> {
+/// The step counter of a tqdm progress line (`fine-tuning the refiner:  45%|###  | 9/20 [00:03<...`).
+fn tqdm_step(line: &str) -> Option<(usize, usize)> {
+    let end = line.find(" [")?;
+    let head = &line[..end];
+    let start = head.rfind(|c: char| c == '|' || c == ' ').map_or(0, |i| i + 1);
+    let (a, b) = head[start..].split_once('/')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// Copies the child's stderr to ours (the same output as before) and reports tqdm's steps.
+fn relay_progress(child_err: impl std::io::Read, progress: &mut dyn FnMut(usize, usize)) {
+    use std::io::{Read, Write};
+    let mut r = std::io::BufReader::new(child_err);
+    let mut buf = [0u8; 4096];
+    let mut seg = Vec::new();
+    let mut out = std::io::stderr();
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let _ = out.write_all(&buf[..n]);
+        for &b in &buf[..n] {
+            if b == b'\r' || b == b'\n' {
+                if let Some((k, total)) = tqdm_step(&String::from_utf8_lossy(&seg)) {
+                    progress(k, total);
+                }
+                seg.clear();
+            } else if seg.len() < 4096 {
+                seg.push(b);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fine_tune(
+    av: &mut WarpAvatar,
+    shots: Vec<Sample>,
+    steps: usize,
+    fp16: bool,
+    meta: &Path,
+    script: &Path,
+    py: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<String> {
     let dir = tempfile::tempdir().map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
     let k = shots.len();
     let mut set = SampleSet::default();
@@ -146,7 +196,7 @@ fn fine_tune(av: &mut WarpAvatar, shots: Vec<Sample>, steps: usize, fp16: bool, 
     set.write(dir.path(), "avatar.shots", false)?;
     shot_pairs(av)?.write(dir.path(), "avatar.pairs", true)?;
     let out = dir.path().join("out");
-    let status = Command::new(py)
+    let mut child = Command::new(py)
         // Idle OpenMP threads sleep instead of spinning: on a 2-core machine that is also
         // running the daemon, spinning threads made torch several times slower.
         .env("OMP_WAIT_POLICY", "PASSIVE")
@@ -161,8 +211,14 @@ fn fine_tune(av: &mut WarpAvatar, shots: Vec<Sample>, steps: usize, fp16: bool, 
         .arg(dir.path())
         .args(["--steps", &steps.to_string(), "--precision", if fp16 { "fp16" } else { "fp32" }, "--out"])
         .arg(&out)
-        .status()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(|source| Error::Io { path: py.to_path_buf(), source })?;
+    progress(0, steps);
+    if let Some(err) = child.stderr.take() {
+        relay_progress(err, progress);
+    }
+    let status = child.wait().map_err(|source| Error::Io { path: py.to_path_buf(), source })?;
     if !status.success() {
         return Err(Error::Invalid(format!("avatar create: fine-tuning the refiner failed ({status}); `--steps 0` makes a feed-forward avatar without it")));
     }
@@ -174,4 +230,20 @@ fn fine_tune(av: &mut WarpAvatar, shots: Vec<Sample>, steps: usize, fp16: bool, 
     let info = format!("fine-tuned: {steps} steps on {k} shot(s) from the meta-learned refiner ({})", ft.info);
     av.refiner = Some(RefinerBlob { onnx, e_mouth: ft.e_mouth, e_eye: ft.e_eye, info: info.clone() });
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tqdm_lines_give_the_step() {
+        assert_eq!(tqdm_step("fine-tuning the refiner:  45%|####5     | 9/20 [00:03<00:04,  2.6step/s]"), Some((9, 20)));
+        assert_eq!(tqdm_step("fine-tuning the refiner:   0%|          | 0/200 [00:00<?, ?step/s]"), Some((0, 200)));
+        assert_eq!(tqdm_step("refiner: K=2, 20 fine-tuning steps, ORT vs torch 1e-05"), None);
+        assert_eq!(tqdm_step("a/b [x"), None);
+        let mut seen = Vec::new();
+        relay_progress(&b"x: 10%|# | 1/10 [00:01<00:09]\r x: 20%|## | 2/10 [00:02<00:08]\rdone\n"[..], &mut |a, b| seen.push((a, b)));
+        assert_eq!(seen, vec![(1, 10), (2, 10)]);
+    }
 }

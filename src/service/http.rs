@@ -19,8 +19,13 @@
 //!   only when every connection is busy answering does the newcomer get 503;
 //! - the Host must name this server (`host_allowed`): with DNS rebinding a web page whose name
 //!   resolves to 127.0.0.1 could otherwise read /preview.jpg and /status.json;
-//! - shutdown stops the runtime, which closes every socket; it never waits on a client.
+//! - shutdown stops the runtime, which closes every socket; it never waits on a client;
+//! - `/api/...` is the control API (`crate::control`, docs/api.md): its bodies are read under the
+//!   upload limit and its handlers run on a thread of their own, so a slow action (a live avatar
+//!   switch loads for a second or two) never holds the other connections up.
 use super::liveness::{Liveness, Snapshot, StageState, STAGES};
+use crate::control::api::{self as control_api, ApiRequest};
+use crate::control::{ControlError, ControlHub};
 use crate::core::types::Frame;
 use crate::error::{Error, Result};
 use crate::stats::{PipelineStats, StageStats, BUCKETS_US};
@@ -122,6 +127,8 @@ impl HttpOptions {
 
 struct Shared {
     stats: Arc<PipelineStats>,
+    /// The control API (`/api/...`, docs/api.md); `None`: those routes answer 404.
+    control: Option<Arc<ControlHub>>,
     liveness: Arc<Liveness>,
     opts: HttpOptions,
     /// The address actually bound (the Host check accepts it).
@@ -144,26 +151,37 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(opts: &HttpOptions, stats: Arc<PipelineStats>, liveness: Arc<Liveness>) -> Result<HttpServer> {
+        Self::start_with_control(opts, stats, liveness, None)
+    }
+
+    /// [`HttpServer::start`] with the control API (`/api/...`) served from `control`.
+    pub fn start_with_control(opts: &HttpOptions, stats: Arc<PipelineStats>, liveness: Arc<Liveness>, control: Option<Arc<ControlHub>>) -> Result<HttpServer> {
         opts.validate()?;
         let listener = std::net::TcpListener::bind(opts.bind)
             .map_err(|e| Error::Config { key: "service.bind".into(), msg: format!("cannot listen on {}: {e}", opts.bind) })?;
-        Self::serve(listener, opts, stats, liveness)
+        Self::serve(listener, opts, stats, liveness, control)
     }
 
     /// Starts a server with `opts` to replace this one; the caller shuts this one down afterwards.
     /// On the same address the new server takes over this one's listening socket, so there is no
     /// second bind that could fail and no moment without a listener; connections that arrive
     /// before this one is shut down may be accepted by either. On an error this one is untouched.
-    pub fn restart(&self, opts: &HttpOptions, stats: Arc<PipelineStats>, liveness: Arc<Liveness>) -> Result<HttpServer> {
+    pub fn restart(&self, opts: &HttpOptions, stats: Arc<PipelineStats>, liveness: Arc<Liveness>, control: Option<Arc<ControlHub>>) -> Result<HttpServer> {
         if opts.bind != self.addr {
-            return Self::start(opts, stats, liveness);
+            return Self::start_with_control(opts, stats, liveness, control);
         }
         opts.validate()?;
         let listener = self.listener.try_clone().map_err(|e| Error::Invalid(format!("cannot share the HTTP listener: {e}")))?;
-        Self::serve(listener, opts, stats, liveness)
+        Self::serve(listener, opts, stats, liveness, control)
     }
 
-    fn serve(listener: std::net::TcpListener, opts: &HttpOptions, stats: Arc<PipelineStats>, liveness: Arc<Liveness>) -> Result<HttpServer> {
+    fn serve(
+        listener: std::net::TcpListener,
+        opts: &HttpOptions,
+        stats: Arc<PipelineStats>,
+        liveness: Arc<Liveness>,
+        control: Option<Arc<ControlHub>>,
+    ) -> Result<HttpServer> {
         let io_err = |what: &str, e: io::Error| Error::Invalid(format!("cannot start the HTTP server ({what}): {e}"));
         let addr = listener.local_addr().map_err(|e| io_err("address", e))?;
         listener.set_nonblocking(true).map_err(|e| io_err("non-blocking", e))?;
@@ -176,6 +194,7 @@ impl HttpServer {
         };
         let shared = Arc::new(Shared {
             stats,
+            control,
             liveness,
             opts: opts.clone(),
             addr,
@@ -291,7 +310,10 @@ async fn serve_conn(tcp: tokio::net::TcpStream, id: u64, conn: Arc<Conn>, shared
     let _ = tcp.set_nodelay(true);
     let io = TokioIo::new(WriteDeadline::new(tcp, shared.opts.write_timeout));
     let (sh, c) = (shared.clone(), conn.clone());
-    let svc = hyper::service::service_fn(move |req| std::future::ready(Ok::<_, Infallible>(respond(req, &sh, &c))));
+    let svc = hyper::service::service_fn(move |req| {
+        let (sh, c) = (sh.clone(), c.clone());
+        async move { Ok::<_, Infallible>(respond(req, &sh, &c).await) }
+    });
     // Ends when the client or hyper closes the connection (errors and timeouts included), or
     // when the accept loop evicts it or shuts down.
     let _ = race(h1.serve_connection(io, svc), conn.kill.notified()).await;
@@ -394,7 +416,7 @@ impl Drop for BusyGuard {
 
 /// A socket whose writes fail with `TimedOut` once they have made no progress for `timeout`.
 /// Reads need no deadline here: hyper's header timeout covers the wait for a request, and the
-/// request bodies (GET/HEAD only) are never read.
+/// request bodies are read only by the control API, under its size limit and `BODY_TIMEOUT`.
 struct WriteDeadline<T> {
     io: T,
     timeout: Duration,
@@ -497,25 +519,120 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     r
 }
 
-fn respond(req: Request<Incoming>, shared: &Arc<Shared>, conn: &Arc<Conn>) -> Response<Out> {
+async fn respond(req: Request<Incoming>, shared: &Arc<Shared>, conn: &Arc<Conn>) -> Response<Out> {
     let busy = BusyGuard::new(conn);
-    let mut resp = route(&req, shared, conn);
+    let mut resp = match (&shared.control, req.uri().path().starts_with("/api/")) {
+        (Some(hub), true) => match check_host(&req, shared) {
+            Some(refused) => refused,
+            None => api(req, shared, hub.clone()).await,
+        },
+        _ => route(&req, shared, conn),
+    };
     resp.body_mut()._busy = Some(busy);
     resp
 }
 
-fn route(req: &Request<Incoming>, shared: &Arc<Shared>, conn: &Conn) -> Response<Out> {
+/// Longest a client may take to send a request body (an upload) once its headers arrived.
+const BODY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `/api/...`: the body read under the upload limit, then `control::api::handle` on a thread of
+/// its own (a live switch waits for the new avatar to load; this thread serves everyone).
+async fn api(req: Request<Incoming>, shared: &Arc<Shared>, hub: Arc<ControlHub>) -> Response<Out> {
+    let (parts, body) = req.into_parts();
+    let header = |n: header::HeaderName| parts.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let method = parts.method.as_str().to_string();
+    if method == "GET" && parts.uri.path() == "/api/status" {
+        return text(StatusCode::OK, "application/json", status_json(shared));
+    }
+    let limit = hub.max_upload();
+    let declared = header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let body = if declared.is_some_and(|n| n > limit) {
+        Err(ControlError::TooLarge(format!("request body of {} bytes; at most {} MiB ([service] max_upload_mb)", declared.unwrap_or(0), limit >> 20)))
+    } else {
+        match tokio::time::timeout(BODY_TIMEOUT, read_body(body, limit)).await {
+            Ok(r) => r,
+            Err(_) => Err(ControlError::BadRequest("the request body did not arrive in time".into())),
+        }
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return api_error(&e),
+    };
+    let req = ApiRequest {
+        method,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        content_type: header(header::CONTENT_TYPE),
+        authorization: header(header::AUTHORIZATION),
+        origin: header(header::ORIGIN),
+        host: parts.uri.authority().map(|a| a.as_str().to_string()).or_else(|| header(header::HOST)),
+        sec_fetch_site: parts.headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).map(str::to_string),
+        body,
+    };
+    let (tx, rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new().name("svc-control".into()).spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| control_api::handle(&hub, &req)))
+            .unwrap_or_else(|p| control_api::ApiResponse { status: 500, content_type: "text/plain", body: crate::error::panic_message(p.as_ref()).into_bytes() });
+        let _ = tx.send(r);
+    });
+    if let Err(e) = spawned {
+        return api_error(&ControlError::Internal(format!("cannot start a control thread: {e}")));
+    }
+    match rx.await {
+        Ok(r) => {
+            let mut resp = text(StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), r.content_type, r.body);
+            if r.content_type == "image/jpeg" {
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            }
+            resp
+        }
+        Err(_) => api_error(&ControlError::Internal("the control request ended without an answer".into())),
+    }
+}
+
+fn api_error(e: &ControlError) -> Response<Out> {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    text(status, "application/json", format!("{}\n", serde_json::json!({ "error": e.to_string() })))
+}
+
+/// Reads a request body of at most `limit` bytes; more is refused as soon as it arrives.
+async fn read_body(mut body: Incoming, limit: u64) -> std::result::Result<Vec<u8>, ControlError> {
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            None => return Ok(out),
+            Some(Err(e)) => return Err(ControlError::BadRequest(format!("reading the request body: {e}"))),
+            Some(Ok(frame)) => {
+                if let Ok(d) = frame.into_data() {
+                    if out.len() as u64 + d.len() as u64 > limit {
+                        return Err(ControlError::TooLarge(format!("request body over {} MiB ([service] max_upload_mb)", limit >> 20)));
+                    }
+                    out.extend_from_slice(&d);
+                }
+            }
+        }
+    }
+}
+
+/// The Host check of every route; `Some(response)` when the request is refused.
+fn check_host<B>(req: &Request<B>, shared: &Shared) -> Option<Response<Out>> {
     match request_host(req) {
-        Err(()) => return text(StatusCode::BAD_REQUEST, "text/plain", "bad Host header\n"),
+        Err(()) => Some(text(StatusCode::BAD_REQUEST, "text/plain", "bad Host header\n")),
         Ok(Some(host)) if !host_allowed(host, shared.addr, shared.opts.allow_remote) => {
             let msg = if shared.opts.allow_remote {
                 "this server answers to localhost and IP addresses only\n"
             } else {
                 "this server answers to localhost, 127.0.0.1 and [::1] only\n"
             };
-            return text(StatusCode::MISDIRECTED_REQUEST, "text/plain", msg);
+            Some(text(StatusCode::MISDIRECTED_REQUEST, "text/plain", msg))
         }
-        Ok(_) => {}
+        Ok(_) => None,
+    }
+}
+
+fn route(req: &Request<Incoming>, shared: &Arc<Shared>, conn: &Conn) -> Response<Out> {
+    if let Some(refused) = check_host(req, shared) {
+        return refused;
     }
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
@@ -544,7 +661,7 @@ fn route(req: &Request<Incoming>, shared: &Arc<Shared>, conn: &Conn) -> Response
 /// The host a request is addressed to: the authority of an absolute-form target (which takes
 /// precedence, RFC 9112 3.2.2), else the Host header; `None` without either (HTTP/1.0 tools),
 /// `Err` for several Host headers or one that is not text.
-fn request_host(req: &Request<Incoming>) -> std::result::Result<Option<&str>, ()> {
+fn request_host<B>(req: &Request<B>) -> std::result::Result<Option<&str>, ()> {
     if let Some(a) = req.uri().authority() {
         return Ok(Some(a.as_str()));
     }
@@ -670,6 +787,9 @@ pub fn status_value(stats: &PipelineStats, liveness: &Liveness) -> serde_json::V
 fn status_json(shared: &Shared) -> String {
     let mut v = status_value(&shared.stats, &shared.liveness);
     v["preview_clients"] = shared.preview_clients.load(Ordering::Relaxed).into();
+    if let Some(hub) = &shared.control {
+        v["control"] = hub.status_value();
+    }
     v.to_string()
 }
 
@@ -718,6 +838,19 @@ pub fn metrics_text(stats: &PipelineStats, liveness: &Liveness) -> String {
     for s in stats.stages() {
         histogram(&mut o, s);
     }
+    family(
+        &mut o,
+        "puppetcam_end_to_end_latency_seconds",
+        "histogram",
+        "Camera frame to virtual-camera frame, per newly generated frame written; buckets 5 ms apart around lip-sync thresholds.",
+    );
+    for (le, count) in stats.end_to_end_hist.cumulative() {
+        let _ = writeln!(o, "puppetcam_end_to_end_latency_seconds_bucket{{le=\"{}\"}} {count}", prom_f64(le));
+    }
+    // _count is the +Inf bucket, so the two agree even while a frame is being recorded.
+    let e2e_count = stats.end_to_end_hist.cumulative().last().map_or(0, |c| c.1);
+    let _ = writeln!(o, "puppetcam_end_to_end_latency_seconds_sum {}", prom_f64(stats.end_to_end_hist.sum_seconds()));
+    let _ = writeln!(o, "puppetcam_end_to_end_latency_seconds_count {e2e_count}");
     family(&mut o, "puppetcam_frames_total", "counter", "Frames written to the sink.");
     let _ = writeln!(o, "puppetcam_frames_total {}", stats.output.frames.load(Ordering::Relaxed));
     family(&mut o, "puppetcam_stage_frames_total", "counter", "Frames processed per stage.");

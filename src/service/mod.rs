@@ -44,6 +44,8 @@ pub struct ServiceOptions {
     /// When a stage counts as stalled and a lost source as unhealthy (`[service]`
     /// `stall_timeout_s`, `source_lost_timeout_s`).
     pub liveness: LivenessConfig,
+    /// The control API served under `/api/` (docs/api.md); `None`: not served.
+    pub control: Option<Arc<crate::control::ControlHub>>,
 }
 
 impl Default for ServiceOptions {
@@ -56,6 +58,7 @@ impl Default for ServiceOptions {
             watch_interval: Duration::from_secs(2),
             avatar_check: contract_check,
             liveness: LivenessConfig::default(),
+            control: None,
         }
     }
 }
@@ -149,7 +152,7 @@ impl Service {
         let notifier = if opts.notify { Notifier::from_env() } else { Notifier::disabled() };
         let watchdog = Some(Watchdog::start(notifier.clone(), liveness.clone(), stats.clone()));
         let http = match &opts.http {
-            Some(h) => Some(HttpServer::start(h, stats.clone(), liveness.clone())?),
+            Some(h) => Some(HttpServer::start_with_control(h, stats.clone(), liveness.clone(), opts.control.clone())?),
             None => None,
         };
         let signals = if opts.handle_signals { Some(SignalListener::install(events_tx.clone())?) } else { None };
@@ -186,8 +189,8 @@ impl Service {
             // the old one listens; shutting the old one down first could leave no server at all.
             let started = match (&*http, &new.http) {
                 (_, None) => None,
-                (Some(old), Some(h)) => Some(old.restart(h, self.stats.clone(), self.liveness.clone())?),
-                (None, Some(h)) => Some(HttpServer::start(h, self.stats.clone(), self.liveness.clone())?),
+                (Some(old), Some(h)) => Some(old.restart(h, self.stats.clone(), self.liveness.clone(), opts.control.clone())?),
+                (None, Some(h)) => Some(HttpServer::start_with_control(h, self.stats.clone(), self.liveness.clone(), opts.control.clone())?),
             };
             if let Some(old) = std::mem::replace(&mut *http, started) {
                 old.shutdown();

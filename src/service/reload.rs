@@ -60,6 +60,9 @@ pub fn apply(handle: &PipelineHandle, service: &Service, old: &Plan, new: &Plan,
     if (new.width, new.height, new.fps) != (old.width, old.height, old.fps) {
         r.needs_restart.push(format!("output {}x{}@{} (running {}x{}@{})", new.width, new.height, new.fps, old.width, old.height, old.fps));
     }
+    if new.fit != old.fit {
+        r.needs_restart.push(format!("output fit {} (running {})", new.fit.name(), old.fit.name()));
+    }
     let same_kind = matches!((&old.driver, &new.driver), (DriverSpec::Source(_), DriverSpec::Source(_)) | (DriverSpec::Embedded { .. }, DriverSpec::Embedded { .. }));
     if !same_kind {
         r.needs_restart.push("driver kind (embedded <-> source)".into());

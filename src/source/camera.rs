@@ -176,6 +176,8 @@ pub struct CameraSource {
     /// Disconnected when the camera thread ends (its sender is dropped with it).
     done: Receiver<()>,
     desc: String,
+    /// The negotiated frame rate (0 when the driver reports none).
+    rate: u32,
     seq: u64,
 }
 
@@ -192,7 +194,7 @@ impl CameraSource {
             return Err(Error::Source(format!("camera `{device}`: no such device ({node} does not exist)")));
         }
         let (tx, rx) = bounded::<Msg>(1);
-        let (ready_tx, ready_rx) = bounded::<Result<String>>(1);
+        let (ready_tx, ready_rx) = bounded::<Result<(String, u32)>>(1);
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let device_name = device.to_string();
@@ -224,11 +226,14 @@ impl CameraSource {
                 };
                 let fmt = cam.camera_format();
                 let (w, h) = (fmt.resolution().width_x, fmt.resolution().height_y);
-                let _ = ready_tx.send(Ok(format!(
-                    "camera {node} `{}` {w}x{h} {:?} @ {} fps (asked {width}x{height} @ {fps})",
-                    cam.info().human_name(),
-                    fmt.format(),
-                    fmt.frame_rate()
+                let _ = ready_tx.send(Ok((
+                    format!(
+                        "camera {node} `{}` {w}x{h} {:?} @ {} fps (asked {width}x{height} @ {fps})",
+                        cam.info().human_name(),
+                        fmt.format(),
+                        fmt.frame_rate()
+                    ),
+                    fmt.frame_rate(),
                 )));
                 let t0 = Instant::now();
                 while !stop2.load(Ordering::Relaxed) {
@@ -252,7 +257,7 @@ impl CameraSource {
                 let _ = cam.stop_stream();
             })
             .map_err(|e| Error::Source(format!("camera: cannot start thread: {e}")))?;
-        let desc = match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        let (desc, rate) = match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -263,11 +268,15 @@ impl CameraSource {
                 return Err(Error::Source(format!("camera `{device}`: timed out opening")));
             }
         };
-        Ok(CameraSource { rx, stop, thread: Some(thread), done, desc, seq: 0 })
+        Ok(CameraSource { rx, stop, thread: Some(thread), done, desc, rate, seq: 0 })
     }
 }
 
 impl FrameSource for CameraSource {
+    fn fps(&self) -> Option<f64> {
+        (self.rate > 0).then(|| f64::from(self.rate))
+    }
+
     fn next_frame(&mut self) -> Result<Option<Frame>> {
         match self.rx.recv_timeout(Duration::from_secs(5)) {
             Ok(Ok(mut f)) => {

@@ -120,6 +120,10 @@ impl FileSource {
 }
 
 impl FrameSource for FileSource {
+    fn fps(&self) -> Option<f64> {
+        Some(self.fps)
+    }
+
     fn next_frame(&mut self) -> Result<Option<Frame>> {
         let mut f = match self.decode()? {
             Some(f) => f,

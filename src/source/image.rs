@@ -38,6 +38,10 @@ impl ImageSource {
 }
 
 impl FrameSource for ImageSource {
+    fn fps(&self) -> Option<f64> {
+        Some(f64::from(self.fps))
+    }
+
     fn next_frame(&mut self) -> Result<Option<Frame>> {
         let pts = Duration::from_secs_f64(self.seq as f64 / f64::from(self.fps));
         if self.pace {

@@ -1,6 +1,7 @@
 //! Frame sources behind the `FrameSource` trait: camera, video file, still image, synthetic.
 #[cfg(feature = "camera")]
 pub mod camera;
+pub mod camera_rate;
 pub mod file;
 pub mod image;
 pub mod synthetic;
@@ -22,6 +23,11 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<Option<Frame>>;
     /// Human-readable description for logs and status (device, size, fps).
     fn describe(&self) -> String;
+    /// Frames per second the source delivers: a camera's negotiated rate, a file's own rate.
+    /// The live output follows it by default (`pipeline::rate`); `None` when unknown.
+    fn fps(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Which source to open: what `[source]` of the config resolves to.

@@ -105,6 +105,10 @@ fn draw_face(img: &mut impl ToInputOutputArray, w: i32, h: i32, t: f64) -> Resul
 }
 
 impl FrameSource for SyntheticSource {
+    fn fps(&self) -> Option<f64> {
+        Some(f64::from(self.fps))
+    }
+
     fn next_frame(&mut self) -> Result<Option<Frame>> {
         let f = self.render(self.seq)?;
         if self.pace {

@@ -1,0 +1,232 @@
+//! Learning the driver's neutral on line, without a calibration profile: a provisional neutral
+//! from the first frame (a running robust estimate over the recent frames, so that the portrait
+//! moves at once), the final one from the first window of steady neutral frames, and the blend
+//! of the neutral in use towards each newer estimate (so that a change never shows as a jump).
+use super::neutral::{estimate_points, NeutralLimits, NeutralStatus};
+use super::retargeter::{DriverNeutral, Retargeter};
+use super::stable_pts;
+use crate::core::geometry::{fit_similarity, Pt};
+use crate::core::types::Iris;
+use crate::error::Result;
+
+/// Largest number of recent frames the provisional neutral is estimated from.
+const PROVISIONAL_WINDOW: usize = 45;
+/// The provisional estimate is refreshed every this many frames (after the first few).
+const PROVISIONAL_EVERY: usize = 5;
+/// Per-frame fraction by which the neutral in use moves towards a new estimate: changes of the
+/// neutral reach the output over ~10 frames instead of as a jump.
+const NEUTRAL_BLEND: f32 = 0.25;
+
+impl Retargeter {
+
+    /// Forgets a learned neutral and starts learning again (no effect with a profile).
+    pub fn relearn(&mut self) {
+        if self.status != NeutralStatus::Profile {
+            self.relearn_now();
+        }
+    }
+
+    /// "Neutral now" (control API): forgets the neutral in use, a profile's too, and learns it
+    /// again from the next steady frames; the provisional neutral drives the portrait meanwhile.
+    pub fn relearn_now(&mut self) {
+        self.driver = None;
+        self.goal = None;
+        self.learn_pts.clear();
+        self.learn_iris.clear();
+        self.recent.clear();
+        self.since_estimate = 0;
+        self.pose = None;
+        self.status = NeutralStatus::Learning { have: 0, need: self.params.learn_frames };
+    }
+
+    /// Without a profile: the steady-frame window (the final, learned neutral) and the running
+    /// provisional estimate (so that the portrait moves from the first frame).
+    pub(super) fn observe(&mut self, p: &[Pt], iris: Option<&[Iris; 2]>) -> Result<()> {
+        if self.status == NeutralStatus::Profile {
+            return Ok(());
+        }
+        let need = self.params.learn_frames;
+        if self.status != NeutralStatus::Learned {
+            if NeutralLimits::default().check(&self.topo.sub(p)).is_err() {
+                // Learning wants consecutive neutral frames: start over.
+                self.learn_pts.clear();
+                self.learn_iris.clear();
+            } else {
+                self.learn_pts.push(p.to_vec());
+                self.learn_iris.push(iris.copied());
+                if self.learn_pts.len() >= need {
+                    match estimate_points(&self.topo, &self.learn_pts, &self.learn_iris) {
+                        Ok(est) if est.nonrigid <= self.params.learn_max_motion => {
+                            self.set_goal(DriverNeutral { pts: est.pts, iris: est.iris })?;
+                            self.learn_pts = Vec::new();
+                            self.learn_iris = Vec::new();
+                            self.recent.clear();
+                            self.status = NeutralStatus::Learned;
+                            return Ok(());
+                        }
+                        _ => {
+                            // Too much expression change: keep the newer half and keep collecting.
+                            self.learn_pts.drain(..need / 2);
+                            self.learn_iris.drain(..need / 2);
+                        }
+                    }
+                }
+            }
+            self.status = NeutralStatus::Learning { have: self.learn_pts.len(), need };
+            // Provisional: a robust running estimate over the recent frames, whatever their
+            // expression (the per-coordinate median of a talking face is close to its rest).
+            self.recent.push_back((p.to_vec(), iris.copied()));
+            if self.recent.len() > PROVISIONAL_WINDOW {
+                self.recent.pop_front();
+            }
+            self.since_estimate += 1;
+            if self.driver.is_none() {
+                self.driver = Some(self.driver_model(&DriverNeutral { pts: p.to_vec(), iris: iris.copied() })?);
+                self.since_estimate = 0;
+            } else if self.since_estimate >= PROVISIONAL_EVERY || self.recent.len() <= PROVISIONAL_EVERY {
+                self.since_estimate = 0;
+                let (pts, irs): (Vec<Vec<Pt>>, Vec<Option<[Iris; 2]>>) = self.recent.iter().cloned().unzip();
+                if let Ok(est) = estimate_points(&self.topo, &pts, &irs) {
+                    self.set_goal(DriverNeutral { pts: est.pts, iris: est.iris })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_goal(&mut self, g: DriverNeutral) -> Result<()> {
+        self.driver_model(&g)?; // validate now, not when blending
+        if self.driver.is_none() {
+            self.driver = Some(self.driver_model(&g)?);
+        } else {
+            self.goal = Some(g);
+        }
+        Ok(())
+    }
+
+    /// Moves the neutral in use a step towards the goal (the new estimate is aligned to the
+    /// neutral in use first, so that only its shape blends in, not the head pose it was seen in).
+    pub(super) fn advance_neutral(&mut self) -> Result<()> {
+        let (Some(goal), Some(cur)) = (self.goal.as_ref(), self.driver.as_ref()) else { return Ok(()) };
+        let t = fit_similarity(&stable_pts(&self.topo.sub(&goal.pts)), &stable_pts(&cur.pts), None)?;
+        let a = NEUTRAL_BLEND;
+        let mut done = true;
+        let tol = 1e-3 * cur.measures.iod as f32;
+        let pts: Vec<Pt> = cur
+            .all
+            .iter()
+            .zip(&goal.pts)
+            .map(|(c, g)| {
+                let g = t.apply(*g);
+                let d = [g[0] - c[0], g[1] - c[1]];
+                if d[0].abs() > tol || d[1].abs() > tol {
+                    done = false;
+                    [c[0] + a * d[0], c[1] + a * d[1]]
+                } else {
+                    g
+                }
+            })
+            .collect();
+        let iris = match (cur.iris, goal.iris) {
+            (Some(c), Some(g)) => Some([0, 1].map(|k| {
+                let q = t.apply([g[k].cx, g[k].cy]);
+                let r = g[k].r * t.scale as f32;
+                Iris { cx: c[k].cx + a * (q[0] - c[k].cx), cy: c[k].cy + a * (q[1] - c[k].cy), r: c[k].r + a * (r - c[k].r) }
+            })),
+            (_, g) => g.map(|g| g.map(|i| t.apply_iris(i))),
+        };
+        self.driver = Some(self.driver_model(&DriverNeutral { pts, iris })?);
+        if done {
+            self.goal = None;
+        }
+        Ok(())
+    }
+
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::geometry::Similarity;
+    use crate::core::retarget::tests::{max_diff, no_smoothing, procrustes, transform, Face};
+    use crate::core::retarget::{openness, NeutralStatus, Pts68, RetargetParams, Retargeter};
+
+    #[test]
+    fn learns_neutral_from_steady_frames() {
+        let params = RetargetParams { learn_frames: 10, ..no_smoothing() };
+        let mut r = Retargeter::new(Face::neutral().shape(), None, params).unwrap();
+        let d = Face::other();
+        let tn = Face::neutral().pts();
+        assert_eq!(r.status(), NeutralStatus::Learning { have: 0, need: 10 });
+        // Provisional neutral from the first frame: the same face again gives the target neutral.
+        for k in 0..6 {
+            let jitter = Similarity::about(1.0, 0.01 * (k % 3) as f64, [d.cx as f64, d.cy as f64], [k as f64 * 0.5, 0.0]);
+            let out = r.retarget(&transform(&d.pts(), &jitter), None).unwrap();
+            assert!(procrustes(&out.pts68, &tn) < 1e-3, "provisional neutral at frame {k}");
+        }
+        assert_eq!(r.status(), NeutralStatus::Learning { have: 6, need: 10 });
+        // An open mouth does not count towards learning and restarts the window, but the
+        // portrait already follows it (it does not wait for the learned neutral).
+        let out = r.retarget(&Face { gap: 30.0, ..d }.pts(), None).unwrap();
+        assert!(openness::mouth(&out.pts68).unwrap() > 0.3, "mouth follows while provisional");
+        assert_eq!(r.status(), NeutralStatus::Learning { have: 0, need: 10 });
+        for k in 0..10 {
+            let jitter = Similarity::about(1.0, 0.01 * (k % 3) as f64, [d.cx as f64, d.cy as f64], [k as f64 * 0.5, 0.0]);
+            r.retarget(&transform(&d.pts(), &jitter), Some(&d.iris(0.0, 0.0))).unwrap();
+        }
+        assert_eq!(r.status(), NeutralStatus::Learned);
+        let learned = r.driver_neutral().unwrap();
+        assert!(crate::core::geometry::procrustes_distance(&learned, &d.pts()).unwrap() < 1e-4);
+        // And now it retargets: a neutral driver frame gives the target neutral (once the
+        // learned neutral has blended in, over a few frames).
+        for _ in 0..20 {
+            r.retarget(&d.pts(), None).unwrap();
+        }
+        let out = r.retarget(&d.pts(), None).unwrap();
+        assert!(max_diff(&out.pts68, &tn) < 1e-2);
+        r.relearn();
+        assert_eq!(r.status(), NeutralStatus::Learning { have: 0, need: 10 });
+    }
+
+    #[test]
+    fn provisional_neutral_moves_without_jumps_and_never_waits() {
+        // A talking driver that is never steady: the output follows from the first frame, and
+        // when the provisional estimate is refined the output changes smoothly.
+        let params = RetargetParams { learn_frames: 30, ..no_smoothing() };
+        let mut r = Retargeter::new(Face::neutral().shape(), None, params).unwrap();
+        let d = Face::other();
+        let mut prev: Option<Pts68> = None;
+        let mut moved = 0;
+        let mut worst_step = 0.0f32;
+        for k in 0..120 {
+            let gap = 12.0 * ((k as f32 * 0.7).sin() * 0.5 + 0.5);
+            let out = r.retarget(&Face { gap, ..d }.pts(), None).unwrap();
+            assert!(matches!(r.status(), NeutralStatus::Learning { .. }));
+            if openness::mouth(&out.pts68).unwrap() > 0.1 {
+                moved += 1;
+            }
+            if let Some(p) = prev {
+                // Brows and eyes do not move in the driver: any change there comes from the
+                // neutral estimate, and must be gradual.
+                let s = (17..48).map(|i| (out.pts68[i][1] - p[i][1]).abs()).fold(0.0, f32::max);
+                worst_step = worst_step.max(s);
+            }
+            prev = Some(out.pts68);
+        }
+        assert!(moved > 30, "mouth opened in {moved} of 120 frames");
+        assert!(worst_step < 0.5, "largest frame-to-frame jump of still features: {worst_step} px");
+    }
+
+    #[test]
+    fn learning_rejects_a_moving_face() {
+        let params = RetargetParams { learn_frames: 10, learn_max_motion: 0.01, ..no_smoothing() };
+        let mut r = Retargeter::new(Face::neutral().shape(), None, params).unwrap();
+        let d = Face::other();
+        // Talking: the mouth moves within the "neutral" openness limit, brows move a lot.
+        for k in 0..30 {
+            let f = Face { gap: (k % 2) as f32 * 6.0, brow: (k % 3) as f32 * 6.0, ..d };
+            r.retarget(&f.pts(), None).unwrap();
+            assert!(matches!(r.status(), NeutralStatus::Learning { .. }), "{k}");
+        }
+    }
+
+}
