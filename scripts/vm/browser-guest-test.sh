@@ -72,6 +72,17 @@ daemon_restart() {
 }
 sink_desc() { sj .sink_state; }
 kept_status() { sink_desc | grep -q 'kept by a consumer; configured 640x480 yuyv'; }
+# Which processes have the device open or its buffers mapped: v4l2loopback keeps the format
+# and its buffers while anyone does.
+holders() {
+    local p out=
+    for p in /proc/[0-9]*; do
+        if ls -l "$p/fd" 2>/dev/null | grep -q "$OUT\$" || grep -q "$OUT" "$p/maps" 2>/dev/null; then
+            out+=" $(cat "$p/comm" 2>/dev/null)[${p#/proc/}]$(grep -q "$OUT" "$p/maps" 2>/dev/null && echo '(mapped)')"
+        fi
+    done
+    echo "holders of $OUT:${out:- none}"
+}
 # What the daemon logged since epoch second $1 about its output, restarts and reloads.
 daemon_log() { journal_since "$1" | grep -E 'v4l2|output|reload|kept|needs a restart|ERROR|WARN|Started|Stopped' | tail -8 >/dev/console 2>&1; }
 
@@ -87,7 +98,7 @@ browser_start() { # chromium | firefox
     if ! IFS= read -r -t 1000 first <&"${PROBE[0]}"; then first='{"ok":false,"error":"no answer from the browser in 1000 s"}'; fi
     echo "$first" >"$W/last"
     BROWSER_VERSION=$(jq -r '.browser // empty' "$W/last")
-    say "$BROWSER: $first"
+    say "$BROWSER: $first; $(mem)"
     jq -e .ok "$W/last" >/dev/null
 }
 browser_stop() {
@@ -138,6 +149,7 @@ opens() { pq call open puppetcam "$1" "$2"; last '.ok and (.label | test("puppet
 # the face moving (some consecutive frames differ).
 sample() { # [seconds]
     pq call sample "${1:-$SAMPLE_S}"
+    say "$BROWSER $SCENARIO: $(mem)"
     if last '.trackState == "ended"'; then
         say "the browser ended the track $(jq -r .endedSAgo "$W/last") s ago; its log:"
         grep -vE 'dbus|DBus|font_unique' "$W/probe-$BROWSER.log" | tail -8 >/dev/console 2>&1
@@ -162,8 +174,11 @@ reference_frame() {
     p=$!
     while kill -0 "$p" 2>/dev/null && [ $i -lt 120 ]; do sleep 0.5; i=$((i + 1)); done
     if kill -0 "$p" 2>/dev/null; then
+        say "frame-mean: no frame from $OUT in 60 s; daemon: $(sj '[.stages[] | "\(.name) \(.frames)"] | join(", ")'), sink $(sink_desc); $(holders)"
+        # Where the reader waits in the kernel (its stack on the console).
+        echo w >/proc/sysrq-trigger
+        pkill -9 -P "$p" 2>/dev/null
         kill -9 "$p" 2>/dev/null
-        say "frame-mean: no frame from $OUT in 60 s; daemon: $(sj '[.stages[] | "\(.name) \(.frames)"] | join(", ")'), sink $(sink_desc)"
         return
     fi
     wait "$p" && REF=$(cat "$W/ref") || say "frame-mean failed: $(tail -2 "$W/frame-mean.err")"
@@ -270,9 +285,10 @@ run_browser() { # chromium | firefox
     daemon_log "$t"
     # With the stream closed, a restart applies the configured size.
     pq call stop
+    say "$b restart-size: stream stopped; $(holders); $(mem)"
     check "$b restart-size: READY at 640x480 once the browser let go" daemon_restart
     check "$b restart-size: the device is 640x480 now" sh -c "v4l2-ctl -d $OUT --get-fmt-video | grep -q 'Width/Height *: *640/480'"
-    say "$b restart-size: daemon stages $(sj '[.stages[] | "\(.name) \(.frames)"] | join(", ")'); sink $(sink_desc)"
+    say "$b restart-size: daemon stages $(sj '[.stages[] | "\(.name) \(.frames)"] | join(", ")'); sink $(sink_desc); $(holders)"
     open_and_watch 640 480 exact
 
     # 6. I420 (V4L2 YU12), 1280x720.

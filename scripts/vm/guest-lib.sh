@@ -4,7 +4,36 @@
 # run-systemd-test.sh installs it as /usr/local/lib/puppetcam-vmtest/guest-lib.sh.
 T0=$(date +%s)
 fails=()
-say() { echo "PUPPETCAM-VM-$(($(date +%s) - T0))s: $*" >/dev/console; }
+# say() touches this file: the heartbeat below knows how long the test has been quiet.
+SAY_STAMP=/run/puppetcam-vmtest.said
+say() { echo "PUPPETCAM-VM-$(($(date +%s) - T0))s: $*" >/dev/console; : >"$SAY_STAMP"; }
+: >"$SAY_STAMP"
+# While the test reports nothing for a minute (a slow browser start, a stuck step), a heartbeat
+# line goes to the console through the kernel log (/dev/kmsg, so it gets out even if a
+# userspace write to the console blocks), with the load and the busiest processes: the host's
+# silence watchdog (PUPPETCAM_VM_SILENCE_S) then stops only a guest that is really stuck, and a
+# stall shows whether the emulated CPU was busy (starved) or idle (blocked). After 3 quiet
+# minutes, once per stall, SysRq-w lists the tasks blocked in the kernel with their stacks.
+# Memory left, and the biggest processes by resident size (MB): a guest short of memory
+# thrashes without a kernel message.
+mem() {
+    echo "MemAvailable $(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo) MB, largest$(ps -eo rss=,comm= --sort=-rss 2>/dev/null | head -3 | awk '{printf " %s %d", $2, $1 / 1024}')"
+}
+heartbeat() {
+    sysctl -q -w kernel.sysrq=1 kernel.hung_task_timeout_secs=60 kernel.hung_task_warnings=20 2>/dev/null
+    (
+        dumped=0
+        while sleep 30; do
+            quiet=$(($(date +%s) - $(stat -c %Y "$SAY_STAMP" 2>/dev/null || date +%s)))
+            if [ "$quiet" -lt 60 ]; then dumped=0; continue; fi
+            top=$(ps -eo pcpu=,stat=,comm= --sort=-pcpu 2>/dev/null | head -3 | tr -s ' ' | tr '\n' ';')
+            echo "<3>puppetcam-vmtest: quiet ${quiet}s, load $(cut -d' ' -f1-3 /proc/loadavg), top:$top $(mem)" >/dev/kmsg
+            if [ "$quiet" -ge 180 ] && [ $dumped = 0 ]; then echo w >/proc/sysrq-trigger; dumped=1; fi
+        done
+    ) </dev/null >/dev/null 2>&1 &
+    HEARTBEAT_PID=$!
+}
+heartbeat
 check() { # name, command...
     local name=$1; shift
     if "$@"; then say "ok   $name"; else say "FAIL $name"; fails+=("$name"); fi

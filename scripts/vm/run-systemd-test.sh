@@ -17,6 +17,10 @@
 #
 # Environment (besides run-v4l2-test.sh's PUPPETCAM_VM_CACHE/_KREL/_REFRESH/_NO_APT):
 #   PUPPETCAM_VM_TIMEOUT  seconds the VM may run (default 600)
+#   PUPPETCAM_VM_SILENCE_S  stop the VM once its console has been silent this long (default 0:
+#                         never); before stopping it, the vCPUs' registers and SysRq m/w/l/t
+#                         (memory, blocked tasks, CPU backtraces, all tasks) are taken through
+#                         the qemu monitor (last-run*.log.monitor and the console log)
 #   PUPPETCAM_VM_ACCEL    tcg (default) or kvm. As for run-v4l2-test.sh, KVM is opt-in: on the
 #                         sandboxed build host /dev/kvm exists but a KVM guest hangs right after
 #                         the BIOS (no kernel output in 60 s), while TCG boots.
@@ -268,13 +272,69 @@ fi
 # ---- boot -------------------------------------------------------------------------------------
 accel=${PUPPETCAM_VM_ACCEL:-tcg}
 LOG=$CACHE/systemd/last-run${NAME:+-$NAME}.log
-log "booting ($accel, timeout ${TIMEOUT}s, console log $LOG)"
+SILENCE=${PUPPETCAM_VM_SILENCE_S:-0}
+log "booting ($accel, timeout ${TIMEOUT}s, silence limit ${SILENCE}s (0: none), console log $LOG)"
+# The qemu monitor on a socket: the silence watchdog below asks it for the vCPUs' registers and
+# presses SysRq (sysrq_always_enabled) when the guest stops talking.
+MON=$(mktemp -u /tmp/puppetcam-vm-mon.XXXXXX)
 set +e
 timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 -accel "$accel" -m "${PUPPETCAM_VM_MEM:-3072M}" -smp "${PUPPETCAM_VM_SMP:-2}" \
     -nographic -no-reboot -kernel "$KDIR/vmlinuz" -initrd "$INITRD" "${disk[@]}" \
-    -append "console=ttyS0 panic=-1 loglevel=4" \
-    </dev/null >"$LOG" 2>&1
+    -monitor "unix:$MON,server=on,wait=off" \
+    -append "console=ttyS0 panic=-1 loglevel=4 sysrq_always_enabled" \
+    </dev/null >"$LOG" 2>&1 &
+qpid=$!
+# A guest that prints nothing for PUPPETCAM_VM_SILENCE_S seconds (the guest tests print a
+# heartbeat through the kernel log while a step runs long, so silence means the guest itself is
+# stuck) is diagnosed and stopped: without this a hung guest holds CI until TIMEOUT.
+watchdog() {
+    local size last now
+    last=$(date +%s)
+    size=0
+    while kill -0 "$qpid" 2>/dev/null; do
+        sleep 10
+        now=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
+        if [ "$now" != "$size" ]; then size=$now; last=$(date +%s); continue; fi
+        [ $(($(date +%s) - last)) -ge "$SILENCE" ] || continue
+        log "guest silent for ${SILENCE}s: vCPU registers, SysRq m/w/l/t, then stopping it (monitor log $LOG.monitor)"
+        python3 - "$MON" >"$LOG.monitor" 2>&1 <<'PY'
+import re, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(5)
+def cmd(c, wait=1.0):
+    s.sendall((c + "\n").encode())
+    time.sleep(wait)
+    out = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except socket.timeout:
+        pass
+    # The monitor echoes each typed character with cursor moves: only the text is kept.
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode("utf-8", "replace"))
+    print(f"=== {c}\n{text}", flush=True)
+cmd("info status")
+cmd("info registers -a")
+for key in ("alt-sysrq-m", "alt-sysrq-w", "alt-sysrq-l", "alt-sysrq-t"):
+    cmd("sendkey " + key, 10)
+cmd("info registers -a")
+cmd("quit")
+PY
+        echo "PUPPETCAM-VM-WATCHDOG: guest silent for ${SILENCE}s, stopped" >>"$LOG"
+        kill "$qpid" 2>/dev/null
+        return
+    done
+}
+wpid=
+[ "$SILENCE" -gt 0 ] && { watchdog & wpid=$!; }
+wait "$qpid"
 qrc=$?
+[ -z "$wpid" ] || { kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null; }
+rm -f "$MON"
 set -e
 grep -aoE 'PUPPETCAM-VM[:-].*' "$LOG" | tr -d '\r' >&2 || true
 if grep -aq 'PUPPETCAM-VM: PASS' "$LOG"; then
