@@ -12,9 +12,10 @@ browser (and its camera stream) open while it restarts the daemon:
     quit
 
 Chromium is driven over its DevTools protocol (a websocket), Firefox over Marionette (Debian has
-no geckodriver); both are a few requests, so only the standard library is needed. `puppetcam-browser-probe frame-mean DEVICE` prints the mean RGB of one frame read
-from DEVICE with v4l2-ctl (YUYV or YU12, BT.601 limited range, as the sink writes it), the
-reference the canvas's mean colour is compared with.
+no geckodriver); both are a few requests, so only the standard library is needed.
+`puppetcam-browser-probe frame-mean DEVICE` prints the mean RGB of one frame read from DEVICE
+with a plain read() (YUYV or YU12, BT.601 limited range, as the sink writes it), the reference
+the canvas's mean colour is compared with.
 """
 import base64
 import json
@@ -408,10 +409,15 @@ def frame_mean(device):
             info[k.strip()] = v.strip()
     w, h = (int(x) for x in info["Width/Height"].split("/"))
     fourcc = info["Pixel Format"].split("'")[1]
-    with tempfile.NamedTemporaryFile() as f:
-        subprocess.run(["v4l2-ctl", "-d", device, "--stream-mmap", "--stream-count=1", f"--stream-to={f.name}"],
-                       capture_output=True, check=True, timeout=60)
-        raw = f.read()
+    # read(), not v4l2-ctl's mmap streaming: v4l2loopback 0.12.7 resets the buffer state of every
+    # opener on a REQBUFS, and a v4l2-ctl stream run between a Chromium stream's stop and the next
+    # getUserMedia left Chromium without an answer (twice in a row in the browser test); read()
+    # copies the latest frame without negotiating buffers. The caller puts a deadline on it.
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        raw = os.read(fd, w * h * 2)
+    finally:
+        os.close(fd)
     if fourcc == "YUYV":
         ys = lambda x, y: raw[2 * (y * w + x)]
         us = lambda x, y: raw[2 * (y * w + (x & ~1)) + 1]
