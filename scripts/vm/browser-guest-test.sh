@@ -108,11 +108,12 @@ stop_stream() {
 daemon_log() { journal_since "$1" | grep -E 'v4l2|output|reload|kept|needs a restart|ERROR|WARN|Started|Stopped' | tail -8 >/dev/console 2>&1; }
 
 # ---- the browser, held open by puppetcam-browser-probe ------------------------------------------
-BROWSER= BROWSER_VERSION= WEDGED=
+# STREAMED: this browser process has opened a stream (see open_and_watch).
+BROWSER= BROWSER_VERSION= WEDGED= STREAMED=
 browser_start() { # chromium | firefox
     local first
     BROWSER=$1
-    WEDGED=
+    WEDGED= STREAMED=
     # setpriv, not runuser: no PAM session, which would wait for logind (masked here).
     coproc PROBE { exec setpriv --reuid=tester --regid=tester --init-groups env HOME=/home/tester USER=tester \
         puppetcam-browser-probe "$BROWSER" "$URL" 2>>"$W/probe-$BROWSER.log"; }
@@ -224,8 +225,22 @@ colour_matches() {
 # One open at w x h and a sample, with its checks. $3: "exact" when the device has that size.
 open_and_watch() { # w h exact|scaled
     local tag="$BROWSER $FORMAT $SCENARIO ${1}x$2"
-    if [ "$3" = exact ]; then stop_stream; reference_frame; fi
+    if [ "$3" = exact ]; then
+        stop_stream
+        # Chromium in one process (--single-process, how this test runs it under TCG) never
+        # answered a getUserMedia that came more than a few seconds after its previous stream
+        # stopped (three runs in a row, at the first such reopen; a reopen at once, as open()
+        # does from 1280x720 to 640x480, always worked). Likely its in-process video capture
+        # service, shut down when idle, does not come back in that mode; not a puppetcam or
+        # desktop-Chrome behaviour (see docs/virtual-camera.md). A fresh browser opens the stream.
+        if [ "$BROWSER" = chromium ] && [ -n "$STREAMED" ]; then
+            browser_stop
+            need "$tag: Chromium starts again for a fresh stream" browser_start chromium || return 1
+        fi
+        reference_frame
+    fi
     need "$tag: getUserMedia opens the puppetcam camera" opens "$1" "$2" || return 1
+    STREAMED=1
     sample
     check "$tag: frames drawn to the canvas (live track)" frames_drawn
     check "$tag: a picture, not black or flat" picture
