@@ -209,7 +209,7 @@ reference_frame() {
     if kill -0 "$p" 2>/dev/null; then
         say "frame-mean: no frame from $OUT in 60 s; daemon: $(sj '[.stages[] | "\(.name) \(.frames)"] | join(", ")'), sink $(sink_desc); $(holders)"
         # Where the reader waits in the kernel (its stack on the console).
-        echo w >/proc/sysrq-trigger
+        sysrq_dump w
         pkill -9 -P "$p" 2>/dev/null
         kill -9 "$p" 2>/dev/null
         return

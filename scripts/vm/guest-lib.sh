@@ -19,6 +19,16 @@ say() { echo "PUPPETCAM-VM-$(($(date +%s) - T0))s: $*" >/dev/console; : >"$SAY_S
 mem() {
     echo "MemAvailable $(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo) MB, largest$(ps -eo rss=,comm= --sort=-rss 2>/dev/null | head -3 | awk '{printf " %s %d", $2, $1 / 1024}')"
 }
+# SysRq $1 with its output on the console: the kernel prints the dumps at KERN_INFO, which the
+# VM's loglevel=4 hides (only the "sysrq: Show ..." header got out), so the level is raised for it.
+sysrq_dump() {
+    local level
+    level=$(cut -f1 /proc/sys/kernel/printk)
+    echo 8 >/proc/sys/kernel/printk
+    echo "$1" >/proc/sysrq-trigger
+    sleep 2
+    echo "$level" >/proc/sys/kernel/printk
+}
 heartbeat() {
     sysctl -q -w kernel.sysrq=1 kernel.hung_task_timeout_secs=60 kernel.hung_task_warnings=20 2>/dev/null
     (
@@ -28,7 +38,7 @@ heartbeat() {
             if [ "$quiet" -lt 60 ]; then dumped=0; continue; fi
             top=$(ps -eo pcpu=,stat=,comm= --sort=-pcpu 2>/dev/null | head -3 | tr -s ' ' | tr '\n' ';')
             echo "<3>puppetcam-vmtest: quiet ${quiet}s, load $(cut -d' ' -f1-3 /proc/loadavg), top:$top $(mem)" >/dev/kmsg
-            if [ "$quiet" -ge 180 ] && [ $dumped = 0 ]; then echo w >/proc/sysrq-trigger; dumped=1; fi
+            if [ "$quiet" -ge 180 ] && [ $dumped = 0 ]; then sysrq_dump w; dumped=1; fi
         done
     ) </dev/null >/dev/null 2>&1 &
     HEARTBEAT_PID=$!

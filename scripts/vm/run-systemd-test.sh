@@ -319,7 +319,8 @@ def cmd(c, wait=1.0):
     print(f"=== {c}\n{text}", flush=True)
 cmd("info status")
 cmd("info registers -a")
-for key in ("alt-sysrq-m", "alt-sysrq-w", "alt-sysrq-l", "alt-sysrq-t"):
+# SysRq 9 first: the dumps are printed at KERN_INFO, below the console's loglevel=4.
+for key in ("alt-sysrq-9", "alt-sysrq-m", "alt-sysrq-w", "alt-sysrq-l", "alt-sysrq-t"):
     cmd("sendkey " + key, 10)
 cmd("info registers -a")
 cmd("quit")
