@@ -222,6 +222,12 @@ colour_matches() {
     jq -n -e --argjson a "$(jq -c .mean "$W/last")" --argjson b "$(echo "$REF" | jq -c .mean)" --argjson t "$MEAN_TOL" \
         '[range(3)] | all(. as $i | (($a[$i] - $b[$i]) | fabs) <= $t)' >/dev/null
 }
+# The track in $W/last ended after epoch second $1 (the restart), not before it.
+ended_during_restart() {
+    local ago
+    ago=$(jq -r '.endedSAgo // empty | floor' "$W/last")
+    [ -n "$ago" ] && [ $(($(date +%s) - ago)) -ge $(($1 - 2)) ]
+}
 # One open at w x h and a sample, with its checks. $3: "exact" when the device has that size.
 open_and_watch() { # w h exact|scaled
     local tag="$BROWSER $FORMAT $SCENARIO ${1}x$2"
@@ -313,8 +319,17 @@ run_browser() { # chromium | firefox
     # A new process starts from a provisional neutral face and moves little at first (seen: 1
     # changed sample in the first 6 s): a longer window.
     sample $((2 * SAMPLE_S))
-    check "$b restart: the held stream recovers (frames, moving)" flows
-    check "$b restart: still 1280x720" size_is 1280 720
+    if [ "$b" = chromium ] && last '.trackState == "ended"' && ended_during_restart "$t"; then
+        # Chromium ends a track that gets no frame for about 10 s; under TCG the restart left the
+        # device without frames for longer (30-50 s from stop to the new process's first frame;
+        # about 2 s on a real machine). That is the documented outcome (docs/virtual-camera.md):
+        # the page opens the camera again and sees the new process.
+        say "$b restart: Chromium ended the held track during the restart ($(jq -r .endedSAgo "$W/last") s before the sample; restart began $(($(date +%s) - t)) s before); opening again"
+        open_and_watch 1280 720 exact
+    else
+        check "$b restart: the held stream recovers (frames, moving)" flows
+        check "$b restart: still 1280x720" size_is 1280 720
+    fi
     daemon_log "$t"
 
     # 5. Full restart with another size while the browser holds the stream: v4l2loopback keeps
