@@ -39,8 +39,8 @@ fi
 # Real browsers (Debian's chromium and firefox-esr, headless) pick puppetcam as their camera in the
 # same VM: getUserMedia at 1280x720 and 640x480, YUYV and I420, opened before/after the daemon,
 # SIGHUP and restarts while the stream is held (docs/virtual-camera.md). A synthetic driver, so
-# no data set needed. About 20-25 min under TCG (the browsers take minutes to start there), at
-# most 30 (the VM's limit);
+# no data set needed. About 35 min under TCG (the browsers take minutes to start there, and
+# Chromium is started afresh for each new stream), at most 40 (the VM's limit);
 # PUPPETCAM_SKIP_BROWSER_VM=1 or PUPPETCAM_SKIP_VM=1 skips it.
 if [ -x scripts/vm/run-browser-test.sh ] && [ "${PUPPETCAM_SKIP_VM:-0}" != 1 ] && [ "${PUPPETCAM_SKIP_BROWSER_VM:-0}" != 1 ]; then
   suite browser-vm env PUPPETCAM_BIN="$PUPPETCAM_BIN" scripts/vm/run-browser-test.sh

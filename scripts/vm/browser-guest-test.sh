@@ -320,9 +320,9 @@ run_browser() { # chromium | firefox
     # changed sample in the first 6 s): a longer window.
     sample $((2 * SAMPLE_S))
     if [ "$b" = chromium ] && last '.trackState == "ended"' && ended_during_restart "$t"; then
-        # Chromium ends a track that gets no frame for about 10 s; under TCG the restart left the
-        # device without frames for longer (30-50 s from stop to the new process's first frame;
-        # about 2 s on a real machine). That is the documented outcome (docs/virtual-camera.md):
+        # Chromium ends a track that gets no frame for a while (about 20 s into a 50 s restart
+        # under TCG, where stop to the new process's first frame takes 30-50 s; seconds on a
+        # real machine). That is the documented outcome (docs/virtual-camera.md):
         # the page opens the camera again and sees the new process.
         say "$b restart: Chromium ended the held track during the restart ($(jq -r .endedSAgo "$W/last") s before the sample; restart began $(($(date +%s) - t)) s before); opening again"
         open_and_watch 1280 720 exact

@@ -20,8 +20,9 @@
 # probe) and the browsers' screenshots (PNG), carried out of the guest on the console as base64.
 #
 # Environment (besides run-systemd-test.sh's):
-#   PUPPETCAM_VM_TIMEOUT     seconds the VM may run (default 1800: the longest run reached its last step after 21 min
-#                            on a loaded 2-core host; the limit keeps a hang inside the CI budget)
+#   PUPPETCAM_VM_TIMEOUT     seconds the VM may run (default 2400: Chromium is started afresh for each
+#                            new stream, and its part alone took 20 min on a loaded 2-core host, Firefox's
+#                            12; every guest step has its own deadline, this one is the last resort)
 #   PUPPETCAM_VM_SILENCE_S   stop a guest whose console is silent this long (default 300; the guest
 #                            prints a heartbeat while it waits, see guest-lib.sh)
 #   PUPPETCAM_BROWSER_OUT    directory for results.jsonl and screenshots (default: none kept)
@@ -142,7 +143,7 @@ LOG=$CACHE/systemd/last-run-browser.log
 set +e
 PUPPETCAM_VM_NAME=browser PUPPETCAM_VM_EXTRA_PKGS=$PKGS PUPPETCAM_VM_ROOT_EXCLUDE=$EXCLUDE PUPPETCAM_VM_OVERLAY=$overlay \
     PUPPETCAM_VM_AUTOSTART=0 PUPPETCAM_VM_ROOT_DISK=1 PUPPETCAM_VM_MEM=${PUPPETCAM_VM_MEM:-4096M} \
-    PUPPETCAM_VM_TIMEOUT=${PUPPETCAM_VM_TIMEOUT:-1800} PUPPETCAM_VM_SILENCE_S=${PUPPETCAM_VM_SILENCE_S:-300} \
+    PUPPETCAM_VM_TIMEOUT=${PUPPETCAM_VM_TIMEOUT:-2400} PUPPETCAM_VM_SILENCE_S=${PUPPETCAM_VM_SILENCE_S:-300} \
     "$ROOT/scripts/vm/run-systemd-test.sh"
 rc=$?
 set -e
