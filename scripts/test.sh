@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every test of puppetcam on a fresh machine: set-up (idempotent),
-# Rust unit + integration tests, Python tests, the v4l2loopback round trip, the systemd unit and
-# the webcam path in VMs, the Debian package installed and purged in a clean Debian root, a short soak.
+# Rust unit + integration tests, Python tests, the v4l2loopback round trip, the systemd unit,
+# the webcam path and real browsers in VMs, the Debian package installed and purged in a clean Debian root, a short soak.
 # Each suite runs even when an earlier one failed; the exit code is non-zero if any failed.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,6 +35,15 @@ fi
 # ($PUPPETCAM_DATA; skipped without it, a failure under CI=true). PUPPETCAM_SKIP_VM=1 skips it too.
 if [ -x scripts/vm/run-webcam-test.sh ] && [ "${PUPPETCAM_SKIP_VM:-0}" != 1 ] && [ "${PUPPETCAM_SKIP_WEBCAM_VM:-0}" != 1 ]; then
   suite webcam-vm env PUPPETCAM_BIN="$PUPPETCAM_BIN" scripts/vm/run-webcam-test.sh
+fi
+# Real browsers (Debian's chromium and firefox-esr, headless) pick puppetcam as their camera in the
+# same VM: getUserMedia at 1280x720 and 640x480, YUYV and I420, opened before/after the daemon,
+# SIGHUP and restarts while the stream is held (docs/virtual-camera.md). A synthetic driver, so
+# no data set needed. About 35 min under TCG (the browsers take minutes to start there, and
+# Chromium is started afresh for each new stream), at most 40 (the VM's limit);
+# PUPPETCAM_SKIP_BROWSER_VM=1 or PUPPETCAM_SKIP_VM=1 skips it.
+if [ -x scripts/vm/run-browser-test.sh ] && [ "${PUPPETCAM_SKIP_VM:-0}" != 1 ] && [ "${PUPPETCAM_SKIP_BROWSER_VM:-0}" != 1 ]; then
+  suite browser-vm env PUPPETCAM_BIN="$PUPPETCAM_BIN" scripts/vm/run-browser-test.sh
 fi
 if [ "${PUPPETCAM_SKIP_DEB:-0}" != 1 ]; then
   # Release build + cargo-deb, then install/check/demo/purge in a clean Debian root (needs root).

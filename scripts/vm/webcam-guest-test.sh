@@ -5,7 +5,7 @@
 # before the camera. Prints one PUPPETCAM-VM: line per check with its time, then
 # PUPPETCAM-VM: PASS or FAIL and powers the VM off.
 set -u
-. /usr/local/lib/puppetcam-vmtest/guest-lib.sh   # T0, fails, say, check, wait_for
+. /usr/local/lib/puppetcam-vmtest/guest-lib.sh   # T0, fails, say, check, need, wait_for, unit, active, ready, sj
 CAM=/dev/video11
 OUT=/dev/video10
 CLIP=/usr/local/share/puppetcam-vmtest/clip.mkv
@@ -33,29 +33,6 @@ finish() {
 }
 trap finish EXIT
 
-unit() { systemctl show -p "$1" --value puppetcam.service; }
-# The daemon's journal since epoch second $1, without ONNX Runtime's graph-optimiser chatter.
-journal_since() { journalctl -b --no-pager -o short-monotonic --since "@$1" -u puppetcam.service | grep -v 'ort::logging'; }
-active() { [ "$(unit ActiveState)" = active ] && [ "$(unit SubState)" = running ]; }
-# Waits up to $1 s for READY; gives up as soon as the process exits (a restart or `failed`) and
-# shows why, so a broken start costs seconds, not the whole timeout.
-ready() {
-    local end=$(($(date +%s) + $1)) t state
-    t=$(date +%s)
-    until active; do
-        state="$(unit ActiveState)/$(unit SubState)"
-        case "$state" in
-            failed/* | inactive/* | */auto-restart)
-                say "puppetcam exited before READY ($state); its journal:"
-                journal_since "$t" | grep -E 'ERROR|error:|exited|Failed' | head -6 >/dev/console 2>&1
-                return 1 ;;
-        esac
-        [ "$(date +%s)" -ge "$end" ] && return 1
-        sleep 0.5
-    done
-}
-# One field of /status.json (jq filter), empty when the daemon does not answer.
-sj() { curl -fsS --max-time 5 http://127.0.0.1:8765/status.json 2>/dev/null | jq -r "$1" 2>/dev/null; }
 health() { local h; h=$(curl -sS --max-time 3 http://127.0.0.1:8765/health 2>/dev/null | jq -r .status 2>/dev/null); echo "${h:-none}"; }
 status_line() { echo "pid $(unit MainPID) $(unit ActiveState)/$(unit SubState) restarts $(unit NRestarts); health $(health); face $(sj .face); fps $(sj .fps); source: $(sj .source_state)"; }
 tracked() { [ "$(sj .face)" = tracked ]; }
@@ -163,9 +140,6 @@ sources() { # tag start-time: each change of the source state (first 60 characte
         if (s != last) { printf "%s+%.0fs [errors %s] %s", sep, $1 - t0, $6, s; sep = " -> " } last = s } END { print "" }' "$W/watch-$1"
 }
 
-# A check that a phase cannot go on without: the rest of the phase is skipped (one FAIL is
-# enough, and the VM's time is limited).
-need() { local n=${#fails[@]}; check "$@"; [ ${#fails[@]} -eq "$n" ]; }
 # Daemon stopped, no feeder, state reset: each phase starts from here.
 reset() {
     systemctl stop puppetcam.service

@@ -50,10 +50,18 @@ pub struct V4l2Sink {
     dev: Device,
     path: PathBuf,
     card: String,
+    /// What the device carries: the configured size and format, or the ones v4l2loopback kept
+    /// for a consumer that still holds the device (see `kept`).
     width: u32,
     height: u32,
     fps: u32,
     format: PixFormat,
+    /// The size of the frames `write` receives (the configured output size).
+    frame_width: u32,
+    frame_height: u32,
+    /// Set when the driver kept another format than the configured one: what was configured,
+    /// for the status line. Frames are then scaled (and cropped to the kept aspect) to fit.
+    kept: Option<String>,
     /// Reused conversion buffer, `format.frame_size()` bytes.
     buf: Vec<u8>,
     written: u64,
@@ -101,9 +109,29 @@ impl V4l2Sink {
         want.colorspace = Colorspace::SMPTE170M;
         want.quantization = Quantization::LimitedRange;
         let got = dev.set_format(&want).map_err(|e| sink_err(device, "VIDIOC_S_FMT", e))?;
-        if got.width != width || got.height != height || got.fourcc != fourcc(format) {
-            // v4l2loopback keeps the first producer's format while anyone (e.g. a browser tab)
-            // still has the device open, or forever with keep_format=1.
+        let (frame_width, frame_height) = (width, height);
+        let mut kept = None;
+        let (width, height, format) = if got.width == width && got.height == height && got.fourcc == fourcc(format) {
+            (width, height, format)
+        } else if let Some(kept_format) = writable(&got) {
+            // v4l2loopback keeps the previous producer's format while anyone (a browser tab, a
+            // call) still has the device open, or forever with keep_format=1. Writing that
+            // format keeps the consumer's picture alive across a restart with new settings;
+            // refusing left it frozen and the service failing to start until the consumer let
+            // go (scripts/vm/run-browser-test.sh restarts with a new size under a held stream).
+            log::warn!(
+                "{} kept format {}x{} {} for a consumer that still holds it (or keep_format=1): writing that \
+                 instead of the configured {width}x{height} {format}, frames scaled to fit; restart puppetcam \
+                 once no app has the camera open to apply the configured format",
+                device.display(),
+                got.width,
+                got.height,
+                kept_format,
+            );
+            kept = Some(format!("{width}x{height} {format}"));
+            (got.width, got.height, kept_format)
+        } else {
+            // A format the sink cannot write (another producer's, e.g. MJPEG or RGB).
             return Err(Error::Sink(format!(
                 "{} kept format {}x{} {} instead of the requested {}x{} {}: a consumer (browser, Zoom, OBS) \
                  still holds the device with the old format, or v4l2loopback was loaded with keep_format=1 \
@@ -119,7 +147,7 @@ impl V4l2Sink {
                 got.height,
                 fourcc_name(got.fourcc),
             )));
-        }
+        };
         let need = format.frame_size(width, height);
         if (got.size as usize) < need {
             return Err(Error::Sink(format!(
@@ -163,6 +191,9 @@ impl V4l2Sink {
             height,
             fps,
             format,
+            frame_width,
+            frame_height,
+            kept,
             buf: vec![0; need],
             written: 0,
             dropped: 0,
@@ -221,14 +252,14 @@ impl V4l2Sink {
 
 impl FrameSink for V4l2Sink {
     fn write(&mut self, frame: &Frame) -> Result<()> {
-        if frame.width != self.width || frame.height != self.height {
+        if frame.width != self.frame_width || frame.height != self.frame_height {
             return Err(Error::Invalid(format!(
-                "frame is {}x{} but {} was opened at {}x{}",
+                "frame is {}x{} but {} was opened for {}x{}",
                 frame.width,
                 frame.height,
                 self.path.display(),
-                self.width,
-                self.height
+                self.frame_width,
+                self.frame_height
             )));
         }
         if !frame.len_ok() {
@@ -241,13 +272,22 @@ impl FrameSink for V4l2Sink {
                 frame.height
             )));
         }
-        crate::core::colour::rgb_to_yuv_into(self.format, &frame.data, self.width, self.height, &mut self.buf)?;
+        if self.kept.is_some() && (frame.width != self.width || frame.height != self.height) {
+            let fitted = cover(frame, self.width, self.height)?;
+            crate::core::colour::rgb_to_yuv_into(self.format, &fitted.data, self.width, self.height, &mut self.buf)?;
+        } else {
+            crate::core::colour::rgb_to_yuv_into(self.format, &frame.data, self.width, self.height, &mut self.buf)?;
+        }
         self.write_buf()
     }
 
     fn describe(&self) -> String {
+        let kept = match &self.kept {
+            Some(configured) => format!(" (kept by a consumer; configured {configured}, applied at a restart with the camera closed)"),
+            None => String::new(),
+        };
         format!(
-            "v4l2loopback {} (`{}`) {}x{} {} @ {} fps",
+            "v4l2loopback {} (`{}`) {}x{} {} @ {} fps{kept}",
             self.path.display(),
             self.card,
             self.width,
@@ -313,6 +353,33 @@ fn query_caps(dev: &Device) -> io::Result<Caps> {
     // device_caps describes this node; `capabilities` is the whole physical device.
     let bits = if raw.capabilities & Flags::DEVICE_CAPS.bits() != 0 { raw.device_caps } else { raw.capabilities };
     Ok(Caps { driver: text(&raw.driver), card: text(&raw.card), flags: Flags::from(bits) })
+}
+
+/// The pixel format of a format the driver kept, if the sink can write it (an even size too).
+fn writable(got: &Format) -> Option<PixFormat> {
+    let format = match &got.fourcc.repr {
+        b"YUYV" => PixFormat::Yuyv,
+        b"YU12" => PixFormat::I420,
+        _ => return None,
+    };
+    format.check_size(got.width, got.height).ok()?;
+    (got.width >= 2 && got.height >= 2).then_some(format)
+}
+
+/// `frame` scaled to cover `width` x `height` and cropped to it around the centre: the kept
+/// format's aspect ratio without stretching the face (what browsers do with crop-and-scale).
+fn cover(frame: &Frame, width: u32, height: u32) -> Result<Frame> {
+    let k = (width as f64 / frame.width as f64).max(height as f64 / frame.height as f64);
+    let sw = ((frame.width as f64 * k).ceil() as u32).max(width);
+    let sh = ((frame.height as f64 * k).ceil() as u32).max(height);
+    let scaled = crate::pipeline::compose::resize(frame, sw as i32, sh as i32)?;
+    let (x0, y0) = (((sw - width) / 2) as usize, ((sh - height) / 2) as usize);
+    let mut data = Vec::with_capacity(3 * width as usize * height as usize);
+    for row in y0..y0 + height as usize {
+        let start = 3 * (row * sw as usize + x0);
+        data.extend_from_slice(&scaled.data[start..start + 3 * width as usize]);
+    }
+    Ok(Frame { width, height, data, pts: frame.pts, seq: frame.seq })
 }
 
 fn fourcc_name(f: FourCC) -> String {
@@ -415,6 +482,38 @@ mod tests {
         // /dev/null opens fine but QUERYCAP fails: must be an error, not a panic.
         let err = V4l2Sink::open(Path::new("/dev/null"), 640, 480, 30, PixFormat::Yuyv).err().expect("must fail");
         assert!(matches!(err, Error::Sink(_)), "{err}");
+    }
+
+    #[test]
+    fn kept_formats_the_sink_can_write() {
+        assert_eq!(writable(&Format::new(1280, 720, FourCC::new(b"YUYV"))), Some(PixFormat::Yuyv));
+        assert_eq!(writable(&Format::new(640, 480, FourCC::new(b"YU12"))), Some(PixFormat::I420));
+        assert_eq!(writable(&Format::new(640, 480, FourCC::new(b"MJPG"))), None);
+        assert_eq!(writable(&Format::new(641, 480, FourCC::new(b"YUYV"))), None);
+        assert_eq!(writable(&Format::new(640, 481, FourCC::new(b"YU12"))), None);
+    }
+
+    #[test]
+    fn cover_keeps_the_aspect_and_the_centre() {
+        // 4:3 frame, left half red, right half blue, a green centre column; into 16:9.
+        let (w, h) = (64u32, 48u32);
+        let mut data = vec![0u8; 3 * (w * h) as usize];
+        for y in 0..h {
+            for x in 0..w {
+                let i = 3 * (y * w + x) as usize;
+                data[i..i + 3].copy_from_slice(if (31..33).contains(&x) { &[0, 255, 0] } else if x < 32 { &[255, 0, 0] } else { &[0, 0, 255] });
+            }
+        }
+        let f = Frame { width: w, height: h, data, pts: std::time::Duration::ZERO, seq: 7 };
+        let out = cover(&f, 128, 72).unwrap();
+        assert_eq!((out.width, out.height, out.seq), (128, 72, 7));
+        assert_eq!(out.data.len(), 3 * 128 * 72);
+        let px = |x: usize, y: usize| &out.data[3 * (y * 128 + x)..3 * (y * 128 + x) + 3];
+        assert!(px(2, 36)[0] > 200 && px(2, 36)[2] < 50, "left stays red: {:?}", px(2, 36));
+        assert!(px(125, 36)[2] > 200 && px(125, 36)[0] < 50, "right stays blue: {:?}", px(125, 36));
+        assert!(px(64, 36)[1] > 100, "centre column stays in the centre: {:?}", px(64, 36));
+        // Same size: unchanged.
+        assert_eq!(cover(&f, w, h).unwrap().data, f.data);
     }
 
     #[test]
