@@ -77,9 +77,15 @@ struct Report {
     eye_range: (f64, f64),
 }
 
+/// Each driver frame's 68 points and irises (`None`: no face in that frame).
+fn samples(driver: &[FrameRecord]) -> Vec<Sample> {
+    driver.iter().map(|r| r.lm68.as_ref().map(|l| (to_pts(l), r.iris.map(to_iris)))).collect()
+}
+
 /// The portrait's shape (in crop coordinates) and the driver's neutral, as `run` sets them up:
 /// calibration of the first 3 s, or the median of neutral-looking frames when that fails.
-fn portrait_and_neutral(portrait: &Path, driver: &[FrameRecord]) -> (Shape68, Shape68, &'static str) {
+/// `samples` are `driver`'s (see [`samples`]).
+fn portrait_and_neutral(portrait: &Path, driver: &[FrameRecord], samples: &[Sample]) -> (Shape68, Shape68, &'static str) {
     let prec = landmarks(portrait, false, None).expect("portrait landmarks");
     let plm = prec[0].lm68.as_ref().expect("a face in the portrait");
     let ppts = to_pts(plm);
@@ -96,8 +102,7 @@ fn portrait_and_neutral(portrait: &Path, driver: &[FrameRecord]) -> (Shape68, Sh
 
     // Driver neutral as `puppetcam calibrate` would record it from the first 3 s; an expressive
     // clip may fail that check, then: the median of all frames that pass the neutral checks.
-    let samples: Vec<Sample> = driver.iter().map(|r| r.lm68.as_ref().map(|l| (to_pts(l), r.iris.map(to_iris)))).collect();
-    let first3: Vec<Sample> = driver.iter().zip(&samples).filter(|(r, _)| r.t_ms < 3000.0).map(|(_, s)| *s).collect();
+    let first3: Vec<Sample> = driver.iter().zip(samples).filter(|(r, _)| r.t_ms < 3000.0).map(|(_, s)| *s).collect();
     let (neutral, neutral_from) = match assess(&first3, &CaptureLimits::default(), "test", (driver[0].width, driver[0].height)) {
         Ok(p) => (p.shape(), "calibration of the first 3 s"),
         Err(e) => {
@@ -114,8 +119,8 @@ fn portrait_and_neutral(portrait: &Path, driver: &[FrameRecord]) -> (Shape68, Sh
 }
 
 fn run_pair(portrait: &Path, driver: &[FrameRecord]) -> Report {
-    let (target, neutral, neutral_from) = portrait_and_neutral(portrait, driver);
-    let samples: Vec<Sample> = driver.iter().map(|r| r.lm68.as_ref().map(|l| (to_pts(l), r.iris.map(to_iris)))).collect();
+    let samples = samples(driver);
+    let (target, neutral, neutral_from) = portrait_and_neutral(portrait, driver, &samples);
     let mut r = Retargeter::new(target, Some(neutral), RetargetParams::default()).unwrap();
     let t_id = identity_pts(&target.pts68);
     let (mut d_ot, mut d_od, mut d_dt, mut d_dn, mut closer) = (vec![], vec![], vec![], vec![], 0usize);
@@ -231,7 +236,8 @@ fn a_real_blink_shuts_the_portraits_eye_and_open_eyes_stay_open() {
     let Some(data) = data_dir() else { return };
     puppetcam::face::FaceModels::locate().expect("face models (onnx/ or PUPPETCAM_MODEL_DIR)");
     let driver = landmarks(&data.join("videos/lp_d10.mp4"), true, None).expect("driver landmarks");
-    let (target, neutral, _) = portrait_and_neutral(&data.join("portraits/lp_s9.jpg"), &driver);
+    let samples = samples(&driver);
+    let (target, neutral, _) = portrait_and_neutral(&data.join("portraits/lp_s9.jpg"), &driver, &samples);
     let ear = |p: &Pts68| Eye::BOTH.map(|e| openness::eye(p, e).unwrap() as f64);
     // What a viewer sees: the lids' distance across the corner line, over the eye's width (the
     // EAR does not reach 0 on a shut eye: its lid pairs are not vertically above each other).
@@ -247,11 +253,9 @@ fn a_real_blink_shuts_the_portraits_eye_and_open_eyes_stay_open() {
     let (t_gap, n_ear) = (gap(&target.pts68), ear(&neutral.pts68));
     let mut r = Retargeter::new(target, Some(neutral), RetargetParams::default()).unwrap();
     let (mut shut, mut open) = (vec![], vec![]);
-    for rec in &driver {
-        let Some(lm) = rec.lm68.as_ref() else { continue };
-        let p = to_pts(lm);
-        let out = r.retarget(&p, rec.iris.map(to_iris).as_ref()).expect("real landmarks retarget");
-        let (d, o) = (ear(&p), gap(&out.pts68));
+    for (p, iris) in samples.iter().flatten() {
+        let out = r.retarget(p, iris.as_ref()).expect("real landmarks retarget");
+        let (d, o) = (ear(p), gap(&out.pts68));
         let driven = (d[0] / n_ear[0] + d[1] / n_ear[1]) / 2.0;
         let shown = (o[0] / t_gap[0] + o[1] / t_gap[1]) / 2.0;
         if driven < 0.56 {

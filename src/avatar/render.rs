@@ -412,8 +412,7 @@ impl WarpRenderer {
         // sm_dafoe, K = 1) before scored 19.38 dB mouth-open PSNR and 0.229 teeth-share error,
         // after 19.17 dB and 0.238, none 19.01 dB and 0.315 (docs/quality.md).
         if let Some(skin) = self.mouth_skin {
-            let strength = crate::core::features::cavity_strength(crate::core::mesh::mouth_gap(live), gap_src);
-            crate::core::mouth_interior::paint(&mut out, live, skin, strength);
+            crate::core::mouth_interior::paint_opening(&mut out, live, skin, gap_src);
         }
         if self.fallbacks {
             render_eyes(&self.canvas, &self.features, live, iris, &mut out, 1.0);

@@ -22,6 +22,13 @@ pub const EYE_L: [usize; 16] = [362, 398, 384, 385, 386, 387, 388, 466, 263, 249
 /// Positions of the lid points inside `EYE_R` / `EYE_L`: 1..=7 upper, 9..=15 lower.
 pub const LID_SLOTS: std::ops::RangeInclusive<usize> = 1..=15;
 
+/// The mesh indices of eye `e`'s lid points (`LID_SLOTS` without the far corner, slot 8): what
+/// the retargeter rebuilds from the driver's opening.
+pub fn lid_points(e: usize) -> impl Iterator<Item = usize> {
+    let c = eye_contour(e);
+    LID_SLOTS.filter(|&s| s != 8).map(move |s| c[s])
+}
+
 /// Inner-lip contour (the mouth opening): corner 78 (iBUG 60), upper inner lip, corner 308
 /// (iBUG 64), lower inner lip back. A closed polygon.
 pub const INNER_LIPS: [usize; 20] = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95];

@@ -113,6 +113,18 @@ fn interp(p: &[(f32, f32); 11], u: f32) -> f32 {
     p[p.len() - 1].1
 }
 
+/// Paints the opening of `mesh` beyond the source's own opening `gap_src` (`mesh::mouth_gap`),
+/// ramped in by `features::cavity_strength`: what the avatar's renderer draws before the
+/// refiner, and what the refiner's training pairs carry (`refine::pair_sample`), so the two
+/// cannot drift apart. Returns the number of pixels touched.
+pub fn paint_opening(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], gap_src: f32) -> usize {
+    if mesh.len() < super::landmarks::MESH_POINTS {
+        return 0;
+    }
+    let strength = super::features::cavity_strength(super::mesh::mouth_gap(mesh), gap_src);
+    paint(out, mesh, skin, strength)
+}
+
 /// Paints the opening of `mesh` (canvas pixels) with the prior times `skin`, covering the warp
 /// by `strength` (0..1; the caller ramps it with how far the mouth opens beyond its source's),
 /// feathered at the inner lips. Returns the number of pixels touched.

@@ -2,8 +2,9 @@
 //! clip, cut by the daemon's own warp and region code (so training sees exactly what the daemon
 //! will feed the network):
 //! - pairs: frame i warped to frame j's landmarks (j aligned into i's frame by a similarity) with
-//!   the warp (with the mouth-interior prior, as the daemon draws it), the mouth and eye crops of that warp, their landmark rasters, and
-//!   the same crops of the real frame j (the target);
+//!   the warp (lids closed as the retargeter closes them, the mouth-interior prior painted as the
+//!   renderer paints it), the mouth and eye crops of that warp, their landmark rasters, and the
+//!   same crops of the real frame j (the target);
 //! - shots: crops and rasters of frames at their own landmarks (the embedder's K-shot input).
 //!
 //! Written as `.npy` (uint8, HWC) for `scripts/puppetcam_train/refiner.py`.

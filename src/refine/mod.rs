@@ -79,8 +79,8 @@ pub fn pair_sample(src: &Frame, src_mesh: &[Pt], model: &WarpModel, dst: &Frame,
     Some(Sample { input, raster, target: Some([0, 1, 2].map(|k| regions::crop(dst, &bx[k].mapped(&inv)))) })
 }
 
-/// The mouth-interior prior on a training pair's warp, exactly as the avatar's renderer draws it
-/// before the refiner (`avatar::render`): the opening beyond the source's own gets the prior's
+/// The mouth-interior prior on a training pair's warp, drawn by the avatar renderer's own call
+/// (`mouth_interior::paint_opening`): the opening beyond the source's own gets the prior's
 /// teeth, shadow and tongue in the source's skin colour. Without it the network would be trained
 /// on inputs it never sees in the daemon (an opening stretched from lip pixels).
 fn paint_mouth_prior(src: &Frame, src_mesh: &[Pt], dst_pts: &[Pt], warped: &mut Frame) {
@@ -88,10 +88,8 @@ fn paint_mouth_prior(src: &Frame, src_mesh: &[Pt], dst_pts: &[Pt], warped: &mut 
     if src_mesh.len() < n || dst_pts.len() < n {
         return;
     }
-    let live = &dst_pts[..n];
     if let Some(skin) = crate::core::mouth_interior::skin_colour(src, &src_mesh[..n]) {
-        let strength = crate::core::features::cavity_strength(crate::core::mesh::mouth_gap(live), crate::core::mesh::mouth_gap(&src_mesh[..n]));
-        crate::core::mouth_interior::paint(warped, live, skin, strength);
+        crate::core::mouth_interior::paint_opening(warped, &dst_pts[..n], skin, crate::core::mesh::mouth_gap(&src_mesh[..n]));
     }
 }
 

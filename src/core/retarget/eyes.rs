@@ -83,18 +83,15 @@ pub(super) fn lid_opening(x: f64) -> f64 {
 
 /// A real face's lids as the retargeter would show them: each eye's lid points, in the eye's
 /// own frame, scaled by `lid_opening(x) / x`, where x is the eye's aspect ratio over its
-/// `neutral_ear` (the open eye's). A shut eye, which MediaPipe reads at about 0.3 of its open
-/// ratio, gets lids on the corner line, as the daemon draws a driver's blink.
+/// `neutral_ear` (the open eye's). A shut eye, which MediaPipe reads at about
+/// `CLOSED_EAR_FRACTION` of its open ratio, gets lids on the corner line, as the daemon draws a
+/// driver's blink.
 ///
 /// The refiner's training pairs use it: without it the network learned blinks from warps whose
 /// eyes were still a third open, and painted grey smudges over the closed lids the daemon
 /// actually gives it.
 pub fn remap_lids(mesh: &mut [Pt], neutral_ear: [f64; 2]) {
-    use crate::core::landmarks::{MESH_POINTS, MP468_TO_68};
-    if mesh.len() < MESH_POINTS {
-        return;
-    }
-    let p68: Pts68 = MP468_TO_68.map(|i| mesh[i]);
+    let Ok(p68) = crate::core::landmarks::to68_2d(mesh) else { return };
     for eye in Eye::BOTH {
         let e = eye as usize;
         let n = neutral_ear[e];
@@ -104,9 +101,7 @@ pub fn remap_lids(mesh: &mut [Pt], neutral_ear: [f64; 2]) {
             continue;
         }
         let f = lid_opening(x) / x;
-        let c = crate::core::mesh::eye_contour(e);
-        for s in crate::core::mesh::LID_SLOTS.filter(|&s| s != 8) {
-            let i = c[s];
+        for i in crate::core::mesh::lid_points(e) {
             if let Some(uv) = to_eye(&p68, eye, [mesh[i][0] as f64, mesh[i][1] as f64]) {
                 let q = from_eye(&p68, eye, [uv[0], uv[1] * f]);
                 mesh[i] = [q[0] as f32, q[1] as f32];
@@ -117,11 +112,7 @@ pub fn remap_lids(mesh: &mut [Pt], neutral_ear: [f64; 2]) {
 
 /// The eye aspect ratios of a 468-point mesh (right, left); `None` when degenerate.
 pub fn mesh_ears(mesh: &[Pt]) -> Option<[f64; 2]> {
-    use crate::core::landmarks::{MESH_POINTS, MP468_TO_68};
-    if mesh.len() < MESH_POINTS {
-        return None;
-    }
-    let p68: Pts68 = MP468_TO_68.map(|i| mesh[i]);
+    let p68 = crate::core::landmarks::to68_2d(mesh).ok()?;
     Some([openness::eye(&p68, Eye::Right)? as f64, openness::eye(&p68, Eye::Left)? as f64])
 }
 
@@ -257,7 +248,7 @@ mod tests {
             }
             // Only lid points move; open eyes are left exactly as they are.
             let moved: Vec<usize> = (0..m.len()).filter(|&i| m[i] != before[i]).collect();
-            let lids: Vec<usize> = [0, 1].iter().flat_map(|&e| crate::core::mesh::LID_SLOTS.filter(|&s| s != 8).map(move |s| crate::core::mesh::eye_contour(e)[s])).collect();
+            let lids: Vec<usize> = (0..2).flat_map(crate::core::mesh::lid_points).collect();
             assert!(moved.iter().all(|i| lids.contains(i)), "x {x}: moved {moved:?}");
             if x >= LID_REMAP_BELOW {
                 let most = (0..m.len()).map(|i| dist(m[i], before[i])).fold(0.0, f64::max);

@@ -72,10 +72,7 @@ impl Topology {
         for &i in mesh::INNER_LIPS.iter().chain(mesh::OUTER_LIPS.iter()) {
             region[i] = Region::Mouth;
         }
-        let lids = [0, 1].map(|e| {
-            let c = mesh::eye_contour(e);
-            mesh::LID_SLOTS.filter(|&s| s != 8).map(|s| c[s]).collect()
-        });
+        let lids = [0, 1].map(|e| mesh::lid_points(e).collect());
         Ok(Topology {
             n: MESH_POINTS,
             sub68: MP468_TO_68,
