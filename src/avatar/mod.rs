@@ -253,7 +253,7 @@ impl WarpStage {
             let posed = self.retargeter.step_points(Some((&mesh, iris.as_ref())))?;
             if log::log_enabled!(log::Level::Trace) {
                 let raw: Vec<crate::core::geometry::Pt> = l.mesh.iter().map(|p| [p[0], p[1]]).collect();
-                log::trace!("mouth gap/iod: driver {:?} posed {:?}", crate::core::mouth_interior::gap_iod(&raw), crate::core::mouth_interior::gap_iod(&posed.pts));
+                log::trace!("mouth gap/iod: driver {:?} posed {:?} status {:?} neutral mouth {:?}", crate::core::mouth_interior::gap_iod(&raw), crate::core::mouth_interior::gap_iod(&posed.pts), self.retargeter.status(), self.retargeter.driver_neutral().and_then(|n| crate::core::retarget::openness::mouth(&n)));
             }
             let learned = !matches!(self.retargeter.status(), NeutralStatus::Learning { .. });
             // A driver without depth (68 points only) is drawn in depth mode too, unturned: one
@@ -278,6 +278,7 @@ impl WarpStage {
         log::trace!("head turn (yaw, pitch, roll) {:?} deg", d.turn.degrees());
         let p = &d.posed;
         let mut f = self.renderer.render_turned(&p.pts, p.iris.as_ref(), &p.pose, rot.as_ref(), dt)?;
+        log::trace!("mouth gap/iod retargeted {:?} drawn {:?}", crate::core::mouth_interior::gap_iod(&p.pts), crate::core::mouth_interior::gap_iod(self.renderer.posed().0));
         if let Some(r) = self.refiner.as_mut() {
             let (mesh, iris) = self.renderer.posed();
             log::trace!("rendered mouth gap/iod {:?}", crate::core::mouth_interior::gap_iod(mesh));

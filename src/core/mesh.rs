@@ -33,6 +33,9 @@ pub fn lid_points(e: usize) -> impl Iterator<Item = usize> {
 /// (iBUG 64), lower inner lip back. A closed polygon.
 pub const INNER_LIPS: [usize; 20] = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95];
 
+/// The lip corners: outer lip contour (61, 291) and inner (78, 308).
+pub const LIP_CORNERS: [usize; 4] = [61, 291, 78, 308];
+
 /// Outer-lip contour, from corner 61 (iBUG 48) over the upper lip and back under the lower lip.
 pub const OUTER_LIPS: [usize; 20] = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146];
 

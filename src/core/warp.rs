@@ -85,6 +85,16 @@ pub struct WarpModel {
     /// Triangles with two or more vertices on an eye or mouth opening: they may collapse (a
     /// closing lid), so only a real flip counts as a fold there.
     may_collapse: Vec<bool>,
+    /// Control points the fold repair keeps where the retargeter put them: the lips.
+    /// Shrinking their offsets towards the rigid pose closes the mouth: a fold at a mouth
+    /// corner (the lip-corner triangles of a wide-open mouth, which fold on real faces too) had
+    /// the repair halve the whole opening (df_img20 x lp_d18: 0.41 of the inter-ocular distance
+    /// retargeted, 0.20 drawn, in 59 of 216 frames). The points around them give way instead.
+    pinned: Vec<bool>,
+    /// Triangles whose vertices are all pinned (the repair cannot move them), or two of them
+    /// at a mouth corner: their folds are left (small lip-corner triangles, drawn over by the
+    /// mouth's interior).
+    all_pinned: Vec<bool>,
     /// Drawing order: slivers first.
     order: Vec<usize>,
     /// ROI `[x0, y0, x1, y1)` clipped to the canvas.
@@ -213,6 +223,33 @@ impl WarpModel {
             })
             .collect();
         let may_collapse: Vec<bool> = tris.iter().map(|t| holes.iter().any(|h| t.iter().filter(|v| h.contains(v)).count() >= 2)).collect();
+        let mut pinned = vec![false; src.len()];
+        if n_mesh >= super::landmarks::MESH_POINTS {
+            // The lips: the outer lip contour and every mesh point inside it at rest.
+            let outer: Vec<Pt> = super::mesh::OUTER_LIPS.iter().map(|&i| src[i]).collect();
+            for (i, p) in src[..n_mesh].iter().enumerate() {
+                pinned[i] = super::mesh::OUTER_LIPS.contains(&i) || super::geometry::inside_polygon(&outer, *p);
+            }
+        }
+        // Near a mouth corner (its points and their neighbours), a triangle with two lip
+        // vertices may fold: a wide-open mouth tucks its corners in, on real faces too, and the
+        // repair could only undo that by closing the mouth.
+        let mut near_corner = vec![false; src.len()];
+        if n_mesh >= super::landmarks::MESH_POINTS {
+            for &c in &super::mesh::LIP_CORNERS {
+                near_corner[c] = true;
+                for t in tris.iter().filter(|t| t.contains(&(c as u32))) {
+                    t.iter().for_each(|&v| near_corner[v as usize] = true);
+                }
+            }
+        }
+        let all_pinned: Vec<bool> = tris
+            .iter()
+            .map(|t| {
+                let p = t.iter().filter(|&&v| pinned[v as usize]).count();
+                p == 3 || (p == 2 && t.iter().any(|&v| near_corner[v as usize]))
+            })
+            .collect();
         let mut order: Vec<usize> = (0..tris.len()).collect();
         order.sort_by_key(|&i| src_area[i] != 0.0);
         let mut neighbours = vec![Vec::new(); src.len()];
@@ -235,6 +272,8 @@ impl WarpModel {
             tris,
             src_area,
             may_collapse,
+            pinned,
+            all_pinned,
             order,
             roi,
             neighbours,
@@ -392,7 +431,7 @@ impl WarpModel {
             Some(r) => r[k],
             None => self.src_area[k],
         };
-        if a0 == 0.0 {
+        if a0 == 0.0 || self.all_pinned[k] {
             return false;
         }
         let t = self.tris[k];
@@ -427,7 +466,22 @@ impl WarpModel {
     /// Repairs folds of `dst` by pulling it towards `safe` (which must not fold); `refa`: the
     /// reference areas that decide what a fold is (see [`Self::folded_against`]).
     pub(super) fn repair_folds(&self, dst: &mut [Pt], safe: &[Pt], refa: Option<&[f64]>) {
+        // With the lips held where the retargeter put them first; where that cannot undo every
+        // fold locally, the lips give way too (the rigid fallback cannot fold).
+        let orig: Vec<Pt> = dst.to_vec();
+        if self.repair_pass(dst, safe, refa, true) {
+            return;
+        }
+        dst.copy_from_slice(&orig);
+        self.repair_pass(dst, safe, refa, false);
+    }
+
+    /// One repair: smoothing, then local shrinking, then (unless `pin`) shrinking everything.
+    /// With `pin` the lips do not move, and the pass gives up (false) where the local stages
+    /// leave a fold.
+    fn repair_pass(&self, dst: &mut [Pt], safe: &[Pt], refa: Option<&[f64]>, pin: bool) -> bool {
         let fixed_from = self.n_mesh + 2 * self.n_ring;
+        let held = |v: usize| pin && self.pinned[v];
         // First, smooth the non-rigid offsets (dst - safe) around folds: a fold is local shear,
         // and averaging with the neighbours removes it while keeping the field continuous
         // (snapping single vertices back would tear the image).
@@ -435,7 +489,7 @@ impl WarpModel {
         for _ in 0..SMOOTH_ITERS {
             let bad: Vec<usize> = (0..self.tris.len()).filter(|&k| self.folded_against(k, dst, refa)).collect();
             if bad.is_empty() {
-                return;
+                return true;
             }
             marked.iter_mut().for_each(|m| *m = false);
             for &k in &bad {
@@ -448,7 +502,7 @@ impl WarpModel {
             }
             let off: Vec<[f32; 2]> = dst.iter().zip(safe).map(|(d, s)| [d[0] - s[0], d[1] - s[1]]).collect();
             for v in 0..fixed_from.min(dst.len()) {
-                if !marked[v] || self.neighbours[v].is_empty() {
+                if !marked[v] || self.neighbours[v].is_empty() || held(v) {
                     continue;
                 }
                 let n = self.neighbours[v].len() as f32;
@@ -463,7 +517,7 @@ impl WarpModel {
         for _ in 0..FOLD_ITERS {
             let bad: Vec<usize> = (0..self.tris.len()).filter(|&k| self.folded_against(k, dst, refa)).collect();
             if bad.is_empty() {
-                return;
+                return true;
             }
             for &k in &bad {
                 for &v in &self.tris[k] {
@@ -474,25 +528,29 @@ impl WarpModel {
                 }
             }
             for v in 0..fixed_from.min(dst.len()) {
-                if marked[v] {
+                if marked[v] && !held(v) {
                     dst[v] = [safe[v][0] + 0.7 * (dst[v][0] - safe[v][0]), safe[v][1] + 0.7 * (dst[v][1] - safe[v][1])];
                 }
             }
         }
         // ... and if that was not enough, shrink all of them until nothing folds (at zero
         // offset the pose is rigid, which cannot fold).
+        if pin {
+            return !(0..self.tris.len()).any(|k| self.folded_against(k, dst, refa));
+        }
         let orig: Vec<Pt> = dst.to_vec();
         let mut t = 0.7f32;
         while (0..self.tris.len()).any(|k| self.folded_against(k, dst, refa)) {
             if t < 0.01 {
                 dst.copy_from_slice(safe);
-                return;
+                return true;
             }
             for v in 0..fixed_from.min(dst.len()) {
                 dst[v] = [safe[v][0] + t * (orig[v][0] - safe[v][0]), safe[v][1] + t * (orig[v][1] - safe[v][1])];
             }
             t *= 0.7;
         }
+        true
     }
 
     /// Renders the warp of `src` (the canvas, `width` x `height` RGB) for control-point targets

@@ -2,20 +2,43 @@
 //! from the first frame (a running robust estimate over the recent frames, so that the portrait
 //! moves at once), the final one from the first window of steady neutral frames, and the blend
 //! of the neutral in use towards each newer estimate (so that a change never shows as a jump).
-use super::neutral::{estimate_points, NeutralLimits, NeutralStatus};
+use super::neutral::{estimate_points, NeutralLimits, NeutralStatus, CLOSED_SHARE_STEADY};
+use super::openness;
 use super::retargeter::{DriverNeutral, Retargeter};
 use super::stable_pts;
 use crate::core::geometry::{fit_similarity, Pt};
 use crate::core::types::Iris;
 use crate::error::Result;
 
-/// Largest number of recent frames the provisional neutral is estimated from.
-const PROVISIONAL_WINDOW: usize = 45;
+/// Largest number of recent frames the provisional neutral is estimated from (5 s at 30 fps):
+/// long enough to hold several closed-lip moments of a person who talks without pause.
+const PROVISIONAL_WINDOW: usize = 150;
+/// The provisional neutral is the median of this share of those frames, the most closed-mouth
+/// ones. A talking driver closes the lips briefly (m, b, p, pauses): r3_May_5s shows closed lips
+/// in under a tenth of its frames, so a quarter gave a neutral with lips parted by 0.1 of the
+/// inter-ocular distance, and the portrait's mouth opened 0.1 less than the driver's.
+const PROVISIONAL_CLOSED_SHARE: f32 = 0.08;
 /// The provisional estimate is refreshed every this many frames (after the first few).
 const PROVISIONAL_EVERY: usize = 5;
 /// Per-frame fraction by which the neutral in use moves towards a new estimate: changes of the
 /// neutral reach the output over ~10 frames instead of as a jump.
 const NEUTRAL_BLEND: f32 = 0.25;
+/// Frames of mouth openness kept to know where the driver's mouth rests (5 s at 30 fps).
+const REST_MOUTH_WINDOW: usize = 150;
+/// The rest opening is this quantile of those frames: the median of the most closed share that
+/// the provisional neutral is the median of (`PROVISIONAL_CLOSED_SHARE`). A person who talks
+/// closes the lips for every m, b and p; one who keeps still keeps them closed. A higher
+/// quantile took a second of lips held parted after talking for the rest mouth.
+const REST_MOUTH_QUANTILE: f32 = PROVISIONAL_CLOSED_SHARE / 2.0;
+/// Frames needed before the rest opening is trusted.
+const REST_MOUTH_MIN_FRAMES: usize = 10;
+/// A frame (or a learned neutral) counts as a rest mouth up to this much (inner-lip gap over
+/// mouth width) above the rest opening. MediaPipe reads closed lips at 0.00-0.05 (lp_d18 at
+/// rest drifts over that range) and lips held parted on a vowel from about 0.12, so a held
+/// "a" or an open smile is not a rest mouth. Without this, r3_May_5s (a talking driver who
+/// holds her mouth half open for a second) was learned with parted lips, and every later
+/// opening rendered 0.1 IOD smaller. 0.03 kept lp_d18's resting lips out of learning.
+const REST_MOUTH_TOL: f32 = 0.06;
 
 impl Retargeter {
 
@@ -35,63 +58,101 @@ impl Retargeter {
         self.learn_iris.clear();
         self.recent.clear();
         self.since_estimate = 0;
+        self.mouth_seen.clear();
         self.pose = None;
         self.status = NeutralStatus::Learning { have: 0, need: self.params.learn_frames };
     }
 
     /// Without a profile: the steady-frame window (the final, learned neutral) and the running
-    /// provisional estimate (so that the portrait moves from the first frame).
+    /// provisional estimate (so that the portrait moves from the first frame). A learned neutral
+    /// whose mouth is more open than where the driver's mouth rests is given up and learned
+    /// again (the provisional estimate drives meanwhile, blended in).
     pub(super) fn observe(&mut self, p: &[Pt], iris: Option<&[Iris; 2]>) -> Result<()> {
         if self.status == NeutralStatus::Profile {
             return Ok(());
         }
+        let p68 = self.topo.sub(p);
+        let mouth = openness::mouth(&p68);
+        if let Some(m) = mouth {
+            self.mouth_seen.push_back(m);
+            if self.mouth_seen.len() > REST_MOUTH_WINDOW {
+                self.mouth_seen.pop_front();
+            }
+        }
+        let rest = self.rest_mouth();
+        // Recent frames are kept once learned too, so that a relearn starts from a full window.
+        self.recent.push_back((p.to_vec(), iris.copied()));
+        if self.recent.len() > PROVISIONAL_WINDOW {
+            self.recent.pop_front();
+        }
+        self.since_estimate += 1;
+        if self.status == NeutralStatus::Learned {
+            let neutral_mouth = self.driver_neutral().and_then(|n| openness::mouth(&n));
+            match (rest, neutral_mouth) {
+                (Some(r), Some(n)) if n > r + REST_MOUTH_TOL => {
+                    self.learn_pts.clear();
+                    self.learn_iris.clear();
+                    self.since_estimate = PROVISIONAL_EVERY;
+                }
+                _ => return Ok(()),
+            }
+        }
         let need = self.params.learn_frames;
-        if self.status != NeutralStatus::Learned {
-            if NeutralLimits::default().check(&self.topo.sub(p)).is_err() {
-                // Learning wants consecutive neutral frames: start over.
-                self.learn_pts.clear();
-                self.learn_iris.clear();
-            } else {
-                self.learn_pts.push(p.to_vec());
-                self.learn_iris.push(iris.copied());
-                if self.learn_pts.len() >= need {
-                    match estimate_points(&self.topo, &self.learn_pts, &self.learn_iris) {
-                        Ok(est) if est.nonrigid <= self.params.learn_max_motion => {
-                            self.set_goal(DriverNeutral { pts: est.pts, iris: est.iris })?;
-                            self.learn_pts = Vec::new();
-                            self.learn_iris = Vec::new();
-                            self.recent.clear();
-                            self.status = NeutralStatus::Learned;
-                            return Ok(());
-                        }
-                        _ => {
-                            // Too much expression change: keep the newer half and keep collecting.
-                            self.learn_pts.drain(..need / 2);
-                            self.learn_iris.drain(..need / 2);
-                        }
+        let at_rest = NeutralLimits::default().check(&p68).is_ok()
+            && match (mouth, rest) {
+                (Some(m), Some(r)) => m <= r + REST_MOUTH_TOL,
+                _ => true,
+            };
+        if !at_rest {
+            // Learning wants consecutive neutral frames: start over.
+            self.learn_pts.clear();
+            self.learn_iris.clear();
+        } else {
+            self.learn_pts.push(p.to_vec());
+            self.learn_iris.push(iris.copied());
+            if self.learn_pts.len() >= need {
+                match estimate_points(&self.topo, &self.learn_pts, &self.learn_iris, CLOSED_SHARE_STEADY) {
+                    Ok(est) if est.nonrigid <= self.params.learn_max_motion => {
+                        self.set_goal(DriverNeutral { pts: est.pts, iris: est.iris })?;
+                        self.learn_pts = Vec::new();
+                        self.learn_iris = Vec::new();
+                        self.status = NeutralStatus::Learned;
+                        return Ok(());
+                    }
+                    _ => {
+                        // Too much expression change: keep the newer half and keep collecting.
+                        self.learn_pts.drain(..need / 2);
+                        self.learn_iris.drain(..need / 2);
                     }
                 }
             }
-            self.status = NeutralStatus::Learning { have: self.learn_pts.len(), need };
-            // Provisional: a robust running estimate over the recent frames, whatever their
-            // expression (the per-coordinate median of a talking face is close to its rest).
-            self.recent.push_back((p.to_vec(), iris.copied()));
-            if self.recent.len() > PROVISIONAL_WINDOW {
-                self.recent.pop_front();
-            }
-            self.since_estimate += 1;
-            if self.driver.is_none() {
-                self.driver = Some(self.driver_model(&DriverNeutral { pts: p.to_vec(), iris: iris.copied() })?);
-                self.since_estimate = 0;
-            } else if self.since_estimate >= PROVISIONAL_EVERY || self.recent.len() <= PROVISIONAL_EVERY {
-                self.since_estimate = 0;
-                let (pts, irs): (Vec<Vec<Pt>>, Vec<Option<[Iris; 2]>>) = self.recent.iter().cloned().unzip();
-                if let Ok(est) = estimate_points(&self.topo, &pts, &irs) {
-                    self.set_goal(DriverNeutral { pts: est.pts, iris: est.iris })?;
-                }
+        }
+        self.status = NeutralStatus::Learning { have: self.learn_pts.len(), need };
+        // Provisional: a robust running estimate over the recent frames, whatever their
+        // expression (the per-coordinate median of a talking face is close to its rest).
+        if self.driver.is_none() {
+            self.driver = Some(self.driver_model(&DriverNeutral { pts: p.to_vec(), iris: iris.copied() })?);
+            self.since_estimate = 0;
+        } else if self.since_estimate >= PROVISIONAL_EVERY || self.recent.len() <= PROVISIONAL_EVERY {
+            self.since_estimate = 0;
+            let (pts, irs): (Vec<Vec<Pt>>, Vec<Option<[Iris; 2]>>) = self.recent.iter().cloned().unzip();
+            if let Ok(est) = estimate_points(&self.topo, &pts, &irs, PROVISIONAL_CLOSED_SHARE) {
+                self.set_goal(DriverNeutral { pts: est.pts, iris: est.iris })?;
             }
         }
         Ok(())
+    }
+
+    /// Where the driver's mouth rests: a low quantile of the recent frames' openness, once
+    /// enough frames were seen.
+    fn rest_mouth(&self) -> Option<f32> {
+        if self.mouth_seen.len() < REST_MOUTH_MIN_FRAMES {
+            return None;
+        }
+        let mut v: Vec<f32> = self.mouth_seen.iter().copied().collect();
+        let k = ((v.len() - 1) as f32 * REST_MOUTH_QUANTILE).round() as usize;
+        let (_, q, _) = v.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+        Some(*q)
     }
 
     fn set_goal(&mut self, g: DriverNeutral) -> Result<()> {
@@ -227,6 +288,74 @@ mod tests {
             r.retarget(&f.pts(), None).unwrap();
             assert!(matches!(r.status(), NeutralStatus::Learning { .. }), "{k}");
         }
+    }
+
+
+    /// Mouth openness of the neutral the retargeter uses now.
+    fn neutral_mouth(r: &Retargeter) -> f32 {
+        openness::mouth(&r.driver_neutral().unwrap()).unwrap()
+    }
+
+    /// A talking driver's mouth gap (px) at frame `k`: lips closed on one frame in 12 (an m, b
+    /// or p), parted 6-14 px otherwise, never steady.
+    fn talking_gap(k: usize) -> f32 {
+        if k % 12 == 0 { 0.0 } else { 6.0 + 8.0 * ((k as f32 * 0.9).sin() * 0.5 + 0.5) }
+    }
+
+    #[test]
+    fn a_driver_who_never_stops_talking_gets_a_closed_mouth_neutral() {
+        // Closed lips in 1 frame of 12 (r3_May_5s shows them in under a tenth): the provisional
+        // neutral must still be the closed mouth, or every opening renders smaller. A quarter of
+        // a 45-frame window gave a neutral with lips parted by 6 px or more.
+        let d = Face::other();
+        let mut r = Retargeter::new(Face::neutral().shape(), None, no_smoothing()).unwrap();
+        for k in 0..200 {
+            r.retarget(&Face { gap: talking_gap(k), ..d }.pts(), None).unwrap();
+        }
+        let closed = openness::mouth(&d.pts()).unwrap();
+        assert!(neutral_mouth(&r) < closed + 0.02, "neutral mouth {} against closed {closed}", neutral_mouth(&r));
+        // So an opening reaches the portrait as with a calibrated neutral.
+        let mut cal = Retargeter::new(Face::neutral().shape(), Some(d.shape()), no_smoothing()).unwrap();
+        let open = Face { gap: 10.0, ..d }.pts();
+        let (got, want) = (openness::mouth(&r.retarget(&open, None).unwrap().pts68).unwrap(), openness::mouth(&cal.retarget(&open, None).unwrap().pts68).unwrap());
+        assert!(got > 0.85 * want, "opening {got} against {want} with the calibrated neutral");
+    }
+
+    #[test]
+    fn a_held_open_mouth_is_not_learned_as_neutral_and_a_learned_one_is_given_up() {
+        let d = Face::other();
+        let params = RetargetParams { learn_frames: 30, ..no_smoothing() };
+        let closed = openness::mouth(&d.pts()).unwrap();
+        // Lips held parted (within the neutral limits' 0.12) and steady after some talking: not
+        // a rest mouth, so not learned.
+        let mut r = Retargeter::new(Face::neutral().shape(), None, params.clone()).unwrap();
+        for k in 0..60 {
+            r.retarget(&Face { gap: talking_gap(k), ..d }.pts(), None).unwrap();
+        }
+        let held = Face { gap: 6.0, ..d };
+        assert!(openness::mouth(&held.pts()).unwrap() < 0.12);
+        for _ in 0..40 {
+            r.retarget(&held.pts(), None).unwrap();
+        }
+        assert!(matches!(r.status(), NeutralStatus::Learning { .. }), "{:?}", r.status());
+        assert!(neutral_mouth(&r) < closed + 0.03, "neutral mouth {}", neutral_mouth(&r));
+        // Held parted from the first frame, nothing better is known: learned. Once the driver
+        // talks and closes the lips, that neutral is given up and the closed mouth takes over.
+        let mut r = Retargeter::new(Face::neutral().shape(), None, params).unwrap();
+        for _ in 0..40 {
+            r.retarget(&held.pts(), None).unwrap();
+        }
+        assert_eq!(r.status(), NeutralStatus::Learned);
+        for k in 0..150 {
+            r.retarget(&Face { gap: talking_gap(k), ..d }.pts(), None).unwrap();
+        }
+        assert!(matches!(r.status(), NeutralStatus::Learning { .. }), "{:?}", r.status());
+        assert!(neutral_mouth(&r) < closed + 0.02, "neutral mouth {}", neutral_mouth(&r));
+        // A still, closed mouth is learned again.
+        for _ in 0..40 {
+            r.retarget(&d.pts(), None).unwrap();
+        }
+        assert_eq!(r.status(), NeutralStatus::Learned);
     }
 
 }

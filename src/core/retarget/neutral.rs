@@ -1,6 +1,7 @@
 //! The driver's neutral face: where it comes from (`NeutralStatus`), its robust estimate from
 //! several frames (generalised Procrustes on the stable points, then the median over the most
 //! closed-mouth frames), and the checks a frame must pass to count as neutral.
+use super::expression::Region;
 use super::openness::{self, Eye};
 use super::topology::Topology;
 use super::{stable_pts, Pts68};
@@ -37,9 +38,9 @@ pub struct NeutralEstimate {
 }
 
 fn median(v: &mut [f32]) -> f32 {
-    v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    let (lo, &mut hi, _) = v.select_nth_unstable_by(n / 2, |a, b| a.total_cmp(b));
+    if n % 2 == 1 { hi } else { (lo.iter().copied().fold(f32::NEG_INFINITY, f32::max) + hi) / 2.0 }
 }
 
 /// A neutral estimated in any topology (see [`estimate_neutral`]).
@@ -57,7 +58,7 @@ pub fn estimate_neutral(frames: &[Pts68], irises: &[Option<[Iris; 2]>]) -> Resul
         return Err(Error::Invalid(format!("neutral estimate needs at least 2 frames, got {}", frames.len())));
     }
     let all: Vec<Vec<Pt>> = frames.iter().map(|f| f.to_vec()).collect();
-    let est = estimate_points(&Topology::ibug68(), &all, irises)?;
+    let est = estimate_points(&Topology::ibug68(), &all, irises, CLOSED_SHARE_STEADY)?;
     let n = frames.len();
     // Raw motion: std of raw coordinates (includes head motion), relative to the face size.
     let mut var = 0.0f64;
@@ -73,7 +74,12 @@ pub fn estimate_neutral(frames: &[Pts68], irises: &[Option<[Iris; 2]>]) -> Resul
     Ok(NeutralEstimate { pts68, iris: est.iris, iod: est.iod, motion, nonrigid: est.nonrigid })
 }
 
-pub(super) fn estimate_points(topo: &Topology, frames: &[Vec<Pt>], irises: &[Option<[Iris; 2]>]) -> Result<PointsEstimate> {
+/// Share of a steady window's frames, the most closed-mouth ones, whose median is the neutral.
+pub(super) const CLOSED_SHARE_STEADY: f32 = 0.25;
+
+/// `closed_share`: the neutral shape is the median over this share of the frames (at least 2),
+/// those with the most closed mouths.
+pub(super) fn estimate_points(topo: &Topology, frames: &[Vec<Pt>], irises: &[Option<[Iris; 2]>], closed_share: f32) -> Result<PointsEstimate> {
     if frames.len() < 2 {
         if let (Some(f), true) = (frames.first(), frames.len() == 1) {
             let iod = openness::iod(&topo.sub(f)).ok_or_else(|| Error::Invalid("neutral estimate: degenerate face".into()))?;
@@ -101,20 +107,25 @@ pub(super) fn estimate_points(topo: &Topology, frames: &[Vec<Pt>], irises: &[Opt
             }
         }
         // The shape is the median over the frames whose mouth is closest to closed (the lowest
-        // quarter by opening, at least 2): a person at rest has a closed mouth, and a driver who
-        // talks from the first frame would otherwise get a half-open "neutral" from which every
-        // opening is measured (r3_May_5s: rendered mouth gain 0.5).
+        // `closed_share` by opening, at least 2): a person at rest has a closed mouth, and a
+        // driver who talks from the first frame would otherwise get a half-open "neutral" from
+        // which every opening is measured (r3_May_5s: rendered mouth gain 0.5).
         let gaps: Vec<f32> = aligned.iter().map(|a| openness::mouth(&topo.sub(a)).unwrap_or(f32::INFINITY)).collect();
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| gaps[a].total_cmp(&gaps[b]));
-        let keep = &order[..(n / 4).max(2).min(n)];
-        let mut sub = vec![0f32; keep.len()];
+        let keep = &order[..((n as f32 * closed_share) as usize).max(2).min(n)];
+        // Only the mouth and jaw need the closed-mouth frames; the rest of the face (eyes,
+        // brows, nose) takes the median of all of them, which a blink or a smile in the few
+        // closed-mouth frames cannot move.
+        let all: Vec<usize> = (0..n).collect();
+        let mut sub = vec![0f32; n];
         for i in 0..np {
+            let from: &[usize] = if matches!(topo.region[i], Region::Mouth | Region::Jaw) { keep } else { &all };
             for c in 0..2 {
-                for (j, &k) in keep.iter().enumerate() {
+                for (j, &k) in from.iter().enumerate() {
                     sub[j] = aligned[k][i][c];
                 }
-                reference[i][c] = median(&mut sub);
+                reference[i][c] = median(&mut sub[..from.len()]);
             }
         }
     }
