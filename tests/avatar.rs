@@ -344,6 +344,47 @@ fn mouths_and_lids_move_in_the_3d_path_on_real_portraits() {
     }
 }
 
+/// Issue 17: a wide-open mouth tucks its corners in (the lip-corner triangles fold, as on real
+/// faces), and the warp's fold repair must not close the mouth to undo that. It shrank the whole
+/// opening towards the rest pose: df_img20 driven by lp_d18 drew 0.20 of the inter-ocular
+/// distance where the retargeter asked for 0.41.
+#[test]
+fn a_wide_open_mouth_with_tucked_corners_is_drawn_as_wide() {
+    use puppetcam::core::geometry::inside_polygon;
+    use puppetcam::core::mesh::{INNER_LIPS, LIP_CORNERS, OUTER_LIPS};
+    let Some(d) = data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["df_img20", "lp_s0", "lp_s4"] {
+        let av = warp_avatar_of(&d, name, dir.path());
+        let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
+        let mut r = WarpRenderer::new(&av, w, h).unwrap();
+        let rest = r.neutral().to_vec();
+        let iod = ((rest[33][0] - rest[263][0]).powi(2) + (rest[33][1] - rest[263][1]).powi(2)).sqrt();
+        let line = (rest[13][1] + rest[14][1]) / 2.0;
+        let cx = (rest[61][0] + rest[291][0]) / 2.0;
+        let outer: Vec<[f32; 2]> = OUTER_LIPS.iter().map(|&i| rest[i]).collect();
+        // The lower lip (its contours and everything inside the outer contour below the mouth's
+        // line) drops by 0.4 of the eye distance, the chin below it by as much fading out over
+        // 0.8; the corners move 0.08 inwards.
+        let drop = 0.4 * iod;
+        let mut mesh = rest.clone();
+        for i in 0..rest.len() {
+            let lip = (INNER_LIPS[11..].contains(&i) || OUTER_LIPS[11..].contains(&i) || inside_polygon(&outer, rest[i])) && rest[i][1] > line;
+            let below = ((rest[i][1] - line) / (0.8 * iod)).clamp(0.0, 1.0);
+            let s = if lip { 1.0 } else if rest[i][1] > line && (rest[i][0] - cx).abs() < 0.6 * iod { 1.0 - below } else { 0.0 };
+            mesh[i][1] += s * drop;
+        }
+        for &c in &LIP_CORNERS {
+            mesh[c][0] += 0.08 * iod * (cx - rest[c][0]).signum();
+        }
+        let lower = |posed: &[[f32; 2]]| LIP_PAIRS.iter().map(|&(_, l)| posed[l][1] - rest[l][1]).sum::<f32>() / LIP_PAIRS.len() as f32;
+        let want = lower(&mesh);
+        r.render(&mesh, None, &Similarity::IDENTITY, 0.04).unwrap();
+        let drawn = lower(r.posed().0);
+        assert!(drawn > 0.95 * want, "{name}: lower lip drawn {drawn:.1} px down of {want:.1}");
+    }
+}
+
 /// Issue 16: turning a turned portrait towards its far side must not pull the hair or background
 /// around the face into the cheek. Canvas pixels outside the face oval are painted magenta; after
 /// the turn, no magenta may show inside the turned oval on the side the turn brings forward
