@@ -159,6 +159,17 @@ fn warp_avatar_of(data: &Path, name: &str, dir: &Path) -> WarpAvatar {
     WarpAvatar::load(&out).unwrap()
 }
 
+/// A renderer of the warp avatar of the data set's portrait `name` (see [`warp_avatar_of`]), its
+/// rest mesh and its outer-eye-corner distance.
+fn warp_renderer_of(data: &Path, name: &str, dir: &Path) -> (WarpRenderer, Vec<[f32; 2]>, f32) {
+    let av = warp_avatar_of(data, name, dir);
+    let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
+    let r = WarpRenderer::new(&av, w, h).unwrap();
+    let rest = r.neutral().to_vec();
+    let iod = ((rest[33][0] - rest[263][0]).powi(2) + (rest[33][1] - rest[263][1]).powi(2)).sqrt();
+    (r, rest, iod)
+}
+
 /// `out` equals tests/golden/`name` within one grey level; `PUPPETCAM_BLESS=1` rewrites it.
 fn assert_golden(out: &Frame, name: &str) {
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
@@ -306,11 +317,7 @@ fn mouths_and_lids_move_in_the_3d_path_on_real_portraits() {
     let Some(d) = data() else { return };
     let dir = tempfile::tempdir().unwrap();
     for name in ["lp_s4", "lp_s0", "lp_s1"] {
-        let av = warp_avatar_of(&d, name, dir.path());
-        let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
-        let mut r = WarpRenderer::new(&av, w, h).unwrap();
-        let rest = r.neutral().to_vec();
-        let iod = ((rest[33][0] - rest[263][0]).powi(2) + (rest[33][1] - rest[263][1]).powi(2)).sqrt();
+        let (mut r, rest, iod) = warp_renderer_of(&d, name, dir.path());
         // The jaw drops by 0.25 of the eye distance (everything below the mouth's line); the
         // upper lid of the right eye comes down by half its opening.
         // The lower lip (inner and outer contour below the corners) drops fully, the rest of the
@@ -355,11 +362,7 @@ fn a_wide_open_mouth_with_tucked_corners_is_drawn_as_wide() {
     let Some(d) = data() else { return };
     let dir = tempfile::tempdir().unwrap();
     for name in ["df_img20", "lp_s0", "lp_s4"] {
-        let av = warp_avatar_of(&d, name, dir.path());
-        let (w, h) = (av.shots[0].image.width, av.shots[0].image.height);
-        let mut r = WarpRenderer::new(&av, w, h).unwrap();
-        let rest = r.neutral().to_vec();
-        let iod = ((rest[33][0] - rest[263][0]).powi(2) + (rest[33][1] - rest[263][1]).powi(2)).sqrt();
+        let (mut r, rest, iod) = warp_renderer_of(&d, name, dir.path());
         let line = (rest[13][1] + rest[14][1]) / 2.0;
         let cx = (rest[61][0] + rest[291][0]) / 2.0;
         let outer: Vec<[f32; 2]> = OUTER_LIPS.iter().map(|&i| rest[i]).collect();
