@@ -170,6 +170,9 @@ def test_control_page_creates_switches_and_pauses():
             wait_for('paused', 10, lambda: status(base)['control']['paused'])
             wait_for('the still', 10, lambda: status(base)['control']['still'] == 1.0)
             wait_for('the button', 10, lambda: driver.find_element(By.ID, 'pause').text == 'Resume')
+            # The status changes when the generator weighs the still; the frame it made then
+            # reaches the preview a little later (output stage, JPEG), as in tests/control.rs.
+            time.sleep(2.0)
             a = preview(base)
             time.sleep(0.7)
             assert abs(preview(base) - a).max() == 0, 'the paused output moves'

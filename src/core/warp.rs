@@ -91,10 +91,10 @@ pub struct WarpModel {
     /// the repair halve the whole opening (df_img20 x lp_d18: 0.41 of the inter-ocular distance
     /// retargeted, 0.20 drawn, in 59 of 216 frames). The points around them give way instead.
     pinned: Vec<bool>,
-    /// Triangles whose vertices are all pinned (the repair cannot move them), or two of them
-    /// at a mouth corner: their folds are left (small lip-corner triangles, drawn over by the
-    /// mouth's interior).
-    all_pinned: Vec<bool>,
+    /// Triangles whose folds the repair leaves: those with all vertices pinned (it cannot move
+    /// them), or two at a mouth corner (small lip-corner triangles, drawn over by the mouth's
+    /// interior).
+    may_fold: Vec<bool>,
     /// Drawing order: slivers first.
     order: Vec<usize>,
     /// ROI `[x0, y0, x1, y1)` clipped to the canvas.
@@ -243,7 +243,7 @@ impl WarpModel {
                 }
             }
         }
-        let all_pinned: Vec<bool> = tris
+        let may_fold: Vec<bool> = tris
             .iter()
             .map(|t| {
                 let p = t.iter().filter(|&&v| pinned[v as usize]).count();
@@ -273,7 +273,7 @@ impl WarpModel {
             src_area,
             may_collapse,
             pinned,
-            all_pinned,
+            may_fold,
             order,
             roi,
             neighbours,
@@ -431,7 +431,7 @@ impl WarpModel {
             Some(r) => r[k],
             None => self.src_area[k],
         };
-        if a0 == 0.0 || self.all_pinned[k] {
+        if a0 == 0.0 || self.may_fold[k] {
             return false;
         }
         let t = self.tris[k];
