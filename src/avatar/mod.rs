@@ -281,7 +281,6 @@ impl WarpStage {
         log::trace!("mouth gap/iod retargeted {:?} drawn {:?}", crate::core::mouth_interior::gap_iod(&p.pts), crate::core::mouth_interior::gap_iod(self.renderer.posed().0));
         if let Some(r) = self.refiner.as_mut() {
             let (mesh, iris) = self.renderer.posed();
-            log::trace!("rendered mouth gap/iod {:?}", crate::core::mouth_interior::gap_iod(mesh));
             r.refine(&mut f, mesh, iris.as_ref())?;
         }
         Ok((f, used))

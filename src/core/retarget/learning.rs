@@ -23,9 +23,8 @@ const PROVISIONAL_EVERY: usize = 5;
 /// Per-frame fraction by which the neutral in use moves towards a new estimate: changes of the
 /// neutral reach the output over ~10 frames instead of as a jump.
 const NEUTRAL_BLEND: f32 = 0.25;
-/// Frames of mouth openness kept to know where the driver's mouth rests (5 s at 30 fps).
-const REST_MOUTH_WINDOW: usize = 150;
-/// The rest opening is this quantile of those frames: the median of the most closed share that
+/// The rest opening is this quantile of the recent frames' mouth openness (the provisional
+/// window): the median of the most closed share that
 /// the provisional neutral is the median of (`PROVISIONAL_CLOSED_SHARE`). A person who talks
 /// closes the lips for every m, b and p; one who keeps still keeps them closed. A higher
 /// quantile took a second of lips held parted after talking for the rest mouth.
@@ -58,7 +57,6 @@ impl Retargeter {
         self.learn_iris.clear();
         self.recent.clear();
         self.since_estimate = 0;
-        self.mouth_seen.clear();
         self.pose = None;
         self.status = NeutralStatus::Learning { have: 0, need: self.params.learn_frames };
     }
@@ -73,18 +71,12 @@ impl Retargeter {
         }
         let p68 = self.topo.sub(p);
         let mouth = openness::mouth(&p68);
-        if let Some(m) = mouth {
-            self.mouth_seen.push_back(m);
-            if self.mouth_seen.len() > REST_MOUTH_WINDOW {
-                self.mouth_seen.pop_front();
-            }
-        }
-        let rest = self.rest_mouth();
         // Recent frames are kept once learned too, so that a relearn starts from a full window.
-        self.recent.push_back((p.to_vec(), iris.copied()));
+        self.recent.push_back((p.to_vec(), iris.copied(), mouth));
         if self.recent.len() > PROVISIONAL_WINDOW {
             self.recent.pop_front();
         }
+        let rest = self.rest_mouth();
         self.since_estimate += 1;
         if self.status == NeutralStatus::Learned {
             let neutral_mouth = self.driver_neutral().and_then(|n| openness::mouth(&n));
@@ -135,7 +127,7 @@ impl Retargeter {
             self.since_estimate = 0;
         } else if self.since_estimate >= PROVISIONAL_EVERY || self.recent.len() <= PROVISIONAL_EVERY {
             self.since_estimate = 0;
-            let (pts, irs): (Vec<Vec<Pt>>, Vec<Option<[Iris; 2]>>) = self.recent.iter().cloned().unzip();
+            let (pts, irs): (Vec<Vec<Pt>>, Vec<Option<[Iris; 2]>>) = self.recent.iter().map(|(p, i, _)| (p.clone(), *i)).unzip();
             if let Ok(est) = estimate_points(&self.topo, &pts, &irs, PROVISIONAL_CLOSED_SHARE) {
                 self.set_goal(DriverNeutral { pts: est.pts, iris: est.iris })?;
             }
@@ -146,10 +138,10 @@ impl Retargeter {
     /// Where the driver's mouth rests: a low quantile of the recent frames' openness, once
     /// enough frames were seen.
     fn rest_mouth(&self) -> Option<f32> {
-        if self.mouth_seen.len() < REST_MOUTH_MIN_FRAMES {
+        let mut v: Vec<f32> = self.recent.iter().filter_map(|r| r.2).collect();
+        if v.len() < REST_MOUTH_MIN_FRAMES {
             return None;
         }
-        let mut v: Vec<f32> = self.mouth_seen.iter().copied().collect();
         let k = ((v.len() - 1) as f32 * REST_MOUTH_QUANTILE).round() as usize;
         let (_, q, _) = v.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
         Some(*q)

@@ -117,10 +117,9 @@ pub(super) fn estimate_points(topo: &Topology, frames: &[Vec<Pt>], irises: &[Opt
         // Only the mouth and jaw need the closed-mouth frames; the rest of the face (eyes,
         // brows, nose) takes the median of all of them, which a blink or a smile in the few
         // closed-mouth frames cannot move.
-        let all: Vec<usize> = (0..n).collect();
         let mut sub = vec![0f32; n];
         for i in 0..np {
-            let from: &[usize] = if matches!(topo.region[i], Region::Mouth | Region::Jaw) { keep } else { &all };
+            let from: &[usize] = if matches!(topo.region[i], Region::Mouth | Region::Jaw) { keep } else { &order };
             for c in 0..2 {
                 for (j, &k) in from.iter().enumerate() {
                     sub[j] = aligned[k][i][c];

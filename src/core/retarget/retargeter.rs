@@ -68,11 +68,10 @@ pub struct Retargeter {
     pub(super) status: NeutralStatus,
     pub(super) learn_pts: Vec<Vec<Pt>>,
     pub(super) learn_iris: Vec<Option<[Iris; 2]>>,
-    pub(super) recent: std::collections::VecDeque<(Vec<Pt>, Option<[Iris; 2]>)>,
+    /// The recent driver frames (points, irises, mouth openness), while learning and once
+    /// learned: the provisional neutral's window and where the driver's mouth rests.
+    pub(super) recent: std::collections::VecDeque<(Vec<Pt>, Option<[Iris; 2]>, Option<f32>)>,
     pub(super) since_estimate: usize,
-    /// Mouth openness of the recent frames (all of them, while learning and once learned): where
-    /// the driver's mouth rests (`learning::REST_MOUTH_*`).
-    pub(super) mouth_seen: std::collections::VecDeque<f32>,
     pub(super) pose: Option<Pose>,
     pub(super) rejected: u64,
     /// Eye contact's switch and the driver's screen gaze.
@@ -125,7 +124,6 @@ impl Retargeter {
             learn_iris: Vec::with_capacity(params.learn_frames),
             recent: Default::default(),
             since_estimate: 0,
-            mouth_seen: Default::default(),
             params,
             topo,
             ref_side,
