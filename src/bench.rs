@@ -87,7 +87,7 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
     // Frames written that carry a newly generated frame (not repeats): end-to-end samples.
     let fresh = |s: &PipelineStats| s.end_to_end.frames.load(Ordering::Relaxed);
     let mut fresh0 = 0;
-    let (mut iris0, mut face0) = (0, 0);
+    let (mut iris0, mut checks0, mut face0) = (0, 0, 0);
     let timeout = Instant::now() + Duration::from_secs(600);
     // Measure exactly `frames` frames from wherever the warm-up ended (a fast pipeline writes
     // several frames between two polls).
@@ -97,6 +97,7 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
                 s.reset_recent();
             }
             iris0 = stats.face_parts.iris_runs.load(Ordering::Relaxed);
+            checks0 = stats.face_parts.iris_checks.load(Ordering::Relaxed);
             face0 = stats.face.frames.load(Ordering::Relaxed);
             measuring_since = Some((Instant::now(), out(&stats)));
             gen0 = gen(&stats);
@@ -118,7 +119,9 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
     let written_fresh = fresh(&stats).saturating_sub(fresh0);
     let ep = stats.ep.read().clone();
     let face_frames = stats.face.frames.load(Ordering::Relaxed).saturating_sub(face0);
-    let iris_per_frame = (face_frames > 0).then(|| stats.face_parts.iris_runs.load(Ordering::Relaxed).saturating_sub(iris0) as f64 / face_frames as f64);
+    let per_face_frame = |n: &std::sync::atomic::AtomicU64, n0: u64| (face_frames > 0).then(|| n.load(Ordering::Relaxed).saturating_sub(n0) as f64 / face_frames as f64);
+    let iris_per_frame = per_face_frame(&stats.face_parts.iris_runs, iris0);
+    let checks_per_frame = per_face_frame(&stats.face_parts.iris_checks, checks0);
     let out_rate = if live { puppetcam::pipeline::rate::OutputRate { fps: f64::from(plan.fps), follow_source: plan.fps_follows_source }.now(&stats) } else { f64::from(plan.fps) };
 
     let ms = |s: &puppetcam::stats::StageStats, p: f64| s.percentile_us(p).map(|v| v / 1e3);
@@ -157,6 +160,7 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
             "stages": stages,
             "face_parts": parts,
             "iris_runs_per_frame": iris_per_frame,
+            "iris_checks_per_frame": checks_per_frame,
             "source_fps": stats.source_fps(),
             "output_fps": out_rate,
         });
@@ -183,8 +187,13 @@ pub fn cmd_bench(mut plan: Plan, frames: u64, as_json: bool, live: bool, load: b
                 .iter()
                 .map(|s| format!("{} {}", s.name, ms(s, 50.0).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())))
                 .collect();
-            let iris = iris_per_frame.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-            println!("face stage parts, median ms: {} (detector: frames it ran on); iris model runs per frame {iris}", parts.join(", "));
+            let per = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+            println!(
+                "face stage parts, median ms: {} (detector: frames it ran on); iris model runs per frame {}, checks of the distilled model {}",
+                parts.join(", "),
+                per(iris_per_frame),
+                per(checks_per_frame)
+            );
         }
         if live {
             let src = stats.source_fps().map(|v| format!("{v:.2}")).unwrap_or_else(|| "unknown".into());

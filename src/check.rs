@@ -2,7 +2,7 @@
 //! outputs, ONNX Runtime, execution providers) and whether the models are usable, one line each.
 use anyhow::Context;
 use puppetcam::ep::{self, Provider, RuntimeOptions};
-use puppetcam::face::{FaceModels, FaceTracker, TrackerConfig};
+use puppetcam::face::{FaceModels, FaceTracker};
 use puppetcam::generator::Generator;
 use puppetcam::pipeline::{plan, DriverSpec, Plan};
 use puppetcam::sink::SinkSpec;
@@ -212,13 +212,17 @@ pub fn cmd_check(config: Option<&PathBuf>, avatar: Option<&Path>) -> anyhow::Res
     // Face models (needed by every camera/video driver).
     let face_required = matches!(plan.driver, DriverSpec::Source(_));
     match FaceModels::locate() {
-        Ok(m) => match FaceTracker::new(&m, TrackerConfig::default()) {
-            Ok(t) => r.line(
-                true,
-                face_required,
-                "face models",
-                &format!("{} (+ landmarks{})", m.detector.display(), if t.has_iris() { ", iris" } else { ", no iris model" }),
-            ),
+        // The live set-up's tracker: loads (and shape-checks) the iris model the run will use.
+        Ok(m) => match FaceTracker::new(&m, plan.tracker) {
+            Ok(t) => {
+                let iris = match (t.has_iris(), t.distilled_iris_trusted()) {
+                    (false, _) => ", no iris model",
+                    (true, Some(_)) if m.iris.is_some() => ", distilled iris model checked by MediaPipe's",
+                    (true, Some(_)) => ", distilled iris model",
+                    (true, None) => ", MediaPipe's iris model",
+                };
+                r.line(true, face_required, "face models", &format!("{} (+ landmarks{iris})", m.detector.display()))
+            }
             Err(e) => r.line(false, face_required, "face models", &e.to_string()),
         },
         Err(e) => r.line(false, face_required, "face models", &e.to_string()),

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::core::colour::PixFormat;
 use crate::core::retarget::RetargetParams;
+use crate::face::iris::IrisKind;
 use crate::error::{Error, Result};
 use crate::sink::SinkSpec;
 use crate::source::SourceSpec;
@@ -85,6 +86,7 @@ pub struct RawFace {
     pub model_dir: Option<PathBuf>,
     pub min_score: Option<f64>,
     pub iris: Option<bool>,
+    pub iris_model: Option<String>,
     pub iris_alternate: Option<bool>,
     pub threads: Option<i64>,
     pub one_euro: Option<RawOneEuro>,
@@ -143,7 +145,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every", "face_lost_mark", "fit"]),
     ("avatar", &["path", "portrait", "library"]),
     ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
-    ("face", &["model_dir", "min_score", "iris", "iris_alternate", "threads", "one_euro"]),
+    ("face", &["model_dir", "min_score", "iris", "iris_model", "iris_alternate", "threads", "one_euro"]),
     ("face.one_euro", &["min_cutoff", "beta", "d_cutoff"]),
     (
         "retarget",
@@ -310,8 +312,11 @@ pub struct FaceConfig {
     pub model_dir: Option<PathBuf>,
     pub min_score: f32,
     pub iris: bool,
-    /// Live output: run the iris model on one open eye per frame, taking turns, and carry the
-    /// other (`face::iris_schedule`); false runs both eyes every frame.
+    /// Live output: the distilled iris model on both eyes every frame (default), or MediaPipe's.
+    pub iris_model: IrisKind,
+    /// Live output with MediaPipe's iris model (or without the distilled file): run it on one
+    /// open eye per frame, taking turns, and carry the other (`face::iris_schedule`); false runs
+    /// both eyes every frame.
     pub iris_alternate: bool,
     /// ORT intra-op threads of the landmark and iris models (1..=8).
     pub threads: u32,
@@ -566,6 +571,7 @@ impl Config {
             model_dir: nonempty_path("face.model_dir", f.model_dir)?,
             min_score: float_in("face.min_score", f.min_score, 0.5, UNIT)?,
             iris: f.iris.unwrap_or(true),
+            iris_model: choice("face.iris_model", f.iris_model.as_deref(), IrisKind::Distilled, &[("distilled", IrisKind::Distilled), ("mediapipe", IrisKind::MediaPipe)])?,
             iris_alternate: f.iris_alternate.unwrap_or(true),
             threads: int_in("face.threads", f.threads, 1, FACE_THREADS)?,
             min_cutoff: float_in("face.one_euro.min_cutoff", e.min_cutoff, od.min_cutoff.into(), ONE_EURO_CUTOFF)?,
@@ -976,6 +982,9 @@ mod tests {
         assert!(m.contains("camera, file, image, synthetic"), "{m}");
         assert_eq!(err("[output]\nkind = \"rtmp\"").0, "output.kind");
         assert_eq!(err("[output]\nformat = \"nv12\"").0, "output.format");
+        assert_eq!(err("[face]\niris_model = \"tiny\"").0, "face.iris_model");
+        assert_eq!(Config::from_toml("[face]\niris_model = \"MediaPipe\"").unwrap().face.iris_model, IrisKind::MediaPipe);
+        assert_eq!(Config::from_toml("").unwrap().face.iris_model, IrisKind::Distilled);
         assert_eq!(err("[runtime]\nproviders = [\"rocm\"]").0, "runtime.providers");
         assert_eq!(err("[runtime]\nproviders = []").0, "runtime.providers");
         assert_eq!(err("[runtime]\nproviders = [\"cpu\", \"cpu\"]").0, "runtime.providers");

@@ -229,6 +229,8 @@ pub struct FaceParts {
     pub other: StageStats,
     /// Eyes the iris model ran on, in all.
     pub iris_runs: AtomicU64,
+    /// Runs of MediaPipe's iris model that checked the distilled one (`face::iris_audit`).
+    pub iris_checks: AtomicU64,
 }
 
 impl Default for FaceParts {
@@ -241,6 +243,7 @@ impl Default for FaceParts {
             iris_model: StageStats::new("iris_model"),
             other: StageStats::new("other"),
             iris_runs: AtomicU64::new(0),
+            iris_checks: AtomicU64::new(0),
         }
     }
 }
@@ -260,6 +263,7 @@ impl FaceParts {
         self.iris_model.record(p.iris_model);
         self.other.record(p.other);
         self.iris_runs.fetch_add(u64::from(p.iris_runs), Ordering::Relaxed);
+        self.iris_checks.fetch_add(u64::from(p.iris_checks), Ordering::Relaxed);
     }
 }
 

@@ -286,7 +286,7 @@ fn nothing_runs_from_the_working_directory() {
     std::fs::create_dir_all(w.join("onnx")).unwrap();
     // Protocol-0 pickle calling os.system: what `torch.load(weights_only=False)` would run.
     std::fs::write(w.join("onnx/refiner_meta.pt"), format!("cos\nsystem\n(S'touch {}'\ntR.", marker("pickle").display())).unwrap();
-    for f in ["face_detector.onnx", "face_landmarks.onnx", "iris_landmarks.onnx", "refiner.onnx", "refiner_embedder.onnx", "default_avatar.pcav", "default_avatar.onnx"] {
+    for f in ["face_detector.onnx", "face_landmarks.onnx", "iris_landmarks.onnx", "iris_fast.onnx", "refiner.onnx", "refiner_embedder.onnx", "default_avatar.pcav", "default_avatar.onnx"] {
         std::fs::write(w.join("onnx").join(f), b"not a model").unwrap();
     }
     let portrait = d.join("portraits/lp_s1.jpg").display().to_string();

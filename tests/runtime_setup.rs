@@ -130,7 +130,7 @@ fn installed_layout_runs_check_and_demo_without_any_variable() {
     let exe = prefix.join("bin/puppetcam");
     link_or_copy(Path::new(env!("CARGO_BIN_EXE_puppetcam")), &exe);
     let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx");
-    for f in ["face_detector.onnx", "face_landmarks.onnx", "iris_landmarks.onnx", "default_avatar.onnx"] {
+    for f in ["face_detector.onnx", "face_landmarks.onnx", "iris_landmarks.onnx", "iris_fast.onnx", "default_avatar.onnx"] {
         link_or_copy(&onnx.join(f), &prefix.join("share/puppetcam/onnx").join(f));
     }
     let lib = prefix.join("lib/puppetcam").join(ort_library().file_name().unwrap());

@@ -1,6 +1,8 @@
 //! MediaPipe iris model on the two eye crops: 64x64 crops (values in [0, 1]) around each eye's
 //! corners, 2.3x their span, rotated level; the model was trained on one eye orientation, so the
 //! eye at mesh 362/263 is mirrored before and after (MediaPipe's iris_landmark_left_and_right).
+//! The same crops feed the distilled iris model (`iris_fast.onnx`, scripts/train_iris.py), which
+//! answers only the 5 iris points, in the same layout, at a twentieth of the cost.
 use super::model;
 use super::roi::{crop_to_tensor, rotation_from, Border, RotRect};
 use crate::core::landmarks::MESH_POINTS;
@@ -77,8 +79,19 @@ pub fn iris_from_points(pts: &[[f32; 2]; 5]) -> Iris {
     Iris { cx: c[0], cy: c[1], r }
 }
 
+/// Which iris model answers: MediaPipe's own (eye contours and iris, 107 MFLOP per eye) or the
+/// distilled student of it (iris only, about 6 MFLOP; `[face] iris_model`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IrisKind {
+    #[default]
+    MediaPipe,
+    Distilled,
+}
+
 pub struct IrisModel {
     session: Session,
+    /// Which output holds the 5 iris points (MediaPipe's model puts the eye contours first).
+    iris_output: usize,
 }
 
 impl IrisModel {
@@ -86,16 +99,22 @@ impl IrisModel {
         Self::load_threads(path, 1)
     }
 
-    /// With `threads` intra-op threads (see `model::load_checked`).
+    /// MediaPipe's model with `threads` intra-op threads (see `model::load_checked`).
     pub fn load_threads(path: &Path, threads: usize) -> Result<Self> {
-        let session = model::load_checked(
-            path,
-            "iris model",
-            threads,
-            &[1, 3, SIZE as i64, SIZE as i64],
-            &[(&[1, 213], "71 eye-contour points"), (&[1, 15], "5 iris points")],
-        )?;
-        Ok(IrisModel { session })
+        Self::load_kind(path, IrisKind::MediaPipe, threads)
+    }
+
+    /// A model of `kind`; its shapes are checked against that kind's layout.
+    pub fn load_kind(path: &Path, kind: IrisKind, threads: usize) -> Result<Self> {
+        let input = [1, 3, SIZE as i64, SIZE as i64];
+        let (session, iris_output) = match kind {
+            IrisKind::MediaPipe => (
+                model::load_checked(path, "iris model", threads, &input, &[(&[1, 213], "71 eye-contour points"), (&[1, 15], "5 iris points")])?,
+                1,
+            ),
+            IrisKind::Distilled => (model::load_checked(path, "distilled iris model", threads, &input, &[(&[1, 15], "5 iris points")])?, 0),
+        };
+        Ok(IrisModel { session, iris_output })
     }
 
     /// Both irises of the face whose 468-point mesh (frame pixels) is `mesh`; `None` when the eye
@@ -122,6 +141,15 @@ impl IrisModel {
         Ok(Some((roi, input)))
     }
 
+    /// The model's 5 iris points (centre, then 4 on the rim) on one input, in the input tensor's
+    /// own coordinates (0..64, mirrored for eye 1 as the input is): what the distilled iris
+    /// model learns from (examples/iris_data.rs).
+    pub fn raw_points(&mut self, input: &[f32]) -> Result<[[f32; 2]; 5]> {
+        let res = model::run(&mut self.session, [1, 3, SIZE, SIZE], input)?;
+        let o = &res[self.iris_output];
+        Ok(std::array::from_fn(|i| [o[3 * i], o[3 * i + 1]]))
+    }
+
     /// The model on an input made by [`IrisModel::eye_input`] for eye `k` from `roi`.
     pub fn run_input(&mut self, roi: &RotRect, input: &[f32], k: usize, t: &mut IrisTiming) -> Result<EyeIris> {
         let roi = *roi;
@@ -129,10 +157,11 @@ impl IrisModel {
         let t1 = std::time::Instant::now();
         let res = model::run(&mut self.session, [1, 3, SIZE, SIZE], input)?;
         t.model += t1.elapsed();
+        let out = &res[self.iris_output];
         let s = SIZE as f32;
         let mut pts = [[0.0f32; 2]; 5];
         for (i, p) in pts.iter_mut().enumerate() {
-            let (mut u, v) = (res[1][3 * i], res[1][3 * i + 1]);
+            let (mut u, v) = (out[3 * i], out[3 * i + 1]);
             if flip {
                 u = s - u;
             }
@@ -140,8 +169,8 @@ impl IrisModel {
         }
         let iris = iris_from_points(&pts);
         // The centre relative to the crop: the model's first point, flip undone.
-        let u0 = if flip { s - res[1][0] } else { res[1][0] };
-        let rel = [u0 / s, res[1][1] / s, iris.r / roi.w];
+        let u0 = if flip { s - out[0] } else { out[0] };
+        let rel = [u0 / s, out[1] / s, iris.r / roi.w];
         Ok(EyeIris { iris, rel })
     }
 }

@@ -3,6 +3,7 @@
 pub mod detector;
 pub mod extract;
 pub mod iris;
+pub mod iris_audit;
 pub mod iris_schedule;
 pub mod landmarker;
 mod model;
@@ -22,6 +23,8 @@ use std::path::{Path, PathBuf};
 pub const DETECTOR_FILE: &str = "face_detector.onnx";
 pub const LANDMARKS_FILE: &str = "face_landmarks.onnx";
 pub const IRIS_FILE: &str = "iris_landmarks.onnx";
+/// The distilled iris model (scripts/train_iris.py): the live face stage's default.
+pub const IRIS_FAST_FILE: &str = "iris_fast.onnx";
 
 /// Paths of the face models.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,17 +33,20 @@ pub struct FaceModels {
     pub landmarks: PathBuf,
     /// `None` runs without irises.
     pub iris: Option<PathBuf>,
+    /// The distilled iris model, when present (`TrackerConfig::iris_kind`).
+    pub iris_fast: Option<PathBuf>,
 }
 
 impl FaceModels {
     /// The models under `dir` by their standard names; the iris model is used only if present.
     pub fn from_dir(dir: impl AsRef<Path>) -> Self {
         let dir = dir.as_ref();
-        let iris = dir.join(IRIS_FILE);
+        let (iris, fast) = (dir.join(IRIS_FILE), dir.join(IRIS_FAST_FILE));
         FaceModels {
             detector: dir.join(DETECTOR_FILE),
             landmarks: dir.join(LANDMARKS_FILE),
             iris: iris.is_file().then_some(iris),
+            iris_fast: fast.is_file().then_some(fast),
         }
     }
 
@@ -80,6 +86,10 @@ pub struct TrackerConfig {
     pub roi_scale: f32,
     /// Run the iris model when it is available.
     pub iris: bool,
+    /// Which iris model: MediaPipe's (the default here: landmark extraction and parity) or the
+    /// distilled one (live; both eyes every frame, as cheap as carrying one). Without its file
+    /// the tracker falls back to MediaPipe's model on `iris_schedule`.
+    pub iris_kind: iris::IrisKind,
     /// On which eyes and frames (`iris_schedule`): both eyes every frame (MediaPipe's pipeline,
     /// the default here: landmark extraction and parity) or one open eye per frame (live).
     pub iris_schedule: iris_schedule::IrisSchedule,
@@ -99,6 +109,7 @@ impl Default for TrackerConfig {
             min_presence_score: 0.5,
             roi_scale: 1.5,
             iris: true,
+            iris_kind: iris::IrisKind::MediaPipe,
             iris_schedule: iris_schedule::IrisSchedule::EveryFrame,
             track: true,
             threads: 1,

@@ -14,8 +14,12 @@ pub struct FaceProfile {
     /// Eye crops into the iris model's 64x64 tensors, and the iris model, over the eyes it ran on.
     pub iris_crop: Duration,
     pub iris_model: Duration,
-    /// How many eyes the iris model ran on (0..=2).
+    /// How many eyes the iris model ran on (0..=2), the model whose iris is used.
     pub iris_runs: u8,
+    /// Runs of the other iris model that check the distilled one (`iris_audit`), and their time
+    /// (not in `iris_model`).
+    pub iris_checks: u8,
+    pub iris_check_model: Duration,
     /// Everything else in `process`: wrapping the frame, checks, One Euro filters, 468 -> 68.
     pub other: Duration,
 }

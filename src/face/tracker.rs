@@ -2,18 +2,21 @@
 //! otherwise crop around the previous frame's landmarks. A presence score below the threshold
 //! drops the track (that frame reports no face, the next one detects again), and resets the
 //! One Euro filters so a re-found face does not glide in from its old position. The iris model
-//! runs on the eyes `iris_schedule` picks; each call leaves a `FaceProfile` of where its time went.
+//! (MediaPipe's, or the distilled one on both eyes every frame) runs on the eyes `iris_schedule`
+//! picks; each call leaves a `FaceProfile` of where its time went.
 use super::detector::Detector;
-use super::iris::{eye_roi_in, IrisModel, IrisTiming};
-use super::iris_schedule::IrisPlanner;
+use super::iris::{eye_openness, eye_roi_in, IrisKind, IrisModel, IrisTiming};
+use super::iris_audit::IrisAudit;
+use super::iris_schedule::{IrisPlanner, CLOSED_BELOW};
 use super::profile::FaceProfile;
 use super::landmarker::{roi_from_mesh, Landmarker};
 use super::roi::{frame_mat, RotRect};
-use super::{FaceModels, TrackerConfig};
+use super::{FaceModels, TrackerConfig, IRIS_FAST_FILE};
 use crate::core::geometry::dist;
 use crate::core::landmarks::to68;
 use crate::core::one_euro::OneEuroBank;
-use crate::core::types::{FaceLandmarks, Frame};
+use crate::core::types::{FaceLandmarks, Frame, Iris};
+use opencv::core::ToInputArray;
 use crate::error::Result;
 use std::time::Instant;
 
@@ -21,7 +24,10 @@ pub struct FaceTracker {
     cfg: TrackerConfig,
     detector: Detector,
     landmarker: Landmarker,
+    /// The iris model whose answer is used: the distilled one when `student` is set.
     iris: Option<IrisModel>,
+    /// With the distilled model: MediaPipe's model that checks it and stands in for it.
+    student: Option<Student>,
     /// ROI for the next frame when tracking.
     track: Option<RotRect>,
     mesh_filter: Option<OneEuroBank>,
@@ -32,6 +38,20 @@ pub struct FaceTracker {
     profile: FaceProfile,
 }
 
+/// The distilled iris model's checker: MediaPipe's model (when its file is there) and the record
+/// of how far the two agree on this face.
+struct Student {
+    teacher: Option<IrisModel>,
+    audit: Option<IrisAudit>,
+}
+
+impl Student {
+    /// Whether the distilled model answers this frame (no checker: always).
+    fn trusted(&self) -> bool {
+        self.audit.as_ref().is_none_or(IrisAudit::trusted)
+    }
+}
+
 impl FaceTracker {
     /// Loads the models (CPU, one thread each). The iris model is optional: without it (file
     /// absent or `cfg.iris` false) landmarks come without irises.
@@ -40,18 +60,37 @@ impl FaceTracker {
         let detector = Detector::load(&models.detector)?;
         // The detector runs only when the track is lost: one thread is enough.
         let landmarker = Landmarker::load_threads(&models.landmarks, cfg.threads)?;
-        let iris = match (&models.iris, cfg.iris) {
-            (Some(p), true) => Some(IrisModel::load_threads(p, cfg.threads)?),
-            _ => None,
+        // The distilled model costs a twentieth of MediaPipe's, so it runs on both eyes every
+        // frame (no iris carried, no gaze lag), checked now and then by MediaPipe's, which takes
+        // over on a face where they disagree (`iris_audit`). Without the distilled file,
+        // MediaPipe's model alone, on the configured schedule.
+        let load_mp = |p: &std::path::Path| IrisModel::load_threads(p, cfg.threads);
+        let (iris, teacher) = match (cfg.iris, cfg.iris_kind, &models.iris_fast, &models.iris) {
+            (false, ..) => (None, None),
+            (true, IrisKind::Distilled, Some(fast), mp) => {
+                (Some(IrisModel::load_kind(fast, IrisKind::Distilled, cfg.threads)?), mp.as_deref().map(load_mp).transpose()?)
+            }
+            (true, kind, _, Some(p)) => {
+                if kind == IrisKind::Distilled {
+                    log::warn!("{IRIS_FAST_FILE} not found next to {}: MediaPipe's iris model runs instead ({:?} schedule, slower)", p.display(), cfg.iris_schedule);
+                }
+                (Some(load_mp(p)?), None)
+            }
+            (true, ..) => (None, None),
         };
+        let distilled = cfg.iris && cfg.iris_kind == IrisKind::Distilled && models.iris_fast.is_some();
         let mesh_filter = cfg.filter.map(OneEuroBank::new);
         let iris_filter = cfg.filter.map(OneEuroBank::new);
+        // MediaPipe's model runs on the configured schedule, alone or while it stands in for the
+        // distilled one.
         let iris_plan = IrisPlanner::new(cfg.iris_schedule);
+        let student = if distilled { Some(Student { audit: teacher.as_ref().map(|_| IrisAudit::new()), teacher }) } else { None };
         Ok(FaceTracker {
             cfg,
             detector,
             landmarker,
             iris,
+            student,
             track: None,
             mesh_filter,
             iris_filter,
@@ -65,6 +104,9 @@ impl FaceTracker {
     pub fn reset(&mut self) {
         self.track = None;
         self.iris_plan.reset();
+        if let Some(a) = self.student.as_mut().and_then(|s| s.audit.as_mut()) {
+            a.reset();
+        }
         if let Some(f) = &mut self.mesh_filter {
             f.reset();
         }
@@ -86,6 +128,12 @@ impl FaceTracker {
         self.iris.is_some()
     }
 
+    /// With the distilled iris model: whether it answers now (`Some(false)`: MediaPipe's model
+    /// stands in, the two disagreed on this face). `None` without the distilled model.
+    pub fn distilled_iris_trusted(&self) -> Option<bool> {
+        self.student.as_ref().map(Student::trusted)
+    }
+
     /// Where the last `process` call spent its time.
     pub fn profile(&self) -> FaceProfile {
         self.profile
@@ -98,9 +146,82 @@ impl FaceTracker {
         let r = self.process_inner(frame);
         // `other` is what no part claimed: the total minus the timed parts.
         let p = &mut self.profile;
-        let parts = p.detector.unwrap_or_default() + p.landmark_crop + p.landmark_model + p.iris_crop + p.iris_model;
+        let parts = p.detector.unwrap_or_default() + p.landmark_crop + p.landmark_model + p.iris_crop + p.iris_model + p.iris_check_model;
         p.other = t0.elapsed().saturating_sub(parts);
         r
+    }
+
+    /// Both irises of the face with raw mesh `mesh`, from whichever model answers this frame.
+    fn irises(&mut self, img: &impl ToInputArray, mesh: &[[f32; 3]]) -> Result<Option<[Iris; 2]>> {
+        let Some(m) = self.iris.as_mut() else { return Ok(None) };
+        let mut t = IrisTiming::default();
+        let mut both = [None, None];
+        let iod = dist([mesh[33][0], mesh[33][1]], [mesh[263][0], mesh[263][1]]) as f32;
+        let open = [0, 1].map(|k| eye_openness(mesh, k).is_none_or(|o| o >= CLOSED_BELOW));
+        match self.student.as_mut() {
+            Some(st) if st.trusted() => {
+                // The distilled model on both eyes; MediaPipe's on the same input when a check is due.
+                let check = st.audit.as_mut().and_then(|a| a.due(open));
+                for (k, slot) in both.iter_mut().enumerate() {
+                    let Some((roi, input)) = IrisModel::eye_input(img, mesh, k, &mut t)? else { continue };
+                    let eye = m.run_input(&roi, &input, k, &mut t)?;
+                    self.profile.iris_runs += 1;
+                    if let (Some(teacher), Some(audit), true) = (st.teacher.as_mut(), st.audit.as_mut(), check == Some(k)) {
+                        let mut tt = IrisTiming::default();
+                        let truth = teacher.run_input(&roi, &input, k, &mut tt)?;
+                        self.profile.iris_checks += 1;
+                        self.profile.iris_check_model += tt.model;
+                        let err = dist([eye.iris.cx, eye.iris.cy], [truth.iris.cx, truth.iris.cy]) as f32 / iod;
+                        if audit.record(err) == Some(false) {
+                            log::info!(
+                                "the distilled iris model disagrees with MediaPipe's on this face ({:.1} % of the inter-ocular distance): MediaPipe's iris model answers until they agree",
+                                100.0 * err
+                            );
+                            // Its schedule starts afresh: both eyes on the next frame.
+                            self.iris_plan.reset();
+                        }
+                    }
+                    *slot = Some(eye.iris);
+                }
+            }
+            student => {
+                // MediaPipe's model on its schedule; beside it the distilled model on the same
+                // inputs, so that it can be trusted again.
+                let (model, mut beside) = match student {
+                    Some(st) => (st.teacher.as_mut().expect("an untrusted student has a teacher"), Some((&mut *m, st.audit.as_mut().expect("audited")))),
+                    None => (&mut *m, None),
+                };
+                let run = self.iris_plan.plan(mesh);
+                for (k, slot) in both.iter_mut().enumerate() {
+                    *slot = match run[k].then(|| IrisModel::eye_input(img, mesh, k, &mut t)).transpose()?.flatten() {
+                        Some((roi, input)) if self.iris_plan.needs_model(k, &input) => {
+                            self.profile.iris_runs += 1;
+                            let eye = model.run_input(&roi, &input, k, &mut t)?;
+                            self.iris_plan.remember(k, &eye);
+                            if let Some((student, audit)) = beside.as_mut().filter(|_| open[k]) {
+                                let mut tt = IrisTiming::default();
+                                let guess = student.run_input(&roi, &input, k, &mut tt)?;
+                                self.profile.iris_checks += 1;
+                                self.profile.iris_check_model += tt.model;
+                                let err = dist([eye.iris.cx, eye.iris.cy], [guess.iris.cx, guess.iris.cy]) as f32 / iod;
+                                if audit.record(err) == Some(true) {
+                                    log::info!("the distilled iris model agrees with MediaPipe's on this face again: it answers");
+                                }
+                            }
+                            Some(eye.iris)
+                        }
+                        Some((roi, _)) => self.iris_plan.carried(k, &roi),
+                        None if run[k] => None,
+                        None => eye_roi_in(mesh, k).and_then(|roi| self.iris_plan.carried(k, &roi)),
+                    };
+                }
+            }
+        }
+        (self.profile.iris_crop, self.profile.iris_model) = (t.crop, t.model);
+        Ok(match both {
+            [Some(a), Some(b)] => Some([a, b]),
+            _ => None,
+        })
     }
 
     fn process_inner(&mut self, frame: &Frame) -> Result<Option<FaceLandmarks>> {
@@ -140,32 +261,7 @@ impl FaceTracker {
         // The next ROI comes from the raw (unfiltered) mesh, as in MediaPipe: filtering is for
         // display, the crop must follow the face without lag.
         self.track = roi_from_mesh(&res.mesh, self.cfg.roi_scale);
-        let iris = match &mut self.iris {
-            Some(m) => {
-                let run = self.iris_plan.plan(&res.mesh);
-                let mut t = IrisTiming::default();
-                let mut both = [None, None];
-                for (k, slot) in both.iter_mut().enumerate() {
-                    *slot = match run[k].then(|| IrisModel::eye_input(&img, &res.mesh, k, &mut t)).transpose()?.flatten() {
-                        Some((roi, input)) if self.iris_plan.needs_model(k, &input) => {
-                            self.profile.iris_runs += 1;
-                            let eye = m.run_input(&roi, &input, k, &mut t)?;
-                            self.iris_plan.remember(k, &eye);
-                            Some(eye.iris)
-                        }
-                        Some((roi, _)) => self.iris_plan.carried(k, &roi),
-                        None if run[k] => None,
-                        None => eye_roi_in(&res.mesh, k).and_then(|roi| self.iris_plan.carried(k, &roi)),
-                    };
-                }
-                (self.profile.iris_crop, self.profile.iris_model) = (t.crop, t.model);
-                match both {
-                    [Some(a), Some(b)] => Some([a, b]),
-                    _ => None,
-                }
-            }
-            None => None,
-        };
+        let iris = self.irises(&img, &res.mesh)?;
         let t = frame.pts.as_secs_f64();
         let mut mesh = res.mesh;
         // Speeds in inter-ocular distances per second (outer eye corners 33 and 263): the same

@@ -6,6 +6,7 @@ use crate::core::one_euro::OneEuroParams;
 use crate::core::retarget::RetargetParams;
 use crate::ep::{Provider, RuntimeOptions};
 use crate::error::{Error, Result};
+use crate::face::iris::IrisKind;
 use crate::face::iris_schedule::IrisSchedule;
 use crate::face::{FaceModels, FaceTracker, TrackerConfig};
 use crate::sink::{open_sink, SinkSpec};
@@ -73,7 +74,7 @@ impl Plan {
             fps: 25,
             fps_follows_source: true,
             runtime: RuntimeOptions::default(),
-            tracker: TrackerConfig { iris_schedule: IrisSchedule::Alternate, ..TrackerConfig::default() },
+            tracker: TrackerConfig { iris_kind: IrisKind::Distilled, iris_schedule: IrisSchedule::Alternate, ..TrackerConfig::default() },
             face_models: None,
             pacing: None,
             reconnect_max_backoff: Duration::from_secs(5),
@@ -181,10 +182,11 @@ impl Plan {
         // The face models build their own (CPU) sessions through crate::ep.
         let mut tracker = self.tracker;
         if self.pacing.is_none() && self.effective_pacing() == Pacing::EveryFrame {
-            // Rendering a file to a file has no deadline: MediaPipe's full pipeline, both irises
-            // each frame. (`bench` chooses its pacing explicitly, and measures the live set-up
-            // flat out too.)
+            // Rendering a file to a file has no deadline: MediaPipe's full pipeline, its iris
+            // model on both eyes each frame. (`bench` chooses its pacing explicitly, and measures
+            // the live set-up flat out too.)
             tracker.iris_schedule = IrisSchedule::EveryFrame;
+            tracker.iris_kind = IrisKind::MediaPipe;
         }
         tracker.validate()?;
         Ok(Box::new(move || {
@@ -240,6 +242,7 @@ impl Plan {
         let tracker = TrackerConfig {
             min_detection_score: cfg.face.min_score,
             iris: cfg.face.iris,
+            iris_kind: cfg.face.iris_model,
             threads: cfg.face.threads as usize,
             iris_schedule: if cfg.face.iris_alternate { IrisSchedule::Alternate } else { IrisSchedule::EveryFrame },
             filter: Some(OneEuroParams { min_cutoff: cfg.face.min_cutoff, beta: cfg.face.beta, d_cutoff: cfg.face.d_cutoff }),
@@ -314,10 +317,10 @@ mod tests {
     fn output_rate_follows_the_source_unless_fps_is_configured() {
         let p = Plan::from_config(&Config::default()).unwrap();
         assert!(p.fps_follows_source, "no [output] fps: follow the source");
-        assert_eq!(p.tracker.iris_schedule, IrisSchedule::Alternate);
-        let p = Plan::from_config(&Config::from_toml("[output]\nfps = 25\n[face]\niris_alternate = false\nthreads = 2\n").unwrap()).unwrap();
+        assert_eq!((p.tracker.iris_schedule, p.tracker.iris_kind), (IrisSchedule::Alternate, IrisKind::Distilled));
+        let p = Plan::from_config(&Config::from_toml("[output]\nfps = 25\n[face]\niris_alternate = false\niris_model = \"mediapipe\"\nthreads = 2\n").unwrap()).unwrap();
         assert!(!p.fps_follows_source && p.fps == 25, "a configured fps caps");
-        assert_eq!((p.tracker.iris_schedule, p.tracker.threads), (IrisSchedule::EveryFrame, 2));
+        assert_eq!((p.tracker.iris_schedule, p.tracker.threads, p.tracker.iris_kind), (IrisSchedule::EveryFrame, 2, IrisKind::MediaPipe));
         let spec = Plan::demo().into_spec().unwrap();
         assert!(spec.follow_source_fps);
     }
