@@ -5,7 +5,7 @@
 //! (MediaPipe's, or the distilled one on both eyes every frame) runs on the eyes `iris_schedule`
 //! picks; each call leaves a `FaceProfile` of where its time went.
 use super::detector::Detector;
-use super::iris::{eye_openness, eye_roi_in, IrisKind, IrisModel, IrisTiming};
+use super::iris::{eye_openness, eye_roi_in, EyeIris, IrisKind, IrisModel, IrisTiming};
 use super::iris_audit::IrisAudit;
 use super::iris_schedule::{IrisPlanner, CLOSED_BELOW};
 use super::profile::FaceProfile;
@@ -38,18 +38,27 @@ pub struct FaceTracker {
     profile: FaceProfile,
 }
 
-/// The distilled iris model's checker: MediaPipe's model (when its file is there) and the record
-/// of how far the two agree on this face.
+/// The distilled iris model and, when its file is there, MediaPipe's model that checks it, with
+/// the record of how far the two agree on this face.
 struct Student {
-    teacher: Option<IrisModel>,
-    audit: Option<IrisAudit>,
+    checker: Option<(IrisModel, IrisAudit)>,
 }
 
 impl Student {
     /// Whether the distilled model answers this frame (no checker: always).
     fn trusted(&self) -> bool {
-        self.audit.as_ref().is_none_or(IrisAudit::trusted)
+        self.checker.as_ref().is_none_or(|(_, a)| a.trusted())
     }
+}
+
+/// Runs `other` on the crop (`roi`, `input`) that `answer` came from, counts it as a check in
+/// `profile`, and returns how far apart the two irises are, over the inter-ocular distance `iod`.
+fn disagreement(other: &mut IrisModel, roi: &RotRect, input: &[f32], k: usize, answer: &EyeIris, iod: f32, profile: &mut FaceProfile) -> Result<f32> {
+    let mut t = IrisTiming::default();
+    let o = other.run_input(roi, input, k, &mut t)?;
+    profile.iris_checks += 1;
+    profile.iris_check_model += t.model;
+    Ok(dist([answer.iris.cx, answer.iris.cy], [o.iris.cx, o.iris.cy]) as f32 / iod)
 }
 
 impl FaceTracker {
@@ -84,7 +93,7 @@ impl FaceTracker {
         // MediaPipe's model runs on the configured schedule, alone or while it stands in for the
         // distilled one.
         let iris_plan = IrisPlanner::new(cfg.iris_schedule);
-        let student = if distilled { Some(Student { audit: teacher.as_ref().map(|_| IrisAudit::new()), teacher }) } else { None };
+        let student = distilled.then(|| Student { checker: teacher.map(|t| (t, IrisAudit::new())) });
         Ok(FaceTracker {
             cfg,
             detector,
@@ -104,7 +113,7 @@ impl FaceTracker {
     pub fn reset(&mut self) {
         self.track = None;
         self.iris_plan.reset();
-        if let Some(a) = self.student.as_mut().and_then(|s| s.audit.as_mut()) {
+        if let Some((_, a)) = self.student.as_mut().and_then(|s| s.checker.as_mut()) {
             a.reset();
         }
         if let Some(f) = &mut self.mesh_filter {
@@ -161,17 +170,13 @@ impl FaceTracker {
         match self.student.as_mut() {
             Some(st) if st.trusted() => {
                 // The distilled model on both eyes; MediaPipe's on the same input when a check is due.
-                let check = st.audit.as_mut().and_then(|a| a.due(open));
+                let check = st.checker.as_mut().and_then(|(_, a)| a.due(open));
                 for (k, slot) in both.iter_mut().enumerate() {
                     let Some((roi, input)) = IrisModel::eye_input(img, mesh, k, &mut t)? else { continue };
                     let eye = m.run_input(&roi, &input, k, &mut t)?;
                     self.profile.iris_runs += 1;
-                    if let (Some(teacher), Some(audit), true) = (st.teacher.as_mut(), st.audit.as_mut(), check == Some(k)) {
-                        let mut tt = IrisTiming::default();
-                        let truth = teacher.run_input(&roi, &input, k, &mut tt)?;
-                        self.profile.iris_checks += 1;
-                        self.profile.iris_check_model += tt.model;
-                        let err = dist([eye.iris.cx, eye.iris.cy], [truth.iris.cx, truth.iris.cy]) as f32 / iod;
+                    if let Some((teacher, audit)) = st.checker.as_mut().filter(|_| check == Some(k)) {
+                        let err = disagreement(teacher, &roi, &input, k, &eye, iod, &mut self.profile)?;
                         if audit.record(err) == Some(false) {
                             log::info!(
                                 "the distilled iris model disagrees with MediaPipe's on this face ({:.1} % of the inter-ocular distance): MediaPipe's iris model answers until they agree",
@@ -185,10 +190,10 @@ impl FaceTracker {
                 }
             }
             student => {
-                // MediaPipe's model on its schedule; beside it the distilled model on the same
-                // inputs, so that it can be trusted again.
-                let (model, mut beside) = match student {
-                    Some(st) => (st.teacher.as_mut().expect("an untrusted student has a teacher"), Some((&mut *m, st.audit.as_mut().expect("audited")))),
+                // MediaPipe's model on its schedule (alone, or standing in for the distilled one,
+                // which then runs beside it on the same inputs so that it can be trusted again).
+                let (model, mut beside) = match student.and_then(|st| st.checker.as_mut()) {
+                    Some((teacher, audit)) => (teacher, Some((&mut *m, audit))),
                     None => (&mut *m, None),
                 };
                 let run = self.iris_plan.plan(mesh);
@@ -199,11 +204,7 @@ impl FaceTracker {
                             let eye = model.run_input(&roi, &input, k, &mut t)?;
                             self.iris_plan.remember(k, &eye);
                             if let Some((student, audit)) = beside.as_mut().filter(|_| open[k]) {
-                                let mut tt = IrisTiming::default();
-                                let guess = student.run_input(&roi, &input, k, &mut tt)?;
-                                self.profile.iris_checks += 1;
-                                self.profile.iris_check_model += tt.model;
-                                let err = dist([eye.iris.cx, eye.iris.cy], [guess.iris.cx, guess.iris.cy]) as f32 / iod;
+                                let err = disagreement(student, &roi, &input, k, &eye, iod, &mut self.profile)?;
                                 if audit.record(err) == Some(true) {
                                     log::info!("the distilled iris model agrees with MediaPipe's on this face again: it answers");
                                 }
