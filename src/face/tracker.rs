@@ -47,7 +47,7 @@ struct Student {
 impl Student {
     /// Whether the distilled model answers this frame (no checker: always).
     fn trusted(&self) -> bool {
-        self.checker.as_ref().is_none_or(|(_, a)| a.trusted())
+        self.checker.as_ref().map_or(true, |(_, a)| a.trusted())
     }
 }
 
@@ -166,7 +166,7 @@ impl FaceTracker {
         let mut t = IrisTiming::default();
         let mut both = [None, None];
         let iod = dist([mesh[33][0], mesh[33][1]], [mesh[263][0], mesh[263][1]]) as f32;
-        let open = [0, 1].map(|k| eye_openness(mesh, k).is_none_or(|o| o >= CLOSED_BELOW));
+        let open = [0, 1].map(|k| eye_openness(mesh, k).map_or(true, |o| o >= CLOSED_BELOW));
         match self.student.as_mut() {
             Some(st) if st.trusted() => {
                 // The distilled model on both eyes; MediaPipe's on the same input when a check is due.
