@@ -125,6 +125,14 @@ impl FrameSource for FileSource {
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame>> {
+        if self.realtime {
+            // Like a camera, decode a frame at its time (the last one's plus one frame step), not
+            // right after handing the last one over, when the decoder would compete with the face
+            // stage for the cores (`camera_rate` measures it).
+            if let Some(prev) = self.last_pts {
+                self.pacer.wait(prev + self.step);
+            }
+        }
         let mut f = match self.decode()? {
             Some(f) => f,
             None if self.looping && self.in_pass > 0 => {
