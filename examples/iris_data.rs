@@ -9,6 +9,7 @@
 //! (N x 13 floats: 10 teacher point coordinates in input pixels, the crop's side in frame pixels,
 //! the inter-ocular distance in frame pixels, the eye index).
 //! Usage: cargo run --release --example iris_data -- CLIP.mp4 OUT [JITTERED_PER_EYE] [SEED]
+use puppetcam::core::geometry::dist;
 use puppetcam::face::iris::{eye_roi_in, IrisModel, IrisTiming};
 use puppetcam::face::roi::{crop_to_tensor, frame_mat, Border, RotRect};
 use puppetcam::face::{FaceModels, FaceTracker, TrackerConfig};
@@ -52,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         frames += 1;
         let Some(lm) = tracker.process(&f)? else { continue };
         let m = &lm.mesh;
-        let iod = ((m[33][0] - m[263][0]).powi(2) + (m[33][1] - m[263][1]).powi(2)).sqrt();
+        let iod = dist([m[33][0], m[33][1]], [m[263][0], m[263][1]]) as f32;
         let img = frame_mat(&f)?;
         for k in 0..2 {
             let mut t = IrisTiming::default();

@@ -59,7 +59,7 @@ def main():
         rows = {}
         for clip in state["held_out"]:
             data = I.IrisData(Path(a.data), include={clip})
-            # Only the exact crops (every (1 + jittered)-th row, eye by eye): what the daemon sees.
+            # All of the clip's crops, the exact ones and the jittered ones (docs/training.md).
             if len(data):
                 rows[clip] = I.errors(I.predict(net, data), data.y)
         print(json.dumps(dict(step=state["step"], macs=state.get("macs"), held_out=rows), indent=1))

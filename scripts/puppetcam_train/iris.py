@@ -266,6 +266,7 @@ def train(cfg: IrisConfig, progress: bool = True) -> dict:
             stats_f.flush()
             if progress:
                 print(json.dumps(rec), flush=True)
+    stats_f.close()
     return dict(best_centre_mean=best[0], best_step=best[1])
 
 

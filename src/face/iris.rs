@@ -155,22 +155,19 @@ impl IrisModel {
         let roi = *roi;
         let flip = EYES[k].2;
         let t1 = std::time::Instant::now();
-        let res = model::run(&mut self.session, [1, 3, SIZE, SIZE], input)?;
+        let raw = self.raw_points(input)?;
         t.model += t1.elapsed();
-        let out = &res[self.iris_output];
         let s = SIZE as f32;
-        let mut pts = [[0.0f32; 2]; 5];
-        for (i, p) in pts.iter_mut().enumerate() {
-            let (mut u, v) = (out[3 * i], out[3 * i + 1]);
-            if flip {
-                u = s - u;
-            }
-            *p = roi.to_frame(u, v, s, s);
-        }
+        // Flip undone: tensor coordinates of the unmirrored crop.
+        let unflip = |[u, v]: [f32; 2]| [if flip { s - u } else { u }, v];
+        let pts = raw.map(|p| {
+            let [u, v] = unflip(p);
+            roi.to_frame(u, v, s, s)
+        });
         let iris = iris_from_points(&pts);
-        // The centre relative to the crop: the model's first point, flip undone.
-        let u0 = if flip { s - out[0] } else { out[0] };
-        let rel = [u0 / s, out[1] / s, iris.r / roi.w];
+        // The centre relative to the crop: the model's first point.
+        let [u0, v0] = unflip(raw[0]);
+        let rel = [u0 / s, v0 / s, iris.r / roi.w];
         Ok(EyeIris { iris, rel })
     }
 }

@@ -74,10 +74,11 @@ impl FaceTracker {
         // over on a face where they disagree (`iris_audit`). Without the distilled file,
         // MediaPipe's model alone, on the configured schedule.
         let load_mp = |p: &std::path::Path| IrisModel::load_threads(p, cfg.threads);
-        let (iris, teacher) = match (cfg.iris, cfg.iris_kind, &models.iris_fast, &models.iris) {
+        let (iris, student) = match (cfg.iris, cfg.iris_kind, &models.iris_fast, &models.iris) {
             (false, ..) => (None, None),
             (true, IrisKind::Distilled, Some(fast), mp) => {
-                (Some(IrisModel::load_kind(fast, IrisKind::Distilled, cfg.threads)?), mp.as_deref().map(load_mp).transpose()?)
+                let checker = mp.as_deref().map(load_mp).transpose()?.map(|t| (t, IrisAudit::new()));
+                (Some(IrisModel::load_kind(fast, IrisKind::Distilled, cfg.threads)?), Some(Student { checker }))
             }
             (true, kind, _, Some(p)) => {
                 if kind == IrisKind::Distilled {
@@ -87,13 +88,11 @@ impl FaceTracker {
             }
             (true, ..) => (None, None),
         };
-        let distilled = cfg.iris && cfg.iris_kind == IrisKind::Distilled && models.iris_fast.is_some();
         let mesh_filter = cfg.filter.map(OneEuroBank::new);
         let iris_filter = cfg.filter.map(OneEuroBank::new);
         // MediaPipe's model runs on the configured schedule, alone or while it stands in for the
         // distilled one.
         let iris_plan = IrisPlanner::new(cfg.iris_schedule);
-        let student = distilled.then(|| Student { checker: teacher.map(|t| (t, IrisAudit::new())) });
         Ok(FaceTracker {
             cfg,
             detector,
@@ -160,12 +159,12 @@ impl FaceTracker {
         r
     }
 
-    /// Both irises of the face with raw mesh `mesh`, from whichever model answers this frame.
-    fn irises(&mut self, img: &impl ToInputArray, mesh: &[[f32; 3]]) -> Result<Option<[Iris; 2]>> {
+    /// Both irises of the face with raw mesh `mesh` (inter-ocular distance `iod`), from whichever
+    /// model answers this frame.
+    fn irises(&mut self, img: &impl ToInputArray, mesh: &[[f32; 3]], iod: f32) -> Result<Option<[Iris; 2]>> {
         let Some(m) = self.iris.as_mut() else { return Ok(None) };
         let mut t = IrisTiming::default();
         let mut both = [None, None];
-        let iod = dist([mesh[33][0], mesh[33][1]], [mesh[263][0], mesh[263][1]]) as f32;
         let open = [0, 1].map(|k| eye_openness(mesh, k).map_or(true, |o| o >= CLOSED_BELOW));
         match self.student.as_mut() {
             Some(st) if st.trusted() => {
@@ -262,12 +261,14 @@ impl FaceTracker {
         // The next ROI comes from the raw (unfiltered) mesh, as in MediaPipe: filtering is for
         // display, the crop must follow the face without lag.
         self.track = roi_from_mesh(&res.mesh, self.cfg.roi_scale);
-        let iris = self.irises(&img, &res.mesh)?;
+        // Outer eye corners 33 and 263 of the raw mesh: the unit of the iris checks' disagreement
+        // and of the filters' speeds.
+        let iod = dist([res.mesh[33][0], res.mesh[33][1]], [res.mesh[263][0], res.mesh[263][1]]) as f32;
+        let iris = self.irises(&img, &res.mesh, iod)?;
         let t = frame.pts.as_secs_f64();
         let mut mesh = res.mesh;
-        // Speeds in inter-ocular distances per second (outer eye corners 33 and 263): the same
-        // smoothing for a small face far away and a large one close up.
-        let iod = dist([mesh[33][0], mesh[33][1]], [mesh[263][0], mesh[263][1]]) as f32;
+        // Speeds in inter-ocular distances per second: the same smoothing for a small face far
+        // away and a large one close up.
         let speed_scale = if iod > 1.0 { 1.0 / iod } else { 1.0 };
         if let Some(f) = &mut self.mesh_filter {
             let flat: &mut [f32] = mesh.as_flattened_mut();
