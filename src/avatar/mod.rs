@@ -275,7 +275,7 @@ impl WarpStage {
     pub fn frame(&mut self, lm: Option<&FaceLandmarks>, dt: f32) -> Result<(Frame, bool)> {
         let (d, used) = self.drive(lm, dt);
         let rot = d.turned.then(|| Rot3::from_euler(d.turn));
-        log::trace!("head turn (yaw, pitch, roll) {:?} deg", d.turn.degrees());
+        log::trace!("head turn (yaw, pitch, roll) {:?} deg pose {:?}", d.turn.degrees(), d.posed.pose);
         let p = &d.posed;
         let mut f = self.renderer.render_turned(&p.pts, p.iris.as_ref(), &p.pose, rot.as_ref(), dt)?;
         log::trace!("mouth gap/iod retargeted {:?} drawn {:?}", crate::core::mouth_interior::gap_iod(&p.pts), crate::core::mouth_interior::gap_iod(self.renderer.posed().0));
