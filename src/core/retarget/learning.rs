@@ -162,7 +162,7 @@ impl Retargeter {
     /// (`estimate_points`), and the first neutral is a single frame's; aligning every estimate to
     /// the neutral in use kept that first frame's pose for as long as the neutral was being
     /// learned (a whole clip for a driver who never holds still), and a driver who leaned in when
-    /// it was taken drove the portrait scaled up to the limit (sk_3: 1.15-1.20 for 129 frames).
+    /// it was taken drove the portrait scaled up to the limit (sk_3: 1.13-1.20 for the whole clip).
     /// The blend spreads the move over ~10 frames.
     pub(super) fn advance_neutral(&mut self) -> Result<()> {
         let (Some(goal), Some(cur)) = (self.goal.as_ref(), self.driver.as_ref()) else { return Ok(()) };

@@ -131,13 +131,13 @@ pub(super) fn estimate_points(topo: &Topology, frames: &[Vec<Pt>], irises: &[Opt
     // The shape is in the first frame's pose; the neutral's pose is the frames' median one (where
     // the driver usually is), else a driver who leaned in or away in the first frame would drive
     // the portrait scaled and moved for as long as this estimate holds (sk_3: the portrait at the
-    // 1.2 scale limit for a whole clip). Each frame's pose: the similarity from the estimate's
-    // stable points to its own; the median of each parameter, about the stable points' centre.
-    let rs = stable_pts(&topo.sub(&reference));
-    let c = crate::core::geometry::centroid(rs.iter().copied());
+    // 1.2 scale limit for a whole clip). Each frame's pose: the inverse of its alignment above
+    // (the estimate's stable points to its own); the median of each parameter, about the stable
+    // points' centre.
+    let c = crate::core::geometry::centroid(stable_pts(&topo.sub(&reference)).iter().copied());
     let mut params = [Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n)];
-    for f in frames {
-        let t = fit_similarity(&rs, &stable_pts(&topo.sub(f)), None)?;
+    for t in &transforms {
+        let t = t.inverse().ok_or_else(|| Error::Invalid("neutral estimate: degenerate frame pose".into()))?;
         let m = t.apply_f64(c);
         for (v, x) in params.iter_mut().zip([t.scale.ln(), crate::core::geometry::wrap_angle(t.angle), m[0] - c[0], m[1] - c[1]]) {
             v.push(x as f32);
