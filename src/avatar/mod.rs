@@ -254,6 +254,8 @@ impl WarpStage {
             if log::log_enabled!(log::Level::Trace) {
                 let raw: Vec<crate::core::geometry::Pt> = l.mesh.iter().map(|p| [p[0], p[1]]).collect();
                 log::trace!("mouth gap/iod: driver {:?} posed {:?} status {:?} neutral mouth {:?}", crate::core::mouth_interior::gap_iod(&raw), crate::core::mouth_interior::gap_iod(&posed.pts), self.retargeter.status(), self.retargeter.driver_neutral().and_then(|n| crate::core::retarget::openness::mouth(&n)));
+                let ear = |p: &crate::core::retarget::Pts68| crate::core::retarget::openness::Eye::BOTH.map(|e| crate::core::retarget::openness::eye(p, e));
+                log::trace!("eyes: driver ear {:?} neutral ear {:?} posed ears {:?}", ear(&l.pts68), self.retargeter.driver_neutral().map(|n| ear(&n)), crate::core::retarget::mesh_ears(&posed.pts));
             }
             let learned = !matches!(self.retargeter.status(), NeutralStatus::Learning { .. });
             // A driver without depth (68 points only) is drawn in depth mode too, unturned: one
