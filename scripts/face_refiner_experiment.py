@@ -8,6 +8,7 @@ as a learned fill of what a head turn uncovers (issue 16 item 4); docs/quality.m
                                                (K = 1, 3-D) on held-out clips: the warp avatar,
                                                the region-refined avatar, and the warp avatar
                                                with the whole-face refiner over it
+  sheet  --works DIR... --out F.jpg            contact sheet of `eval --png` runs
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def lap_var(img, mesh):
 def cmd_train(a):
     torch.set_num_threads(a.threads)
     files = sorted(f for c in a.clips for f in Path(a.data).glob(f"{c}_*.npz"))
-    cfg = FR.FaceRefinerConfig(minutes=a.minutes)
+    cfg = FR.FaceRefinerConfig(minutes=a.minutes, alpha_penalty=a.alpha_penalty)
     out = Path(a.out)
     state = FR.train(cfg, files, out)
     net = FR.load(state)
@@ -112,6 +113,41 @@ def cmd_eval(a):
     print("\n".join(lines))
 
 
+def _png(path):
+    import cv2
+    img = cv2.imread(str(path))
+    if img is None:
+        raise RuntimeError(f"cannot read {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def cmd_sheet(a):
+    """Real frame, warp avatar, region refiner, then each run's whole-face refiner, at one scored
+    frame per clip (the most turned of the frames `eval --png` wrote), cut to the face box."""
+    import cv2
+    data = Path(os.environ.get("PUPPETCAM_DATA", ROOT.parent / "shared" / "data"))
+    works = [Path(w) for w in a.works]
+    mesher = AE.Mesh()
+    rows = []
+    for c in a.clips:
+        frames = AE.read_frames(data / "videos" / f"{c}.mp4")
+        h, w = frames[0].shape[:2]
+        m0 = mesher(frames[0])
+        names = sorted(p.name for p in (works[0] / c / "sheet_face").glob("*.png"))
+        yaws = []
+        for nm in names:
+            m = mesher(frames[int(nm[:5])])
+            yaws.append(abs(AE.yaw_proxy(m) - AE.yaw_proxy(m0)) if m is not None else -1)
+        pick = names[int(np.argmax(yaws))]
+        x, y, side = face_box(m0, w, h)
+        tiles = [frames[int(pick[:5])]]
+        tiles += [_png(works[0] / c / f"sheet_{t}" / pick) for t in ("warp", "region")]
+        tiles += [_png(wk / c / "sheet_face" / pick) for wk in works]
+        rows.append(np.hstack([cv2.resize(t[y:y + side, x:x + side], (a.tile, a.tile), interpolation=cv2.INTER_AREA) for t in tiles]))
+    mesher.close()
+    cv2.imwrite(a.out, cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -121,14 +157,21 @@ def main():
     t.add_argument("--out", required=True)
     t.add_argument("--minutes", type=float, default=25.0)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--alpha-penalty", type=float, default=FR.FaceRefinerConfig.alpha_penalty,
+                   help="weight of the mean alpha (higher: repaint only where it clearly helps)")
     e = sub.add_parser("eval")
     e.add_argument("--model", required=True)
     e.add_argument("--clips", nargs="+", default=["lp_d5", "lp_d18", "r3_May_5s", "sh_video", "sk_4", "ss_obama_short", "sk_3", "fp_biden"])
     e.add_argument("--work", required=True)
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--png", action="store_true", help="write a few frames of each row")
+    sh = sub.add_parser("sheet")
+    sh.add_argument("--works", nargs="+", required=True, help="eval --png work directories (their whole-face columns, in order)")
+    sh.add_argument("--clips", nargs="+", default=["lp_d5", "r3_May_5s", "sk_4", "ss_obama_short", "fp_biden"])
+    sh.add_argument("--out", required=True)
+    sh.add_argument("--tile", type=int, default=192)
     a = ap.parse_args()
-    {"train": cmd_train, "eval": cmd_eval}[a.cmd](a)
+    {"train": cmd_train, "eval": cmd_eval, "sheet": cmd_sheet}[a.cmd](a)
 
 
 if __name__ == "__main__":
