@@ -44,8 +44,8 @@ class FaceRefinerConfig:
     batch: int = 16
     lr: float = 2e-4
     alpha_penalty: float = 0.01       # weight of mean alpha (keep the render where it is right)
-    rgb_weight: float = 0.25          # L1 of the raw RGB too: without it alpha shuts before the
-                                      # RGB has learned anything, and never opens again
+    rgb_weight: float = 0.25          # L1 of the raw RGB too, so that the RGB learns everywhere
+                                      # whatever alpha is (a shut alpha passes no gradient to it)
     turned_boost: int = 4             # turned pairs drawn this many times as often (6 % of the pairs)
     minutes: float = 25.0             # wall-time budget of a run
     max_steps: int = 100000
