@@ -113,22 +113,77 @@ fn interp(p: &[(f32, f32); 11], u: f32) -> f32 {
     p[p.len() - 1].1
 }
 
+/// Inner mouth-corner distance over the outer inter-ocular distance (`None` when degenerate).
+pub fn inner_width_iod(mesh: &[Pt]) -> Option<f32> {
+    if mesh.len() < super::landmarks::MESH_POINTS {
+        return None;
+    }
+    let iod = d(mesh[OUTER_EYE.0], mesh[OUTER_EYE.1]);
+    let w = d(mesh[UPPER[0]], mesh[UPPER[10]]) / iod;
+    (iod > 1e-3 && w.is_finite()).then_some(w)
+}
+
+/// A mouth whose inner width has narrowed to this share of its rest width starts to round
+/// ("o", "u", "w"), and is fully rounded at `ROUND_FULL`. Rounded lips cover the teeth: on the
+/// held-out clips' open-mouth frames whose inner width was under 0.9 of rest, the real teeth
+/// share was 0.02-0.05 where the gap-indexed prior painted 0.20-0.24; wider mouths showed
+/// 0.18-0.39 (docs/quality.md, "Where the teeth error comes from").
+const ROUND_FROM: f32 = 0.9;
+const ROUND_FULL: f32 = 0.8;
+
+/// How rounded a mouth of inner width `w` is against its rest width `rest` (both over the
+/// inter-ocular distance): 0 (not) .. 1 (fully).
+pub fn rounding(w: f32, rest: f32) -> f32 {
+    if !(rest > 1e-6) || !w.is_finite() {
+        return 0.0;
+    }
+    ((ROUND_FROM - w / rest) / (ROUND_FROM - ROUND_FULL)).clamp(0.0, 1.0)
+}
+
+/// The prior's darkest colour ratio (the cavity behind rounded lips) for an opening of `gap`:
+/// its least luminous cell, linear between the bins as `prior_ratio`.
+fn cavity_ratio(gap: f32) -> [f32; 3] {
+    let darkest = |bin: usize| {
+        let a = &ATLAS[bin];
+        let lum = |k: usize| 0.299 * a[3 * k] as f32 + 0.587 * a[3 * k + 1] as f32 + 0.114 * a[3 * k + 2] as f32;
+        let k = (0..S * T).min_by(|&x, &y| lum(x).total_cmp(&lum(y))).unwrap_or(0);
+        [0, 1, 2].map(|c| a[3 * k + c] as f32 / 100.0)
+    };
+    let n = GAPS.len();
+    if gap <= GAPS[0] {
+        return darkest(0);
+    }
+    if gap >= GAPS[n - 1] {
+        return darkest(n - 1);
+    }
+    let k = (0..n - 1).find(|&k| gap < GAPS[k + 1]).unwrap_or(n - 2);
+    let w = (gap - GAPS[k]) / (GAPS[k + 1] - GAPS[k]);
+    let (a, b) = (darkest(k), darkest(k + 1));
+    [0, 1, 2].map(|c| a[c] * (1.0 - w) + b[c] * w)
+}
+
 /// Paints the opening of `mesh` beyond the source's own opening `gap_src` (`mesh::mouth_gap`),
-/// ramped in by `features::cavity_strength`: what the avatar's renderer draws before the
-/// refiner, and what the refiner's training pairs carry (`refine::pair_sample`), so the two
-/// cannot drift apart. Returns the number of pixels touched.
-pub fn paint_opening(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], gap_src: f32) -> usize {
+/// ramped in by `features::cavity_strength`, dark where the lips round against the source's
+/// inner width `width_src` (`inner_width_iod`; `None`: never): what the avatar's renderer draws
+/// before the refiner, and what the refiner's training pairs carry (`refine::pair_sample`), so
+/// the two cannot drift apart. Returns the number of pixels touched.
+pub fn paint_opening(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], gap_src: f32, width_src: Option<f32>) -> usize {
     if mesh.len() < super::landmarks::MESH_POINTS {
         return 0;
     }
     let strength = super::features::cavity_strength(super::mesh::mouth_gap(mesh), gap_src);
-    paint(out, mesh, skin, strength)
+    let round = match (width_src, inner_width_iod(mesh)) {
+        (Some(rest), Some(w)) => rounding(w, rest),
+        _ => 0.0,
+    };
+    paint(out, mesh, skin, strength, round)
 }
 
 /// Paints the opening of `mesh` (canvas pixels) with the prior times `skin`, covering the warp
 /// by `strength` (0..1; the caller ramps it with how far the mouth opens beyond its source's),
-/// feathered at the inner lips. Returns the number of pixels touched.
-pub fn paint(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], strength: f32) -> usize {
+/// blended by `round` (0..1, `rounding`) towards the prior's dark cavity, feathered at the inner
+/// lips. Returns the number of pixels touched.
+pub fn paint(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], strength: f32, round: f32) -> usize {
     let Some(gap) = gap_iod(mesh) else { return 0 };
     let strength = strength.clamp(0.0, 1.0);
     if !(strength > 0.0) {
@@ -143,6 +198,8 @@ pub fn paint(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], strength: f32) -> usi
     let (up, lo) = (polyline(mesh, &UPPER, o, ux, w), polyline(mesh, &LOWER, o, ux, w));
     let lips: Vec<Pt> = UPPER.iter().chain(LOWER.iter()).map(|&i| mesh[i]).collect();
     let Some((xa, ya, xb, yb)) = super::features::pixel_box(&lips, out.width, out.height) else { return 0 };
+    let round = round.clamp(0.0, 1.0);
+    let cavity = cavity_ratio(gap);
     let mut n = 0;
     for y in ya..=yb {
         for x in xa..=xb {
@@ -161,7 +218,8 @@ pub fn paint(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], strength: f32) -> usi
             // Feather across the lips, and along the axis near the corners.
             let edge = ((v - top).min(bot - v) / FEATHER_PX).min(u.min(1.0 - u) * w / FEATHER_PX);
             let a = smoothstep(edge.min(1.0)) * strength;
-            let r = prior_ratio(gap, u, t);
+            let p = prior_ratio(gap, u, t);
+            let r = [0, 1, 2].map(|c| p[c] + (cavity[c] - p[c]) * round);
             let i = ((y * out.width + x) * 3) as usize;
             for c in 0..3 {
                 let want = (r[c] * skin[c]).clamp(0.0, 255.0);
@@ -242,7 +300,7 @@ mod tests {
         let m = mesh(30.0);
         let skin = [200.0, 150.0, 120.0];
         let mut f = frame([10, 200, 10]);
-        let n = paint(&mut f, &m, skin, 1.0);
+        let n = paint(&mut f, &m, skin, 1.0, 0.0);
         assert!(n > 500, "{n} pixels");
         // Outside the opening: untouched.
         assert_eq!(px(&f, 100, 160), [10, 200, 10]);
@@ -255,25 +313,54 @@ mod tests {
         assert!(l(top) > l(mid), "top {top:?} mid {mid:?}");
         // Twice the skin brightness gives (about) twice the colour.
         let mut g = frame([10, 200, 10]);
-        paint(&mut g, &m, skin.map(|v| v / 2.0), 1.0);
+        paint(&mut g, &m, skin.map(|v| v / 2.0), 1.0, 0.0);
         let mid2 = px(&g, 100, 140);
         assert!((mid[0] as i32 - 2 * mid2[0] as i32).abs() <= 2);
+    }
+
+    #[test]
+    fn rounded_lips_show_the_dark_cavity_not_teeth() {
+        assert_eq!(rounding(0.5, 0.5), 0.0);
+        assert_eq!(rounding(0.46, 0.5), 0.0); // 0.92 of rest: an "ah" narrows this much
+        assert!((rounding(0.425, 0.5) - 0.5).abs() < 1e-5);
+        assert_eq!(rounding(0.3, 0.5), 1.0);
+        assert_eq!(rounding(0.3, 0.0), 0.0);
+        assert_eq!(rounding(f32::NAN, 0.5), 0.0);
+        let m = mesh(30.0);
+        let skin = [200.0, 150.0, 120.0];
+        let l = |c: [u8; 3]| c[0] as u32 + c[1] as u32 + c[2] as u32;
+        let (mut open, mut round) = (frame([10, 200, 10]), frame([10, 200, 10]));
+        paint(&mut open, &m, skin, 1.0, 0.0);
+        paint(&mut round, &m, skin, 1.0, 1.0);
+        // Where the open mouth shows its upper teeth the rounded one is dark, and the rounded
+        // interior is about one colour (no teeth band above a shadow).
+        let (t_open, t_round, mid_round) = (px(&open, 100, 128), px(&round, 100, 128), px(&round, 100, 140));
+        assert!(l(t_round) * 2 < l(t_open), "teeth {t_open:?} rounded {t_round:?}");
+        assert!(l(t_round).abs_diff(l(mid_round)) <= 6, "top {t_round:?} mid {mid_round:?}");
+        // Through paint_opening: the mouth's inner width against the source's decides.
+        let w = inner_width_iod(&m).unwrap();
+        assert!((w - 0.5).abs() < 1e-5);
+        let (mut same, mut narrowed) = (frame([10, 200, 10]), frame([10, 200, 10]));
+        paint_opening(&mut same, &m, skin, 0.0, Some(w));
+        paint_opening(&mut narrowed, &m, skin, 0.0, Some(w / 0.75));
+        assert_eq!(same.data, open.data);
+        assert_eq!(narrowed.data, round.data);
     }
 
     #[test]
     fn nothing_is_painted_for_a_closed_mouth_zero_strength_or_a_bad_mesh() {
         let mut f = frame([10, 200, 10]);
         let before = f.data.clone();
-        assert_eq!(paint(&mut f, &mesh(0.0), [200.0; 3], 1.0), 0);
-        assert_eq!(paint(&mut f, &mesh(30.0), [200.0; 3], 0.0), 0);
+        assert_eq!(paint(&mut f, &mesh(0.0), [200.0; 3], 1.0, 0.0), 0);
+        assert_eq!(paint(&mut f, &mesh(30.0), [200.0; 3], 0.0, 0.0), 0);
         let mut nan = mesh(30.0);
         nan[13] = [f32::NAN, 0.0];
-        assert_eq!(paint(&mut f, &nan, [200.0; 3], 1.0), 0);
+        assert_eq!(paint(&mut f, &nan, [200.0; 3], 1.0, 0.0), 0);
         // Off the frame: clipped, no panic.
         let far: Vec<Pt> = mesh(30.0).iter().map(|p| [p[0] + 150.0, p[1] + 150.0]).collect();
-        paint(&mut f, &far, [200.0; 3], 1.0);
+        paint(&mut f, &far, [200.0; 3], 1.0, 0.0);
         let neg: Vec<Pt> = mesh(30.0).iter().map(|p| [p[0] - 400.0, p[1] - 400.0]).collect();
-        assert_eq!(paint(&mut f, &neg, [200.0; 3], 1.0), 0);
+        assert_eq!(paint(&mut f, &neg, [200.0; 3], 1.0, 0.0), 0);
         assert_eq!(f.data[..3000], before[..3000]);
     }
 }

@@ -89,7 +89,8 @@ fn paint_mouth_prior(src: &Frame, src_mesh: &[Pt], dst_pts: &[Pt], warped: &mut 
         return;
     }
     if let Some(skin) = crate::core::mouth_interior::skin_colour(src, &src_mesh[..n]) {
-        crate::core::mouth_interior::paint_opening(warped, &dst_pts[..n], skin, crate::core::mesh::mouth_gap(&src_mesh[..n]));
+        let width = crate::core::mouth_interior::inner_width_iod(&src_mesh[..n]);
+        crate::core::mouth_interior::paint_opening(warped, &dst_pts[..n], skin, crate::core::mesh::mouth_gap(&src_mesh[..n]), width);
     }
 }
 
