@@ -72,20 +72,25 @@ fn atlas_at(bin: usize, s: f32, t: f32) -> [f32; 3] {
     })
 }
 
-/// The prior's colour ratio at (s, t) for an opening of `gap` (linear between bins, the end
-/// bins beyond their centres).
-pub fn prior_ratio(gap: f32, s: f32, t: f32) -> [f32; 3] {
+/// A per-bin colour `of(bin)` for an opening of `gap`: linear between the bins, the end bins
+/// beyond their centres.
+fn by_gap(gap: f32, of: impl Fn(usize) -> [f32; 3]) -> [f32; 3] {
     let n = GAPS.len();
     if gap <= GAPS[0] {
-        return atlas_at(0, s, t);
+        return of(0);
     }
     if gap >= GAPS[n - 1] {
-        return atlas_at(n - 1, s, t);
+        return of(n - 1);
     }
     let k = (0..n - 1).find(|&k| gap < GAPS[k + 1]).unwrap_or(n - 2);
     let w = (gap - GAPS[k]) / (GAPS[k + 1] - GAPS[k]);
-    let (a, b) = (atlas_at(k, s, t), atlas_at(k + 1, s, t));
+    let (a, b) = (of(k), of(k + 1));
     [0, 1, 2].map(|c| a[c] * (1.0 - w) + b[c] * w)
+}
+
+/// The prior's colour ratio at (s, t) for an opening of `gap`.
+pub fn prior_ratio(gap: f32, s: f32, t: f32) -> [f32; 3] {
+    by_gap(gap, |bin| atlas_at(bin, s, t))
 }
 
 /// A polyline in the mouth's frame (u along the corner axis in mouth widths, v across in
@@ -141,25 +146,14 @@ pub fn rounding(w: f32, rest: f32) -> f32 {
 }
 
 /// The prior's darkest colour ratio (the cavity behind rounded lips) for an opening of `gap`:
-/// its least luminous cell, linear between the bins as `prior_ratio`.
+/// each bin's least luminous cell, between the bins as `prior_ratio`.
 fn cavity_ratio(gap: f32) -> [f32; 3] {
-    let darkest = |bin: usize| {
+    by_gap(gap, |bin| {
         let a = &ATLAS[bin];
         let lum = |k: usize| 0.299 * a[3 * k] as f32 + 0.587 * a[3 * k + 1] as f32 + 0.114 * a[3 * k + 2] as f32;
         let k = (0..S * T).min_by(|&x, &y| lum(x).total_cmp(&lum(y))).unwrap_or(0);
         [0, 1, 2].map(|c| a[3 * k + c] as f32 / 100.0)
-    };
-    let n = GAPS.len();
-    if gap <= GAPS[0] {
-        return darkest(0);
-    }
-    if gap >= GAPS[n - 1] {
-        return darkest(n - 1);
-    }
-    let k = (0..n - 1).find(|&k| gap < GAPS[k + 1]).unwrap_or(n - 2);
-    let w = (gap - GAPS[k]) / (GAPS[k + 1] - GAPS[k]);
-    let (a, b) = (darkest(k), darkest(k + 1));
-    [0, 1, 2].map(|c| a[c] * (1.0 - w) + b[c] * w)
+    })
 }
 
 /// Paints the opening of `mesh` beyond the source's own opening `gap_src` (`mesh::mouth_gap`),
