@@ -3,7 +3,12 @@
 //! limits, optionally smoothed, and re-applied to the portrait about its own stable-point centre.
 use super::params::RetargetParams;
 use crate::core::geometry::{wrap_angle, Pt, Similarity};
+use crate::core::head3d::soft_limit;
 use crate::core::types::Iris;
+
+/// Share of the translation and scale limits up to which the driver's pose is passed on as it
+/// is; beyond it, eased towards the limit (the same knee as the head's turn).
+const LIMIT_KNEE: f64 = 0.7;
 
 /// Smoothed pose in normalised units: roll (radians), ln(scale), translation / stable-point size.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -25,15 +30,28 @@ impl Pose {
         }
     }
 
-    /// Clamps a pose to the configured limits (the translation limit is a fraction of the crop
-    /// side `ref_side`; the pose's translation is in units of the portrait's size `t_size`).
+    /// Limits a pose (the translation limit is a fraction of the crop side `ref_side`; the pose's
+    /// translation is in units of the portrait's size `t_size`). Translation and scale are eased
+    /// from `LIMIT_KNEE` of their limits on and never pass them, as the head's turn is
+    /// (`head3d::TurnLimits`): a hard clamp stopped the head dead at the limit while the driver
+    /// kept moving. Roll is clamped (its limit is far beyond what a talking head does).
     pub(super) fn limit(self, params: &RetargetParams, ref_side: f64, t_size: f64) -> Pose {
         let p = self;
         let max_a = (params.max_roll_deg as f64).to_radians();
-        let ls = p.log_scale.clamp((params.min_scale as f64).ln(), (params.max_scale as f64).ln());
+        let (lo, hi) = ((params.min_scale as f64).ln(), (params.max_scale as f64).ln());
+        let ls = if p.log_scale >= 0.0 {
+            soft_limit(p.log_scale, hi, LIMIT_KNEE)
+        } else {
+            -soft_limit(-p.log_scale, -lo, LIMIT_KNEE)
+        };
         let max_t = params.max_translation as f64 * ref_side / t_size;
         let n = (p.t[0] * p.t[0] + p.t[1] * p.t[1]).sqrt();
-        let t = if n > max_t && n > 0.0 { [p.t[0] * max_t / n, p.t[1] * max_t / n] } else { p.t };
+        let t = if n > 0.0 && n.is_finite() {
+            let eased = soft_limit(n, max_t, LIMIT_KNEE);
+            [p.t[0] * eased / n, p.t[1] * eased / n]
+        } else {
+            p.t
+        };
         Pose { angle: p.angle.clamp(-max_a, max_a), log_scale: ls, t }
     }
 
@@ -126,6 +144,45 @@ mod tests {
         let out = r.retarget(&transform(&d.pts(), &Similarity::about(0.5, -40f64.to_radians(), dc, [0.0, 0.0])), None).unwrap();
         let fit = fit_similarity(&stable_pts(&tn), &stable_pts(&out.pts68), None).unwrap();
         assert!((fit.angle.to_degrees() + 10.0).abs() < 0.01 && (fit.scale - 0.9).abs() < 1e-4, "{fit:?}");
+    }
+
+    /// Below 70 % of the limits the pose passes as it is; beyond, it is eased: it keeps moving
+    /// with the driver, more slowly, and never passes the limit (a hard clamp stopped it dead).
+    #[test]
+    fn translation_and_scale_ease_towards_their_limits() {
+        use super::{Pose, LIMIT_KNEE};
+        let params = RetargetParams { max_translation: 0.2, min_scale: 0.8, max_scale: 1.35, ..no_smoothing() };
+        // ref_side = t_size: the translation limit is 0.2 in the pose's units.
+        let at = |t: f64, s: f64| Pose { angle: 0.0, log_scale: s.ln(), t: [t * 0.6, -t * 0.8] }.limit(&params, 1.0, 1.0);
+        let norm = |p: Pose| (p.t[0] * p.t[0] + p.t[1] * p.t[1]).sqrt();
+        assert!((norm(at(0.13, 1.0)) - 0.13).abs() < 1e-12, "below the knee: unchanged");
+        assert!((at(1.0, 1.2).log_scale - 1.2f64.ln()).abs() < 1e-12 && (at(1.0, 0.86).log_scale - 0.86f64.ln()).abs() < 1e-12);
+        let mut last = 0.0;
+        for k in 1..400 {
+            let t = k as f64 * 0.005;
+            let p = at(t, 1.0);
+            let n = norm(p);
+            assert!(n > last - 1e-15 && n <= 0.2f32 as f64 + 1e-12 && n <= t + 1e-12, "t {t}: {n}");
+            // The direction is the driver's.
+            assert!((p.t[0] / n - 0.6).abs() < 1e-9 && (p.t[1] / n + 0.8).abs() < 1e-9);
+            if t > 0.2f32 as f64 * LIMIT_KNEE + 1e-9 {
+                assert!(n < t, "eased past the knee: {t} -> {n}");
+            }
+            last = n;
+        }
+        assert!(norm(at(0.18, 1.0)) > 0.16, "still moving near the limit: {}", norm(at(0.18, 1.0)));
+        for s in [1.4, 2.0, 10.0] {
+            let ls = at(0.0, s).log_scale;
+            assert!(ls <= (1.35f32 as f64).ln() + 1e-12 && ls > 1.25f64.ln(), "{s}: {}", ls.exp());
+        }
+        for s in [0.75, 0.5, 0.1] {
+            let ls = at(0.0, s).log_scale;
+            assert!(ls >= (0.8f32 as f64).ln() - 1e-12 && ls < 0.85f64.ln(), "{s}: {}", ls.exp());
+        }
+        // Degenerate limits: nothing passes.
+        let zero = RetargetParams { max_translation: 0.0, min_scale: 1.0, max_scale: 1.0, ..no_smoothing() };
+        let p = Pose { angle: 0.0, log_scale: 0.3, t: [0.1, 0.0] }.limit(&zero, 1.0, 1.0);
+        assert_eq!((p.t, p.log_scale), ([0.0, 0.0], 0.0));
     }
 
     #[test]
