@@ -15,12 +15,13 @@ pub struct RetargetParams {
     /// Largest head yaw and pitch passed on (3-D), degrees; the pose eases towards them.
     pub max_yaw_deg: f32,
     pub max_pitch_deg: f32,
-    /// Largest head translation passed on, as a fraction of the crop side; eased from 70 % of it.
-    /// 0.2: on 40 training clips (11,016 frames) the head's offset from its clip's median
-    /// position is under 0.105 in 95 % of the frames and under 0.19 in 99 % (docs/retargeting.md).
+    /// Largest head translation passed on, as a fraction of the crop side; eased from 70 % of it
+    /// (0.105: on 40 training clips the head's offset from its clip's median position is under
+    /// that in 95 % of the frames) and never past it. Further, the face slides off the portrait's
+    /// own hair and body, which stay (docs/retargeting.md).
     pub max_translation: f32,
-    /// Head scale range passed on (driver leaning in/out), eased from 70 % of it (in log scale):
-    /// the same frames' scale is 0.89-1.33 in 98 %.
+    /// Head scale range passed on (driver leaning in/out), eased from 70 % of it (in log scale).
+    /// Eased, these pass on what the former hard limits (0.12, 0.85-1.2) did and go on beyond.
     pub min_scale: f32,
     pub max_scale: f32,
     /// Weight of the previous pose in the pose smoothing, 0 (none) ..< 1. Off by default: the
@@ -52,9 +53,9 @@ impl Default for RetargetParams {
             head_3d: true,
             max_yaw_deg: 35.0,
             max_pitch_deg: 25.0,
-            max_translation: 0.2,
+            max_translation: 0.15,
             min_scale: 0.8,
-            max_scale: 1.35,
+            max_scale: 1.25,
             pose_smoothing: 0.0,
             expression_gain: 1.0,
             mouth_gain: 1.0,

@@ -185,6 +185,25 @@ mod tests {
         assert_eq!((p.t, p.log_scale), ([0.0, 0.0], 0.0));
     }
 
+    /// The defaults, eased, pass on (within 0.5 %) every pose the former hard limits (0.12 of the
+    /// crop, scale 0.85-1.2) passed on, and keep following a little beyond them.
+    #[test]
+    fn default_limits_pass_on_what_the_former_clamps_did() {
+        use super::Pose;
+        let params = no_smoothing();
+        let at = |t: f64, s: f64| Pose { angle: 0.0, log_scale: s.ln(), t: [t, 0.0] }.limit(&params, 1.0, 1.0);
+        for k in 0..=120 {
+            let t = k as f64 * 0.001;
+            assert!(at(t, 1.0).t[0] >= 0.995 * t, "{t}: {}", at(t, 1.0).t[0]);
+        }
+        assert!(at(0.3, 1.0).t[0] > 0.13 && at(1.0, 1.0).t[0] <= 0.15 + 1e-6);
+        for s in [0.85, 0.9, 1.1, 1.2] {
+            let got = at(0.0, s).log_scale.exp();
+            assert!((got / s - 1.0).abs() <= 0.005, "{s}: {got}");
+        }
+        assert!(at(0.0, 1.4).log_scale.exp() > 1.21 && at(0.0, 0.7).log_scale.exp() < 0.84);
+    }
+
     #[test]
     fn pose_smoothing_lags_then_converges() {
         let params = RetargetParams { pose_smoothing: 0.5, ..Default::default() };
