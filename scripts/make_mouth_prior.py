@@ -21,6 +21,15 @@ is above the quantile that keeps the mean teeth area, the rest's mean colour els
 left-right (lighting differs by clip, teeth do not). Held-out identities (docs/quality.md) are
 never read.
 
+Rounded lips ("o", "u", "w") cover the teeth. Each open frame's inner mouth width is taken
+against its clip's rest width (the median over the clip's closed-mouth frames, as the daemon
+takes the portrait's): the teeth share of the opening per narrowing is measured on the same
+frames, and where it falls from the wide mouths' share to the rounded ones' fixes where rounding
+starts and where it is full (`ROUND_FROM`, `ROUND_FULL`). The gap bins' atlases are made from
+all open frames; the rounded frames also make one more atlas (`ROUND_ATLAS`, all gaps together: the
+inside of a rounded mouth is shadow and tongue at any opening), a plain mean, as there are no
+teeth to keep.
+
   python scripts/make_mouth_prior.py            # writes src/core/mouth_prior.rs
 """
 from __future__ import annotations
@@ -93,9 +102,24 @@ def teeth_mask(rgb, mesh, sample):
     return FM.is_teeth(sample, face).astype(np.float64)
 
 
+# A frame whose central gap is under this (over the inter-ocular distance) has its mouth closed:
+# its inner width is the clip's rest width.
+CLOSED_GAP = 0.04
+# Narrowing (inner width over the clip's rest width) is read in these bins for the teeth curve.
+NARROW_BINS = np.arange(0.55, 1.30, 0.05)
+
+
+def inner_width(mesh):
+    """Inner mouth-corner distance (78 - 308) over the outer inter-ocular distance."""
+    return float(np.linalg.norm(mesh[UPPER[0]] - mesh[UPPER[-1]]) / max(FM.iod(mesh), 1e-9))
+
+
 def clip_samples(path, mesher, every=2, max_frames=400):
+    """Open-mouth samples of one clip: (atlas sample / skin, teeth mask, gap, inner width over the
+    clip's rest width or nan), and the clip's rest width (nan without closed-mouth frames)."""
     cap = cv2.VideoCapture(str(path))
-    out = {b: [] for b in range(len(BINS))}
+    out = []
+    closed = []
     i = 0
     while i < max_frames * every:
         ok, f = cap.read()
@@ -109,16 +133,61 @@ def clip_samples(path, mesher, every=2, max_frames=400):
         if m is None:
             continue
         g = FM.gap_iod(m)
+        if g < CLOSED_GAP:
+            closed.append(inner_width(m))
         if not g > BINS[0]:
             continue
-        b = max(k for k, lo in enumerate(BINS) if g >= lo)
         xy = atlas_coords(m).astype(np.float32)
         sample = cv2.remap(rgb, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR).astype(np.float64)
         skin = skin_colour(rgb, m)
         if np.any(skin < 8):
             continue
-        out[b].append((sample / skin, teeth_mask(rgb, m, sample), g))
-    return out
+        # Compact (all clips are held until the rounding limits are known): ratios to 1e-3, 0/1 mask.
+        out.append(((sample / skin).astype(np.float16), teeth_mask(rgb, m, sample).astype(np.uint8), g, inner_width(m)))
+    rest = float(np.median(closed)) if len(closed) >= 5 else float("nan")
+    return [(x, t, g, w / rest) for x, t, g, w in out], rest
+
+
+def rounding_curve(samples):
+    """Per identity, the mean teeth share of the opening per narrowing bin; then the mean over
+    identities with at least 3 frames in a bin. Returns (bin centres, share, identities)."""
+    centres = NARROW_BINS + 0.025
+    rows = []
+    for v in samples:
+        r = np.array([n for _, _, _, n in v])
+        share = np.array([t.mean(dtype=np.float64) for _, t, _, _ in v])
+        row = np.full(len(centres), np.nan)
+        for k, lo in enumerate(NARROW_BINS):
+            sel = (r >= lo) & (r < lo + 0.05)
+            if sel.sum() >= 3:
+                row[k] = share[sel].mean()
+        rows.append(row)
+    rows = np.array(rows)
+    ids = np.sum(~np.isnan(rows), 0)
+    mean = np.array([np.nanmean(rows[:, k]) if ids[k] else np.nan for k in range(len(centres))])
+    return centres, mean, ids
+
+
+def rounding_limits(centres, share, ids, min_ids=3):
+    """Where the teeth share, falling with narrowing, has gone 10 % (`ROUND_FROM`) and 90 %
+    (`ROUND_FULL`) of the way from the share at the rest width (bins within 5 % of it) to the
+    rounded mouths' (the two narrowest bins with `min_ids` identities): linear between bin
+    centres. (Wider than rest, a smile, the share keeps rising: the gap bins' atlases hold that.)"""
+    ok = ids >= min_ids
+    c, s = centres[ok], share[ok]
+    wide = float(np.mean(s[(c >= 0.95) & (c <= 1.05)]))
+    narrow = float(np.mean(s[:2]))
+    if not wide > narrow:
+        raise SystemExit(f"teeth share does not fall with narrowing (wide {wide:.3f}, narrow {narrow:.3f})")
+
+    def crossing(level):
+        # The widest narrowing below which the share stays under `level`.
+        for k in range(len(c) - 1, 0, -1):
+            if s[k - 1] < level <= s[k]:
+                return float(c[k - 1] + (level - s[k - 1]) / (s[k] - s[k - 1]) * (c[k] - c[k - 1]))
+        raise SystemExit(f"teeth share never crosses {level:.3f}")
+
+    return crossing(narrow + 0.9 * (wide - narrow)), crossing(narrow + 0.1 * (wide - narrow)), wide, narrow
 
 
 def main():
@@ -135,13 +204,35 @@ def main():
 
     clips = sorted(p for p in Path(a.videos).glob("*.mp4") if p.stem not in HELD_OUT)
     mesher = Mesh()
+    read = []
+    for c in clips:
+        v, rest = clip_samples(c, mesher)
+        print(f"{c.stem}: {len(v)} open frames, rest inner width {rest:.3f}", flush=True)
+        read.append((c.stem, v))
+    mesher.close()
+    # Where rounding starts and is full, from the identities whose rest width is known.
+    nc, ns, ni = rounding_curve([v for _, v in read if v and np.isfinite(v[0][3])])
+    for c_, s_, n_ in zip(nc, ns, ni):
+        print(f"narrowing {c_:.3f}: teeth share {s_:.3f} ({n_} identities)")
+    round_from, round_full, wide, narrow = rounding_limits(nc, ns, ni)
+    print(f"rounding: from {round_from:.3f} to {round_full:.3f} (teeth share {wide:.3f} wide, {narrow:.3f} rounded)")
     per_bin = {b: [] for b in range(len(BINS))}
     gaps = {b: [] for b in range(len(BINS))}
+    rounded = []
     used = []
-    for c in clips:
-        s = clip_samples(c, mesher)
-        n = {b: len(v) for b, v in s.items()}
-        print(f"{c.stem}: open frames per bin {n}", flush=True)
+    for stem, v in read:
+        # Every open frame makes the gap bins' atlases (built from the unrounded frames alone they
+        # held more teeth, and the held-out teeth error rose from 0.089 to 0.099: docs/quality.md);
+        # the fully rounded ones also make the rounded atlas.
+        s = {b: [] for b in range(len(BINS))}
+        rnd = []
+        for x, t, g, r in v:
+            x, t = x.astype(np.float64), t.astype(np.float64)
+            if r < round_full:
+                rnd.append(x)
+            s[max(k for k, lo in enumerate(BINS) if g >= lo)].append((x, t, g))
+        if len(rnd) >= a.min_frames:
+            rounded.append(np.mean(rnd, 0))
         for b, v in s.items():
             if len(v) >= a.min_frames:
                 # Per identity: how often each sample is teeth, and the mean colour of its teeth
@@ -154,8 +245,7 @@ def main():
                 per_bin[b].append((p, teeth, other, t.sum(0) > 0, (1 - t).sum(0) > 0))
                 gaps[b].append(np.mean([g for _, _, g in v]))
         if any(len(v) >= a.min_frames for v in s.values()):
-            used.append(c.stem)
-    mesher.close()
+            used.append(stem)
     atlases, centres, counts = [], [], []
     for b in range(len(BINS)):
         if not per_bin[b]:
@@ -185,8 +275,13 @@ def main():
         atlases.append(m)
         centres.append(float(np.mean(gaps[b])))
         counts.append(len(per_bin[b]))
+    if not rounded:
+        raise SystemExit("no identity has rounded open-mouth frames")
+    ra = np.mean(rounded, 0)
+    ra = (ra + ra[:, ::-1]) / 2
+    print(f"rounded atlas: {len(rounded)} identities")
     # Stored as u8: ratio * 100 (ratios of 0..2.55 to the skin colour).
-    q = [np.clip(np.round(x * 100), 0, 255).astype(np.uint8) for x in atlases]
+    q = [np.clip(np.round(x * 100), 0, 255).astype(np.uint8) for x in atlases + [ra]]
     lines = [
         "//! Generated by scripts/make_mouth_prior.py: do not edit. A typical inside of an open mouth",
         "//! (teeth where most mouths show them, the mean colour of the rest) relative to the face's skin",
@@ -201,10 +296,23 @@ def main():
         f"pub const GAPS: [f32; {len(BINS)}] = [{', '.join(f'{g:.4f}' for g in centres)}];",
         "/// Mesh points whose mean colour is the skin colour the atlas is relative to.",
         f"pub const SKIN_POINTS: [usize; {len(SKIN_POINTS)}] = {SKIN_POINTS};",
+        "/// Inner mouth width over its rest width at which rounded lips start to cover the teeth, and",
+        "/// at which they are fully rounded: where the training frames' teeth share has fallen 10 % and",
+        f"/// 90 % of the way from the wide mouths' ({wide:.3f}) to the rounded ones' ({narrow:.3f}).",
+        f"pub const ROUND_FROM: f32 = {round_from:.3f};",
+        f"pub const ROUND_FULL: f32 = {round_full:.3f};",
+        f"/// The inside of a fully rounded mouth (any gap; {len(rounded)} identities), as `ATLAS`.",
+        f"pub const ROUND_ATLAS: [u8; {S * T * 3}] = [",
+    ]
+    flat = q[-1].reshape(-1)
+    for r in range(0, len(flat), 24):
+        lines.append("    " + ", ".join(str(int(v)) for v in flat[r:r + 24]) + ",")
+    lines += [
+        "];",
         "/// Per bin, T rows of S RGB samples, each 100 x (colour / skin colour), row-major.",
         f"pub const ATLAS: [[u8; {S * T * 3}]; {len(BINS)}] = [",
     ]
-    for x in q:
+    for x in q[:-1]:
         flat = x.reshape(-1)
         lines.append("    [")
         for r in range(0, len(flat), 24):
@@ -216,7 +324,7 @@ def main():
     if a.preview:
         skin = np.array([200, 150, 125], np.float64)
         tiles = [cv2.resize(np.clip(x * skin, 0, 255).astype(np.uint8), (S * 4, T * 4 + int(T * 4 * g / 0.2)),
-                            interpolation=cv2.INTER_CUBIC) for x, g in zip(atlases, centres)]
+                            interpolation=cv2.INTER_CUBIC) for x, g in zip(atlases + [ra], centres + [centres[-1]])]
         hmax = max(t.shape[0] for t in tiles)
         tiles = [np.pad(t, ((0, hmax - t.shape[0]), (4, 4), (0, 0))) for t in tiles]
         cv2.imwrite(a.preview, cv2.cvtColor(np.hstack(tiles), cv2.COLOR_RGB2BGR))

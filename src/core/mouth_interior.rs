@@ -13,7 +13,7 @@
 //! along the corner-to-corner axis) and `t` (0 on the upper inner lip, 1 on the lower); the
 //! atlas is sampled bilinearly in (s, t) and linearly between its gap bins. Pure, no I/O.
 use super::geometry::{dist, smoothstep, Pt};
-use super::mouth_prior::{ATLAS, GAPS, S, SKIN_POINTS, T};
+use super::mouth_prior::{ATLAS, GAPS, ROUND_ATLAS, ROUND_FROM, ROUND_FULL, S, SKIN_POINTS, T};
 use super::types::Frame;
 use super::warp::sample_bilinear;
 
@@ -58,12 +58,16 @@ pub fn skin_colour(img: &Frame, mesh: &[Pt]) -> Option<[f32; 3]> {
 
 /// One bin's atlas sample at (s, t) in [0, 1]^2, bilinear between cell centres, as a ratio.
 fn atlas_at(bin: usize, s: f32, t: f32) -> [f32; 3] {
+    sample_atlas(&ATLAS[bin], s, t)
+}
+
+/// An atlas (T rows of S RGB ratios x 100) at (s, t) in [0, 1]^2, bilinear between cell centres.
+fn sample_atlas(a: &[u8; S * T * 3], s: f32, t: f32) -> [f32; 3] {
     let fx = (s * S as f32 - 0.5).clamp(0.0, (S - 1) as f32);
     let fy = (t * T as f32 - 0.5).clamp(0.0, (T - 1) as f32);
     let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
     let (x1, y1) = ((x0 + 1).min(S - 1), (y0 + 1).min(T - 1));
     let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
-    let a = &ATLAS[bin];
     let px = |x: usize, y: usize, c: usize| a[(y * S + x) * 3 + c] as f32 / 100.0;
     [0, 1, 2].map(|c| {
         let top = px(x0, y0, c) * (1.0 - ax) + px(x1, y0, c) * ax;
@@ -128,16 +132,12 @@ pub fn inner_width_iod(mesh: &[Pt]) -> Option<f32> {
     (iod > 1e-3 && w.is_finite()).then_some(w)
 }
 
-/// A mouth whose inner width has narrowed to this share of its rest width starts to round
-/// ("o", "u", "w"), and is fully rounded at `ROUND_FULL`. Rounded lips cover the teeth: on the
-/// held-out clips' open-mouth frames whose inner width was under 0.9 of rest, the real teeth
-/// share was 0.02-0.05 where the gap-indexed prior painted 0.20-0.24; wider mouths showed
-/// 0.18-0.39 (docs/quality.md, "Where the teeth error comes from").
-const ROUND_FROM: f32 = 0.9;
-const ROUND_FULL: f32 = 0.8;
-
 /// How rounded a mouth of inner width `w` is against its rest width `rest` (both over the
-/// inter-ocular distance): 0 (not) .. 1 (fully).
+/// inter-ocular distance): 0 (not) .. 1 (fully). A mouth whose inner width has narrowed to
+/// `ROUND_FROM` of its rest width starts to round ("o", "u", "w") and is fully rounded at
+/// `ROUND_FULL`; rounded lips cover the teeth. Both are measured on the training identities'
+/// open mouths (scripts/make_mouth_prior.py: where their teeth share falls); the held-out clips
+/// show the same (docs/quality.md, "Where the teeth error comes from").
 pub fn rounding(w: f32, rest: f32) -> f32 {
     if !(rest > 1e-6) || !w.is_finite() {
         return 0.0;
@@ -145,15 +145,9 @@ pub fn rounding(w: f32, rest: f32) -> f32 {
     ((ROUND_FROM - w / rest) / (ROUND_FROM - ROUND_FULL)).clamp(0.0, 1.0)
 }
 
-/// The prior's darkest colour ratio (the cavity behind rounded lips) for an opening of `gap`:
-/// each bin's least luminous cell, between the bins as `prior_ratio`.
-fn cavity_ratio(gap: f32) -> [f32; 3] {
-    by_gap(gap, |bin| {
-        let a = &ATLAS[bin];
-        let lum = |k: usize| 0.299 * a[3 * k] as f32 + 0.587 * a[3 * k + 1] as f32 + 0.114 * a[3 * k + 2] as f32;
-        let k = (0..S * T).min_by(|&x, &y| lum(x).total_cmp(&lum(y))).unwrap_or(0);
-        [0, 1, 2].map(|c| a[3 * k + c] as f32 / 100.0)
-    })
+/// The inside of a fully rounded mouth at (s, t): the rounded atlas (shadow and tongue).
+fn rounded_ratio(s: f32, t: f32) -> [f32; 3] {
+    sample_atlas(&ROUND_ATLAS, s, t)
 }
 
 /// Paints the opening of `mesh` beyond the source's own opening `gap_src` (`mesh::mouth_gap`),
@@ -175,8 +169,8 @@ pub fn paint_opening(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], gap_src: f32,
 
 /// Paints the opening of `mesh` (canvas pixels) with the prior times `skin`, covering the warp
 /// by `strength` (0..1; the caller ramps it with how far the mouth opens beyond its source's),
-/// blended by `round` (0..1, `rounding`) towards the prior's dark cavity, feathered at the inner
-/// lips. Returns the number of pixels touched.
+/// blended by `round` (0..1, `rounding`) towards the rounded mouth's atlas, feathered at the
+/// inner lips. Returns the number of pixels touched.
 pub fn paint(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], strength: f32, round: f32) -> usize {
     let Some(gap) = gap_iod(mesh) else { return 0 };
     let strength = strength.clamp(0.0, 1.0);
@@ -193,7 +187,6 @@ pub fn paint(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], strength: f32, round:
     let lips: Vec<Pt> = UPPER.iter().chain(LOWER.iter()).map(|&i| mesh[i]).collect();
     let Some((xa, ya, xb, yb)) = super::features::pixel_box(&lips, out.width, out.height) else { return 0 };
     let round = round.clamp(0.0, 1.0);
-    let cavity = cavity_ratio(gap);
     let mut n = 0;
     for y in ya..=yb {
         for x in xa..=xb {
@@ -213,7 +206,12 @@ pub fn paint(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], strength: f32, round:
             let edge = ((v - top).min(bot - v) / FEATHER_PX).min(u.min(1.0 - u) * w / FEATHER_PX);
             let a = smoothstep(edge.min(1.0)) * strength;
             let p = prior_ratio(gap, u, t);
-            let r = [0, 1, 2].map(|c| p[c] + (cavity[c] - p[c]) * round);
+            let r = if round > 0.0 {
+                let q = rounded_ratio(u, t);
+                [0, 1, 2].map(|c| p[c] + (q[c] - p[c]) * round)
+            } else {
+                p
+            };
             let i = ((y * out.width + x) * 3) as usize;
             for c in 0..3 {
                 let want = (r[c] * skin[c]).clamp(0.0, 255.0);
@@ -314,9 +312,12 @@ mod tests {
 
     #[test]
     fn rounded_lips_show_the_dark_cavity_not_teeth() {
+        // Measured on the training identities: rounding starts a little below the rest width
+        // and is full before 0.8 of it.
+        assert!((0.85..1.0).contains(&ROUND_FROM) && (0.8..ROUND_FROM - 0.03).contains(&ROUND_FULL), "{ROUND_FROM} {ROUND_FULL}");
         assert_eq!(rounding(0.5, 0.5), 0.0);
-        assert_eq!(rounding(0.46, 0.5), 0.0); // 0.92 of rest: an "ah" narrows this much
-        assert!((rounding(0.425, 0.5) - 0.5).abs() < 1e-5);
+        assert_eq!(rounding(0.5 * (ROUND_FROM + 0.005), 0.5), 0.0);
+        assert!((rounding(0.25 * (ROUND_FROM + ROUND_FULL), 0.5) - 0.5).abs() < 1e-4);
         assert_eq!(rounding(0.3, 0.5), 1.0);
         assert_eq!(rounding(0.3, 0.0), 0.0);
         assert_eq!(rounding(f32::NAN, 0.5), 0.0);
