@@ -1,5 +1,9 @@
 """Issue 17's mouth and eye metrics on synthetic faces whose answers are known by construction."""
+import importlib.util
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from puppetcam_train import feature_metrics as FM
 
@@ -98,3 +102,34 @@ def test_mouth_prior_atlas_spans_the_opening_from_upper_to_lower_lip():
     ellipse(FM.OUTER_LIPS, 100, 150, 30, 20, m)
     sample = np.array([[[235, 230, 225], [160, 60, 60]]], np.uint8)
     assert mp.teeth_mask(img, m, sample).tolist() == [[1.0, 0.0]]
+
+
+def _mouth_prior_module():
+    spec = importlib.util.spec_from_file_location("make_mouth_prior", Path(__file__).resolve().parents[1] / "make_mouth_prior.py")
+    mp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mp)
+    return mp
+
+
+def test_rounding_limits_are_where_the_teeth_share_falls():
+    """The rounding thresholds come from the teeth share per narrowing: 10 % and 90 % of the way
+    down from the rest-width share to the narrowest bins'; a curve that does not fall is an error."""
+    mp = _mouth_prior_module()
+    # Two identities, frames at narrowings 0.8 .. 1.25 whose teeth share is 0.1 below 0.9, 0.3
+    # from 0.95 on, linear between: the crossings are 0.9 + 0.1 x 0.05 and 0.9 + 0.9 x 0.05
+    # (between bin centres 0.925 and 0.975, in bin-centre terms).
+    def frames(shift):
+        v = []
+        for r in np.arange(0.8, 1.25, 0.01):
+            share = 0.1 if r < 0.9 else 0.3 if r >= 0.95 else 0.1 + 0.2 * (r - 0.9) / 0.05
+            t = (np.random.default_rng(int(r * 1000) + shift).random((mp.T, mp.S)) < share).astype(np.uint8)
+            v += [(None, t, 0.2, r)] * 3
+        return v
+    c, s, ids = mp.rounding_curve([frames(0), frames(1)])
+    assert np.all(ids[(c > 0.8) & (c < 1.25)] == 2)
+    start, full, wide, narrow = mp.rounding_limits(c, s, ids, min_ids=2)
+    assert abs(wide - 0.3) < 0.03 and abs(narrow - 0.1) < 0.03, (wide, narrow)
+    assert 0.93 < start < 0.98 and 0.87 < full < 0.93 and start > full, (start, full)
+    # A share that rises with narrowing has no rounding to find.
+    with pytest.raises(SystemExit):
+        mp.rounding_limits(c, s[::-1], ids[::-1], min_ids=2)
