@@ -190,6 +190,12 @@ def rounding_limits(centres, share, ids, min_ids=3):
     return crossing(narrow + 0.9 * (wide - narrow)), crossing(narrow + 0.1 * (wide - narrow)), wide, narrow
 
 
+def u8_rows(x, indent):
+    """A u8 array as Rust array-literal lines of 24 values."""
+    flat = x.reshape(-1)
+    return [indent + ", ".join(str(int(v)) for v in flat[r:r + 24]) + "," for r in range(0, len(flat), 24)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = os.environ.get("PUPPETCAM_DATA")
@@ -304,20 +310,14 @@ def main():
         f"/// The inside of a fully rounded mouth (any gap; {len(rounded)} identities), as `ATLAS`.",
         f"pub const ROUND_ATLAS: [u8; {S * T * 3}] = [",
     ]
-    flat = q[-1].reshape(-1)
-    for r in range(0, len(flat), 24):
-        lines.append("    " + ", ".join(str(int(v)) for v in flat[r:r + 24]) + ",")
+    lines += u8_rows(q[-1], "    ")
     lines += [
         "];",
         "/// Per bin, T rows of S RGB samples, each 100 x (colour / skin colour), row-major.",
         f"pub const ATLAS: [[u8; {S * T * 3}]; {len(BINS)}] = [",
     ]
     for x in q[:-1]:
-        flat = x.reshape(-1)
-        lines.append("    [")
-        for r in range(0, len(flat), 24):
-            lines.append("        " + ", ".join(str(int(v)) for v in flat[r:r + 24]) + ",")
-        lines.append("    ],")
+        lines += ["    [", *u8_rows(x, "        "), "    ],"]
     lines.append("];")
     Path(a.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {a.out}: bins at gaps {centres}, identities per bin {counts}")

@@ -413,8 +413,7 @@ impl WarpRenderer {
         // after 19.17 dB and 0.238, none 19.01 dB and 0.315 (docs/quality.md).
         if let Some(skin) = self.mouth_skin {
             // Rounded lips ("o", "u") against the portrait's rest mouth: shadow and tongue, no teeth.
-            let rest = self.model.rest();
-            let width = (rest.len() >= live.len()).then(|| crate::core::mouth_interior::inner_width_iod(&rest[..live.len()])).flatten();
+            let width = crate::core::mouth_interior::inner_width_iod(&self.neutral);
             crate::core::mouth_interior::paint_opening(&mut out, live, skin, gap_src, width);
         }
         if self.fallbacks {

@@ -56,11 +56,6 @@ pub fn skin_colour(img: &Frame, mesh: &[Pt]) -> Option<[f32; 3]> {
     acc.iter().all(|v| v.is_finite()).then_some(acc)
 }
 
-/// One bin's atlas sample at (s, t) in [0, 1]^2, bilinear between cell centres, as a ratio.
-fn atlas_at(bin: usize, s: f32, t: f32) -> [f32; 3] {
-    sample_atlas(&ATLAS[bin], s, t)
-}
-
 /// An atlas (T rows of S RGB ratios x 100) at (s, t) in [0, 1]^2, bilinear between cell centres.
 fn sample_atlas(a: &[u8; S * T * 3], s: f32, t: f32) -> [f32; 3] {
     let fx = (s * S as f32 - 0.5).clamp(0.0, (S - 1) as f32);
@@ -76,25 +71,20 @@ fn sample_atlas(a: &[u8; S * T * 3], s: f32, t: f32) -> [f32; 3] {
     })
 }
 
-/// A per-bin colour `of(bin)` for an opening of `gap`: linear between the bins, the end bins
-/// beyond their centres.
-fn by_gap(gap: f32, of: impl Fn(usize) -> [f32; 3]) -> [f32; 3] {
+/// The prior's colour ratio at (s, t) for an opening of `gap` (linear between bins, the end
+/// bins beyond their centres).
+pub fn prior_ratio(gap: f32, s: f32, t: f32) -> [f32; 3] {
     let n = GAPS.len();
     if gap <= GAPS[0] {
-        return of(0);
+        return sample_atlas(&ATLAS[0], s, t);
     }
     if gap >= GAPS[n - 1] {
-        return of(n - 1);
+        return sample_atlas(&ATLAS[n - 1], s, t);
     }
     let k = (0..n - 1).find(|&k| gap < GAPS[k + 1]).unwrap_or(n - 2);
     let w = (gap - GAPS[k]) / (GAPS[k + 1] - GAPS[k]);
-    let (a, b) = (of(k), of(k + 1));
+    let (a, b) = (sample_atlas(&ATLAS[k], s, t), sample_atlas(&ATLAS[k + 1], s, t));
     [0, 1, 2].map(|c| a[c] * (1.0 - w) + b[c] * w)
-}
-
-/// The prior's colour ratio at (s, t) for an opening of `gap`.
-pub fn prior_ratio(gap: f32, s: f32, t: f32) -> [f32; 3] {
-    by_gap(gap, |bin| atlas_at(bin, s, t))
 }
 
 /// A polyline in the mouth's frame (u along the corner axis in mouth widths, v across in
@@ -151,8 +141,8 @@ fn rounded_ratio(s: f32, t: f32) -> [f32; 3] {
 }
 
 /// Paints the opening of `mesh` beyond the source's own opening `gap_src` (`mesh::mouth_gap`),
-/// ramped in by `features::cavity_strength`, dark where the lips round against the source's
-/// inner width `width_src` (`inner_width_iod`; `None`: never): what the avatar's renderer draws
+/// ramped in by `features::cavity_strength`, the rounded mouth's inside where the lips round
+/// against the source's inner width `width_src` (`inner_width_iod`; `None`: never): what the avatar's renderer draws
 /// before the refiner, and what the refiner's training pairs carry (`refine::pair_sample`), so
 /// the two cannot drift apart. Returns the number of pixels touched.
 pub fn paint_opening(out: &mut Frame, mesh: &[Pt], skin: [f32; 3], gap_src: f32, width_src: Option<f32>) -> usize {
