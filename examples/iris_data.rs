@@ -2,12 +2,13 @@
 //! of a clip, cut exactly as the live face stage cuts them (`face::iris::eye_input`, from the raw
 //! per-frame mesh), plus randomly jittered crops (shift, scale, rotation: the spread of crops a
 //! jittering mesh and a moving head give), each labelled with MediaPipe's iris model's 5 iris
-//! points on that very crop. The labels are the teacher's answer on the student's exact input,
+//! points and 16 lid points on that very crop. The labels are the teacher's answer on the student's exact input,
 //! so no geometry has to be re-implemented in Python.
 //!
 //! Writes `OUT/STEM.u8` (N x 3 x 64 x 64 bytes, the model input times 255) and `OUT/STEM.f32`
-//! (N x 13 floats: 10 teacher point coordinates in input pixels, the crop's side in frame pixels,
-//! the inter-ocular distance in frame pixels, the eye index).
+//! (N x 45 floats: 10 teacher iris point coordinates in input pixels, 32 lid-contour point
+//! coordinates (the teacher's first 16 eye-contour points, `face::iris::LID_CONTOUR`), the crop's
+//! side in frame pixels, the inter-ocular distance in frame pixels, the eye index).
 //! Usage: cargo run --release --example iris_data -- CLIP.mp4 OUT [JITTERED_PER_EYE] [SEED]
 use puppetcam::core::geometry::dist;
 use puppetcam::face::iris::{eye_roi_in, IrisModel, IrisTiming};
@@ -72,10 +73,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 crops.push((r, crop_to_tensor(&img, &r, 64, Border::Replicate, 1.0 / 255.0, 0.0, k == 1)?));
             }
             for (r, input) in crops {
-                let pts = teacher.raw_points(&input)?;
+                let (pts, lids) = teacher.raw_all(&input)?;
+                let lids = lids.ok_or("the teacher has no eye-contour output")?;
                 let bytes: Vec<u8> = input.iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect();
                 px.write_all(&bytes)?;
-                let mut row: Vec<f32> = pts.iter().flatten().copied().collect();
+                let mut row: Vec<f32> = pts.iter().chain(lids.iter()).flatten().copied().collect();
                 row.extend([r.w, iod, k as f32]);
                 for v in row {
                     lab.write_all(&v.to_le_bytes())?;

@@ -15,6 +15,13 @@ use crate::error::{Error, Result};
 /// The profile format version this build reads and writes.
 pub const SCHEMA: u32 = 1;
 
+/// How much wider the iris model's lid contour reads an open eye than the 468-point mesh's lids:
+/// the median, over 35 training clips, of each clip's median eye-aspect ratio with the one over
+/// the other (0.96-1.48 per clip). A profile measured with one kind of lids, used with the other,
+/// has its neutral lids scaled by it (see [`Profile::shape_for`]): without that, a profile from
+/// before the iris lids would show every portrait's eyes about a fifth wider than they are.
+pub const IRIS_OVER_MESH_LIDS: f32 = 1.18;
+
 /// Arguments of `puppetcam calibrate`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
@@ -117,7 +124,16 @@ pub struct Profile {
     /// Median irises `[[cx, cy, r], [cx, cy, r]]` (subject's right, left), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neutral_iris: Option<[[f32; 3]; 2]>,
+    /// Where the lids of `neutral_pts68` come from: "iris" (the iris model's eye contour,
+    /// `[face] iris_lids`) or "mesh" (the 468-point mesh's; profiles from before 2026-12-07 have
+    /// no such key and are "mesh").
+    #[serde(default = "mesh_lids")]
+    pub lids: String,
     pub quality: Quality,
+}
+
+fn mesh_lids() -> String {
+    "mesh".into()
 }
 
 impl Profile {
@@ -187,6 +203,9 @@ impl Profile {
         if !(self.iod.is_finite() && self.iod > 0.0) {
             return Err(Error::Invalid("`iod` must be positive".into()));
         }
+        if self.lids != "iris" && self.lids != "mesh" {
+            return Err(Error::Invalid(format!("`lids` is {:?}, expected \"iris\" or \"mesh\"", self.lids)));
+        }
         Ok(())
     }
 
@@ -204,6 +223,40 @@ impl Profile {
             pts68: self.pts68(),
             iris: self.neutral_iris.map(|ir| ir.map(|[cx, cy, r]| Iris { cx, cy, r })),
         }
+    }
+
+    /// The neutral for a face stage whose lids come from the iris model (`iris_lids`) or from
+    /// the mesh: when the profile was measured with the other kind, each eye's lid points are
+    /// moved from the corner line by [`IRIS_OVER_MESH_LIDS`] (or its inverse), and a note says
+    /// to re-run `puppetcam calibrate`.
+    pub fn shape_for(&self, iris_lids: bool) -> (Shape68, Option<String>) {
+        let mut s = self.shape();
+        let measured_iris = self.lids == "iris";
+        if measured_iris == iris_lids {
+            return (s, None);
+        }
+        let f = if iris_lids { IRIS_OVER_MESH_LIDS } else { 1.0 / IRIS_OVER_MESH_LIDS };
+        // iBUG eyes: corners 36/39 and 42/45, lids 37, 38, 40, 41 and 43, 44, 46, 47.
+        for (a, b, lids) in [(36usize, 39usize, [37usize, 38, 40, 41]), (42, 45, [43, 44, 46, 47])] {
+            let (pa, pb) = (s.pts68[a], s.pts68[b]);
+            let e = [pb[0] - pa[0], pb[1] - pa[1]];
+            let l2 = e[0] * e[0] + e[1] * e[1];
+            if !(l2 > 1e-9) {
+                continue;
+            }
+            for i in lids {
+                let p = s.pts68[i];
+                let t = ((p[0] - pa[0]) * e[0] + (p[1] - pa[1]) * e[1]) / l2;
+                let foot = [pa[0] + t * e[0], pa[1] + t * e[1]];
+                s.pts68[i] = [foot[0] + f * (p[0] - foot[0]), foot[1] + f * (p[1] - foot[1])];
+            }
+        }
+        let note = format!(
+            "its lids were measured with the {} lids and this face stage reads the {} ones (`[face] iris_lids`): its eyes' neutral opening is scaled by {f:.2} as an estimate; re-run `puppetcam calibrate`",
+            if measured_iris { "iris model's" } else { "468-point mesh's" },
+            if iris_lids { "iris model's" } else { "mesh's" }
+        );
+        (s, Some(note))
     }
 }
 
@@ -304,6 +357,7 @@ pub fn assess(samples: &[Sample], limits: &CaptureLimits, source: &str, frame_si
         iod: est.iod,
         neutral_pts68: p.to_vec(),
         neutral_iris: est.iris.map(|ir| ir.map(|i| [i.cx, i.cy, i.r])),
+        lids: mesh_lids(),
         quality,
     };
     profile.validate()?;
@@ -333,7 +387,8 @@ fn is_image(path: &Path) -> bool {
 }
 
 /// Captures `args.seconds` of frames (after `args.skip`) and runs the face tracker on them.
-fn capture(args: &CalibrateArgs) -> Result<(Vec<Sample>, String, (u32, u32))> {
+/// Also says whether the lids came from the iris model.
+fn capture(args: &CalibrateArgs) -> Result<(Vec<Sample>, String, (u32, u32), bool)> {
     use crate::face::{FaceModels, FaceTracker, TrackerConfig};
     use crate::source::{open_source, FrameSource, SourceSpec};
     if !(args.seconds > 0.0 && args.seconds <= 60.0) || !(args.skip >= 0.0 && args.skip.is_finite()) {
@@ -381,7 +436,7 @@ fn capture(args: &CalibrateArgs) -> Result<(Vec<Sample>, String, (u32, u32))> {
         let lm = tracker.process(&frame)?;
         samples.push(lm.map(|l| (l.pts68, l.iris)));
     }
-    Ok((samples, label, size))
+    Ok((samples, label, size, tracker.has_iris_lids()))
 }
 
 /// Runs a calibration: capture, check, write the profile.
@@ -390,8 +445,11 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
         return Err(Error::Invalid(format!("{} exists; pass --force to overwrite it", args.out.display())));
     }
     let limits = CaptureLimits { max_missing: args.max_missing, max_motion: args.max_motion, ..CaptureLimits::default() };
-    let (samples, label, size) = capture(args)?;
-    let profile = assess(&samples, &limits, &label, size)?;
+    let (samples, label, size, iris_lids) = capture(args)?;
+    let mut profile = assess(&samples, &limits, &label, size)?;
+    if iris_lids {
+        profile.lids = "iris".into();
+    }
     profile.save(&args.out)?;
     let q = &profile.quality;
     println!(
@@ -482,6 +540,37 @@ mod tests {
         mixed[3] = sample(&Face { gap: 30.0, ..Face::other() }, &Similarity::IDENTITY);
         let p = assess(&mixed, &limits, "t", (1, 1)).unwrap();
         assert_eq!(p.frames_used, 19);
+    }
+
+    /// A profile from before the iris lids (no `lids` key) is read as measured with the mesh's
+    /// lids; used with the iris model's, its lids open wider by `IRIS_OVER_MESH_LIDS` about each
+    /// eye's corner line (the corners and the rest stay), with a note; with the mesh's, as it is.
+    #[test]
+    fn a_profile_measured_with_the_other_lids_is_rescaled_with_a_note() {
+        let mut p = assess(&steady(10), &CaptureLimits::default(), "t", (640, 480)).unwrap();
+        let text = p.to_toml().unwrap().replace("lids = \"mesh\"\n", "");
+        assert!(!text.contains("lids ="));
+        let old = Profile::from_toml(&text).unwrap();
+        assert_eq!(old.lids, "mesh");
+        let (same, note) = old.shape_for(false);
+        assert!(note.is_none() && same.pts68 == old.pts68());
+        let (wider, note) = old.shape_for(true);
+        assert!(note.is_some_and(|n| n.contains("re-run `puppetcam calibrate`")));
+        let (o, w) = (old.pts68(), wider.pts68);
+        for e in [openness::Eye::Right, openness::Eye::Left] {
+            let r = openness::eye(&w, e).unwrap() / openness::eye(&o, e).unwrap();
+            assert!((r - IRIS_OVER_MESH_LIDS).abs() < 1e-3, "{r}");
+        }
+        let lid = |i: usize| [37, 38, 40, 41, 43, 44, 46, 47].contains(&i);
+        assert!((0..68).filter(|&i| !lid(i)).all(|i| w[i] == o[i]));
+        // Measured with the iris model's lids: as it is for them, narrower for the mesh's.
+        p.lids = "iris".into();
+        assert!(p.shape_for(true).1.is_none());
+        let (narrower, _) = p.shape_for(false);
+        let r = openness::eye(&narrower.pts68, openness::Eye::Right).unwrap() / openness::eye(&p.pts68(), openness::Eye::Right).unwrap();
+        assert!((r * IRIS_OVER_MESH_LIDS - 1.0).abs() < 1e-3, "{r}");
+        p.lids = "eyelashes".into();
+        assert!(p.validate().unwrap_err().to_string().contains("`lids`"));
     }
 
     #[test]

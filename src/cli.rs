@@ -330,7 +330,8 @@ pub fn apply_overrides(plan: &mut Plan, a: &PipelineArgs, frames: Option<u64>) -
     }
     if let Some(n) = &a.neutral {
         let models = plan.models()?;
-        plan.calibration = Some(puppetcam::pipeline::Calibration::from_neutral(n, &models)?);
+        let iris_lids = plan.tracker.iris && plan.tracker.iris_lids;
+        plan.calibration = Some(puppetcam::pipeline::Calibration::from_neutral(n, &models, iris_lids)?);
     }
     Ok(())
 }

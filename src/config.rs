@@ -88,6 +88,7 @@ pub struct RawFace {
     pub iris: Option<bool>,
     pub iris_model: Option<String>,
     pub iris_alternate: Option<bool>,
+    pub iris_lids: Option<bool>,
     pub threads: Option<i64>,
     pub one_euro: Option<RawOneEuro>,
 }
@@ -145,7 +146,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("output", &["kind", "device", "path", "format", "width", "height", "fps", "every", "face_lost_mark", "fit"]),
     ("avatar", &["path", "portrait", "library"]),
     ("runtime", &["providers", "trt_cache_dir", "fp16", "threads", "allow_cpu_fallback", "ort_library", "device_id"]),
-    ("face", &["model_dir", "min_score", "iris", "iris_model", "iris_alternate", "threads", "one_euro"]),
+    ("face", &["model_dir", "min_score", "iris", "iris_model", "iris_alternate", "iris_lids", "threads", "one_euro"]),
     ("face.one_euro", &["min_cutoff", "beta", "d_cutoff"]),
     (
         "retarget",
@@ -318,6 +319,9 @@ pub struct FaceConfig {
     /// open eye per frame, taking turns, and carry the other (`face::iris_schedule`); false runs
     /// both eyes every frame.
     pub iris_alternate: bool,
+    /// Read the lids from the iris model's eye contour (blinks reach the portrait) instead of the
+    /// 468-point mesh, which barely closes them.
+    pub iris_lids: bool,
     /// ORT intra-op threads of the landmark and iris models (1..=8).
     pub threads: u32,
     pub min_cutoff: f32,
@@ -573,6 +577,7 @@ impl Config {
             iris: f.iris.unwrap_or(true),
             iris_model: choice("face.iris_model", f.iris_model.as_deref(), IrisKind::Distilled, &[("distilled", IrisKind::Distilled), ("mediapipe", IrisKind::MediaPipe)])?,
             iris_alternate: f.iris_alternate.unwrap_or(true),
+            iris_lids: f.iris_lids.unwrap_or(true),
             threads: int_in("face.threads", f.threads, 1, FACE_THREADS)?,
             min_cutoff: float_in("face.one_euro.min_cutoff", e.min_cutoff, od.min_cutoff.into(), ONE_EURO_CUTOFF)?,
             beta: float_in("face.one_euro.beta", e.beta, od.beta.into(), ONE_EURO_BETA)?,

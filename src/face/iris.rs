@@ -18,6 +18,17 @@ const EYE_SCALE: f32 = 2.3;
 const EYES: [(usize, usize, bool); 2] = [(33, 133, false), (362, 263, true)];
 /// Upper and lower lid midpoints of each eye, in the order of `EYES` (MediaPipe's mesh).
 const LIDS: [(usize, usize); 2] = [(159, 145), (386, 374)];
+/// The mesh points of each eye's lid contour (order of `EYES`), in the order of the first 16 of
+/// the iris model's 71 eye-contour points: corner, lower lid, corner, upper lid (MediaPipe's
+/// `update_face_landmarks_calculator`, which writes them into the face mesh the same way).
+pub const LID_CONTOUR: [[usize; 16]; 2] = [
+    [33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173],
+    [263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398],
+];
+/// Points of the lid contour.
+pub const LID_POINTS: usize = 16;
+/// The eye corners' places in the lid contour.
+pub const LID_CORNERS: [usize; 2] = [0, 8];
 
 /// The crop rect of eye `k` (0: subject's right, 1: left) in the 468-point `mesh`; `None` when
 /// the mesh is short or the crop degenerate.
@@ -49,6 +60,10 @@ pub fn eye_openness(mesh: &[[f32; 3]], k: usize) -> Option<f32> {
 pub struct EyeIris {
     pub iris: Iris,
     pub rel: [f32; 3],
+    /// The lid contour ([`LID_CONTOUR`]'s order) in frame pixels and in crop units (0..1), when
+    /// the model answers it.
+    pub lids: Option<[[f32; 2]; LID_POINTS]>,
+    pub lids_rel: Option<[[f32; 2]; LID_POINTS]>,
 }
 
 impl EyeIris {
@@ -56,6 +71,11 @@ impl EyeIris {
     pub fn place(rel: [f32; 3], roi: &RotRect) -> Iris {
         let c = roi.to_frame(rel[0], rel[1], 1.0, 1.0);
         Iris { cx: c[0], cy: c[1], r: rel[2] * roi.w }
+    }
+
+    /// A lid contour in crop units placed in the crop `roi` (frame pixels).
+    pub fn place_lids(rel: &[[f32; 2]; LID_POINTS], roi: &RotRect) -> [[f32; 2]; LID_POINTS] {
+        rel.map(|[u, v]| roi.to_frame(u, v, 1.0, 1.0))
     }
 }
 
@@ -92,6 +112,9 @@ pub struct IrisModel {
     session: Session,
     /// Which output holds the 5 iris points (MediaPipe's model puts the eye contours first).
     iris_output: usize,
+    /// Which output holds the lid contour (its first 16 points, x y z each), if the model has one
+    /// (MediaPipe's: the 71 eye-contour points; a distilled model from before the lids: none).
+    lids_output: Option<usize>,
 }
 
 impl IrisModel {
@@ -107,14 +130,20 @@ impl IrisModel {
     /// A model of `kind`; its shapes are checked against that kind's layout.
     pub fn load_kind(path: &Path, kind: IrisKind, threads: usize) -> Result<Self> {
         let input = [1, 3, SIZE as i64, SIZE as i64];
-        let (session, iris_output) = match kind {
+        let (session, iris_output, lids_output) = match kind {
             IrisKind::MediaPipe => (
                 model::load_checked(path, "iris model", threads, &input, &[(&[1, 213], "71 eye-contour points"), (&[1, 15], "5 iris points")])?,
                 1,
+                Some(0),
             ),
-            IrisKind::Distilled => (model::load_checked(path, "distilled iris model", threads, &input, &[(&[1, 15], "5 iris points")])?, 0),
+            // The distilled model answers the lids since its second version; the first one
+            // (iris only) still loads, without them.
+            IrisKind::Distilled => match model::load_checked(path, "distilled iris model", threads, &input, &[(&[1, 15], "5 iris points"), (&[1, 48], "16 lid points")]) {
+                Ok(s) => (s, 0, Some(1)),
+                Err(_) => (model::load_checked(path, "distilled iris model", threads, &input, &[(&[1, 15], "5 iris points")])?, 0, None),
+            },
         };
-        Ok(IrisModel { session, iris_output })
+        Ok(IrisModel { session, iris_output, lids_output })
     }
 
     /// Both irises of the face whose 468-point mesh (frame pixels) is `mesh`; `None` when the eye
@@ -145,9 +174,25 @@ impl IrisModel {
     /// own coordinates (0..64, mirrored for eye 1 as the input is): what the distilled iris
     /// model learns from (examples/iris_data.rs).
     pub fn raw_points(&mut self, input: &[f32]) -> Result<[[f32; 2]; 5]> {
+        Ok(self.raw_all(input)?.0)
+    }
+
+    /// Whether the model answers the lid contour.
+    pub fn has_lids(&self) -> bool {
+        self.lids_output.is_some()
+    }
+
+    /// The 5 iris points and, when the model has them, the 16 lid-contour points
+    /// ([`LID_CONTOUR`]'s order), both in the input tensor's own coordinates (see `raw_points`).
+    pub fn raw_all(&mut self, input: &[f32]) -> Result<([[f32; 2]; 5], Option<[[f32; 2]; LID_POINTS]>)> {
         let res = model::run(&mut self.session, [1, 3, SIZE, SIZE], input)?;
         let o = &res[self.iris_output];
-        Ok(std::array::from_fn(|i| [o[3 * i], o[3 * i + 1]]))
+        let iris = std::array::from_fn(|i| [o[3 * i], o[3 * i + 1]]);
+        let lids = self.lids_output.map(|k| {
+            let l = &res[k];
+            std::array::from_fn(|i| [l[3 * i], l[3 * i + 1]])
+        });
+        Ok((iris, lids))
     }
 
     /// The model on an input made by [`IrisModel::eye_input`] for eye `k` from `roi`.
@@ -155,7 +200,7 @@ impl IrisModel {
         let roi = *roi;
         let flip = EYES[k].2;
         let t1 = std::time::Instant::now();
-        let raw = self.raw_points(input)?;
+        let (raw, raw_lids) = self.raw_all(input)?;
         t.model += t1.elapsed();
         let s = SIZE as f32;
         // Flip undone: tensor coordinates of the unmirrored crop.
@@ -168,7 +213,14 @@ impl IrisModel {
         // The centre relative to the crop: the model's first point.
         let [u0, v0] = unflip(raw[0]);
         let rel = [u0 / s, v0 / s, iris.r / roi.w];
-        Ok(EyeIris { iris, rel })
+        let lids_rel = raw_lids.map(|l| {
+            l.map(|p| {
+                let [u, v] = unflip(p);
+                [u / s, v / s]
+            })
+        });
+        let lids = lids_rel.as_ref().map(|r| EyeIris::place_lids(r, &roi));
+        Ok(EyeIris { iris, rel, lids, lids_rel })
     }
 }
 

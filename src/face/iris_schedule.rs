@@ -11,7 +11,7 @@
 //! case in a call) is not run again either: the model would see the same pixels.
 //! [`IrisSchedule::EveryFrame`] is MediaPipe's own pipeline, kept for `puppetcam landmarks`, the
 //! training data and the parity tests against MediaPipe.
-use super::iris::{eye_openness, EyeIris};
+use super::iris::{eye_openness, EyeIris, LID_POINTS};
 use crate::core::types::Iris;
 
 /// Below this lid opening (over the eye's width) an eye counts as closed: open eyes are
@@ -35,6 +35,8 @@ pub struct IrisPlanner {
     schedule: IrisSchedule,
     turn: usize,
     last: [Option<[f32; 3]>; 2],
+    /// Each eye's last lid contour in crop units, carried like the iris.
+    last_lids: [Option<[[f32; 2]; LID_POINTS]>; 2],
     /// Each eye's model input when the model last ran on it (`Alternate` only).
     last_input: [Option<Vec<f32>>; 2],
 }
@@ -76,6 +78,7 @@ impl IrisPlanner {
     /// Forgets the carried irises (a new track: the old face's gaze means nothing).
     pub fn reset(&mut self) {
         self.last = [None, None];
+        self.last_lids = [None, None];
         self.last_input = [None, None];
     }
 
@@ -120,11 +123,17 @@ impl IrisPlanner {
     /// Records the model's output for eye `k`.
     pub fn remember(&mut self, k: usize, eye: &EyeIris) {
         self.last[k] = Some(eye.rel);
+        self.last_lids[k] = eye.lids_rel;
     }
 
     /// The carried iris of eye `k`, placed in this frame's eye crop `roi`.
     pub fn carried(&self, k: usize, roi: &super::roi::RotRect) -> Option<Iris> {
         self.last[k].map(|rel| EyeIris::place(rel, roi))
+    }
+
+    /// The carried lid contour of eye `k`, placed in this frame's eye crop `roi`.
+    pub fn carried_lids(&self, k: usize, roi: &super::roi::RotRect) -> Option<[[f32; 2]; LID_POINTS]> {
+        self.last_lids[k].as_ref().map(|rel| EyeIris::place_lids(rel, roi))
     }
 }
 
@@ -149,7 +158,7 @@ mod tests {
     fn seen(p: &mut IrisPlanner, run: [bool; 2]) {
         for k in 0..2 {
             if run[k] {
-                p.remember(k, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1] });
+                p.remember(k, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1], lids: None, lids_rel: None });
             }
         }
     }
@@ -199,7 +208,7 @@ mod tests {
         let mut p = IrisPlanner::new(IrisSchedule::Alternate);
         let crop = vec![0.5f32; 3 * 64 * 64];
         assert!(p.needs_model(0, &crop), "nothing carried yet");
-        p.remember(0, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1] });
+        p.remember(0, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1], lids: None, lids_rel: None });
         let mut noisy = crop.clone();
         for i in (0..noisy.len()).step_by(97) {
             noisy[i] += 0.05; // noise: many pixels, a few levels
@@ -212,7 +221,7 @@ mod tests {
         assert!(p.needs_model(0, &moved));
         assert!(!p.needs_model(0, &moved), "compared with the crop the model last saw");
         let mut every = IrisPlanner::new(IrisSchedule::EveryFrame);
-        every.remember(0, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1] });
+        every.remember(0, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1], lids: None, lids_rel: None });
         assert!(every.needs_model(0, &crop) && every.needs_model(0, &crop));
         assert!(crop_changed(&crop, &crop[..30]), "inputs of another size always differ");
     }
@@ -220,11 +229,30 @@ mod tests {
     #[test]
     fn carried_iris_follows_the_crop() {
         let mut p = IrisPlanner::new(IrisSchedule::Alternate);
-        p.remember(0, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1] });
+        p.remember(0, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1], lids: None, lids_rel: None });
         let roi = super::super::roi::RotRect { cx: 10.0, cy: 20.0, w: 30.0, h: 30.0, angle: 0.0 };
         let moved = super::super::roi::RotRect { cx: 40.0, ..roi };
         assert_eq!(p.carried(0, &roi), Some(Iris { cx: 10.0, cy: 20.0, r: 3.0 }));
         assert_eq!(p.carried(0, &moved).map(|i| i.cx), Some(40.0));
         assert_eq!(p.carried(1, &roi), None);
+    }
+
+    /// A skipped eye's lids are carried like its iris, in crop units, and a new track forgets them.
+    #[test]
+    fn carried_lids_follow_the_crop() {
+        let mut p = IrisPlanner::new(IrisSchedule::Alternate);
+        let mut rel = [[0.5f32, 0.5]; LID_POINTS];
+        rel[0] = [0.25, 0.5];
+        rel[8] = [0.75, 0.5];
+        p.remember(0, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1], lids: None, lids_rel: Some(rel) });
+        let roi = super::super::roi::RotRect { cx: 10.0, cy: 20.0, w: 40.0, h: 40.0, angle: 0.0 };
+        let turned = super::super::roi::RotRect { angle: std::f32::consts::FRAC_PI_2, ..roi };
+        let l = p.carried_lids(0, &roi).unwrap();
+        assert_eq!((l[0], l[8], l[4]), ([0.0, 20.0], [20.0, 20.0], [10.0, 20.0]));
+        let t = p.carried_lids(0, &turned).unwrap();
+        assert!((t[0][0] - 10.0).abs() < 1e-4 && (t[0][1] - 10.0).abs() < 1e-4, "{:?}", t[0]);
+        assert_eq!(p.carried_lids(1, &roi), None);
+        p.reset();
+        assert_eq!(p.carried_lids(0, &roi), None);
     }
 }

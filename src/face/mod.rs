@@ -100,6 +100,9 @@ pub struct TrackerConfig {
     pub threads: usize,
     /// One Euro smoothing of the landmarks; `None` returns the raw per-frame model output.
     pub filter: Option<OneEuroParams>,
+    /// The iris model's lid contour replaces the mesh's lids where the model answers it
+    /// (`[face] iris_lids`): blinks are read from it.
+    pub iris_lids: bool,
 }
 
 impl Default for TrackerConfig {
@@ -114,6 +117,7 @@ impl Default for TrackerConfig {
             track: true,
             threads: 1,
             filter: Some(OneEuroParams::default()),
+            iris_lids: true,
         }
     }
 }

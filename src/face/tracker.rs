@@ -5,7 +5,10 @@
 //! (MediaPipe's, or the distilled one on both eyes every frame) runs on the eyes `iris_schedule`
 //! picks; each call leaves a `FaceProfile` of where its time went.
 use super::detector::Detector;
-use super::iris::{eye_openness, eye_roi_in, EyeIris, IrisKind, IrisModel, IrisTiming};
+use super::iris::{eye_openness, eye_roi_in, EyeIris, IrisKind, IrisModel, IrisTiming, LID_CONTOUR, LID_CORNERS, LID_POINTS};
+
+/// One eye's lid contour in frame pixels (`LID_CONTOUR`'s order).
+type Lids = [[f32; 2]; LID_POINTS];
 use super::iris_audit::IrisAudit;
 use super::iris_schedule::{IrisPlanner, CLOSED_BELOW};
 use super::profile::FaceProfile;
@@ -136,6 +139,12 @@ impl FaceTracker {
         self.iris.is_some()
     }
 
+    /// Whether the lids come from the iris model (`iris_lids` on, and the model answering the
+    /// irises answers lids too).
+    pub fn has_iris_lids(&self) -> bool {
+        self.cfg.iris_lids && self.iris.as_ref().is_some_and(|m| m.has_lids())
+    }
+
     /// With the distilled iris model: whether it answers now (`Some(false)`: MediaPipe's model
     /// stands in, the two disagreed on this face). `None` without the distilled model.
     pub fn distilled_iris_trusted(&self) -> Option<bool> {
@@ -160,11 +169,12 @@ impl FaceTracker {
     }
 
     /// Both irises of the face with raw mesh `mesh` (inter-ocular distance `iod`), from whichever
-    /// model answers this frame.
-    fn irises(&mut self, img: &impl ToInputArray, mesh: &[[f32; 3]], iod: f32) -> Result<Option<[Iris; 2]>> {
-        let Some(m) = self.iris.as_mut() else { return Ok(None) };
+    /// model answers this frame, and each eye's lid contour where that model answers it.
+    fn irises(&mut self, img: &impl ToInputArray, mesh: &[[f32; 3]], iod: f32) -> Result<(Option<[Iris; 2]>, [Option<Lids>; 2])> {
+        let Some(m) = self.iris.as_mut() else { return Ok((None, [None, None])) };
         let mut t = IrisTiming::default();
         let mut both = [None, None];
+        let mut lids = [None, None];
         let open = [0, 1].map(|k| eye_openness(mesh, k).map_or(true, |o| o >= CLOSED_BELOW));
         match self.student.as_mut() {
             Some(st) if st.trusted() => {
@@ -186,6 +196,7 @@ impl FaceTracker {
                         }
                     }
                     *slot = Some(eye.iris);
+                    lids[k] = eye.lids;
                 }
             }
             student => {
@@ -208,20 +219,28 @@ impl FaceTracker {
                                     log::info!("the distilled iris model agrees with MediaPipe's on this face again: it answers");
                                 }
                             }
+                            lids[k] = eye.lids;
                             Some(eye.iris)
                         }
-                        Some((roi, _)) => self.iris_plan.carried(k, &roi),
+                        Some((roi, _)) => {
+                            lids[k] = self.iris_plan.carried_lids(k, &roi);
+                            self.iris_plan.carried(k, &roi)
+                        }
                         None if run[k] => None,
-                        None => eye_roi_in(mesh, k).and_then(|roi| self.iris_plan.carried(k, &roi)),
+                        None => eye_roi_in(mesh, k).and_then(|roi| {
+                            lids[k] = self.iris_plan.carried_lids(k, &roi);
+                            self.iris_plan.carried(k, &roi)
+                        }),
                     };
                 }
             }
         }
         (self.profile.iris_crop, self.profile.iris_model) = (t.crop, t.model);
-        Ok(match both {
+        let both = match both {
             [Some(a), Some(b)] => Some([a, b]),
             _ => None,
-        })
+        };
+        Ok((both, lids))
     }
 
     fn process_inner(&mut self, frame: &Frame) -> Result<Option<FaceLandmarks>> {
@@ -264,9 +283,27 @@ impl FaceTracker {
         // Outer eye corners 33 and 263 of the raw mesh: the unit of the iris checks' disagreement
         // and of the filters' speeds.
         let iod = dist([res.mesh[33][0], res.mesh[33][1]], [res.mesh[263][0], res.mesh[263][1]]) as f32;
-        let iris = self.irises(&img, &res.mesh, iod)?;
+        let (iris, lids) = self.irises(&img, &res.mesh, iod)?;
         let t = frame.pts.as_secs_f64();
         let mut mesh = res.mesh;
+        // The iris model's lid contour replaces the mesh's lids (MediaPipe's iris pipeline does
+        // the same): the mesh barely closes its lids in a blink (a shut eye reads about 0.8 of
+        // its open height), the iris model's contour closes with the eye. The eye corners stay
+        // the mesh's: they are among the stable points the head pose is fitted to, and the
+        // contour's corners, re-read from every eye crop, jittered the pose (and the mouth with
+        // it) by a pixel.
+        if self.cfg.iris_lids {
+            for (k, l) in lids.iter().enumerate() {
+                if let Some(l) = l.filter(|l| l.iter().flatten().all(|v| v.is_finite())) {
+                    for (j, (&i, p)) in LID_CONTOUR[k].iter().zip(l).enumerate() {
+                        if j != LID_CORNERS[0] && j != LID_CORNERS[1] {
+                            mesh[i][0] = p[0];
+                            mesh[i][1] = p[1];
+                        }
+                    }
+                }
+            }
+        }
         // Speeds in inter-ocular distances per second: the same smoothing for a small face far
         // away and a large one close up.
         let speed_scale = if iod > 1.0 { 1.0 / iod } else { 1.0 };

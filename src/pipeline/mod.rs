@@ -162,11 +162,12 @@ pub struct Calibration {
 
 impl Calibration {
     /// `--neutral PATH`: a calibration profile (`.toml`) or a still photo of the driver's
-    /// relaxed face (its landmarks, mesh included, become the neutral).
-    pub fn from_neutral(path: &Path, models: &crate::face::FaceModels) -> Result<Calibration> {
+    /// relaxed face (its landmarks, mesh included, become the neutral). `iris_lids`: whether the
+    /// face stage reads the lids from the iris model (see `Calibration::load`).
+    pub fn from_neutral(path: &Path, models: &crate::face::FaceModels, iris_lids: bool) -> Result<Calibration> {
         let is_toml = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("toml"));
         if is_toml {
-            return Self::load(path);
+            return Self::load(path, iris_lids);
         }
         let img = crate::imageio::read_image(path)?;
         let mut lm = crate::face::still::StillLandmarker::new(models)?;
@@ -184,8 +185,9 @@ impl Calibration {
         })
     }
 
-    /// Loads and validates a profile written by `puppetcam calibrate`.
-    pub fn load(path: &Path) -> Result<Calibration> {
+    /// Loads and validates a profile written by `puppetcam calibrate`, for a face stage whose
+    /// lids come from the iris model (`iris_lids`) or from the mesh (see `Profile::shape_for`).
+    pub fn load(path: &Path, iris_lids: bool) -> Result<Calibration> {
         let p = crate::calibrate::Profile::load(path).map_err(|e| match e {
             Error::Io { source, .. } => Error::Config {
                 key: "retarget.profile".into(),
@@ -194,7 +196,11 @@ impl Calibration {
             Error::Invalid(m) => Error::Config { key: "retarget.profile".into(), msg: m },
             other => other,
         })?;
-        Ok(Calibration { source: format!("profile {} ({}, {})", path.display(), p.source, p.created), neutral: p.shape(), mesh: None, depth: None })
+        let (neutral, note) = p.shape_for(iris_lids);
+        if let Some(n) = note {
+            log::warn!("calibration profile {}: {n}", path.display());
+        }
+        Ok(Calibration { source: format!("profile {} ({}, {})", path.display(), p.source, p.created), neutral, mesh: None, depth: None })
     }
 }
 

@@ -245,6 +245,7 @@ impl Plan {
             iris_kind: cfg.face.iris_model,
             threads: cfg.face.threads as usize,
             iris_schedule: if cfg.face.iris_alternate { IrisSchedule::Alternate } else { IrisSchedule::EveryFrame },
+            iris_lids: cfg.face.iris_lids,
             filter: Some(OneEuroParams { min_cutoff: cfg.face.min_cutoff, beta: cfg.face.beta, d_cutoff: cfg.face.d_cutoff }),
             ..TrackerConfig::default()
         };
@@ -256,7 +257,7 @@ impl Plan {
         };
         let r = &cfg.retarget;
         let calibration = match (&r.profile, r.enabled) {
-            (Some(path), true) => Some(Calibration::load(path)?),
+            (Some(path), true) => Some(Calibration::load(path, cfg.face.iris && cfg.face.iris_lids)?),
             _ => None,
         };
         Ok(Plan {
@@ -356,6 +357,7 @@ mod tests {
             iod: 64.0,
             neutral_pts68: n.pts68.to_vec(),
             neutral_iris: n.iris.map(|ir| ir.map(|i| [i.cx, i.cy, i.r])),
+            lids: "iris".into(),
             quality: Quality { face_fraction: 1.0, motion: 0.0, nonrigid: 0.0, mouth_openness: 0.0, eye_openness: [0.3, 0.3], roll_deg: 0.0, yaw: 0.0 },
         };
         let path = dir.join("profile.toml");
