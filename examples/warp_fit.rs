@@ -68,7 +68,7 @@ fn load(path: &std::path::Path, models: &FaceModels, tmp: &std::path::Path) -> a
     opencv::imgproc::cvt_color_def(&rgb, &mut bgr, opencv::imgproc::COLOR_RGB2BGR)?;
     opencv::imgcodecs::imwrite_def(png.to_str().unwrap(), &bgr)?;
     let (avatar, _) = puppetcam::avatar::create::create(std::slice::from_ref(&png), &name, models)?;
-    let c = puppetcam::pipeline::Calibration::from_neutral(&png, models)?;
+    let c = puppetcam::pipeline::Calibration::from_neutral(&png, models, true)?;
     let neutral = MeshNeutral { pts68: c.neutral.pts68, mesh: c.mesh.clone(), depth: c.depth.clone(), iris: c.neutral.iris };
     Ok(Clip { name, frames, lms, avatar, neutral })
 }

@@ -29,6 +29,27 @@ pub const LID_CONTOUR: [[usize; 16]; 2] = [
 pub const LID_POINTS: usize = 16;
 /// The eye corners' places in the lid contour.
 pub const LID_CORNERS: [usize; 2] = [0, 8];
+/// One eye's lid contour in frame pixels ([`LID_CONTOUR`]'s order).
+pub type Lids = [[f32; 2]; LID_POINTS];
+
+/// Writes eye `k`'s lid contour `lids` (frame pixels) into the 468-point `mesh`, as MediaPipe's
+/// iris pipeline does: the mesh barely closes its lids in a blink (a shut eye reads about 0.8 of
+/// its open height), the iris model's contour closes with the eye. The eye corners stay the
+/// mesh's: they are among the stable points the head pose is fitted to, and the contour's
+/// corners, re-read from every eye crop, jittered the pose (and the mouth with it) by a pixel.
+/// A contour with a non-finite point, a short mesh or an eye index out of range change nothing.
+pub fn write_lids(mesh: &mut [[f32; 3]], k: usize, lids: &Lids) {
+    let Some(idx) = LID_CONTOUR.get(k) else { return };
+    if mesh.len() < MESH_POINTS || !lids.iter().flatten().all(|v| v.is_finite()) {
+        return;
+    }
+    for (j, (&i, p)) in idx.iter().zip(lids).enumerate() {
+        if !LID_CORNERS.contains(&j) {
+            mesh[i][0] = p[0];
+            mesh[i][1] = p[1];
+        }
+    }
+}
 
 /// The crop rect of eye `k` (0: subject's right, 1: left) in the 468-point `mesh`; `None` when
 /// the mesh is short or the crop degenerate.
@@ -62,8 +83,8 @@ pub struct EyeIris {
     pub rel: [f32; 3],
     /// The lid contour ([`LID_CONTOUR`]'s order) in frame pixels and in crop units (0..1), when
     /// the model answers it.
-    pub lids: Option<[[f32; 2]; LID_POINTS]>,
-    pub lids_rel: Option<[[f32; 2]; LID_POINTS]>,
+    pub lids: Option<Lids>,
+    pub lids_rel: Option<Lids>,
 }
 
 impl EyeIris {
@@ -258,6 +279,27 @@ mod tests {
         assert!(eye_openness(&mesh, 0).unwrap() < 0.05);
         assert_eq!(eye_openness(&mesh[..10], 0), None);
         assert_eq!(eye_openness(&mesh, 1), None, "a collapsed eye has no openness");
+    }
+
+    /// The contour's 14 lid points land on the mesh's lid indices (upper 159 and lower 145 in
+    /// the middle), its corners do not, and a contour with a NaN changes nothing.
+    #[test]
+    fn lids_from_the_contour_replace_the_mesh_lids_but_not_the_corners() {
+        let mut mesh = vec![[1.0f32, 2.0, 3.0]; MESH_POINTS];
+        let mut lids: Lids = std::array::from_fn(|j| [10.0 + j as f32, 20.0]);
+        lids[4] = [15.0, 24.0]; // lower lid, middle (mesh 145)
+        lids[12] = [15.0, 16.0]; // upper lid, middle (mesh 159)
+        write_lids(&mut mesh, 0, &lids);
+        assert_eq!((mesh[159], mesh[145]), ([15.0, 16.0, 3.0], [15.0, 24.0, 3.0]));
+        assert_eq!((mesh[33], mesh[133]), ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]), "the corners stay the mesh's");
+        assert_eq!(mesh[386], [1.0, 2.0, 3.0], "the other eye is untouched");
+        let changed = mesh.iter().filter(|p| **p != [1.0, 2.0, 3.0]).count();
+        assert_eq!(changed, 14);
+        let before = mesh.clone();
+        lids[3][1] = f32::NAN;
+        write_lids(&mut mesh, 1, &lids);
+        write_lids(&mut mesh, 2, &[[0.0; 2]; LID_POINTS]);
+        assert_eq!(mesh, before);
     }
 
     #[test]

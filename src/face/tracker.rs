@@ -5,10 +5,7 @@
 //! (MediaPipe's, or the distilled one on both eyes every frame) runs on the eyes `iris_schedule`
 //! picks; each call leaves a `FaceProfile` of where its time went.
 use super::detector::Detector;
-use super::iris::{eye_openness, eye_roi_in, EyeIris, IrisKind, IrisModel, IrisTiming, LID_CONTOUR, LID_CORNERS, LID_POINTS};
-
-/// One eye's lid contour in frame pixels (`LID_CONTOUR`'s order).
-type Lids = [[f32; 2]; LID_POINTS];
+use super::iris::{eye_openness, eye_roi_in, write_lids, EyeIris, IrisKind, IrisModel, IrisTiming, Lids};
 use super::iris_audit::IrisAudit;
 use super::iris_schedule::{IrisPlanner, CLOSED_BELOW};
 use super::profile::FaceProfile;
@@ -286,21 +283,11 @@ impl FaceTracker {
         let (iris, lids) = self.irises(&img, &res.mesh, iod)?;
         let t = frame.pts.as_secs_f64();
         let mut mesh = res.mesh;
-        // The iris model's lid contour replaces the mesh's lids (MediaPipe's iris pipeline does
-        // the same): the mesh barely closes its lids in a blink (a shut eye reads about 0.8 of
-        // its open height), the iris model's contour closes with the eye. The eye corners stay
-        // the mesh's: they are among the stable points the head pose is fitted to, and the
-        // contour's corners, re-read from every eye crop, jittered the pose (and the mouth with
-        // it) by a pixel.
+        // The iris model's lids replace the mesh's (see `write_lids`): blinks are read from them.
         if self.cfg.iris_lids {
             for (k, l) in lids.iter().enumerate() {
-                if let Some(l) = l.filter(|l| l.iter().flatten().all(|v| v.is_finite())) {
-                    for (j, (&i, p)) in LID_CONTOUR[k].iter().zip(l).enumerate() {
-                        if j != LID_CORNERS[0] && j != LID_CORNERS[1] {
-                            mesh[i][0] = p[0];
-                            mesh[i][1] = p[1];
-                        }
-                    }
+                if let Some(l) = l {
+                    write_lids(&mut mesh, k, l);
                 }
             }
         }
