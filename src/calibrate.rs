@@ -204,7 +204,9 @@ impl Profile {
             return Err(Error::Invalid("`iod` must be positive".into()));
         }
         if self.lids != "iris" && self.lids != "mesh" {
-            return Err(Error::Invalid(format!("`lids` is {:?}, expected \"iris\" or \"mesh\"", self.lids)));
+            // Quoted at most 40 characters: the value comes from a file.
+            let shown: String = self.lids.chars().take(40).collect();
+            return Err(Error::Invalid(format!("`lids` is {shown:?}, expected \"iris\" or \"mesh\"")));
         }
         Ok(())
     }
@@ -236,21 +238,7 @@ impl Profile {
             return (s, None);
         }
         let f = if iris_lids { IRIS_OVER_MESH_LIDS } else { 1.0 / IRIS_OVER_MESH_LIDS };
-        // iBUG eyes: corners 36/39 and 42/45, lids 37, 38, 40, 41 and 43, 44, 46, 47.
-        for (a, b, lids) in [(36usize, 39usize, [37usize, 38, 40, 41]), (42, 45, [43, 44, 46, 47])] {
-            let (pa, pb) = (s.pts68[a], s.pts68[b]);
-            let e = [pb[0] - pa[0], pb[1] - pa[1]];
-            let l2 = e[0] * e[0] + e[1] * e[1];
-            if !(l2 > 1e-9) {
-                continue;
-            }
-            for i in lids {
-                let p = s.pts68[i];
-                let t = ((p[0] - pa[0]) * e[0] + (p[1] - pa[1]) * e[1]) / l2;
-                let foot = [pa[0] + t * e[0], pa[1] + t * e[1]];
-                s.pts68[i] = [foot[0] + f * (p[0] - foot[0]), foot[1] + f * (p[1] - foot[1])];
-            }
-        }
+        crate::core::retarget::scale_lid_opening(&mut s.pts68, f as f64);
         let note = format!(
             "its lids were measured with the {} lids and this face stage reads the {} ones (`[face] iris_lids`): its eyes' neutral opening is scaled by {f:.2} as an estimate; re-run `puppetcam calibrate`",
             if measured_iris { "iris model's" } else { "468-point mesh's" },
@@ -386,9 +374,17 @@ fn is_image(path: &Path) -> bool {
     matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "bmp" | "webp" | "tif" | "tiff")
 }
 
+/// What `capture` recorded: the samples, the source's label, the frame size, and whether the
+/// lids came from the iris model.
+struct Capture {
+    samples: Vec<Sample>,
+    label: String,
+    size: (u32, u32),
+    iris_lids: bool,
+}
+
 /// Captures `args.seconds` of frames (after `args.skip`) and runs the face tracker on them.
-/// Also says whether the lids came from the iris model.
-fn capture(args: &CalibrateArgs) -> Result<(Vec<Sample>, String, (u32, u32), bool)> {
+fn capture(args: &CalibrateArgs) -> Result<Capture> {
     use crate::face::{FaceModels, FaceTracker, TrackerConfig};
     use crate::source::{open_source, FrameSource, SourceSpec};
     if !(args.seconds > 0.0 && args.seconds <= 60.0) || !(args.skip >= 0.0 && args.skip.is_finite()) {
@@ -436,7 +432,7 @@ fn capture(args: &CalibrateArgs) -> Result<(Vec<Sample>, String, (u32, u32), boo
         let lm = tracker.process(&frame)?;
         samples.push(lm.map(|l| (l.pts68, l.iris)));
     }
-    Ok((samples, label, size, tracker.has_iris_lids()))
+    Ok(Capture { samples, label, size, iris_lids: tracker.has_iris_lids() })
 }
 
 /// Runs a calibration: capture, check, write the profile.
@@ -445,9 +441,9 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
         return Err(Error::Invalid(format!("{} exists; pass --force to overwrite it", args.out.display())));
     }
     let limits = CaptureLimits { max_missing: args.max_missing, max_motion: args.max_motion, ..CaptureLimits::default() };
-    let (samples, label, size, iris_lids) = capture(args)?;
-    let mut profile = assess(&samples, &limits, &label, size)?;
-    if iris_lids {
+    let c = capture(args)?;
+    let mut profile = assess(&c.samples, &limits, &c.label, c.size)?;
+    if c.iris_lids {
         profile.lids = "iris".into();
     }
     profile.save(&args.out)?;

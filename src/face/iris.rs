@@ -95,7 +95,7 @@ impl EyeIris {
     }
 
     /// A lid contour in crop units placed in the crop `roi` (frame pixels).
-    pub fn place_lids(rel: &[[f32; 2]; LID_POINTS], roi: &RotRect) -> [[f32; 2]; LID_POINTS] {
+    pub fn place_lids(rel: &Lids, roi: &RotRect) -> Lids {
         rel.map(|[u, v]| roi.to_frame(u, v, 1.0, 1.0))
     }
 }
@@ -205,7 +205,7 @@ impl IrisModel {
 
     /// The 5 iris points and, when the model has them, the 16 lid-contour points
     /// ([`LID_CONTOUR`]'s order), both in the input tensor's own coordinates (see `raw_points`).
-    pub fn raw_all(&mut self, input: &[f32]) -> Result<([[f32; 2]; 5], Option<[[f32; 2]; LID_POINTS]>)> {
+    pub fn raw_all(&mut self, input: &[f32]) -> Result<([[f32; 2]; 5], Option<Lids>)> {
         let res = model::run(&mut self.session, [1, 3, SIZE, SIZE], input)?;
         let o = &res[self.iris_output];
         let iris = std::array::from_fn(|i| [o[3 * i], o[3 * i + 1]]);

@@ -11,7 +11,7 @@
 //! case in a call) is not run again either: the model would see the same pixels.
 //! [`IrisSchedule::EveryFrame`] is MediaPipe's own pipeline, kept for `puppetcam landmarks`, the
 //! training data and the parity tests against MediaPipe.
-use super::iris::{eye_openness, EyeIris, LID_POINTS};
+use super::iris::{eye_openness, EyeIris, Lids};
 use crate::core::types::Iris;
 
 /// Below this lid opening (over the eye's width) an eye counts as closed: open eyes are
@@ -36,7 +36,7 @@ pub struct IrisPlanner {
     turn: usize,
     last: [Option<[f32; 3]>; 2],
     /// Each eye's last lid contour in crop units, carried like the iris.
-    last_lids: [Option<[[f32; 2]; LID_POINTS]>; 2],
+    last_lids: [Option<Lids>; 2],
     /// Each eye's model input when the model last ran on it (`Alternate` only).
     last_input: [Option<Vec<f32>>; 2],
 }
@@ -132,7 +132,7 @@ impl IrisPlanner {
     }
 
     /// The carried lid contour of eye `k`, placed in this frame's eye crop `roi`.
-    pub fn carried_lids(&self, k: usize, roi: &super::roi::RotRect) -> Option<[[f32; 2]; LID_POINTS]> {
+    pub fn carried_lids(&self, k: usize, roi: &super::roi::RotRect) -> Option<Lids> {
         self.last_lids[k].as_ref().map(|rel| EyeIris::place_lids(rel, roi))
     }
 }
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn carried_lids_follow_the_crop() {
         let mut p = IrisPlanner::new(IrisSchedule::Alternate);
-        let mut rel = [[0.5f32, 0.5]; LID_POINTS];
+        let mut rel: Lids = [[0.5f32, 0.5]; super::super::iris::LID_POINTS];
         rel[0] = [0.25, 0.5];
         rel[8] = [0.75, 0.5];
         p.remember(0, &EyeIris { iris: Iris::default(), rel: [0.5, 0.5, 0.1], lids: None, lids_rel: Some(rel) });

@@ -20,6 +20,9 @@ use opencv::core::ToInputArray;
 use crate::error::Result;
 use std::time::Instant;
 
+/// Both irises (when both eyes have one) and each eye's lid contour (where the model answers it).
+type EyeReadings = (Option<[Iris; 2]>, [Option<Lids>; 2]);
+
 pub struct FaceTracker {
     cfg: TrackerConfig,
     detector: Detector,
@@ -167,7 +170,7 @@ impl FaceTracker {
 
     /// Both irises of the face with raw mesh `mesh` (inter-ocular distance `iod`), from whichever
     /// model answers this frame, and each eye's lid contour where that model answers it.
-    fn irises(&mut self, img: &impl ToInputArray, mesh: &[[f32; 3]], iod: f32) -> Result<(Option<[Iris; 2]>, [Option<Lids>; 2])> {
+    fn irises(&mut self, img: &impl ToInputArray, mesh: &[[f32; 3]], iod: f32) -> Result<EyeReadings> {
         let Some(m) = self.iris.as_mut() else { return Ok((None, [None, None])) };
         let mut t = IrisTiming::default();
         let mut both = [None, None];

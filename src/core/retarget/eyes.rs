@@ -112,6 +112,22 @@ pub fn remap_lids(mesh: &mut [Pt], neutral_ear: [f64; 2]) {
     }
 }
 
+/// Moves each eye's four lid points of `p` (iBUG 68) away from its corner line by `f` (in the
+/// eye's own frame, as `remap_lids` and the retargeter scale an opening), so that each eye's
+/// aspect ratio is multiplied by `f`; corners and all other points stay. A degenerate eye is left
+/// as it is.
+pub fn scale_lid_opening(p: &mut Pts68, f: f64) {
+    let rest = *p;
+    for eye in Eye::BOTH {
+        for &i in &eye.indices()[2..] {
+            if let Some(uv) = to_eye(&rest, eye, [rest[i][0] as f64, rest[i][1] as f64]) {
+                let q = from_eye(&rest, eye, [uv[0], uv[1] * f]);
+                p[i] = [q[0] as f32, q[1] as f32];
+            }
+        }
+    }
+}
+
 /// The eye aspect ratios of a 468-point mesh (right, left); `None` when degenerate.
 pub fn mesh_ears(mesh: &[Pt]) -> Option<[f64; 2]> {
     let p68 = crate::core::landmarks::to68_2d(mesh).ok()?;

@@ -35,7 +35,7 @@ mod topology;
 pub(crate) mod tests;
 
 pub use ease::{Blend, EasePhase, FaceLostEaser};
-pub use eyes::{mesh_ears, remap_lids};
+pub use eyes::{mesh_ears, remap_lids, scale_lid_opening};
 pub use neutral::{estimate_neutral, NeutralEstimate, NeutralLimits, NeutralStatus, NotNeutral};
 pub use params::RetargetParams;
 pub use retargeter::{DriverNeutral, Posed, Retargeter};
